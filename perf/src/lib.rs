@@ -1,0 +1,1 @@
+//! ferroswitch benchmarks and harnesses.

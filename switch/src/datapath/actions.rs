@@ -1,0 +1,107 @@
+//! Datapath actions: the minimal, final list of operations a megaflow applies
+//! to a packet, produced by slow-path translation and executed per packet.
+//!
+//! Like OVS, header changes are committed lazily: translation tracks the
+//! packet's fields as the OpenFlow actions modify them and emits a `Set*`
+//! only just before an output, only for fields that changed since the last
+//! commit. Changes after the last output never reach the datapath.
+//! `Display` prints OVS's datapath notation (what `ofproto/trace` prints after
+//! `Datapath actions:`), e.g. `set(eth(dst=02:00:00:00:00:02)),set(ipv4(ttl=63)),2`.
+
+use crate::flow::PortNo;
+
+/// One datapath action. Fields set to `None` are left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DpAction {
+    /// Send a copy of the packet, as modified so far, to a port.
+    Output(PortNo),
+    /// Rewrite Ethernet addresses.
+    SetEth {
+        /// New source.
+        src: Option<[u8; 6]>,
+        /// New destination.
+        dst: Option<[u8; 6]>,
+    },
+    /// Rewrite IPv4 header fields (checksums updated incrementally, including
+    /// the TCP/UDP pseudo-header part for address changes).
+    SetIpv4 {
+        /// New source.
+        src: Option<u32>,
+        /// New destination.
+        dst: Option<u32>,
+        /// New TOS byte.
+        tos: Option<u8>,
+        /// New TTL.
+        ttl: Option<u8>,
+    },
+    /// Rewrite IPv6 header fields.
+    SetIpv6 {
+        /// New source.
+        src: Option<[u8; 16]>,
+        /// New destination.
+        dst: Option<[u8; 16]>,
+        /// New traffic class.
+        tclass: Option<u8>,
+        /// New hop limit.
+        hlimit: Option<u8>,
+        /// New flow label.
+        label: Option<u32>,
+    },
+    /// Rewrite TCP ports.
+    SetTcp {
+        /// New source port.
+        src: Option<u16>,
+        /// New destination port.
+        dst: Option<u16>,
+    },
+    /// Rewrite UDP ports.
+    SetUdp {
+        /// New source port.
+        src: Option<u16>,
+        /// New destination port.
+        dst: Option<u16>,
+    },
+    /// Rewrite ICMP type/code.
+    SetIcmp {
+        /// New type.
+        icmp_type: Option<u8>,
+        /// New code.
+        code: Option<u8>,
+    },
+    /// Rewrite ARP fields.
+    SetArp {
+        /// New opcode.
+        op: Option<u16>,
+        /// New sender protocol address.
+        spa: Option<u32>,
+        /// New target protocol address.
+        tpa: Option<u32>,
+        /// New sender hardware address.
+        sha: Option<[u8; 6]>,
+        /// New target hardware address.
+        tha: Option<[u8; 6]>,
+    },
+    /// Push an outer VLAN tag.
+    PushVlan {
+        /// TPID (0x8100 or 0x88a8).
+        tpid: u16,
+        /// TCI without the CFI/present bit: pcp << 13 | vid.
+        tci: u16,
+    },
+    /// Rewrite the outer VLAN tag's TCI (vid and pcp).
+    SetVlan {
+        /// New TCI (pcp << 13 | vid).
+        tci: u16,
+    },
+    /// Pop the outer VLAN tag.
+    PopVlan,
+    /// Set the tunnel metadata used by a later output to a tunnel port.
+    SetTunnel {
+        /// VNI.
+        tun_id: u64,
+        /// Outer source (0 = the port's local_ip).
+        src: u32,
+        /// Outer destination (remote VTEP).
+        dst: u32,
+    },
+}

@@ -1,0 +1,101 @@
+//! OpenFlow actions and instructions as the pipeline executes them.
+//!
+//! This is the parsed, normalised form: the flow parser maps ovs-ofctl's
+//! spellings onto it the way OVS does for OpenFlow 1.3 (`mod_dl_src` becomes
+//! `SetField(EthSrc)`, `strip_vlan` becomes `PopVlan`, `mod_vlan_vid` becomes
+//! an optional `PushVlan` plus `SetField(VlanVid)` depending on the match), and
+//! the formatter prints it back the way `ovs-ofctl -O OpenFlow13 dump-flows`
+//! does. An empty action list is `drop`.
+
+use super::field::Field;
+
+/// An OpenFlow port number (OpenFlow 1.3: 32 bits).
+pub type PortNo = u32;
+
+/// Reserved OpenFlow 1.3 port numbers (OFPP_*).
+pub mod ofport {
+    use super::PortNo;
+    /// Highest number of a physical/logical port.
+    pub const MAX: PortNo = 0xffff_ff00;
+    /// Send back out the ingress port (`in_port`, printed `IN_PORT`).
+    pub const IN_PORT: PortNo = 0xffff_fff8;
+    /// Submit to the first table (packet-out only).
+    pub const TABLE: PortNo = 0xffff_fff9;
+    /// The switch's normal L2/L3 processing (`NORMAL`).
+    pub const NORMAL: PortNo = 0xffff_fffa;
+    /// Every port except the ingress port (`FLOOD`).
+    pub const FLOOD: PortNo = 0xffff_fffb;
+    /// Every port except the ingress port (`ALL`).
+    pub const ALL: PortNo = 0xffff_fffc;
+    /// The controller (`CONTROLLER`).
+    pub const CONTROLLER: PortNo = 0xffff_fffd;
+    /// The bridge's local (host stack) port (`LOCAL`).
+    pub const LOCAL: PortNo = 0xffff_fffe;
+    /// Wildcard / none (`ANY`, `NONE`).
+    pub const ANY: PortNo = 0xffff_ffff;
+}
+
+/// A bit range of a field, NXM style: `NXM_NX_REG0[8..15]` is `{Reg0, ofs 8, n_bits 8}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FieldRange {
+    /// The field.
+    pub field: Field,
+    /// First bit (0 = least significant).
+    pub ofs: u32,
+    /// Number of bits.
+    pub n_bits: u32,
+}
+
+/// One action or instruction of a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `output:N`, or a reserved port (`IN_PORT`, `LOCAL`, `FLOOD`, `ALL`, `NORMAL`, `CONTROLLER`).
+    Output(PortNo),
+    /// `set_field:VALUE[/MASK]->FIELD` (and the `mod_*` actions, normalised).
+    /// `mask` is the field's all-ones value for an unmasked set.
+    SetField {
+        /// Target field.
+        field: Field,
+        /// Value, right-aligned.
+        value: u128,
+        /// Bits of the field to write.
+        mask: u128,
+    },
+    /// `load:VALUE->DST[ofs..end]`.
+    Load {
+        /// Destination bits.
+        dst: FieldRange,
+        /// Value, right-aligned to `dst.ofs`.
+        value: u128,
+    },
+    /// `move:SRC[..]->DST[..]` (equal widths).
+    Move {
+        /// Source bits.
+        src: FieldRange,
+        /// Destination bits.
+        dst: FieldRange,
+    },
+    /// `dec_ttl`: decrement the IPv4 TTL / IPv6 hop limit; at 0 or 1, an
+    /// `invalid_ttl` exception ends the current flow's actions.
+    DecTtl,
+    /// `push_vlan:ETHERTYPE`: push a tag with vid 0, pcp 0.
+    PushVlan(u16),
+    /// `pop_vlan` (`strip_vlan`).
+    PopVlan,
+    /// `resubmit([port],[table])`: run the packet through a table and come back.
+    Resubmit {
+        /// Pretend the packet came in on this port (None: keep in_port).
+        in_port: Option<PortNo>,
+        /// Table to search (None: the current table).
+        table: Option<u8>,
+    },
+    /// `write_metadata:VALUE[/MASK]` instruction.
+    WriteMetadata {
+        /// Value.
+        value: u64,
+        /// Bits to write.
+        mask: u64,
+    },
+    /// `goto_table:N` instruction (always last).
+    GotoTable(u8),
+}

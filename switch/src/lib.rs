@@ -1,0 +1,10 @@
+//! ferroswitch: a userspace, polling-mode virtual switch.
+//!
+//! Data path: port rx batch → [`packet`] extraction into a [`flow::FlowKey`] →
+//! datapath cache (exact match, then megaflow) → actions → port tx batch. On a
+//! miss, the slow path runs the [`pipeline`] tables and installs a megaflow.
+
+pub mod datapath;
+pub mod flow;
+pub mod packet;
+pub mod pipeline;

@@ -1,0 +1,6 @@
+//! OpenFlow tables: the classifier, flow tables, and slow-path translation.
+
+pub mod classifier;
+pub mod table;
+
+pub use table::{Pipeline, Rule, RuleStats};
