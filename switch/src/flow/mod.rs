@@ -48,3 +48,60 @@ impl Default for Flow {
         }
     }
 }
+
+/// A flow as given to a flow-mod or a dump filter: like [`Flow`], plus what
+/// only selection needs. Produced by the flow parser, consumed by the tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowSpec {
+    /// `table=N`; None = every table (del-flows, dump-flows, mod-flows without `table=`).
+    /// An add without `table=` goes to table 0.
+    pub table: Option<u8>,
+    /// Priority (default 32768); used by add and the strict commands.
+    pub priority: u16,
+    /// Cookie: the new flow's cookie for add; the value to select for del/mod/dump
+    /// when `cookie_mask` is non-zero.
+    pub cookie: u64,
+    /// `cookie=V/M`: the bits of `cookie` that select flows (0 = select regardless of cookie).
+    pub cookie_mask: u64,
+    /// The match.
+    pub matches: Match,
+    /// Actions (add and modify).
+    pub actions: Vec<Action>,
+    /// `idle_timeout=`.
+    pub idle_timeout: u16,
+    /// `hard_timeout=`.
+    pub hard_timeout: u16,
+    /// `out_port=N`: select only flows that output to this port (del/dump).
+    pub out_port: Option<PortNo>,
+}
+
+impl Default for FlowSpec {
+    fn default() -> Self {
+        FlowSpec {
+            table: None,
+            priority: DEFAULT_PRIORITY,
+            cookie: 0,
+            cookie_mask: 0,
+            matches: Match::CATCHALL,
+            actions: Vec::new(),
+            idle_timeout: 0,
+            hard_timeout: 0,
+            out_port: None,
+        }
+    }
+}
+
+impl FlowSpec {
+    /// The flow an add installs from this spec.
+    pub fn to_flow(&self) -> Flow {
+        Flow {
+            table: self.table.unwrap_or(0),
+            priority: self.priority,
+            cookie: self.cookie,
+            matches: self.matches,
+            actions: self.actions.clone(),
+            idle_timeout: self.idle_timeout,
+            hard_timeout: self.hard_timeout,
+        }
+    }
+}

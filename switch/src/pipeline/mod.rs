@@ -2,5 +2,7 @@
 
 pub mod classifier;
 pub mod table;
+pub mod xlate;
 
 pub use table::{Pipeline, Rule, RuleStats};
+pub use xlate::{translate, Xlation};
