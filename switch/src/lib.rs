@@ -4,7 +4,9 @@
 //! datapath cache (exact match, then megaflow) → actions → port tx batch. On a
 //! miss, the slow path runs the [`pipeline`] tables and installs a megaflow.
 
+pub mod control;
 pub mod datapath;
 pub mod flow;
 pub mod packet;
 pub mod pipeline;
+pub mod port;

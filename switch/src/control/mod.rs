@@ -1,0 +1,6 @@
+//! The control plane: the request/reply protocol, the bridge state it
+//! manipulates, persistence, and the Unix-socket server.
+
+pub mod proto;
+pub mod server;
+pub mod state;
