@@ -1,1 +1,258 @@
-fn main() {}
+//! flowctl: the ferroswitch operator CLI, shaped after ovs-ofctl.
+//!
+//! Every command is one request over switchd's control socket (see
+//! `switch::control::proto`). Flows are sent as text and parsed by switchd,
+//! so errors come back from the parser that decides, pointing at the token.
+//! Output follows ovs-ofctl's shapes; `--json` prints the raw reply instead.
+
+mod render;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switch::control::proto::{BundleMod, BundleOp, Reply, Request, DEFAULT_SOCKET};
+use switch::control::server::Client;
+
+/// Control a ferroswitch bridge (ovs-ofctl style).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None, after_help = render::EXAMPLES)]
+struct Cli {
+    /// switchd's control socket.
+    #[arg(long, global = true, env = "FLOWCTL_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print switchd's JSON reply instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Add a flow: `flowctl add-flow br0 'table=0,priority=100,ip,nw_dst=10.244.1.0/24,actions=dec_ttl,goto_table:2'`.
+    AddFlow { bridge: String, flow: String },
+    /// Add the flows in FILE (one per line, `#` comments; `-` for stdin), all or nothing.
+    AddFlows { bridge: String, file: String },
+    /// Change the actions of the flows the given match covers (`--strict`: exact match and priority).
+    ModFlows {
+        bridge: String,
+        flow: String,
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Delete the flows the given match covers (all flows without FLOW; `--strict`: exact match and priority).
+    DelFlows {
+        bridge: String,
+        flow: Option<String>,
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print flows, like `ovs-ofctl -O OpenFlow13 dump-flows`.
+    DumpFlows {
+        bridge: String,
+        flow: Option<String>,
+        /// Leave out cookie, duration and counters.
+        #[arg(long)]
+        no_stats: bool,
+    },
+    /// Make the bridge's flows exactly those in FILE, applying only the difference, atomically.
+    ReplaceFlows { bridge: String, file: String },
+    /// Apply the flow-mods in FILE all or nothing. Lines: `add|modify|modify_strict|delete|delete_strict FLOW`
+    /// (an optional leading `flow` word is accepted, as in ovs-ofctl bundle files).
+    Bundle { bridge: String, file: String },
+    /// Print port counters with every drop's reason.
+    DumpPorts { bridge: String, port: Option<String> },
+    /// Print per-table counters.
+    DumpTables { bridge: String },
+    /// Print the bridge, its ports and the polling thread's counters.
+    Show { bridge: String },
+    /// Trace a packet through the tables: `flowctl trace br0 'in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_ttl=64,tcp_dst=80'`.
+    Trace { bridge: String, packet: String },
+    /// Add a port: `flowctl add-port br0 p1 type=memory ofport=1 [option=value ...]`.
+    AddPort {
+        bridge: String,
+        name: String,
+        /// `type=TYPE`, `ofport=N` and backend options as `key=value`.
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
+    /// Remove a port.
+    DelPort { bridge: String, name: String },
+    /// Hand frames (hex) to a memory port as if they arrived on it.
+    Inject {
+        bridge: String,
+        port: String,
+        #[arg(required = true)]
+        frames: Vec<String>,
+    },
+    /// Print (and consume) the frames a memory port transmitted.
+    Capture {
+        bridge: String,
+        port: String,
+        #[arg(long)]
+        max: Option<usize>,
+    },
+}
+
+fn read_lines(file: &str) -> Result<Vec<String>, String> {
+    let mut text = String::new();
+    if file == "-" {
+        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading stdin: {e}"))?;
+    } else {
+        text = std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"))?;
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+fn parse_bundle(lines: Vec<String>) -> Result<Vec<BundleMod>, String> {
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = l.strip_prefix("flow ").map(str::trim_start).unwrap_or(&l).to_string();
+            let (word, rest) = l.split_once(char::is_whitespace).unwrap_or((l.as_str(), ""));
+            let op = match word {
+                "add" => BundleOp::Add,
+                "modify" => BundleOp::Modify,
+                "modify_strict" => BundleOp::ModifyStrict,
+                "delete" => BundleOp::Delete,
+                "delete_strict" => BundleOp::DeleteStrict,
+                other => {
+                    return Err(format!(
+                        "bundle line {}: {other:?} is not add, modify, modify_strict, delete or delete_strict",
+                        i + 1
+                    ))
+                }
+            };
+            Ok(BundleMod { op, flow: rest.trim().to_string() })
+        })
+        .collect()
+}
+
+fn request(cmd: &Cmd) -> Result<Request, String> {
+    Ok(match cmd {
+        Cmd::AddFlow { bridge, flow } => Request::AddFlow { bridge: bridge.clone(), flow: flow.clone() },
+        Cmd::AddFlows { bridge, file } => Request::AddFlows { bridge: bridge.clone(), flows: read_lines(file)? },
+        Cmd::ModFlows { bridge, flow, strict } => {
+            Request::ModFlows { bridge: bridge.clone(), flow: flow.clone(), strict: *strict }
+        }
+        Cmd::DelFlows { bridge, flow, strict } => {
+            Request::DelFlows { bridge: bridge.clone(), flow: flow.clone(), strict: *strict }
+        }
+        Cmd::DumpFlows { bridge, flow, .. } => Request::DumpFlows { bridge: bridge.clone(), filter: flow.clone() },
+        Cmd::ReplaceFlows { bridge, file } => Request::ReplaceFlows { bridge: bridge.clone(), flows: read_lines(file)? },
+        Cmd::Bundle { bridge, file } => Request::Bundle { bridge: bridge.clone(), mods: parse_bundle(read_lines(file)?)? },
+        Cmd::DumpPorts { bridge, port } => Request::DumpPorts { bridge: bridge.clone(), port: port.clone() },
+        Cmd::DumpTables { bridge } => Request::DumpTables { bridge: bridge.clone() },
+        Cmd::Show { bridge } => Request::Show { bridge: bridge.clone() },
+        Cmd::Trace { bridge, packet } => Request::Trace { bridge: bridge.clone(), packet: packet.clone() },
+        Cmd::AddPort { bridge, name, settings } => {
+            let mut port_type = None;
+            let mut ofport = None;
+            let mut options = std::collections::BTreeMap::new();
+            for s in settings {
+                let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected key=value (e.g. type=memory)"))?;
+                match k {
+                    "type" => port_type = Some(v.to_string()),
+                    "ofport" => {
+                        ofport = Some(v.parse::<u32>().map_err(|_| format!("ofport={v:?}: expected a port number"))?)
+                    }
+                    _ => {
+                        options.insert(k.to_string(), v.to_string());
+                    }
+                }
+            }
+            let port_type = port_type.ok_or("add-port needs type=TYPE (e.g. type=memory)")?;
+            Request::AddPort { bridge: bridge.clone(), name: name.clone(), port_type, ofport, options }
+        }
+        Cmd::DelPort { bridge, name } => Request::DelPort { bridge: bridge.clone(), name: name.clone() },
+        Cmd::Inject { bridge, port, frames } => {
+            Request::Inject { bridge: bridge.clone(), port: port.clone(), frames: frames.clone() }
+        }
+        Cmd::Capture { bridge, port, max } => Request::Capture { bridge: bridge.clone(), port: port.clone(), max: *max },
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let req = match request(&cli.cmd) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flowctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let reply = Client::connect(&cli.socket).and_then(|mut c| c.call(&req));
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "flowctl: cannot talk to switchd at {}: {e} (is switchd running? --socket or FLOWCTL_SOCKET selects another)",
+                cli.socket.display()
+            );
+            return ExitCode::from(3);
+        }
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+        return if matches!(reply, Reply::Ok(_)) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    match reply {
+        Reply::Ok(body) => {
+            print!("{}", render::render(&cli.cmd_name(), &body, &cli.cmd));
+            ExitCode::SUCCESS
+        }
+        Reply::Error(e) => {
+            eprintln!("flowctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Cli {
+    fn cmd_name(&self) -> String {
+        format!("{:?}", self.cmd).split([' ', '{']).next().unwrap_or_default().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_lines() {
+        let m = parse_bundle(vec!["flow add priority=1,actions=drop".into(), "delete_strict priority=1".into()]).unwrap();
+        assert_eq!(m[0].op, BundleOp::Add);
+        assert_eq!(m[0].flow, "priority=1,actions=drop");
+        assert_eq!(m[1].op, BundleOp::DeleteStrict);
+        assert!(parse_bundle(vec!["frob x".into()]).unwrap_err().contains("frob"));
+    }
+
+    #[test]
+    fn add_port_settings() {
+        let r = request(&Cmd::AddPort {
+            bridge: "br0".into(),
+            name: "p1".into(),
+            settings: vec!["type=memory".into(), "ofport=4".into(), "depth=64".into()],
+        })
+        .unwrap();
+        match r {
+            Request::AddPort { port_type, ofport, options, .. } => {
+                assert_eq!(port_type, "memory");
+                assert_eq!(ofport, Some(4));
+                assert_eq!(options.get("depth").map(String::as_str), Some("64"));
+            }
+            _ => unreachable!(),
+        }
+        assert!(request(&Cmd::AddPort { bridge: "b".into(), name: "p".into(), settings: vec!["ofport=1".into()] })
+            .unwrap_err()
+            .contains("type="));
+    }
+}

@@ -9,4 +9,5 @@ pub mod datapath;
 pub mod flow;
 pub mod packet;
 pub mod pipeline;
+pub mod pmd;
 pub mod port;

@@ -1,0 +1,134 @@
+//! Text output in ovs-ofctl's shapes, from switchd's JSON replies.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+use switch::control::bridge::decode_hex;
+use switch::control::proto::{FlowEntry, PortEntry, TableEntry};
+
+use crate::Cmd;
+
+/// Examples shown by `flowctl --help`.
+pub const EXAMPLES: &str = "\
+Examples:
+  flowctl add-port br0 p1 type=memory ofport=1
+  flowctl add-flow br0 'table=0,priority=100,ip,nw_dst=10.244.1.0/24,actions=dec_ttl,goto_table:2'
+  flowctl add-flows br0 flows.txt
+  flowctl dump-flows br0 'table=0,ip'
+  flowctl del-flows br0 'cookie=0x5/-1'
+  flowctl trace br0 'in_port=1,icmp,nw_src=10.244.1.2,nw_dst=10.244.2.3,nw_ttl=64'
+  flowctl dump-ports br0
+  flowctl --json trace br0 'in_port=1,udp,nw_dst=10.0.0.1,udp_dst=53'
+See docs/flowctl.md for every command.";
+
+fn opt<T: serde::de::DeserializeOwned>(v: &Value, key: &str) -> Vec<T> {
+    v.get(key).and_then(|x| serde_json::from_value(x.clone()).ok()).unwrap_or_default()
+}
+
+/// Render a successful reply for a command.
+pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
+    let mut out = String::new();
+    match cmd {
+        Cmd::DumpFlows { no_stats, .. } => {
+            for f in opt::<FlowEntry>(body, "flows") {
+                let _ = writeln!(out, "{}", if *no_stats { &f.line_no_stats } else { &f.line });
+            }
+        }
+        Cmd::DumpPorts { .. } => {
+            let ports = opt::<PortEntry>(body, "ports");
+            let _ = writeln!(out, "OFPST_PORT reply (OF1.3): {} ports", ports.len());
+            for p in ports {
+                let s = &p.stats;
+                let _ = writeln!(
+                    out,
+                    "  port {:>2} ({}): rx pkts={}, bytes={}, drop={}, errs={}, frame=0, over=0, crc=0",
+                    p.ofport, p.name, s.rx_packets, s.rx_bytes, s.rx_dropped, s.rx_errors
+                );
+                let pad = " ".repeat(format!("  port {:>2} ({}): ", p.ofport, p.name).len());
+                let _ = writeln!(
+                    out,
+                    "{pad}tx pkts={}, bytes={}, drop={}, errs={}, coll=0",
+                    s.tx_packets, s.tx_bytes, s.tx_dropped, s.tx_errors
+                );
+                let reasons = |v: &[(String, u64)]| {
+                    v.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(", ")
+                };
+                if !s.rx_drop_reasons.is_empty() {
+                    let _ = writeln!(out, "{pad}rx drops: {}", reasons(&s.rx_drop_reasons));
+                }
+                if !s.tx_drop_reasons.is_empty() {
+                    let _ = writeln!(out, "{pad}tx drops: {}", reasons(&s.tx_drop_reasons));
+                }
+                let _ = writeln!(out, "{pad}duration={:.3}s", p.duration);
+            }
+        }
+        Cmd::DumpTables { .. } => {
+            let _ = writeln!(out, "OFPST_TABLE reply (OF1.3):");
+            let tables = opt::<TableEntry>(body, "tables");
+            for t in &tables {
+                let _ = writeln!(out, "  table {}:", t.table);
+                let _ = writeln!(out, "    active={}, lookup={}, matched={}", t.active, t.lookups, t.matched);
+                let _ = writeln!(out);
+            }
+            let _ = writeln!(out, "  ({} other tables are empty and unused)", 255 - tables.len());
+        }
+        Cmd::Show { .. } => {
+            let _ = writeln!(
+                out,
+                "{}: {} tables, {} flows, generation {}",
+                body["bridge"].as_str().unwrap_or("?"),
+                body["n_tables"],
+                body["n_flows"],
+                body["generation"]
+            );
+            for p in opt::<PortEntry>(body, "ports") {
+                let opts: String = p.options.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+                let _ = writeln!(out, " {}({}): type={}{} state={}", p.ofport, p.name, p.port_type, opts, p.state);
+            }
+            let pmd = &body["pmd"];
+            let n = |k: &str| pmd[k].as_u64().unwrap_or(0);
+            let rx = n("rx_packets");
+            let pct = |x: u64| if rx == 0 { 0.0 } else { 100.0 * x as f64 / rx as f64 };
+            let _ = writeln!(
+                out,
+                "pmd0: rx packets {rx}, emc hits {} ({:.1}%), megaflow hits {} ({:.1}%), misses {} ({:.1}%), busy iterations {}/{}",
+                n("emc_hits"),
+                pct(n("emc_hits")),
+                n("megaflow_hits"),
+                pct(n("megaflow_hits")),
+                n("misses"),
+                pct(n("misses")),
+                n("busy_iterations"),
+                n("iterations")
+            );
+        }
+        Cmd::Trace { .. } => {
+            out += body["text"].as_str().unwrap_or_default();
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        Cmd::Capture { .. } => {
+            for (i, hex) in opt::<String>(body, "frames").iter().enumerate() {
+                let summary = match decode_hex(hex) {
+                    Ok(bytes) => {
+                        let mut key = switch::flow::FlowKey::ZERO;
+                        let lay = switch::packet::extract(&bytes, 0, &mut key);
+                        let mut s = format!("{} bytes: {}", bytes.len(), switch::flow::format::format_key(&key));
+                        if lay.status != switch::packet::ParseStatus::Ok {
+                            let _ = write!(s, " ({:?})", lay.status);
+                        }
+                        s
+                    }
+                    Err(e) => e,
+                };
+                let _ = writeln!(out, "frame {}: {summary}\n  {hex}", i + 1);
+            }
+        }
+        Cmd::AddPort { name, .. } => {
+            let _ = writeln!(out, "{name}: ofport {}", body["ofport"]);
+        }
+        _ => {}
+    }
+    out
+}
