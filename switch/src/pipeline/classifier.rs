@@ -138,7 +138,7 @@ impl<T> Classifier<T> {
     fn resort(&mut self) {
         // Stable: subtables with equal maxima keep their relative order.
         self.subtables
-            .sort_by(|a, b| b.max_priority.cmp(&a.max_priority));
+            .sort_by_key(|s| core::cmp::Reverse(s.max_priority));
     }
 
     /// Insert with an explicit sequence number (`None`: a fresh one).
