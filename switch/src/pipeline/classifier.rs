@@ -24,14 +24,25 @@
 //!   keeps its place. To make that deterministic the early stop only skips
 //!   subtables whose maximum is strictly below the best priority, so the
 //!   result is always exactly the one [`LinearClassifier`] gives.
-//! - **Megaflow contract**: `lookup` ORs into `wc` the mask of every subtable
-//!   it probed and nothing else; a subtable skipped by the early stop adds
-//!   nothing. Every key equal to `key` under the resulting `wc` probes the same
-//!   subtables with the same outcome, hence gets the same answer.
-//! - Not done (yet): OVS's staged lookup and prefix tries, which narrow `wc`
-//!   further by unwildcarding only the stages / prefix bits a miss needed.
-//!   Our `wc` is correct but can be wider than OVS's for tables that mix
-//!   L2-only and L4 rules.
+//! - **Staged lookup** (OVS's `cls_subtable` stages): a subtable's mask is
+//!   split into field groups, metadata → L2 → L3 → L4. The bucket hash is a
+//!   chain of per-stage hashes, and for every stage but the last the
+//!   subtable keeps a counted set of the chained hashes of its rules' values.
+//!   A probe hashes stage by stage and gives up at the first stage whose hash
+//!   is not in the set: no rule can match, and only the stages hashed so far
+//!   are unwildcarded. So a packet from another in_port than every rule's
+//!   does not drag L3/L4 bits into its megaflow.
+//! - **Megaflow contract**: `lookup` ORs into `wc` the stages each probed
+//!   subtable hashed (its whole mask when the final probe was made) and
+//!   nothing else; a subtable skipped by the early stop adds nothing. Every
+//!   key equal to `key` under the resulting `wc` computes the same stage
+//!   hashes in the same subtables, so it probes the same subtables with the
+//!   same outcome and gets the same answer (hash collisions in a stage set
+//!   only make a probe go further, identically for such keys).
+//! - Not done: OVS's prefix tries (which unwildcard only the prefix bits of
+//!   `nw_src`/`nw_dst` a miss needed) and ports-trie; our `wc` keeps whole
+//!   stage masks, so it can be wider than OVS's for tables with many
+//!   different IP prefix lengths.
 //!
 //! Control-path cost: insert/remove find the subtable by a linear scan over
 //! subtables (there are few distinct masks per table in practice) and re-sort
@@ -60,6 +71,77 @@ struct Bucket<T> {
     rules: Vec<Entry<T>>,
 }
 
+/// The field groups of staged lookup, in lookup order (OVS's flow segments):
+/// metadata (in_port, registers, metadata, tunnel, conntrack), L2, L3, and
+/// L4 (everything else, so that the groups always cover every key bit).
+fn stage_groups() -> [FlowMask; N_STAGES] {
+    let mut meta = FlowKey::ZERO;
+    meta.in_port = u32::MAX;
+    meta.ct_state = u32::MAX;
+    meta.ct_zone = u16::MAX;
+    meta.ct_mark = u32::MAX;
+    meta.tun_id = u64::MAX;
+    meta.tun_src = u32::MAX;
+    meta.tun_dst = u32::MAX;
+    meta.metadata = u64::MAX;
+    meta.regs = [u32::MAX; 8];
+    meta.ct_label = [0xff; 16];
+    let mut l2 = FlowKey::ZERO;
+    l2.dl_dst = [0xff; 6];
+    l2.dl_src = [0xff; 6];
+    l2.dl_type = u16::MAX;
+    l2.vlan_tci = u16::MAX;
+    let mut l3 = FlowKey::ZERO;
+    l3.nw_src = u32::MAX;
+    l3.nw_dst = u32::MAX;
+    l3.nw_proto = u8::MAX;
+    l3.nw_tos = u8::MAX;
+    l3.nw_ttl = u8::MAX;
+    l3.nw_frag = u8::MAX;
+    l3.arp_sha = [0xff; 6];
+    l3.arp_tha = [0xff; 6];
+    l3.ipv6_label = u32::MAX;
+    l3.ipv6_src = [0xff; 16];
+    l3.ipv6_dst = [0xff; 16];
+    let mut l4 = FlowKey::all_ones();
+    for g in [&meta, &l2, &l3] {
+        for (w, gw) in l4.words_mut().iter_mut().zip(g.words()) {
+            *w &= !gw;
+        }
+    }
+    [meta, l2, l3, l4]
+}
+
+/// Number of staged-lookup field groups.
+const N_STAGES: usize = 4;
+
+/// One stage of a subtable: the part of its mask inside one field group.
+#[derive(Debug, Clone)]
+struct Stage {
+    mask: FlowMask,
+    map: u32,
+}
+
+/// Chain a stage's hash onto the hash of the stages before it.
+#[inline(always)]
+fn chain(h: u64, stage_hash: u64) -> u64 {
+    let x = (h.rotate_left(26) ^ stage_hash).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    x ^ (x >> 32)
+}
+
+/// OR `mask`'s words listed in `map` into `wc`.
+#[inline(always)]
+fn unwildcard(wc: &mut FlowMask, mask: &FlowMask, map: u32) {
+    let ww = wc.words_mut();
+    let mw = mask.words();
+    let mut m = map;
+    while m != 0 {
+        let i = m.trailing_zeros() as usize;
+        m &= m - 1;
+        ww[i] |= mw[i];
+    }
+}
+
 /// All rules sharing one mask.
 #[derive(Debug, Clone)]
 struct Subtable<T> {
@@ -69,29 +151,96 @@ struct Subtable<T> {
     /// Highest priority of any rule in the subtable.
     max_priority: u16,
     n_rules: usize,
+    /// Keyed by the chained stage hash of the bucket's value.
     buckets: HashTable<Bucket<T>>,
+    /// The non-empty stages, in lookup order; together they are `mask`.
+    stages: Vec<Stage>,
+    /// For every stage but the last: (chained hash of the values through
+    /// that stage, number of buckets with it). A miss there proves no rule
+    /// can match, having looked only at the stages so far.
+    indexes: Vec<HashTable<(u64, u32)>>,
 }
 
 impl<T> Subtable<T> {
     fn new(mask: FlowMask) -> Self {
+        let stages: Vec<Stage> = stage_groups()
+            .iter()
+            .map(|g| {
+                let sm = mask.masked(g);
+                Stage {
+                    map: sm.nonzero_words(),
+                    mask: sm,
+                }
+            })
+            .filter(|s| s.map != 0)
+            .collect();
+        let indexes = (1..stages.len()).map(|_| HashTable::new()).collect();
         Subtable {
             map: mask.nonzero_words(),
             mask,
             max_priority: 0,
             n_rules: 0,
             buckets: HashTable::new(),
+            stages,
+            indexes,
         }
     }
 
-    #[inline]
-    fn hash_of(&self, value: &FlowKey) -> u64 {
-        masked_hash(value, &self.mask, self.map)
+    /// Chained hashes of `value` through each stage; the last is the bucket hash.
+    fn stage_hashes(&self, value: &FlowKey) -> [u64; N_STAGES] {
+        let mut out = [0u64; N_STAGES];
+        let mut h = 0u64;
+        for (i, st) in self.stages.iter().enumerate() {
+            h = chain(h, masked_hash(value, &st.mask, st.map));
+            out[i] = h;
+        }
+        out
     }
 
-    /// The bucket whose value equals `key & mask`.
+    /// The bucket hash of `value` (0 for the catch-all subtable).
+    fn hash_of(&self, value: &FlowKey) -> u64 {
+        self.stages
+            .len()
+            .checked_sub(1)
+            .map_or(0, |last| self.stage_hashes(value)[last])
+    }
+
+    /// Account a new bucket (`add`) or a removed one in the stage indexes.
+    fn index_bucket(&mut self, value: &FlowKey, add: bool) {
+        let hs = self.stage_hashes(value);
+        for (idx, &h) in self.indexes.iter_mut().zip(hs.iter()) {
+            match idx.find_entry(h, |e| e.0 == h) {
+                Ok(mut occ) => {
+                    if add {
+                        occ.get_mut().1 += 1;
+                    } else if occ.get().1 <= 1 {
+                        occ.remove();
+                    } else {
+                        occ.get_mut().1 -= 1;
+                    }
+                }
+                Err(_) => {
+                    if add {
+                        idx.insert_unique(h, (h, 1), |e| e.0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Staged probe: the bucket whose value equals `key & mask`. ORs into
+    /// `wc` the stages it hashed: all of them when the final probe was made,
+    /// only those up to the first stage whose index misses otherwise.
     #[inline(always)]
-    fn probe(&self, key: &FlowKey) -> Option<&Bucket<T>> {
-        let h = masked_hash(key, &self.mask, self.map);
+    fn probe(&self, key: &FlowKey, wc: &mut FlowMask) -> Option<&Bucket<T>> {
+        let mut h = 0u64;
+        for (i, st) in self.stages.iter().enumerate() {
+            h = chain(h, masked_hash(key, &st.mask, st.map));
+            unwildcard(wc, &st.mask, st.map);
+            if let Some(idx) = self.indexes.get(i) {
+                idx.find(h, |e| e.0 == h)?;
+            }
+        }
         self.buckets
             .find(h, |b| masked_eq(key, &self.mask, b.m.value(), self.map))
     }
@@ -180,6 +329,7 @@ impl<T> Classifier<T> {
                 b.rules.insert(pos, entry);
             }
             None => {
+                st.index_bucket(m.value(), true);
                 st.buckets.insert_unique(
                     h,
                     Bucket {
@@ -224,6 +374,7 @@ impl<T> Classifier<T> {
         let e = b.rules.remove(pos);
         if b.rules.is_empty() {
             occ.remove();
+            st.index_bucket(m.value(), false);
         }
         st.n_rules -= 1;
         self.n_rules -= 1;
@@ -281,7 +432,7 @@ impl<T> Classifier<T> {
     }
 
     /// Highest-priority rule matching `key` (earliest inserted among equal
-    /// priorities). ORs into `wc` the mask of every subtable probed, so that
+    /// priorities). ORs into `wc` the stages of every subtable probed, so that
     /// any key equal to `key` under `wc` gets the same answer (the megaflow
     /// contract). Hot path: no allocation.
     #[inline]
@@ -294,16 +445,7 @@ impl<T> Classifier<T> {
                     break;
                 }
             }
-            // Unwildcard this subtable's mask (only its non-zero words).
-            let ww = wc.words_mut();
-            let mw = st.mask.words();
-            let mut map = st.map;
-            while map != 0 {
-                let i = map.trailing_zeros() as usize;
-                map &= map - 1;
-                ww[i] |= mw[i];
-            }
-            if let Some(b) = st.probe(key) {
+            if let Some(b) = st.probe(key, wc) {
                 let e = &b.rules[0];
                 let better = match best {
                     None => true,
@@ -456,6 +598,101 @@ mod tests {
         assert_eq!(
             c.lookup(&key(0x0a00_0001), &mut wc).map(|r| *r.2),
             Some('x')
+        );
+    }
+
+    #[test]
+    fn stage_groups_partition_the_key() {
+        let g = stage_groups();
+        let mut union = FlowKey::ZERO;
+        for (i, a) in g.iter().enumerate() {
+            for b in &g[i + 1..] {
+                assert!(a.masked(b).is_zero(), "groups overlap");
+            }
+            union.or_assign(a);
+        }
+        assert_eq!(union, FlowKey::all_ones());
+    }
+
+    /// `in_port=1,ip,nw_dst=10.0.0.1,tp_dst=80`
+    fn web_rule() -> Match {
+        let mut m = Match::CATCHALL;
+        m.set_exact(Field::InPort, 1);
+        m.set_exact(Field::EthType, 0x0800);
+        m.set_exact(Field::IpDst, 0x0a00_0001);
+        m.set_exact(Field::NwProto, 6);
+        m.set_exact(Field::TcpDst, 80);
+        m
+    }
+
+    #[test]
+    fn staged_lookup_unwildcards_only_the_stages_it_needed() {
+        let mut c = Classifier::new();
+        c.insert(web_rule(), 10, "web");
+        let mut k = key(0x0a00_0001);
+        k.in_port = 2;
+        k.nw_proto = 6;
+        k.tp_dst = 80;
+        // Misses in the metadata stage: only in_port matters.
+        let mut wc = FlowKey::ZERO;
+        assert!(c.lookup(&k, &mut wc).is_none());
+        let mut want = FlowKey::ZERO;
+        want.in_port = u32::MAX;
+        assert_eq!(wc, want);
+        // Misses in L2: in_port and dl_type.
+        k.in_port = 1;
+        k.dl_type = 0x0806;
+        let mut wc = FlowKey::ZERO;
+        assert!(c.lookup(&k, &mut wc).is_none());
+        want.dl_type = u16::MAX;
+        assert_eq!(wc, want);
+        // Misses in L3: no L4 bits.
+        k.dl_type = 0x0800;
+        k.nw_dst = 0x0a00_0002;
+        let mut wc = FlowKey::ZERO;
+        assert!(c.lookup(&k, &mut wc).is_none());
+        assert_eq!((wc.nw_dst, wc.nw_proto, wc.tp_dst), (u32::MAX, u8::MAX, 0));
+        // Misses in the last stage, or hits: the whole mask.
+        k.nw_dst = 0x0a00_0001;
+        k.tp_dst = 81;
+        let mut wc = FlowKey::ZERO;
+        assert!(c.lookup(&k, &mut wc).is_none());
+        assert_eq!(wc, *web_rule().mask());
+        k.tp_dst = 80;
+        let mut wc = FlowKey::ZERO;
+        assert_eq!(c.lookup(&k, &mut wc).map(|r| *r.2), Some("web"));
+        assert_eq!(wc, *web_rule().mask());
+    }
+
+    #[test]
+    fn stage_indexes_are_counted() {
+        // Two rules share the in_port stage; removing one keeps the other reachable.
+        let mut c = Classifier::new();
+        let a = web_rule();
+        let mut b = web_rule();
+        b.set_exact(Field::TcpDst, 443);
+        c.insert(a, 10, "a");
+        c.insert(b, 10, "b");
+        c.remove(&a, 10);
+        let mut k = FlowKey::ZERO;
+        k.in_port = 1;
+        k.dl_type = 0x0800;
+        k.nw_dst = 0x0a00_0001;
+        k.nw_proto = 6;
+        k.tp_dst = 443;
+        let mut wc = FlowKey::ZERO;
+        assert_eq!(c.lookup(&k, &mut wc).map(|r| *r.2), Some("b"));
+        c.remove(&b, 10);
+        assert_eq!(c.n_subtables(), 0);
+        c.insert(b, 10, "b2");
+        assert_eq!(c.lookup(&k, &mut wc).map(|r| *r.2), Some("b2"));
+        assert_eq!(
+            c.subtables[0]
+                .indexes
+                .iter()
+                .map(HashTable::len)
+                .sum::<usize>(),
+            3
         );
     }
 }
