@@ -696,3 +696,39 @@ fn replace_flows_later_duplicate_wins() {
     assert_eq!(diff.added.len(), 1);
     assert_eq!(dump(&p), vec![(0, 1, out(2))]);
 }
+
+#[test]
+fn modify_instructions_are_checked_even_when_nothing_is_selected() {
+    let mut p = Pipeline::new();
+    let err = p
+        .apply(&[fm(
+            FlowModCommand::Modify,
+            spec(Some(2), 0, ip(), vec![Action::GotoTable(1)]),
+        )])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        FlowModError::GotoTableNotForward {
+            index: 0,
+            table: 2,
+            target: 1
+        }
+    );
+    let err = p
+        .apply(&[fm(
+            FlowModCommand::ModifyStrict,
+            spec(None, 0, ip(), vec![Action::GotoTable(3), Action::Output(1)]),
+        )])
+        .unwrap_err();
+    assert_eq!(err, FlowModError::GotoTableNotLast { index: 0 });
+}
+
+#[test]
+fn add_flow_never_panics_on_table_255() {
+    let mut p = Pipeline::new();
+    p.add_flow(flow(255, 1, ip(), out(1), 0));
+    assert_eq!(p.n_rules(), 0);
+    assert_eq!(p.table(255).classifier.len(), 0);
+    p.add_flow(flow(254, 1, ip(), out(1), 0));
+    assert_eq!(p.table_ids_in_use(), vec![254]);
+}

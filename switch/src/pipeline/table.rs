@@ -14,7 +14,8 @@
 //!   OpenFlow 1.3 without the `reset_counts` flag (which ovs-ofctl only sets
 //!   when asked) carries the packet/byte counters over to the new flow
 //!   (OVS `ofputil_decode_flow_mod_flags`: only OF1.0/1.1 adds reset counts;
-//!   `replace_rule_finish` forwards them); the duration restarts. Cookie,
+//!   `replace_rule_finish` forwards them); the duration and the idle timer
+//!   restart (OVS also forwards the last-used time; we do not). Cookie,
 //!   actions and timeouts come from the new flow.
 //! - **modify** (loose): every flow of the selected table(s) whose match is
 //!   covered by the spec's match and whose cookie agrees under `cookie_mask`
@@ -293,8 +294,14 @@ fn out_port_selects(spec: &FlowSpec, rule: &Rule) -> bool {
     }
 }
 
-/// Check the instructions of a flow that will live in `table`.
-fn validate_actions(index: usize, table: u8, actions: &[Action]) -> Result<(), FlowModError> {
+/// Check the instructions of a flow that will live in `table` (None: a
+/// modify over every table, where only the table-independent checks apply
+/// here and the forward check is made per selected flow).
+fn validate_actions(
+    index: usize,
+    table: Option<u8>,
+    actions: &[Action],
+) -> Result<(), FlowModError> {
     let last = actions.len().saturating_sub(1);
     for (i, a) in actions.iter().enumerate() {
         if let Action::GotoTable(target) = *a {
@@ -304,7 +311,7 @@ fn validate_actions(index: usize, table: u8, actions: &[Action]) -> Result<(), F
             if usize::from(target) >= N_TABLES {
                 return Err(FlowModError::GotoTableOutOfRange { index, target });
             }
-            if target <= table {
+            if let Some(table) = table.filter(|t| target <= *t) {
                 return Err(FlowModError::GotoTableNotForward {
                     index,
                     table,
@@ -324,7 +331,7 @@ fn validate_flow(index: usize, flow: &Flow) -> Result<(), FlowModError> {
             table: flow.table,
         });
     }
-    validate_actions(index, flow.table, &flow.actions)
+    validate_actions(index, Some(flow.table), &flow.actions)
 }
 
 /// Dump order: table ascending, priority descending, then the match words
@@ -564,6 +571,10 @@ impl Pipeline {
             }
             FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
                 let strict = fm.command == FlowModCommand::ModifyStrict;
+                // Checked even when nothing gets selected, as OVS checks the
+                // instructions against the flow-mod's table when decoding it.
+                let table = spec.table.filter(|t| usize::from(*t) < N_TABLES);
+                validate_actions(index, table, &spec.actions)?;
                 // OVS ignores out_port for modify.
                 let sel = FlowSpec {
                     out_port: None,
@@ -572,7 +583,7 @@ impl Pipeline {
                 let targets: Vec<Arc<Rule>> =
                     self.select(&sel, strict).into_iter().cloned().collect();
                 for old in targets {
-                    validate_actions(index, old.flow.table, &spec.actions)?;
+                    validate_actions(index, Some(old.flow.table), &spec.actions)?;
                     let flow = Flow {
                         actions: spec.actions.clone(),
                         ..old.flow.clone()
