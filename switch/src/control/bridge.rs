@@ -168,10 +168,9 @@ impl Bridge {
         let mut next = self.pipeline.clone();
         let out = next.apply(&fms).map_err(|e| {
             let mut b = ErrorBody::new(ErrorCode::BadFlowMod, e.to_string());
-            if let Some(i) = e.index() {
-                b.input = mods.get(i).map(|m| m.1.to_string());
-                b.index = (mods.len() > 1).then_some(i);
-            }
+            let i = e.index();
+            b.input = mods.get(i).map(|m| m.1.to_string());
+            b.index = (mods.len() > 1).then_some(i);
             b
         })?;
         self.commit(next)?;
@@ -393,9 +392,18 @@ impl Bridge {
                 let mut next = self.pipeline.clone();
                 let diff = next
                     .replace_flows(parsed)
-                    .map_err(|e| ErrorBody::new(ErrorCode::BadFlowMod, e.to_string()))?;
+                    .map_err(|e| {
+                        let mut b = ErrorBody::new(ErrorCode::BadFlowMod, e.to_string()).with_input(flows.get(e.index()).cloned().unwrap_or_default());
+                        b.index = Some(e.index());
+                        b
+                    })?;
                 self.commit(next)?;
-                Ok(serde_json::to_value(diff).unwrap_or(json!({})))
+                Ok(json!({
+                    "added": diff.added.len(),
+                    "modified": diff.modified.len(),
+                    "removed": diff.removed.len(),
+                    "unchanged": diff.unchanged,
+                }))
             }
             Request::DumpFlows { filter, .. } => self.dump_flows(filter.as_deref()),
             Request::DumpPorts { port, .. } => {

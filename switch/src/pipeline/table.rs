@@ -159,7 +159,7 @@ pub struct FlowMod {
 }
 
 /// What a successful [`Pipeline::apply`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ApplyOutcome {
     /// Flows installed by add (including those that replaced an existing flow).
     pub added: usize,
@@ -171,13 +171,25 @@ pub struct ApplyOutcome {
     pub deleted: usize,
 }
 
+impl FlowModError {
+    /// Position of the offending flow-mod (or flow) in the batch.
+    pub fn index(&self) -> usize {
+        match self {
+            FlowModError::TableOutOfRange { index, .. }
+            | FlowModError::GotoTableOutOfRange { index, .. }
+            | FlowModError::GotoTableNotForward { index, .. }
+            | FlowModError::GotoTableNotLast { index } => *index,
+        }
+    }
+}
+
 /// Why a flow-mod batch (or a replace-flows set) was rejected. `index` is the
 /// position of the offending flow-mod (or flow) in the input; nothing was
 /// changed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FlowModError {
     /// The flow's table is not 0..=254 (255 means "all tables" and is not valid for add).
-    #[error("flow #{index}: table {table} out of range (an add needs a table 0..=254; 255 means all tables)")]
+    #[error("table {table} out of range (an add needs a table 0..=254; 255 means all tables)")]
     TableOutOfRange {
         /// Offending flow-mod.
         index: usize,
@@ -185,7 +197,7 @@ pub enum FlowModError {
         table: u8,
     },
     /// `goto_table` names a table beyond the last one (254).
-    #[error("flow #{index}: goto_table:{target} out of range (last table is 254)")]
+    #[error("goto_table:{target} out of range (last table is 254)")]
     GotoTableOutOfRange {
         /// Offending flow-mod.
         index: usize,
@@ -193,7 +205,7 @@ pub enum FlowModError {
         target: u8,
     },
     /// `goto_table` does not go forward (OpenFlow 1.3 §5.1: only to a greater table).
-    #[error("flow #{index}: goto_table:{target} must name a table greater than the flow's table {table}")]
+    #[error("goto_table:{target} must name a table greater than the flow's table {table}")]
     GotoTableNotForward {
         /// Offending flow-mod.
         index: usize,
@@ -203,7 +215,7 @@ pub enum FlowModError {
         target: u8,
     },
     /// `goto_table` is not the last instruction, or appears twice.
-    #[error("flow #{index}: goto_table must be the last instruction, and appear once")]
+    #[error("goto_table must be the last instruction, and appear once")]
     GotoTableNotLast {
         /// Offending flow-mod.
         index: usize,
