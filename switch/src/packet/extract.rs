@@ -378,3 +378,363 @@ pub fn fuzz_extract(data: &[u8]) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::key::ipproto;
+    use crate::packet::builder::FrameBuilder;
+    use crate::packet::tcp::flags;
+
+    const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
+    const B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
+
+    fn run(f: &[u8]) -> (FlowKey, Layout) {
+        let mut k = FlowKey::all_ones(); // extract must reset stale contents
+        let l = extract(f, 7, &mut k);
+        (k, l)
+    }
+
+    fn l2_only(k: &FlowKey) -> FlowKey {
+        let mut e = FlowKey::ZERO;
+        e.in_port = k.in_port;
+        e.dl_dst = k.dl_dst;
+        e.dl_src = k.dl_src;
+        e.dl_type = k.dl_type;
+        e.vlan_tci = k.vlan_tci;
+        e
+    }
+
+    #[test]
+    fn tcp_over_vlan_ipv4() {
+        let f = FrameBuilder::new()
+            .eth(A, B)
+            .vlan(100, 5)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .tos(0xb9)
+            .ttl(33)
+            .tcp(1234, 80, flags::SYN | flags::ACK)
+            .build();
+        let (k, l) = run(&f);
+        assert_eq!(
+            l,
+            Layout {
+                l3: 18,
+                l4: 38,
+                status: ParseStatus::Ok
+            }
+        );
+        assert_eq!(k.in_port, 7);
+        assert_eq!((k.dl_src, k.dl_dst), (A, B));
+        assert_eq!(k.vlan_tci, VLAN_CFI | (5 << 13) | 100);
+        assert_eq!(k.dl_type, ethertype::IPV4);
+        assert_eq!((k.nw_src, k.nw_dst), (0x0a00_0001, 0x0a00_0002));
+        assert_eq!(
+            (k.nw_proto, k.nw_tos, k.nw_ttl, k.nw_frag),
+            (6, 0xb9, 33, 0)
+        );
+        assert_eq!((k.tp_src, k.tp_dst, k.tcp_flags), (1234, 80, 0x12));
+        assert_eq!(k.ipv6_src, [0; 16]);
+    }
+
+    #[test]
+    fn qinq_uses_outer_tci_and_inner_ethertype() {
+        let f = FrameBuilder::new()
+            .vlan(10, 1)
+            .vlan(20, 2)
+            .ipv4([1, 1, 1, 1], [2, 2, 2, 2])
+            .udp(5, 6)
+            .build();
+        let (k, l) = run(&f);
+        assert_eq!(k.vlan_tci, VLAN_CFI | (1 << 13) | 10);
+        assert_eq!(k.dl_type, ethertype::IPV4);
+        assert_eq!((l.l3, l.l4, l.status), (22, 42, ParseStatus::Ok));
+        assert_eq!((k.tp_src, k.tp_dst), (5, 6));
+        // A VID-0 priority tag is still "tagged".
+        let (k, _) = run(&FrameBuilder::new()
+            .vlan(0, 0)
+            .ipv4([1, 1, 1, 1], [2, 2, 2, 2])
+            .build());
+        assert_eq!(k.vlan_tci, VLAN_CFI);
+    }
+
+    #[test]
+    fn ieee8023_llc_and_snap() {
+        let mut f = vec![0u8; 60];
+        f[..6].copy_from_slice(&B);
+        f[6..12].copy_from_slice(&A);
+        f[12..14].copy_from_slice(&46u16.to_be_bytes());
+        f[14..17].copy_from_slice(&[0x42, 0x42, 0x03]); // STP LLC
+        let (k, l) = run(&f);
+        assert_eq!(
+            (k.dl_type, l.l3, l.status),
+            (DL_TYPE_NONE, 14, ParseStatus::Ok)
+        );
+        f[14..22].copy_from_slice(&[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x06]);
+        let arp = FrameBuilder::new()
+            .arp_request(A, [10, 0, 0, 1], [10, 0, 0, 9])
+            .build();
+        f[22..50].copy_from_slice(&arp[14..42]);
+        let (k, l) = run(&f);
+        assert_eq!((k.dl_type, l.l3), (ethertype::ARP, 22));
+        assert_eq!(
+            (k.nw_src, k.nw_dst, k.nw_proto),
+            (0x0a00_0001, 0x0a00_0009, 1)
+        );
+        // A SNAP header with a non-Ethernet OUI is not decoded.
+        f[19] = 1;
+        assert_eq!(run(&f).0.dl_type, DL_TYPE_NONE);
+    }
+
+    #[test]
+    fn ipv4_options_fragments_and_padding() {
+        let f = FrameBuilder::new()
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .ipv4_options(&[1, 1, 1, 1, 1, 1, 1, 1])
+            .udp(53, 99)
+            .build();
+        let (k, l) = run(&f);
+        assert_eq!(
+            (l.l4, k.tp_src, k.tp_dst, l.status),
+            (42, 53, 99, ParseStatus::Ok)
+        );
+        let first = FrameBuilder::new()
+            .ipv4([1, 0, 0, 1], [1, 0, 0, 2])
+            .frag(0, true)
+            .udp(1, 2)
+            .build();
+        let (k, _) = run(&first);
+        assert_eq!((k.nw_frag, k.tp_src), (FRAG_ANY, 1));
+        let later = FrameBuilder::new()
+            .ipv4([1, 0, 0, 1], [1, 0, 0, 2])
+            .frag(5, false)
+            .udp(1, 2)
+            .build();
+        let (k, l) = run(&later);
+        assert_eq!(
+            (k.nw_frag, k.tp_src, k.tp_dst, k.nw_proto),
+            (FRAG_ANY | FRAG_LATER, 0, 0, 17)
+        );
+        assert_eq!((l.l4, l.status), (34, ParseStatus::Ok));
+        // Padding is not L4: a TCP header that only "fits" thanks to padding is truncated.
+        let mut short = FrameBuilder::new()
+            .ipv4([1, 0, 0, 1], [1, 0, 0, 2])
+            .ip_proto(6)
+            .payload(&[0; 4])
+            .build();
+        short[16..18].copy_from_slice(&24u16.to_be_bytes()); // 20 + 4 bytes of TCP
+        let (k, l) = run(&short);
+        assert_eq!(short.len(), 60);
+        assert_eq!(
+            (l.status, k.tp_src, k.nw_proto),
+            (ParseStatus::Truncated, 0, 6)
+        );
+    }
+
+    #[test]
+    fn ipv4_malformed_and_truncated_keep_only_l2() {
+        let good = FrameBuilder::new()
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .udp(1, 2)
+            .build();
+        for (i, v, st) in [
+            (14, 0x44u8, ParseStatus::Malformed), // IHL 4
+            (14, 0x55, ParseStatus::Malformed),   // version 5
+            (17, 10, ParseStatus::Malformed),     // total length 10 < 20
+            (17, 200, ParseStatus::Truncated),    // total length beyond the frame
+            (14, 0x4f, ParseStatus::Truncated),   // IHL 15 = 60 bytes, frame has 46
+        ] {
+            let mut f = good.clone();
+            f[i] = v;
+            let (k, l) = run(&f);
+            assert_eq!(l.status, st, "byte {i} = {v:#x}");
+            assert_eq!(k, l2_only(&k), "byte {i} = {v:#x}");
+            assert_eq!((l.l3, l.l4), (14, NO_OFFSET));
+        }
+        let (k, l) = run(&good[..33]);
+        assert_eq!((l.status, k.nw_src), (ParseStatus::Truncated, 0));
+    }
+
+    #[test]
+    fn tcp_data_offset_rules() {
+        let f = FrameBuilder::new()
+            .ipv4([1, 0, 0, 1], [1, 0, 0, 2])
+            .tcp(1, 2, flags::FIN)
+            .build();
+        let mut bad = f.clone();
+        bad[46] = 0x40; // data offset 4
+        let (k, l) = run(&bad);
+        assert_eq!(
+            (l.status, k.tp_src, k.tcp_flags, k.nw_proto),
+            (ParseStatus::Malformed, 0, 0, 6)
+        );
+        let mut long = f.clone();
+        long[46] = 0x60; // 24-byte header in a 20-byte segment
+        assert_eq!(run(&long).1.status, ParseStatus::Truncated);
+        let mut all = f;
+        all[46] = 0x5f;
+        all[47] = 0xff;
+        assert_eq!(run(&all).0.tcp_flags, 0x0fff);
+    }
+
+    #[test]
+    fn icmp_and_icmpv6_type_code() {
+        let (k, _) = run(&FrameBuilder::new()
+            .ipv4([1, 0, 0, 1], [1, 0, 0, 2])
+            .icmp(3, 4)
+            .build());
+        assert_eq!((k.nw_proto, k.tp_src, k.tp_dst), (ipproto::ICMP, 3, 4));
+        let (k, l) = run(&FrameBuilder::new()
+            .ipv6([1; 16], [2; 16])
+            .icmp_echo(1, 2)
+            .build());
+        assert_eq!(
+            (k.nw_proto, k.tp_src, k.tp_dst, l.l4),
+            (ipproto::ICMPV6, 128, 0, 54)
+        );
+    }
+
+    #[test]
+    fn arp_fields() {
+        let f = FrameBuilder::new()
+            .eth(A, [0xff; 6])
+            .arp_reply(A, [10, 0, 0, 1], B, [10, 0, 0, 2])
+            .build();
+        let (k, l) = run(&f);
+        assert_eq!(
+            l,
+            Layout {
+                l3: 14,
+                l4: NO_OFFSET,
+                status: ParseStatus::Ok
+            }
+        );
+        assert_eq!(
+            (k.nw_proto, k.nw_src, k.nw_dst),
+            (2, 0x0a00_0001, 0x0a00_0002)
+        );
+        assert_eq!((k.arp_sha, k.arp_tha), (A, B));
+        let big = FrameBuilder::new()
+            .arp(0x100, A, [1, 1, 1, 1], B, [2, 2, 2, 2])
+            .build();
+        let (k, _) = run(&big);
+        assert_eq!(
+            (k.nw_proto, k.nw_src),
+            (0, 0x0101_0101),
+            "opcodes > 0xff leave nw_proto 0"
+        );
+        let mut other = f.clone();
+        other[15] = 6; // htype 6 (IEEE 802)
+        let (k, l) = run(&other);
+        assert_eq!((k, l.status), (l2_only(&k), ParseStatus::Ok));
+        let (k, l) = run(&f[..41]);
+        assert_eq!((k, l.status), (l2_only(&k), ParseStatus::Truncated));
+    }
+
+    #[test]
+    fn ipv6_fields_and_extension_headers() {
+        let mut s = [0u8; 16];
+        s[0] = 0x20;
+        s[15] = 1;
+        let mut d = s;
+        d[15] = 2;
+        let f = FrameBuilder::new()
+            .ipv6(s, d)
+            .tos(0xfe)
+            .ttl(3)
+            .flow_label(0xabcde)
+            .ipv6_ext(0)
+            .ipv6_ext(43)
+            .ipv6_ext(51)
+            .ipv6_ext(60)
+            .udp(7, 8)
+            .build();
+        let (k, l) = run(&f);
+        assert_eq!(
+            l,
+            Layout {
+                l3: 14,
+                l4: 14 + 40 + 8 + 8 + 16 + 8,
+                status: ParseStatus::Ok
+            }
+        );
+        assert_eq!((k.ipv6_src, k.ipv6_dst, k.ipv6_label), (s, d, 0xabcde));
+        assert_eq!(
+            (k.nw_tos, k.nw_ttl, k.nw_proto, k.tp_src, k.tp_dst),
+            (0xfe, 3, 17, 7, 8)
+        );
+        // Cut inside the AH header: addresses kept (as OVS), proto/ttl not.
+        let (k, l) = run(&f[..14 + 40 + 16 + 10]);
+        assert_eq!(l.status, ParseStatus::Truncated);
+        assert_eq!(
+            (k.ipv6_src, k.nw_proto, k.nw_ttl),
+            ([0; 16], 0, 0),
+            "payload length exceeds the frame"
+        );
+        let mut cut = f.clone();
+        cut[18..20].copy_from_slice(&26u16.to_be_bytes()); // payload ends inside the AH header
+        let (k, l) = run(&cut);
+        assert_eq!(l.status, ParseStatus::Truncated);
+        assert_eq!(
+            (k.ipv6_src, k.nw_proto, k.nw_ttl, l.l4),
+            (s, 0, 0, NO_OFFSET)
+        );
+        let first = FrameBuilder::new()
+            .ipv6(s, d)
+            .frag(0, true)
+            .tcp(1, 2, 0)
+            .build();
+        let (k, _) = run(&first);
+        assert_eq!((k.nw_frag, k.nw_proto, k.tp_dst), (FRAG_ANY, 6, 2));
+        let later = FrameBuilder::new()
+            .ipv6(s, d)
+            .frag(9, true)
+            .tcp(1, 2, 0)
+            .build();
+        let (k, l) = run(&later);
+        assert_eq!(
+            (k.nw_frag, k.nw_proto, k.tp_dst),
+            (FRAG_ANY | FRAG_LATER, 44, 0)
+        );
+        assert_eq!(l.l4, 14 + 48);
+        let mut v4 = first;
+        v4[14] = 0x40;
+        assert_eq!(run(&v4).1.status, ParseStatus::Malformed);
+    }
+
+    #[test]
+    fn short_frames_and_vlan_cut() {
+        for n in 0..14 {
+            let (k, l) = run(&[0xab; 14][..n]);
+            assert_eq!(l.status, ParseStatus::Truncated);
+            assert_eq!((l.l3, l.l4), (NO_OFFSET, NO_OFFSET));
+            let mut e = FlowKey::ZERO;
+            e.in_port = 7;
+            assert_eq!(k, e);
+        }
+        let f = FrameBuilder::new()
+            .vlan(5, 0)
+            .ipv4([1, 1, 1, 1], [2, 2, 2, 2])
+            .build();
+        let (k, l) = run(&f[..16]);
+        assert_eq!(
+            (k.dl_type, k.vlan_tci, l.status, l.l3),
+            (0x8100, 0, ParseStatus::Truncated, NO_OFFSET)
+        );
+    }
+
+    #[test]
+    fn fuzz_entry_handles_odd_inputs() {
+        fuzz_extract(&[]);
+        fuzz_extract(&[0x81; 100]);
+        fuzz_extract(&[0x88; 3]);
+        let mut f = FrameBuilder::new()
+            .ipv6([1; 16], [2; 16])
+            .ipv6_ext(0)
+            .udp(1, 2)
+            .build();
+        f[55] = 0xff; // hop-by-hop length 255: 2048 bytes
+        fuzz_extract(&f);
+        assert_eq!(run(&f).1.status, ParseStatus::Truncated);
+    }
+}
