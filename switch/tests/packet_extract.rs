@@ -602,6 +602,30 @@ proptest! {
     }
 
     #[test]
+    fn random_bodies_behind_real_ethertypes_never_panic(
+        ty in prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806, 0x8100, 0x88a8, 0x0030]),
+        body in prop::collection::vec(any::<u8>(), 0..120),
+    ) {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&ty.to_be_bytes());
+        f.extend_from_slice(&body);
+        fuzz_extract(&f);
+        let (k, l) = run(&f);
+        if l.l3 == NO_OFFSET {
+            // Only a cut VLAN tag stops before L3 once 14 bytes are there.
+            prop_assert_eq!(l.status, ParseStatus::Truncated);
+        }
+        if l.status == ParseStatus::Malformed {
+            // A malformed header contributes nothing: no L4 fields, and no
+            // L3 fields when the IP header itself was the malformed one.
+            prop_assert_eq!((k.tp_src, k.tp_dst, k.tcp_flags), (0, 0, 0));
+            if l.l4 == NO_OFFSET {
+                prop_assert_eq!(k, l2_part(&k));
+            }
+        }
+    }
+
+    #[test]
     fn mutated_frames_never_panic(
         s in spec(),
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),

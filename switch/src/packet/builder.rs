@@ -59,6 +59,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::buf::Packet;
 use super::checksum;
+use super::ip::PseudoHeader as Pseudo;
 
 /// Default source MAC when `.eth()` is not called.
 pub const DEFAULT_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -646,7 +647,7 @@ impl FrameBuilder {
             l4[4..6].copy_from_slice(&len);
         }
         let init = match (pseudo, ip) {
-            (true, Some(p)) => p.sum(proto, l4.len()),
+            (true, Some(p)) => p.sum(proto, u32::try_from(l4.len()).unwrap_or(u32::MAX)),
             _ => 0,
         };
         let mut c = !(checksum::sum(&l4, init) as u16);
@@ -670,30 +671,6 @@ fn vxlan_src_port(inner: &[u8]) -> u16 {
         h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
     }
     49152 | (h as u16 & 0x3fff)
-}
-
-enum Pseudo {
-    V4 { src: [u8; 4], dst: [u8; 4] },
-    V6 { src: [u8; 16], dst: [u8; 16] },
-}
-
-impl Pseudo {
-    /// Sum of the pseudo-header (RFC 9293 §3.1 for IPv4, RFC 8200 §8.1 for IPv6).
-    fn sum(&self, proto: u8, len: usize) -> u32 {
-        match self {
-            Pseudo::V4 { src, dst } => {
-                let s = checksum::sum(src, 0);
-                let s = checksum::sum(dst, s);
-                checksum::sum(&[0, proto], s + (len & 0xffff) as u32)
-            }
-            Pseudo::V6 { src, dst } => {
-                let s = checksum::sum(src, 0);
-                let s = checksum::sum(dst, s);
-                let s = checksum::sum(&(len as u32).to_be_bytes(), s);
-                checksum::sum(&[0, proto], s)
-            }
-        }
-    }
 }
 
 #[cfg(test)]
