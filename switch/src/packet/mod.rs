@@ -13,6 +13,7 @@ pub mod arp;
 pub mod buf;
 pub mod builder;
 pub mod checksum;
+pub mod compose;
 pub mod ethernet;
 pub mod extract;
 pub mod icmp;
