@@ -1,9 +1,7 @@
 //! Action execution: every set action rewrites exactly its fields, and every
 //! checksum stays valid (checked with etherparse's full recomputation).
 
-use etherparse::{
-    EtherType, NetHeaders, PacketBuilder, PacketHeaders, TransportHeader, VlanId,
-};
+use etherparse::{EtherType, NetHeaders, PacketBuilder, PacketHeaders, TransportHeader, VlanId};
 use proptest::prelude::*;
 use switch::datapath::{apply, DpAction, ExecCtx, ExecError, TunnelMeta};
 use switch::flow::key::{ethertype, ipproto, FRAG_ANY, FRAG_LATER};
@@ -99,11 +97,19 @@ fn verify(frame: &[u8]) -> PacketHeaders<'_> {
             match t {
                 Some(TransportHeader::Tcp(tcp)) => {
                     let c = tcp.calc_checksum_ipv4(ip, payload).unwrap();
-                    assert!(csum_eq(tcp.checksum, c), "TCP {:04x} vs {c:04x}", tcp.checksum);
+                    assert!(
+                        csum_eq(tcp.checksum, c),
+                        "TCP {:04x} vs {c:04x}",
+                        tcp.checksum
+                    );
                 }
                 Some(TransportHeader::Udp(udp)) if udp.checksum != 0 => {
                     let c = udp.calc_checksum_ipv4(ip, payload).unwrap();
-                    assert!(csum_eq(udp.checksum, c), "UDP {:04x} vs {c:04x}", udp.checksum);
+                    assert!(
+                        csum_eq(udp.checksum, c),
+                        "UDP {:04x} vs {c:04x}",
+                        udp.checksum
+                    );
                 }
                 Some(TransportHeader::Icmpv4(icmp)) => {
                     assert_eq!(icmp.checksum, icmp.icmp_type.calc_checksum(payload));
@@ -114,7 +120,11 @@ fn verify(frame: &[u8]) -> PacketHeaders<'_> {
         (Some(NetHeaders::Ipv6(ip, _)), t) => match t {
             Some(TransportHeader::Tcp(tcp)) => {
                 let c = tcp.calc_checksum_ipv6(ip, payload).unwrap();
-                assert!(csum_eq(tcp.checksum, c), "TCPv6 {:04x} vs {c:04x}", tcp.checksum);
+                assert!(
+                    csum_eq(tcp.checksum, c),
+                    "TCPv6 {:04x} vs {c:04x}",
+                    tcp.checksum
+                );
             }
             Some(TransportHeader::Udp(udp)) if udp.checksum != 0 => {
                 let c = udp.calc_checksum_ipv6(ip, payload).unwrap();
@@ -538,7 +548,10 @@ fn short_frames_never_panic() {
             icmp_type: Some(1),
             code: Some(1),
         },
-        DpAction::PushVlan { tpid: 0x8100, tci: 3 },
+        DpAction::PushVlan {
+            tpid: 0x8100,
+            tci: 3,
+        },
         DpAction::SetVlan { tci: 4 },
         DpAction::PopVlan,
     ];
