@@ -36,12 +36,20 @@ const EMPTY: EmcEntry = EmcEntry {
 };
 
 /// The exact-match cache of one polling thread.
-#[derive(Debug)]
 pub struct Emc {
     entries: Box<[EmcEntry]>,
     mask: usize,
     inv_prob: u32,
     rng: u64,
+}
+
+impl core::fmt::Debug for Emc {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Emc")
+            .field("capacity", &self.entries.len())
+            .field("insert_inv_prob", &self.inv_prob)
+            .finish()
+    }
 }
 
 impl Emc {

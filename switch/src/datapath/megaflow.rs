@@ -70,13 +70,25 @@ pub struct MegaflowInstall {
     pub tables: Vec<(u8, bool)>,
 }
 
-/// One cached megaflow.
+/// One cached megaflow. Its mask lives in its subtable (see
+/// [`MegaflowCache::iter`]), shared by every megaflow with that mask.
 #[derive(Debug)]
 pub struct Megaflow {
     /// The masked key.
     pub key: FlowKey,
-    /// The installed translation.
-    pub what: MegaflowInstall,
+    /// Datapath actions.
+    pub actions: Box<[DpAction]>,
+    /// Dense tx index of each action's output port (`u32::MAX` for
+    /// non-outputs and ports outside the snapshot).
+    pub out_idx: Box<[u32]>,
+    /// Index in `actions` of the last `Output`, if any.
+    pub last_output: Option<usize>,
+    /// Drop reason recorded by translation (used when nothing is output).
+    pub drop: Option<super::DropReason>,
+    /// Rules to credit.
+    pub rules: Vec<Arc<Rule>>,
+    /// Table lookups to credit: (table, matched).
+    pub tables: Vec<(u8, bool)>,
     /// Packets since the last stats push.
     pub packets: u64,
     /// Bytes since the last stats push.
@@ -116,7 +128,6 @@ pub struct MegaflowCounters {
 }
 
 /// The megaflow cache of one polling thread.
-#[derive(Debug)]
 pub struct MegaflowCache {
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -131,12 +142,23 @@ pub struct MegaflowCache {
     pub counters: MegaflowCounters,
 }
 
+impl core::fmt::Debug for MegaflowCache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MegaflowCache")
+            .field("live", &self.live)
+            .field("capacity", &self.capacity)
+            .field("subtables", &self.subtables.len())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
 impl MegaflowCache {
     /// An empty cache holding at most `capacity` megaflows (at least 1).
     pub fn new(capacity: usize) -> MegaflowCache {
         let capacity = capacity.clamp(1, u32::MAX as usize - 1);
         MegaflowCache {
-            slots: Vec::with_capacity(capacity.min(1 << 16)),
+            slots: Vec::new(),
             free: Vec::new(),
             subtables: Vec::new(),
             by_mask: HashMap::new(),
@@ -178,20 +200,21 @@ impl MegaflowCache {
         s.flow.as_ref()
     }
 
-    /// Account one packet of `bytes` bytes to the entry behind `h` (live) at `now_ms`.
+    /// Account one packet of `bytes` bytes at `now_ms` to the entry behind
+    /// `h` and return it; None when `h` is stale.
     #[inline(always)]
-    pub fn hit(&mut self, h: MegaflowHandle, bytes: u64, now_ms: u64) {
-        if let Some(s) = self.slots.get_mut(h.idx as usize) {
-            if s.gen == h.gen {
-                if let Some(f) = s.flow.as_mut() {
-                    f.packets += 1;
-                    f.bytes += bytes;
-                    f.total_packets += 1;
-                    f.used_ms = now_ms;
-                    f.referenced = true;
-                }
-            }
+    pub fn hit(&mut self, h: MegaflowHandle, bytes: u64, now_ms: u64) -> Option<&Megaflow> {
+        let s = self.slots.get_mut(h.idx as usize)?;
+        if s.gen != h.gen {
+            return None;
         }
+        let f = s.flow.as_mut()?;
+        f.packets += 1;
+        f.bytes += bytes;
+        f.total_packets += 1;
+        f.used_ms = now_ms;
+        f.referenced = true;
+        Some(f)
     }
 
     /// Find the megaflow matching `key`. Returns its handle and the number of
@@ -282,9 +305,23 @@ impl MegaflowCache {
         if self.live >= self.capacity {
             self.evict_one(pipeline, epoch);
         }
+        let MegaflowInstall {
+            mask: _,
+            actions,
+            out_idx,
+            last_output,
+            drop,
+            rules,
+            tables,
+        } = what;
         let flow = Megaflow {
             key: masked,
-            what,
+            actions,
+            out_idx,
+            last_output,
+            drop,
+            rules,
+            tables,
             packets: 0,
             bytes: 0,
             used_ms: 0,
@@ -386,9 +423,12 @@ impl MegaflowCache {
         self.clock = 0;
     }
 
-    /// Every live megaflow (for dumps and tests).
-    pub fn iter(&self) -> impl Iterator<Item = &Megaflow> {
-        self.slots.iter().filter_map(|s| s.flow.as_ref())
+    /// Every live megaflow with its mask (for dumps and tests).
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowMask, &Megaflow)> {
+        self.slots.iter().filter_map(|s| {
+            let f = s.flow.as_ref()?;
+            Some((&self.subtables[f.subtable as usize].mask, f))
+        })
     }
 }
 
@@ -399,13 +439,13 @@ fn credit(f: &mut Megaflow, pipeline: &Pipeline, epoch: Instant) {
         return;
     }
     let used = epoch + Duration::from_millis(f.used_ms);
-    for r in &f.what.rules {
+    for r in &f.rules {
         let ms = used.saturating_duration_since(r.installed).as_millis();
         // A hit at the install instant would read as 0 = "never"; count it as 1 ms.
         let ms = u64::try_from(ms).unwrap_or(u64::MAX).max(1);
         r.stats.add(f.packets, f.bytes, ms);
     }
-    for &(t, matched) in &f.what.tables {
+    for &(t, matched) in &f.tables {
         if usize::from(t) >= N_TABLES {
             continue;
         }

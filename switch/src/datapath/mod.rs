@@ -188,6 +188,10 @@ pub struct DatapathStats {
     pub cycles: u64,
     /// Of which in the slow path (translation and install).
     pub slow_path_cycles: u64,
+    /// Megaflow cache counters (installs, evictions, flushes), as of the last batch.
+    pub megaflow: MegaflowCounters,
+    /// Megaflows cached, as of the last batch.
+    pub megaflows_live: u64,
     /// Per ingress port, by dense index; the last slot counts packets from a
     /// port not in the snapshot.
     pub ports: Vec<PortDpStats>,
@@ -555,23 +559,12 @@ impl Datapath {
                 self.stats.stale_handles += 1;
                 h = self.find_or_upcall(key);
             }
-            let bytes = pkt.len() as u64;
-            self.mf.hit(h, bytes, now_ms);
             let ctx = ExecCtx::new(key, scratch.layouts[i]);
-            match self.mf.get(h) {
-                Some(flow) => run_actions(
-                    pkt,
-                    ctx,
-                    &flow.what,
-                    tx,
-                    pool,
-                    &mut self.stats.ports[pidx],
-                    &mut self.stats.tx_packets,
-                    &mut self.stats.copies,
-                ),
+            match self.mf.hit(h, pkt.len() as u64, now_ms) {
+                Some(flow) => run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx),
                 None => {
-                    // Only reachable with a zero-capacity cache misuse; never lose
-                    // the buffer.
+                    // Unreachable (the handle was just validated or installed);
+                    // never lose the buffer.
                     self.stats.ports[pidx].drops[DropReason::ActionFailed.index()] += 1;
                     pool.put(pkt);
                 }
@@ -585,6 +578,8 @@ impl Datapath {
             self.batches_since_resort = 0;
             self.mf.resort();
         }
+        self.stats.megaflow = self.mf.counters;
+        self.stats.megaflows_live = self.mf.len() as u64;
         self.stats.cycles += cycles_now().wrapping_sub(start);
     }
 
@@ -687,18 +682,23 @@ fn port_stats_for(ports: &[PortNo], old: &[PortDpStats]) -> Vec<PortDpStats> {
 
 /// Execute a megaflow's actions on one packet: set actions in place, each
 /// output but the last on a copy from the pool, the last on the original.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 fn run_actions(
     mut pkt: Packet,
     mut ctx: ExecCtx,
-    what: &MegaflowInstall,
+    what: &Megaflow,
     tx: &mut TxBatches,
     pool: &mut PacketPool,
-    ps: &mut PortDpStats,
-    tx_packets: &mut u64,
-    copies: &mut u64,
+    stats: &mut DatapathStats,
+    pidx: usize,
 ) {
+    let DatapathStats {
+        ports,
+        tx_packets,
+        copies,
+        ..
+    } = stats;
+    let ps = &mut ports[pidx];
     let Some(last) = what.last_output else {
         let r = what.drop.unwrap_or(DropReason::NoOutput);
         ps.drops[r.index()] += 1;
