@@ -160,3 +160,71 @@ impl Emc {
         self.entries.iter().filter(|e| e.valid).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::key::full_hash;
+
+    fn key(i: u32) -> FlowKey {
+        let mut k = FlowKey::ZERO;
+        k.nw_dst = i;
+        k
+    }
+
+    #[test]
+    fn insert_lookup_and_flush() {
+        let mut e = Emc::new(8, 1);
+        let h = MegaflowHandle::NONE;
+        let k = key(1);
+        let hash = full_hash(&k);
+        assert!(e.lookup(&k, hash).is_none());
+        e.insert(&k, hash, h, |_| true);
+        assert_eq!(e.lookup(&k, hash), Some(h));
+        assert!(e.lookup(&key(2), full_hash(&key(2))).is_none());
+        e.flush();
+        assert!(e.lookup(&k, hash).is_none());
+    }
+
+    #[test]
+    fn stale_slots_are_replaced_first() {
+        // Two slots: every key maps to both ways.
+        let mut e = Emc::new(2, 1);
+        let (a, b, c) = (key(1), key(2), key(3));
+        let (ha, hb, hc) = (
+            MegaflowHandle::from_raw(1, 0),
+            MegaflowHandle::from_raw(2, 0),
+            MegaflowHandle::from_raw(3, 0),
+        );
+        e.insert(&a, full_hash(&a), ha, |_| true);
+        e.insert(&b, full_hash(&b), hb, |_| true);
+        assert_eq!(e.lookup(&a, full_hash(&a)), Some(ha));
+        assert_eq!(e.lookup(&b, full_hash(&b)), Some(hb));
+        // b's megaflow is gone: c takes its slot and a survives.
+        e.insert(&c, full_hash(&c), hc, |h| h != hb);
+        assert_eq!(e.lookup(&a, full_hash(&a)), Some(ha));
+        assert_eq!(e.lookup(&c, full_hash(&c)), Some(hc));
+        assert!(e.lookup(&b, full_hash(&b)).is_none());
+        // Re-inserting a key updates its slot in place.
+        e.insert(&a, full_hash(&a), hb, |_| true);
+        assert_eq!(e.lookup(&a, full_hash(&a)), Some(hb));
+        assert_eq!(e.lookup(&c, full_hash(&c)), Some(hc));
+    }
+
+    #[test]
+    fn insertion_probability_is_about_one_in_n() {
+        let mut e = Emc::new(1 << 16, 100);
+        for i in 0..20_000 {
+            let k = key(i);
+            e.insert(&k, full_hash(&k), MegaflowHandle::NONE, |_| true);
+        }
+        let n = e.occupied();
+        assert!((100..=300).contains(&n), "{n} inserted of 20000 at 1/100");
+        let mut never = Emc::new(64, 0);
+        never.insert(&key(1), full_hash(&key(1)), MegaflowHandle::NONE, |_| true);
+        assert_eq!(never.occupied(), 0);
+        let mut disabled = Emc::new(0, 1);
+        disabled.insert(&key(1), full_hash(&key(1)), MegaflowHandle::NONE, |_| true);
+        assert!(disabled.lookup(&key(1), full_hash(&key(1))).is_none());
+    }
+}

@@ -43,6 +43,12 @@ pub struct MegaflowHandle {
 }
 
 impl MegaflowHandle {
+    /// A handle from raw parts (tests of the caches).
+    #[cfg(test)]
+    pub(crate) const fn from_raw(idx: u32, gen: u32) -> MegaflowHandle {
+        MegaflowHandle { idx, gen }
+    }
+
     /// A handle that never names a live entry (used for empty EMC slots).
     pub const NONE: MegaflowHandle = MegaflowHandle {
         idx: u32::MAX,
@@ -457,4 +463,109 @@ fn credit(f: &mut Megaflow, pipeline: &Pipeline, epoch: Instant) {
     }
     f.packets = 0;
     f.bytes = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install_for(mask: FlowMask) -> MegaflowInstall {
+        MegaflowInstall {
+            mask,
+            actions: vec![DpAction::Output(1)].into_boxed_slice(),
+            out_idx: vec![0].into_boxed_slice(),
+            last_output: Some(0),
+            drop: None,
+            rules: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+
+    fn key(in_port: u32, nw_dst: u32, tp_dst: u16) -> FlowKey {
+        let mut k = FlowKey::ZERO;
+        k.in_port = in_port;
+        k.nw_dst = nw_dst;
+        k.tp_dst = tp_dst;
+        k
+    }
+
+    #[test]
+    fn lookup_respects_masks_and_handles_go_stale() {
+        let p = Pipeline::new();
+        let epoch = Instant::now();
+        let mut c = MegaflowCache::new(16);
+        let mut m24 = FlowKey::ZERO;
+        m24.in_port = u32::MAX;
+        m24.nw_dst = 0xffff_ff00;
+        let h = c.install(&key(1, 0x0a00_0001, 80), install_for(m24), &p, epoch);
+        // Same /24, other port number: hit; other /24: miss.
+        assert_eq!(c.lookup(&key(1, 0x0a00_00fe, 443)).0, Some(h));
+        assert_eq!(c.lookup(&key(1, 0x0a00_0101, 80)).0, None);
+        assert_eq!(c.lookup(&key(2, 0x0a00_0001, 80)).0, None);
+        // Installing the same masked key again returns the same entry.
+        let h2 = c.install(&key(1, 0x0a00_0077, 1), install_for(m24), &p, epoch);
+        assert_eq!(h, h2);
+        assert_eq!(c.len(), 1);
+        // A second mask makes a second subtable.
+        let mut m32 = m24;
+        m32.nw_dst = u32::MAX;
+        m32.tp_dst = u16::MAX;
+        let h3 = c.install(&key(1, 0x0a00_0101, 80), install_for(m32), &p, epoch);
+        assert_eq!(c.n_subtables(), 2);
+        assert_eq!(c.lookup(&key(1, 0x0a00_0101, 80)).0, Some(h3));
+        assert!(c.hit(h3, 100, 5).is_some());
+        c.flush();
+        assert!(c.get(h).is_none() && c.get(h3).is_none());
+        assert!(c.hit(h3, 100, 5).is_none());
+        assert_eq!(c.lookup(&key(1, 0x0a00_0001, 80)).0, None);
+        // Slots are reused after a flush, with new generations.
+        let h4 = c.install(&key(1, 0x0a00_0001, 80), install_for(m24), &p, epoch);
+        assert!(c.get(h4).is_some());
+        assert!(c.get(h).is_none());
+    }
+
+    #[test]
+    fn clock_eviction_spares_recently_hit_entries() {
+        let p = Pipeline::new();
+        let epoch = Instant::now();
+        let mut c = MegaflowCache::new(3);
+        let all = FlowKey::all_ones();
+        let hs: Vec<_> = (0..3)
+            .map(|i| c.install(&key(1, i, 0), install_for(all), &p, epoch))
+            .collect();
+        // First eviction sweep clears every reference bit and evicts slot 0.
+        c.install(&key(1, 10, 0), install_for(all), &p, epoch);
+        assert_eq!(c.len(), 3);
+        assert!(c.get(hs[0]).is_none());
+        // Entry 1 is hit again: the next eviction takes entry 2 instead.
+        c.hit(hs[1], 1, 1);
+        c.install(&key(1, 11, 0), install_for(all), &p, epoch);
+        assert!(c.get(hs[1]).is_some());
+        assert!(c.get(hs[2]).is_none());
+        assert_eq!(c.counters.evicted, 2);
+    }
+
+    #[test]
+    fn resort_puts_the_hottest_subtable_first() {
+        let p = Pipeline::new();
+        let epoch = Instant::now();
+        let mut c = MegaflowCache::new(16);
+        let mut ma = FlowKey::ZERO;
+        ma.in_port = u32::MAX;
+        ma.tp_dst = u16::MAX;
+        let mut mb = FlowKey::ZERO;
+        mb.in_port = u32::MAX;
+        mb.nw_dst = u32::MAX;
+        c.install(&key(1, 0, 80), install_for(ma), &p, epoch);
+        c.install(&key(1, 7, 0), install_for(mb), &p, epoch);
+        for _ in 0..10 {
+            assert_eq!(
+                c.lookup(&key(1, 7, 0)).1,
+                2,
+                "second subtable before resort"
+            );
+        }
+        c.resort();
+        assert_eq!(c.lookup(&key(1, 7, 0)).1, 1, "first after resort");
+    }
 }
