@@ -496,8 +496,12 @@ fn check_agreement(
     let mut snap = snapshot(gen, Pipeline::new());
     let mut dp = Datapath::new(snap.clone(), config);
     dp.set_translator(tr);
-    let mut tx = TxBatches::new(PORTS.len(), 64);
-    let mut pool = PacketPool::with_capacity(64);
+    // Room for every output of every packet: resubmit loops can output one
+    // packet dozens of times, and a full tx batch or an empty pool is a
+    // (counted) drop the uncached reference does not model.
+    const BUFS: usize = 2048;
+    let mut tx = TxBatches::new(PORTS.len(), BUFS);
+    let mut pool = PacketPool::with_capacity(BUFS);
     let mut sent = 0u64;
     for op in ops {
         match op {
@@ -543,9 +547,10 @@ fn check_agreement(
                 sent += frames.len() as u64;
             }
         }
-        prop_assert_eq!(pool.available(), 64, "no buffer leaked or lost");
+        prop_assert_eq!(pool.available(), BUFS, "no buffer leaked or lost");
     }
     let s = dp.stats();
+    prop_assert_eq!(s.drops(DropReason::TxFull) + s.drops(DropReason::PoolEmpty), 0);
     prop_assert_eq!(s.packets, sent);
     prop_assert_eq!(s.emc_hits + s.megaflow_hits + s.misses, sent);
     prop_assert!(dp.megaflows().len() <= config.megaflow_capacity);
