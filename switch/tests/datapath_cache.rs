@@ -550,7 +550,10 @@ fn check_agreement(
         prop_assert_eq!(pool.available(), BUFS, "no buffer leaked or lost");
     }
     let s = dp.stats();
-    prop_assert_eq!(s.drops(DropReason::TxFull) + s.drops(DropReason::PoolEmpty), 0);
+    prop_assert_eq!(
+        s.drops(DropReason::TxFull) + s.drops(DropReason::PoolEmpty),
+        0
+    );
     prop_assert_eq!(s.packets, sent);
     prop_assert_eq!(s.emc_hits + s.megaflow_hits + s.misses, sent);
     prop_assert!(dp.megaflows().len() <= config.megaflow_capacity);
