@@ -1,14 +1,44 @@
 //! The fast path: per-thread caches (exact match, megaflow), action
 //! execution, and batch processing.
+//!
+//! Data enters as an rx batch of [`Packet`]s from one port
+//! ([`Datapath::process_batch`]) and leaves as per-port tx batches
+//! ([`TxBatches`]) that the polling loop hands to the ports; every packet not
+//! sent goes back to the [`PacketPool`] and is counted under a named
+//! [`DropReason`]. A batch is processed in three passes (extract every key,
+//! then look every key up, then execute), so each pass stays hot in the
+//! instruction cache. Lookup order: exact-match cache ([`emc`]), then the
+//! megaflow cache ([`megaflow`]), then the slow path
+//! ([`crate::pipeline::translate`]), whose answer is installed as a megaflow.
+//!
+//! Per packet this module never allocates, locks, makes a syscall or touches
+//! an atomic: statistics are plain integers owned by the polling thread, and
+//! rules' shared counters are only credited by [`Datapath::push_stats`].
+//!
+//! Invalidation policy (simple and correct): when a snapshot with a new
+//! generation arrives ([`Datapath::set_snapshot`]), pending statistics are
+//! pushed to the old snapshot's rules, then every megaflow and EMC entry is
+//! flushed, since a flow-mod may change any answer. Revalidating megaflows by
+//! re-translation (OVS's revalidators) is a later optimisation.
 
 pub mod actions;
+pub mod emc;
+pub mod execute;
+pub mod megaflow;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use actions::DpAction;
+pub use emc::Emc;
+pub use execute::{apply, ExecCtx, ExecError, TunnelMeta};
+pub use megaflow::{Megaflow, MegaflowCache, MegaflowCounters, MegaflowHandle, MegaflowInstall};
 
-use crate::flow::PortNo;
-use crate::pipeline::Pipeline;
+use crate::flow::key::full_hash;
+use crate::flow::{FlowKey, PortNo};
+use crate::packet::{extract, Layout, Packet, PacketPool, ParseStatus};
+use crate::pipeline::xlate::XlateDrop;
+use crate::pipeline::{Pipeline, Xlation};
 
 /// What the control thread publishes to the polling threads: an immutable
 /// pipeline and port list with a generation number. A polling thread that sees
@@ -22,4 +52,712 @@ pub struct Snapshot {
     /// OpenFlow numbers of the bridge's ports, in a stable order; a port's index
     /// here is its dense index for per-port arrays.
     pub ports: Vec<PortNo>,
+}
+
+/// Why the datapath dropped a packet (or one copy of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Table miss (OpenFlow 1.3 table-miss drop) with no output.
+    NoFlow,
+    /// `dec_ttl` on TTL 0/1 with no output.
+    InvalidTtl,
+    /// Resubmit nesting too deep: translation dropped the packet.
+    ResubmitDepth,
+    /// The matching flow's actions are `drop`.
+    ExplicitDrop,
+    /// The actions ran but none of them output the packet.
+    NoOutput,
+    /// Output to a port number not in the snapshot.
+    NoPort,
+    /// No buffer to copy the packet into for a second output.
+    PoolEmpty,
+    /// The port's tx batch was full (the polling loop did not drain it).
+    TxFull,
+    /// An action could not be applied to a frame whose extraction found a malformed header.
+    Malformed,
+    /// An action could not be applied to a frame that ended inside a header.
+    Truncated,
+    /// An action could not be applied (header absent, no headroom).
+    ActionFailed,
+}
+
+impl DropReason {
+    /// Number of reasons (size of per-reason counter arrays).
+    pub const COUNT: usize = 11;
+    /// Every reason, in counter-array order.
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::NoFlow,
+        DropReason::InvalidTtl,
+        DropReason::ResubmitDepth,
+        DropReason::ExplicitDrop,
+        DropReason::NoOutput,
+        DropReason::NoPort,
+        DropReason::PoolEmpty,
+        DropReason::TxFull,
+        DropReason::Malformed,
+        DropReason::Truncated,
+        DropReason::ActionFailed,
+    ];
+
+    /// The counter name operators see (`no_flow`, `invalid_ttl`...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropReason::NoFlow => "no_flow",
+            DropReason::InvalidTtl => "invalid_ttl",
+            DropReason::ResubmitDepth => "resubmit_depth",
+            DropReason::ExplicitDrop => "explicit_drop",
+            DropReason::NoOutput => "no_output",
+            DropReason::NoPort => "no_port",
+            DropReason::PoolEmpty => "pool_empty",
+            DropReason::TxFull => "tx_full",
+            DropReason::Malformed => "malformed",
+            DropReason::Truncated => "truncated",
+            DropReason::ActionFailed => "action_failed",
+        }
+    }
+
+    /// Index in per-reason counter arrays.
+    #[inline(always)]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The reason for translation's verdict.
+    pub fn from_xlate(d: XlateDrop) -> DropReason {
+        match d {
+            XlateDrop::NoMatch { .. } => DropReason::NoFlow,
+            XlateDrop::InvalidTtl => DropReason::InvalidTtl,
+            XlateDrop::ResubmitDepth => DropReason::ResubmitDepth,
+            XlateDrop::ExplicitDrop => DropReason::ExplicitDrop,
+        }
+    }
+}
+
+/// Counters of one ingress port (by dense index).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortDpStats {
+    /// The port's OpenFlow number (`ofport::ANY` for the "unknown ingress" slot).
+    pub port: PortNo,
+    /// Packets received from this port.
+    pub rx_packets: u64,
+    /// Received frames whose extraction found a malformed header (still forwarded).
+    pub rx_malformed: u64,
+    /// Received frames that ended inside a header (still forwarded).
+    pub rx_truncated: u64,
+    /// Drops by reason ([`DropReason::index`]).
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortDpStats {
+    /// Drops counted for `r`.
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops[r.index()]
+    }
+
+    /// Total drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// Datapath counters, plain integers owned by the polling thread (which
+/// publishes copies). Shapes follow OVS's `dpif-netdev/pmd-perf-show`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatapathStats {
+    /// Packets received.
+    pub packets: u64,
+    /// Batches processed.
+    pub batches: u64,
+    /// Packets answered by the exact-match cache.
+    pub emc_hits: u64,
+    /// Packets answered by the megaflow cache.
+    pub megaflow_hits: u64,
+    /// Packets sent to the slow path (upcalls).
+    pub misses: u64,
+    /// Subtables probed by megaflow lookups that hit (divide by `megaflow_hits`).
+    pub megaflow_hit_probes: u64,
+    /// Subtables probed by megaflow lookups that missed.
+    pub megaflow_miss_probes: u64,
+    /// Handles found stale between lookup and execution (evicted mid-batch) and looked up again.
+    pub stale_handles: u64,
+    /// Packets (originals and copies) put on tx batches.
+    pub tx_packets: u64,
+    /// Copies made for multiple outputs.
+    pub copies: u64,
+    /// Cycles (rdtsc; nanoseconds on non-x86) spent in `process_batch`.
+    pub cycles: u64,
+    /// Of which in the slow path (translation and install).
+    pub slow_path_cycles: u64,
+    /// Megaflow cache counters (installs, evictions, flushes), as of the last batch.
+    pub megaflow: MegaflowCounters,
+    /// Megaflows cached, as of the last batch.
+    pub megaflows_live: u64,
+    /// Per ingress port, by dense index; the last slot counts packets from a
+    /// port not in the snapshot.
+    pub ports: Vec<PortDpStats>,
+}
+
+impl DatapathStats {
+    /// Average cycles per received packet (OVS pmd-perf-show's figure).
+    pub fn cycles_per_packet(&self) -> f64 {
+        if self.packets == 0 {
+            0.0
+        } else {
+            self.cycles as f64 / self.packets as f64
+        }
+    }
+
+    /// Average subtables probed per megaflow hit.
+    pub fn subtables_per_hit(&self) -> f64 {
+        if self.megaflow_hits == 0 {
+            0.0
+        } else {
+            self.megaflow_hit_probes as f64 / self.megaflow_hits as f64
+        }
+    }
+
+    /// Drops for `r`, summed over ports.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.ports.iter().map(|p| p.drop_count(r)).sum()
+    }
+
+    /// Every drop, summed over ports and reasons.
+    pub fn total_drops(&self) -> u64 {
+        self.ports.iter().map(PortDpStats::total_drops).sum()
+    }
+}
+
+/// Datapath tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// Exact-match cache slots (rounded up to a power of two; 0 disables it).
+    pub emc_entries: usize,
+    /// Insert into the EMC 1 time in N (OVS `emc-insert-inv-prob`): 0 never, 1 always.
+    pub emc_insert_inv_prob: u32,
+    /// Maximum megaflows before eviction.
+    pub megaflow_capacity: usize,
+    /// Re-sort megaflow subtables by hits every this many batches.
+    pub resort_interval: u32,
+    /// Largest batch the scratch arrays are sized for up front (bigger ones grow them once).
+    pub max_batch: usize,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            emc_entries: 8192,
+            emc_insert_inv_prob: 100,
+            megaflow_capacity: 65536,
+            resort_interval: 1024,
+            max_batch: 256,
+        }
+    }
+}
+
+/// Per-port tx batches, by dense port index (the snapshot's port order),
+/// filled by [`Datapath::process_batch`] and drained by the polling loop.
+/// A batch never grows past its capacity (a full batch is a counted drop),
+/// so filling it never allocates.
+#[derive(Debug, Default)]
+pub struct TxBatches {
+    queues: Vec<Vec<Packet>>,
+    cap: usize,
+    /// Always empty: what draining an unknown index yields.
+    none: Vec<Packet>,
+}
+
+impl TxBatches {
+    /// `n_ports` empty batches of `capacity` packets each.
+    pub fn new(n_ports: usize, capacity: usize) -> TxBatches {
+        TxBatches {
+            queues: (0..n_ports).map(|_| Vec::with_capacity(capacity)).collect(),
+            cap: capacity,
+            none: Vec::new(),
+        }
+    }
+
+    /// Number of ports.
+    pub fn n_ports(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Capacity of each batch.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Packets waiting for port `port_idx` (empty for an unknown index).
+    pub fn queue(&self, port_idx: usize) -> &[Packet] {
+        self.queues.get(port_idx).map_or(&[], |q| &q[..])
+    }
+
+    /// The batch of port `port_idx`, to hand to a port's tx (which takes
+    /// packets out of it). None for an unknown index.
+    pub fn queue_mut(&mut self, port_idx: usize) -> Option<&mut Vec<Packet>> {
+        self.queues.get_mut(port_idx)
+    }
+
+    /// Take every packet waiting for port `port_idx`.
+    /// An unknown index drains nothing.
+    pub fn drain(&mut self, port_idx: usize) -> std::vec::Drain<'_, Packet> {
+        match self.queues.get_mut(port_idx) {
+            Some(q) => q.drain(..),
+            None => self.none.drain(..),
+        }
+    }
+
+    /// Total packets waiting.
+    pub fn pending(&self) -> usize {
+        self.queues.iter().map(Vec::len).sum()
+    }
+
+    /// Return every waiting packet to `pool`.
+    pub fn clear_into(&mut self, pool: &mut PacketPool) {
+        for q in &mut self.queues {
+            for p in q.drain(..) {
+                pool.put(p);
+            }
+        }
+    }
+
+    /// Make the batches match a port count (after a snapshot change; may
+    /// allocate). Packets waiting in removed batches go back to `pool`.
+    pub fn ensure_ports(&mut self, n_ports: usize, pool: &mut PacketPool) {
+        if self.queues.len() == n_ports {
+            return;
+        }
+        while self.queues.len() > n_ports {
+            if let Some(q) = self.queues.pop() {
+                q.into_iter().for_each(|p| pool.put(p));
+            }
+        }
+        while self.queues.len() < n_ports {
+            self.queues.push(Vec::with_capacity(self.cap));
+        }
+    }
+
+    /// Queue `p` for port `idx`; gives it back when the batch is full.
+    #[inline(always)]
+    fn push(&mut self, idx: usize, p: Packet) -> Result<(), Packet> {
+        match self.queues.get_mut(idx) {
+            Some(q) if q.len() < self.cap => {
+                q.push(p);
+                Ok(())
+            }
+            _ => Err(p),
+        }
+    }
+}
+
+/// The slow-path translation function the datapath calls on a miss
+/// (normally [`crate::pipeline::translate`]).
+pub type Translator = fn(&Pipeline, &[PortNo], &FlowKey) -> Xlation;
+
+/// A cycle counter: the TSC on x86-64 (what OVS's pmd-perf-show counts),
+/// nanoseconds since first use elsewhere.
+#[inline(always)]
+pub fn cycles_now() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC only reads the time-stamp counter; it exists on every
+        // x86-64 CPU and has no memory effects.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let e = EPOCH.get_or_init(Instant::now);
+        u64::try_from(e.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Scratch {
+    keys: Vec<FlowKey>,
+    layouts: Vec<Layout>,
+    hashes: Vec<u64>,
+    handles: Vec<MegaflowHandle>,
+}
+
+impl Scratch {
+    fn ensure(&mut self, n: usize) {
+        if self.keys.len() < n {
+            self.keys.resize(n, FlowKey::ZERO);
+            self.layouts.resize(
+                n,
+                Layout {
+                    l3: crate::packet::extract::NO_OFFSET,
+                    l4: crate::packet::extract::NO_OFFSET,
+                    status: ParseStatus::Ok,
+                },
+            );
+            self.hashes.resize(n, 0);
+            self.handles.resize(n, MegaflowHandle::NONE);
+        }
+    }
+}
+
+/// The fast path of one polling thread: its caches, its statistics, and the
+/// snapshot they were built from.
+#[derive(Debug)]
+pub struct Datapath {
+    snapshot: Arc<Snapshot>,
+    cfg: DatapathConfig,
+    emc: Emc,
+    mf: MegaflowCache,
+    stats: DatapathStats,
+    scratch: Scratch,
+    translator: Translator,
+    epoch: Instant,
+    batches_since_resort: u32,
+}
+
+impl Datapath {
+    /// A datapath with empty caches for `snapshot`.
+    pub fn new(snapshot: Arc<Snapshot>, cfg: DatapathConfig) -> Datapath {
+        let mut scratch = Scratch::default();
+        scratch.ensure(cfg.max_batch);
+        let mut dp = Datapath {
+            emc: Emc::new(cfg.emc_entries, cfg.emc_insert_inv_prob),
+            mf: MegaflowCache::new(cfg.megaflow_capacity),
+            stats: DatapathStats::default(),
+            scratch,
+            translator: crate::pipeline::translate,
+            epoch: Instant::now(),
+            batches_since_resort: 0,
+            snapshot,
+            cfg,
+        };
+        dp.stats.ports = port_stats_for(&dp.snapshot.ports, &[]);
+        dp
+    }
+
+    /// Replace the slow-path function (tests, alternative pipelines).
+    /// Flushes the caches, whose answers came from the old one.
+    pub fn set_translator(&mut self, f: Translator) {
+        self.translator = f;
+        self.flush();
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DatapathConfig {
+        &self.cfg
+    }
+
+    /// The snapshot the caches were built from.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DatapathStats {
+        &self.stats
+    }
+
+    /// The megaflow cache (dumps, tests).
+    pub fn megaflows(&self) -> &MegaflowCache {
+        &self.mf
+    }
+
+    /// The exact-match cache (tests, occupancy).
+    pub fn emc(&self) -> &Emc {
+        &self.emc
+    }
+
+    /// Adopt a new snapshot. When its generation differs, pending statistics
+    /// are pushed to the old snapshot's rules and both caches are flushed
+    /// (the simple, correct policy: any flow-mod may change any answer).
+    /// Per-port counters follow their port numbers into the new port order.
+    /// Call between batches, with the tx batches drained: a dense port index
+    /// means the new snapshot's port order from here on.
+    pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        if snapshot.generation == self.snapshot.generation && Arc::ptr_eq(&snapshot, &self.snapshot)
+        {
+            return;
+        }
+        self.push_stats();
+        self.flush_caches();
+        if snapshot.ports != self.snapshot.ports {
+            self.stats.ports = port_stats_for(&snapshot.ports, &self.stats.ports);
+        }
+        self.snapshot = snapshot;
+    }
+
+    /// Push statistics then empty both caches.
+    pub fn flush(&mut self) {
+        self.push_stats();
+        self.flush_caches();
+    }
+
+    fn flush_caches(&mut self) {
+        self.mf.flush();
+        self.emc.flush();
+    }
+
+    /// Credit every megaflow's packets and bytes since the last push to its
+    /// rules ([`crate::pipeline::RuleStats::add`]) and tables, then zero the
+    /// deltas. Called by the polling loop periodically and on request, and by
+    /// [`Datapath::set_snapshot`] before a flush.
+    pub fn push_stats(&mut self) {
+        self.mf.push_stats(&self.snapshot.pipeline, self.epoch);
+    }
+
+    /// Dense index of `port` in the snapshot.
+    #[inline]
+    pub fn port_index(&self, port: PortNo) -> Option<usize> {
+        self.snapshot.ports.iter().position(|&p| p == port)
+    }
+
+    /// Forward one rx batch from `in_port`: every packet ends up in `tx` (for
+    /// each output) or back in `pool` (counted as a drop). `batch` is left empty.
+    ///
+    /// Per batch: two TSC reads and one monotonic clock read (vDSO, no
+    /// syscall) for the megaflows' last-used time. Per packet: no allocation,
+    /// lock, syscall or atomic; only a miss (translation, install) or a batch
+    /// larger than any before (scratch arrays grow once) allocates.
+    pub fn process_batch(
+        &mut self,
+        in_port: PortNo,
+        batch: &mut Vec<Packet>,
+        tx: &mut TxBatches,
+        pool: &mut PacketPool,
+    ) {
+        let start = cycles_now();
+        let n = batch.len();
+        if n == 0 {
+            return;
+        }
+        tx.ensure_ports(self.snapshot.ports.len(), pool);
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let pidx = self
+            .port_index(in_port)
+            .unwrap_or(self.snapshot.ports.len());
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.ensure(n);
+
+        // Pass 1: extract every key.
+        {
+            let ps = &mut self.stats.ports[pidx];
+            ps.rx_packets += n as u64;
+            for (i, p) in batch.iter().enumerate() {
+                let lay = extract(p.data(), in_port, &mut scratch.keys[i]);
+                match lay.status {
+                    ParseStatus::Ok => {}
+                    ParseStatus::Truncated => ps.rx_truncated += 1,
+                    ParseStatus::Malformed => ps.rx_malformed += 1,
+                }
+                scratch.layouts[i] = lay;
+                scratch.hashes[i] = full_hash(&scratch.keys[i]);
+            }
+        }
+        self.stats.packets += n as u64;
+
+        // Pass 2: look every key up (EMC, megaflow, slow path).
+        for i in 0..n {
+            scratch.handles[i] = self.classify(&scratch.keys[i], scratch.hashes[i]);
+        }
+
+        // Pass 3: execute.
+        for (i, pkt) in batch.drain(..).enumerate() {
+            let key = &scratch.keys[i];
+            let mut h = scratch.handles[i];
+            if self.mf.get(h).is_none() {
+                // Evicted by an install later in this batch: look up again.
+                self.stats.stale_handles += 1;
+                h = self.find_or_upcall(key);
+            }
+            let ctx = ExecCtx::new(key, scratch.layouts[i]);
+            match self.mf.hit(h, pkt.len() as u64, now_ms) {
+                Some(flow) => run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx),
+                None => {
+                    // Unreachable (the handle was just validated or installed);
+                    // never lose the buffer.
+                    self.stats.ports[pidx].drops[DropReason::ActionFailed.index()] += 1;
+                    pool.put(pkt);
+                }
+            }
+        }
+        self.scratch = scratch;
+
+        self.stats.batches += 1;
+        self.batches_since_resort += 1;
+        if self.batches_since_resort >= self.cfg.resort_interval {
+            self.batches_since_resort = 0;
+            self.mf.resort();
+        }
+        self.stats.megaflow = self.mf.counters;
+        self.stats.megaflows_live = self.mf.len() as u64;
+        self.stats.cycles += cycles_now().wrapping_sub(start);
+    }
+
+    /// EMC, then megaflow, then slow path; counts which tier answered.
+    #[inline]
+    fn classify(&mut self, key: &FlowKey, hash: u64) -> MegaflowHandle {
+        if let Some(h) = self.emc.lookup(key, hash) {
+            if self.mf.get(h).is_some() {
+                self.stats.emc_hits += 1;
+                return h;
+            }
+        }
+        let (found, probed) = self.mf.lookup(key);
+        if let Some(h) = found {
+            self.stats.megaflow_hits += 1;
+            self.stats.megaflow_hit_probes += u64::from(probed);
+            let mf = &self.mf;
+            self.emc.insert(key, hash, h, |x| mf.get(x).is_some());
+            return h;
+        }
+        self.stats.megaflow_miss_probes += u64::from(probed);
+        self.stats.misses += 1;
+        let h = self.upcall(key);
+        let mf = &self.mf;
+        self.emc.insert(key, hash, h, |x| mf.get(x).is_some());
+        h
+    }
+
+    /// Megaflow lookup or slow path, without touching tier counters.
+    fn find_or_upcall(&mut self, key: &FlowKey) -> MegaflowHandle {
+        match self.mf.lookup(key).0 {
+            Some(h) => h,
+            None => self.upcall(key),
+        }
+    }
+
+    /// The slow path: translate `key` and install the megaflow.
+    fn upcall(&mut self, key: &FlowKey) -> MegaflowHandle {
+        let t0 = cycles_now();
+        let snap = &self.snapshot;
+        let x = (self.translator)(&snap.pipeline, &snap.ports, key);
+        let mut mask = x.mask;
+        // The datapath's answer always depends on where the packet came from
+        // (output to in_port is skipped, IN_PORT resolves to it).
+        mask.in_port = u32::MAX;
+        let out_idx: Box<[u32]> = x
+            .actions
+            .iter()
+            .map(|a| match a {
+                DpAction::Output(p) => snap
+                    .ports
+                    .iter()
+                    .position(|q| q == p)
+                    .and_then(|i| u32::try_from(i).ok())
+                    .unwrap_or(u32::MAX),
+                _ => u32::MAX,
+            })
+            .collect();
+        let last_output = x
+            .actions
+            .iter()
+            .rposition(|a| matches!(a, DpAction::Output(_)));
+        let what = MegaflowInstall {
+            mask,
+            actions: x.actions.into_boxed_slice(),
+            out_idx,
+            last_output,
+            drop: x.drop.map(DropReason::from_xlate),
+            rules: x.rules,
+            tables: x.tables,
+        };
+        let h = self.mf.install(key, what, &snap.pipeline, self.epoch);
+        self.stats.slow_path_cycles += cycles_now().wrapping_sub(t0);
+        h
+    }
+}
+
+/// Per-port counters for `ports` (+ the unknown-ingress slot), carrying over
+/// the counters of ports already known in `old`.
+fn port_stats_for(ports: &[PortNo], old: &[PortDpStats]) -> Vec<PortDpStats> {
+    let mut v: Vec<PortDpStats> = ports
+        .iter()
+        .map(|&p| {
+            old[..old.len().saturating_sub(1)]
+                .iter()
+                .find(|s| s.port == p)
+                .copied()
+                .unwrap_or(PortDpStats {
+                    port: p,
+                    ..PortDpStats::default()
+                })
+        })
+        .collect();
+    v.push(old.last().copied().unwrap_or(PortDpStats {
+        port: crate::flow::ofport::ANY,
+        ..PortDpStats::default()
+    }));
+    v
+}
+
+/// Execute a megaflow's actions on one packet: set actions in place, each
+/// output but the last on a copy from the pool, the last on the original.
+#[inline]
+fn run_actions(
+    mut pkt: Packet,
+    mut ctx: ExecCtx,
+    what: &Megaflow,
+    tx: &mut TxBatches,
+    pool: &mut PacketPool,
+    stats: &mut DatapathStats,
+    pidx: usize,
+) {
+    let DatapathStats {
+        ports,
+        tx_packets,
+        copies,
+        ..
+    } = stats;
+    let ps = &mut ports[pidx];
+    let Some(last) = what.last_output else {
+        let r = what.drop.unwrap_or(DropReason::NoOutput);
+        ps.drops[r.index()] += 1;
+        pool.put(pkt);
+        return;
+    };
+    for (ai, a) in what.actions.iter().enumerate().take(last + 1) {
+        if let DpAction::Output(_) = a {
+            let oi = what.out_idx.get(ai).copied().unwrap_or(u32::MAX);
+            if oi == u32::MAX {
+                ps.drops[DropReason::NoPort.index()] += 1;
+                if ai == last {
+                    pool.put(pkt);
+                    return;
+                }
+                continue;
+            }
+            let oi = oi as usize;
+            if ai == last {
+                match tx.push(oi, pkt) {
+                    Ok(()) => *tx_packets += 1,
+                    Err(p) => {
+                        ps.drops[DropReason::TxFull.index()] += 1;
+                        pool.put(p);
+                    }
+                }
+                return;
+            }
+            let Some(mut c) = pool.get() else {
+                ps.drops[DropReason::PoolEmpty.index()] += 1;
+                continue;
+            };
+            c.copy_from(&pkt);
+            *copies += 1;
+            match tx.push(oi, c) {
+                Ok(()) => *tx_packets += 1,
+                Err(p) => {
+                    ps.drops[DropReason::TxFull.index()] += 1;
+                    pool.put(p);
+                }
+            }
+        } else if apply(&mut pkt, &mut ctx, a).is_err() {
+            let r = match ctx.layout.status {
+                ParseStatus::Ok => DropReason::ActionFailed,
+                ParseStatus::Truncated => DropReason::Truncated,
+                ParseStatus::Malformed => DropReason::Malformed,
+            };
+            ps.drops[r.index()] += 1;
+            pool.put(pkt);
+            return;
+        }
+    }
+    // Unreachable: the loop returns at `last`. Keep the buffer regardless.
+    pool.put(pkt);
 }

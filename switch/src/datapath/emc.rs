@@ -1,0 +1,230 @@
+//! The exact-match cache (EMC): full packet key → megaflow handle, in a
+//! fixed-size, 2-way set-associative array indexed by [`full_hash`], as OVS's
+//! `emc_cache` in `lib/dpif-netdev.c`.
+//!
+//! Data enters through [`Emc::insert`] (after a megaflow hit or install,
+//! subject to the insertion probability) and leaves through
+//! [`Emc::lookup`], which yields a [`MegaflowHandle`]; the caller re-validates
+//! the handle against the megaflow cache (generation compare), so entries
+//! pointing at evicted or flushed megaflows are simply ignored.
+//!
+//! Insertion is probabilistic like OVS's `emc-insert-inv-prob`: with many
+//! flows, inserting every one would thrash the cache; inserting 1 in N means
+//! only flows that keep sending get in. 0 disables insertion, 1 inserts
+//! always. The random source is a per-cache xorshift, no syscall.
+//!
+//! Never allocates after construction, never locks.
+//!
+//! [`full_hash`]: crate::flow::key::full_hash
+
+use super::megaflow::MegaflowHandle;
+use crate::flow::FlowKey;
+
+#[derive(Clone, Copy, Debug)]
+struct EmcEntry {
+    hash: u64,
+    key: FlowKey,
+    handle: MegaflowHandle,
+    valid: bool,
+}
+
+const EMPTY: EmcEntry = EmcEntry {
+    hash: 0,
+    key: FlowKey::ZERO,
+    handle: MegaflowHandle::NONE,
+    valid: false,
+};
+
+/// The exact-match cache of one polling thread.
+pub struct Emc {
+    entries: Box<[EmcEntry]>,
+    mask: usize,
+    inv_prob: u32,
+    rng: u64,
+}
+
+impl core::fmt::Debug for Emc {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Emc")
+            .field("capacity", &self.entries.len())
+            .field("insert_inv_prob", &self.inv_prob)
+            .finish()
+    }
+}
+
+impl Emc {
+    /// A cache of `entries` slots (rounded up to a power of two, at least 2;
+    /// 0 disables the cache) inserting 1 in `insert_inv_prob` candidates.
+    pub fn new(entries: usize, insert_inv_prob: u32) -> Emc {
+        let n = if entries == 0 {
+            0
+        } else {
+            entries.max(2).next_power_of_two()
+        };
+        Emc {
+            entries: vec![EMPTY; n].into_boxed_slice(),
+            mask: n.saturating_sub(1),
+            inv_prob: insert_inv_prob,
+            rng: 0x2545_f491_4f6c_dd1d,
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[inline(always)]
+    fn ways(&self, hash: u64) -> [usize; 2] {
+        let a = (hash as usize) & self.mask;
+        let b = ((hash >> 32) as usize ^ 1) & self.mask;
+        [a, if b == a { a ^ 1 } else { b }]
+    }
+
+    /// The handle cached for exactly `key` (whose [`full_hash`] is `hash`).
+    ///
+    /// [`full_hash`]: crate::flow::key::full_hash
+    #[inline(always)]
+    pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<MegaflowHandle> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        for w in self.ways(hash) {
+            let e = &self.entries[w];
+            if e.valid && e.hash == hash && e.key == *key {
+                return Some(e.handle);
+            }
+        }
+        None
+    }
+
+    /// Maybe cache `key` → `handle`, per the insertion probability.
+    /// `live` says whether a slot's current handle is still live (stale slots
+    /// are replaced first).
+    #[inline]
+    pub fn insert(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        handle: MegaflowHandle,
+        live: impl Fn(MegaflowHandle) -> bool,
+    ) {
+        if self.entries.is_empty() || self.inv_prob == 0 {
+            return;
+        }
+        if self.inv_prob > 1 {
+            // xorshift64 (Marsaglia 2003).
+            let mut x = self.rng;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.rng = x;
+            if !x.is_multiple_of(u64::from(self.inv_prob)) {
+                return;
+            }
+        }
+        let [a, b] = self.ways(hash);
+        let victim =
+            if self.entries[a].valid && self.entries[a].hash == hash && self.entries[a].key == *key
+            {
+                a
+            } else if self.entries[b].valid
+                && self.entries[b].hash == hash
+                && self.entries[b].key == *key
+            {
+                b
+            } else if !self.entries[a].valid || !live(self.entries[a].handle) {
+                a
+            } else if !self.entries[b].valid || !live(self.entries[b].handle) {
+                b
+            } else if hash & (1 << 40) == 0 {
+                a
+            } else {
+                b
+            };
+        self.entries[victim] = EmcEntry {
+            hash,
+            key: *key,
+            handle,
+            valid: true,
+        };
+    }
+
+    /// Forget every entry.
+    pub fn flush(&mut self) {
+        self.entries.iter_mut().for_each(|e| e.valid = false);
+    }
+
+    /// Slots in use (valid, not necessarily live).
+    pub fn occupied(&self) -> usize {
+        self.entries.iter().filter(|e| e.valid).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::key::full_hash;
+
+    fn key(i: u32) -> FlowKey {
+        let mut k = FlowKey::ZERO;
+        k.nw_dst = i;
+        k
+    }
+
+    #[test]
+    fn insert_lookup_and_flush() {
+        let mut e = Emc::new(8, 1);
+        let h = MegaflowHandle::NONE;
+        let k = key(1);
+        let hash = full_hash(&k);
+        assert!(e.lookup(&k, hash).is_none());
+        e.insert(&k, hash, h, |_| true);
+        assert_eq!(e.lookup(&k, hash), Some(h));
+        assert!(e.lookup(&key(2), full_hash(&key(2))).is_none());
+        e.flush();
+        assert!(e.lookup(&k, hash).is_none());
+    }
+
+    #[test]
+    fn stale_slots_are_replaced_first() {
+        // Two slots: every key maps to both ways.
+        let mut e = Emc::new(2, 1);
+        let (a, b, c) = (key(1), key(2), key(3));
+        let (ha, hb, hc) = (
+            MegaflowHandle::from_raw(1, 0),
+            MegaflowHandle::from_raw(2, 0),
+            MegaflowHandle::from_raw(3, 0),
+        );
+        e.insert(&a, full_hash(&a), ha, |_| true);
+        e.insert(&b, full_hash(&b), hb, |_| true);
+        assert_eq!(e.lookup(&a, full_hash(&a)), Some(ha));
+        assert_eq!(e.lookup(&b, full_hash(&b)), Some(hb));
+        // b's megaflow is gone: c takes its slot and a survives.
+        e.insert(&c, full_hash(&c), hc, |h| h != hb);
+        assert_eq!(e.lookup(&a, full_hash(&a)), Some(ha));
+        assert_eq!(e.lookup(&c, full_hash(&c)), Some(hc));
+        assert!(e.lookup(&b, full_hash(&b)).is_none());
+        // Re-inserting a key updates its slot in place.
+        e.insert(&a, full_hash(&a), hb, |_| true);
+        assert_eq!(e.lookup(&a, full_hash(&a)), Some(hb));
+        assert_eq!(e.lookup(&c, full_hash(&c)), Some(hc));
+    }
+
+    #[test]
+    fn insertion_probability_is_about_one_in_n() {
+        let mut e = Emc::new(1 << 16, 100);
+        for i in 0..20_000 {
+            let k = key(i);
+            e.insert(&k, full_hash(&k), MegaflowHandle::NONE, |_| true);
+        }
+        let n = e.occupied();
+        assert!((100..=300).contains(&n), "{n} inserted of 20000 at 1/100");
+        let mut never = Emc::new(64, 0);
+        never.insert(&key(1), full_hash(&key(1)), MegaflowHandle::NONE, |_| true);
+        assert_eq!(never.occupied(), 0);
+        let mut disabled = Emc::new(0, 1);
+        disabled.insert(&key(1), full_hash(&key(1)), MegaflowHandle::NONE, |_| true);
+        assert!(disabled.lookup(&key(1), full_hash(&key(1))).is_none());
+    }
+}
