@@ -233,7 +233,9 @@ fn resubmit_loop_drops_the_whole_packet_at_depth_64() {
 fn resubmit_chains_to_later_tables_do_not_count_against_depth() {
     // 0 -> 1 -> ... -> 100 by resubmit: far deeper than 64 nested calls, but
     // each goes to a later table, so OVS lets it run.
-    let mut flows: Vec<Flow> = (0..100u8).map(|t| flow(t, &[], vec![resubmit(t + 1)])).collect();
+    let mut flows: Vec<Flow> = (0..100u8)
+        .map(|t| flow(t, &[], vec![resubmit(t + 1)]))
+        .collect();
     flows.push(flow(100, &[], vec![Action::Output(4)]));
     let x = translate(&pipeline(flows), PORTS, &tcp_key(1, 64));
     assert_eq!(x.actions, vec![out(4)]);
@@ -261,7 +263,11 @@ fn output_to_in_port_is_skipped_but_in_port_sends_back() {
     let p = pipeline(vec![flow(
         0,
         &[],
-        vec![Action::Output(1), Action::Output(ofport::IN_PORT), Action::Output(1)],
+        vec![
+            Action::Output(1),
+            Action::Output(ofport::IN_PORT),
+            Action::Output(1),
+        ],
     )]);
     let x = translate(&p, PORTS, &tcp_key(1, 64));
     assert_eq!(x.actions, vec![out(1)]);
@@ -282,7 +288,11 @@ fn local_needs_a_local_port_and_unknown_ports_are_skipped() {
     let p = pipeline(vec![flow(
         0,
         &[],
-        vec![Action::Output(ofport::LOCAL), Action::Output(9), Action::Output(2)],
+        vec![
+            Action::Output(ofport::LOCAL),
+            Action::Output(9),
+            Action::Output(2),
+        ],
     )]);
     let x = translate(&p, &[1, 2], &tcp_key(1, 64));
     assert_eq!(x.actions, vec![out(2)]);
@@ -505,11 +515,7 @@ fn vlan_push_pop_and_modify() {
     );
 
     // strip_vlan.
-    let p = pipeline(vec![flow(
-        0,
-        &[],
-        vec![Action::PopVlan, Action::Output(2)],
-    )]);
+    let p = pipeline(vec![flow(0, &[], vec![Action::PopVlan, Action::Output(2)])]);
     let x = translate(&p, PORTS, &tagged(7, 0));
     assert_eq!(x.actions, vec![DpAction::PopVlan, out(2)]);
     assert_eq!(x.final_key.vlan_tci, 0);

@@ -18,8 +18,11 @@ const N_TABLES: u8 = 4;
 fn match_clause() -> impl Strategy<Value = (Field, u128, u128)> {
     prop_oneof![
         (1u128..=4).prop_map(|v| (Field::InPort, v, u128::from(u32::MAX))),
-        prop::sample::select(vec![0x0800u128, 0x86dd, 0x0806])
-            .prop_map(|v| (Field::EthType, v, 0xffff)),
+        prop::sample::select(vec![0x0800u128, 0x86dd, 0x0806]).prop_map(|v| (
+            Field::EthType,
+            v,
+            0xffff
+        )),
         (
             prop::sample::select(vec![0x0a00_0001u128, 0x0a00_0002, 0x0a00_0102]),
             prop::sample::select(vec![0xffff_ffffu128, 0xffff_ff00, 0xffff_0000, 0x1]),
@@ -28,15 +31,20 @@ fn match_clause() -> impl Strategy<Value = (Field, u128, u128)> {
         prop::sample::select(vec![0u128, 1, 2, 64]).prop_map(|v| (Field::NwTtl, v, 0xff)),
         prop::sample::select(vec![6u128, 17, 1]).prop_map(|v| (Field::NwProto, v, 0xff)),
         prop::sample::select(vec![80u128, 443]).prop_map(|v| (Field::TpDst, v, 0xffff)),
-        (0u128..3, prop::sample::select(vec![0xffff_ffffu128, 0x1]))
-            .prop_map(|(v, m)| (Field::Reg0, v, m)),
+        (0u128..3, prop::sample::select(vec![0xffff_ffffu128, 0x1])).prop_map(|(v, m)| (
+            Field::Reg0,
+            v,
+            m
+        )),
         (0u128..3).prop_map(|v| (Field::Reg1, v, 0xff)),
-        prop::sample::select(vec![0u128, 0x1000])
-            .prop_map(|v| (Field::VlanTci, v, 0x1000)),
+        prop::sample::select(vec![0u128, 0x1000]).prop_map(|v| (Field::VlanTci, v, 0x1000)),
         (0u128..8).prop_map(|v| (Field::VlanTci, 0x1000 | v, 0x1fff)),
         prop::sample::select(vec![0u128, 5]).prop_map(|v| (Field::Metadata, v, 0xff)),
-        prop::sample::select(vec![0x0200_0000_0002u128, 0x0200_0000_0009])
-            .prop_map(|v| (Field::EthDst, v, 0xffff_ffff_ffff)),
+        prop::sample::select(vec![0x0200_0000_0002u128, 0x0200_0000_0009]).prop_map(|v| (
+            Field::EthDst,
+            v,
+            0xffff_ffff_ffff
+        )),
     ]
 }
 

@@ -465,6 +465,14 @@ fn flag_text(names: &[&str], v: u128, m: u128) -> String {
 fn value_text(field: Field, v: u128, m: u128) -> String {
     let info = field.info();
     let exact = m == info.max_value();
+    if field == Field::VlanTci {
+        // ovs-ofctl always prints the TCI as four hex digits.
+        return if exact {
+            format!("{v:#06x}")
+        } else {
+            format!("{v:#06x}/{m:#06x}")
+        };
+    }
     match info.format {
         Format::Decimal if exact => v.to_string(),
         Format::Decimal | Format::Hex => {

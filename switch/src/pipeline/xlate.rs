@@ -431,7 +431,10 @@ impl<'a> Xlator<'a> {
         if let Some(p) = in_port {
             self.flow.in_port = p;
         }
-        let found = self.pipeline.lookup(table, &self.flow, &mut self.wc).cloned();
+        let found = self
+            .pipeline
+            .lookup(table, &self.flow, &mut self.wc)
+            .cloned();
         self.flow.in_port = saved_in_port;
         self.tables.push((table, found.is_some()));
         if let Some(s) = self.sink.as_deref_mut() {
