@@ -206,6 +206,35 @@ fn resubmit_miss_continues_with_the_callers_actions() {
     assert_eq!(x.actions, vec![out(2)]);
     assert_eq!(x.drop, None);
     assert_eq!(x.tables, vec![(0, true), (7, false)]);
+    // A resubmit miss is not a table-miss drop.
+    let p = pipeline(vec![flow(0, &[], vec![resubmit(7)])]);
+    let x = translate(&p, PORTS, &tcp_key(1, 64));
+    assert!(x.actions.is_empty());
+    assert_eq!(x.drop, None);
+}
+
+#[test]
+fn read_only_fields_are_never_written() {
+    let p = pipeline(vec![flow(
+        0,
+        &[],
+        vec![
+            set(Field::EthType, 0x86dd),
+            Action::Load {
+                dst: FieldRange {
+                    field: Field::NwProto,
+                    ofs: 0,
+                    n_bits: 8,
+                },
+                value: 17,
+            },
+            Action::Output(2),
+        ],
+    )]);
+    let k = tcp_key(1, 64);
+    let x = translate(&p, PORTS, &k);
+    assert_eq!(x.actions, vec![out(2)]);
+    assert_eq!(x.final_key, k);
 }
 
 #[test]

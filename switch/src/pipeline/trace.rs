@@ -287,6 +287,9 @@ fn outcome_node(o: &ActionOutcome) -> Option<Node> {
             Warn,
             format!("unmet prerequisites for {field}, action ignored"),
         ),
+        ActionOutcome::NotWritable { field } => {
+            (Error, format!("{field} is read-only, action ignored"))
+        }
         ActionOutcome::BadRange { field } => {
             (Error, format!("bit range outside {field}, action ignored"))
         }

@@ -110,8 +110,9 @@ pub struct Xlation {
     /// `ResubmitDepth` wins over everything (nothing is sent); otherwise
     /// `InvalidTtl` if the exception happened (the packet-in it stands for is
     /// lost even when other outputs were made); otherwise, only when nothing
-    /// was output at all, the first `NoMatch` or `ExplicitDrop` met. A packet
-    /// whose flows simply never output has `None`.
+    /// was output at all, the first `NoMatch` (a miss in table 0 or after
+    /// `goto_table`; a resubmit miss is a no-op, not a drop) or
+    /// `ExplicitDrop` met. A packet whose flows simply never output has `None`.
     pub drop: Option<XlateDrop>,
 }
 
@@ -144,6 +145,12 @@ pub enum ActionOutcome {
     /// The written (or, for `move`, read) field's prerequisites do not hold
     /// for this packet: the action was ignored, as OVS does.
     PrereqUnmet {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// The action writes a read-only field (`dl_type`, `nw_proto`, `ct_*`...;
+    /// the flow parser rejects these): ignored.
+    NotWritable {
         /// The field's name.
         field: &'static str,
     },
@@ -261,6 +268,17 @@ impl VlanStack {
     }
 }
 
+/// How a table lookup was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// The first lookup, in table 0.
+    Start,
+    /// `goto_table`.
+    Goto,
+    /// `resubmit`.
+    Resubmit,
+}
+
 /// One rule being executed (an explicit stack instead of recursion, so deep
 /// resubmit chains cannot overflow the thread's stack).
 struct Frame {
@@ -343,7 +361,7 @@ impl<'a> Xlator<'a> {
     }
 
     fn run(mut self) -> Xlation {
-        self.lookup_and_enter(0, None, false);
+        self.lookup_and_enter(0, None, Via::Start);
         while !self.failed {
             let Some(top) = self.stack.last_mut() else {
                 break;
@@ -409,10 +427,11 @@ impl<'a> Xlator<'a> {
     }
 
     /// OVS xlate_table_action: look `table` up (with `in_port` pretended for
-    /// the lookup only) and start executing the rule found. `checked` applies
-    /// the resource limits (every lookup but the first).
-    fn lookup_and_enter(&mut self, table: u8, in_port: Option<PortNo>, checked: bool) {
+    /// the lookup only) and start executing the rule found. Every lookup but
+    /// the first is subject to the resource limits.
+    fn lookup_and_enter(&mut self, table: u8, in_port: Option<PortNo>, via: Via) {
         let current = self.stack.last().map_or(0, |f| f.table);
+        let checked = via != Via::Start;
         if checked {
             if self.depth >= MAX_DEPTH {
                 self.note(ActionOutcome::DepthExceeded { depth: MAX_DEPTH });
@@ -441,7 +460,9 @@ impl<'a> Xlator<'a> {
             s.table(table, found.as_ref());
         }
         let Some(rule) = found else {
-            if self.first_drop.is_none() {
+            // A miss in the first table or after goto_table is the OpenFlow
+            // 1.3 table-miss drop; a resubmit miss is only a no-op.
+            if via != Via::Resubmit && self.first_drop.is_none() {
                 self.first_drop = Some(XlateDrop::NoMatch { table });
             }
             if let Some(s) = self.sink.as_deref_mut() {
@@ -471,6 +492,10 @@ impl<'a> Xlator<'a> {
             Action::Output(port) => self.output(*port),
             Action::SetField { field, value, mask } => {
                 let info = field.info();
+                if !info.writable {
+                    self.note(ActionOutcome::NotWritable { field: info.name });
+                    return;
+                }
                 if !self.prereq_ok(info.prereq) {
                     self.note(ActionOutcome::PrereqUnmet { field: info.name });
                     return;
@@ -491,6 +516,10 @@ impl<'a> Xlator<'a> {
                     return;
                 }
                 let info = dst.field.info();
+                if !info.writable {
+                    self.note(ActionOutcome::NotWritable { field: info.name });
+                    return;
+                }
                 if !self.prereq_ok(info.prereq) {
                     self.note(ActionOutcome::PrereqUnmet { field: info.name });
                     return;
@@ -503,6 +532,10 @@ impl<'a> Xlator<'a> {
                     return;
                 }
                 let (si, di) = (src.field.info(), dst.field.info());
+                if !di.writable {
+                    self.note(ActionOutcome::NotWritable { field: di.name });
+                    return;
+                }
                 if !self.prereq_ok(si.prereq) {
                     self.note(ActionOutcome::PrereqUnmet { field: si.name });
                     return;
@@ -527,7 +560,7 @@ impl<'a> Xlator<'a> {
                     Some(ofport::IN_PORT) => None,
                     other => *other,
                 };
-                self.lookup_and_enter(target, in_port, true);
+                self.lookup_and_enter(target, in_port, Via::Resubmit);
             }
             Action::WriteMetadata { value, mask } => {
                 self.flow.metadata = (self.flow.metadata & !mask) | (value & mask);
@@ -545,7 +578,7 @@ impl<'a> Xlator<'a> {
                 // goto_table is the last instruction: nothing of this flow
                 // runs after it, whatever the lookup finds.
                 self.end_current_frame();
-                self.lookup_and_enter(*t, None, true);
+                self.lookup_and_enter(*t, None, Via::Goto);
             }
         }
     }
