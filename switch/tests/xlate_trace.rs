@@ -261,7 +261,7 @@ fn json_report_is_structured() {
     assert_eq!(v["datapath_actions"], "push_vlan(vid=0,pcp=0),3");
     assert!(v["outputs"][0]["packet"]
         .as_str()
-        .is_some_and(|s| s.contains("vlan_tci=0x1000")));
+        .is_some_and(|s| s.contains("dl_vlan=0,dl_vlan_pcp=0")));
     assert!(v["drop"].is_null());
     assert_eq!(
         r.steps[0].actions[0].outcomes,
