@@ -3,13 +3,19 @@
 
 pub mod action;
 pub mod field;
+pub mod format;
 pub mod key;
 pub mod matches;
+pub mod parse;
+pub mod trace_spec;
 
 pub use action::{ofport, Action, FieldRange, PortNo};
 pub use field::{Field, Prereq};
+pub use format::{format_actions, format_flow, format_flow_stats, format_key, format_match};
 pub use key::{FlowKey, FlowMask};
 pub use matches::Match;
+pub use parse::{parse_flow, ParseError, ParseMode};
+pub use trace_spec::parse_packet;
 
 /// Number of OpenFlow tables (0..=254).
 pub const N_TABLES: usize = 255;
