@@ -63,7 +63,10 @@ enum Cmd {
     /// (an optional leading `flow` word is accepted, as in ovs-ofctl bundle files).
     Bundle { bridge: String, file: String },
     /// Print port counters with every drop's reason.
-    DumpPorts { bridge: String, port: Option<String> },
+    DumpPorts {
+        bridge: String,
+        port: Option<String>,
+    },
     /// Print per-table counters.
     DumpTables { bridge: String },
     /// Print the bridge, its ports and the polling thread's counters.
@@ -80,12 +83,21 @@ enum Cmd {
     },
     /// Remove a port.
     DelPort { bridge: String, name: String },
-    /// Hand frames (hex) to a memory port as if they arrived on it.
+    /// Hand frames to a memory port as if they arrived on it. Each FRAME is hex bytes, or a
+    /// packet in trace syntax (`icmp,dl_src=..,dl_dst=..,nw_src=..,nw_dst=..,nw_ttl=64`) composed into a frame.
     Inject {
         bridge: String,
         port: String,
         #[arg(required = true)]
         frames: Vec<String>,
+    },
+    /// Print the frame (hex) that a packet description in trace syntax stands for,
+    /// like `ovs-ofctl compose-packet --bare`. Needs no switchd.
+    ComposePacket {
+        packet: String,
+        /// Bytes of payload after the headers.
+        #[arg(long, default_value_t = 0)]
+        payload: usize,
     },
     /// Print (and consume) the frames a memory port transmitted.
     Capture {
@@ -99,7 +111,9 @@ enum Cmd {
 fn read_lines(file: &str) -> Result<Vec<String>, String> {
     let mut text = String::new();
     if file == "-" {
-        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading stdin: {e}"))?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading stdin: {e}"))?;
     } else {
         text = std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"))?;
     }
@@ -138,31 +152,77 @@ fn parse_bundle(lines: Vec<String>) -> Result<Vec<BundleMod>, String> {
 
 fn request(cmd: &Cmd) -> Result<Request, String> {
     Ok(match cmd {
-        Cmd::AddFlow { bridge, flow } => Request::AddFlow { bridge: bridge.clone(), flow: flow.clone() },
-        Cmd::AddFlows { bridge, file } => Request::AddFlows { bridge: bridge.clone(), flows: read_lines(file)? },
-        Cmd::ModFlows { bridge, flow, strict } => {
-            Request::ModFlows { bridge: bridge.clone(), flow: flow.clone(), strict: *strict }
-        }
-        Cmd::DelFlows { bridge, flow, strict } => {
-            Request::DelFlows { bridge: bridge.clone(), flow: flow.clone(), strict: *strict }
-        }
-        Cmd::DumpFlows { bridge, flow, .. } => Request::DumpFlows { bridge: bridge.clone(), filter: flow.clone() },
-        Cmd::ReplaceFlows { bridge, file } => Request::ReplaceFlows { bridge: bridge.clone(), flows: read_lines(file)? },
-        Cmd::Bundle { bridge, file } => Request::Bundle { bridge: bridge.clone(), mods: parse_bundle(read_lines(file)?)? },
-        Cmd::DumpPorts { bridge, port } => Request::DumpPorts { bridge: bridge.clone(), port: port.clone() },
-        Cmd::DumpTables { bridge } => Request::DumpTables { bridge: bridge.clone() },
-        Cmd::Show { bridge } => Request::Show { bridge: bridge.clone() },
-        Cmd::Trace { bridge, packet } => Request::Trace { bridge: bridge.clone(), packet: packet.clone() },
-        Cmd::AddPort { bridge, name, settings } => {
+        Cmd::AddFlow { bridge, flow } => Request::AddFlow {
+            bridge: bridge.clone(),
+            flow: flow.clone(),
+        },
+        Cmd::AddFlows { bridge, file } => Request::AddFlows {
+            bridge: bridge.clone(),
+            flows: read_lines(file)?,
+        },
+        Cmd::ModFlows {
+            bridge,
+            flow,
+            strict,
+        } => Request::ModFlows {
+            bridge: bridge.clone(),
+            flow: flow.clone(),
+            strict: *strict,
+        },
+        Cmd::DelFlows {
+            bridge,
+            flow,
+            strict,
+        } => Request::DelFlows {
+            bridge: bridge.clone(),
+            flow: flow.clone(),
+            strict: *strict,
+        },
+        Cmd::DumpFlows { bridge, flow, .. } => Request::DumpFlows {
+            bridge: bridge.clone(),
+            filter: flow.clone(),
+        },
+        Cmd::ReplaceFlows { bridge, file } => Request::ReplaceFlows {
+            bridge: bridge.clone(),
+            flows: read_lines(file)?,
+        },
+        Cmd::Bundle { bridge, file } => Request::Bundle {
+            bridge: bridge.clone(),
+            mods: parse_bundle(read_lines(file)?)?,
+        },
+        Cmd::DumpPorts { bridge, port } => Request::DumpPorts {
+            bridge: bridge.clone(),
+            port: port.clone(),
+        },
+        Cmd::DumpTables { bridge } => Request::DumpTables {
+            bridge: bridge.clone(),
+        },
+        Cmd::Show { bridge } => Request::Show {
+            bridge: bridge.clone(),
+        },
+        Cmd::Trace { bridge, packet } => Request::Trace {
+            bridge: bridge.clone(),
+            packet: packet.clone(),
+        },
+        Cmd::AddPort {
+            bridge,
+            name,
+            settings,
+        } => {
             let mut port_type = None;
             let mut ofport = None;
             let mut options = std::collections::BTreeMap::new();
             for s in settings {
-                let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected key=value (e.g. type=memory)"))?;
+                let (k, v) = s
+                    .split_once('=')
+                    .ok_or_else(|| format!("{s:?}: expected key=value (e.g. type=memory)"))?;
                 match k {
                     "type" => port_type = Some(v.to_string()),
                     "ofport" => {
-                        ofport = Some(v.parse::<u32>().map_err(|_| format!("ofport={v:?}: expected a port number"))?)
+                        ofport = Some(
+                            v.parse::<u32>()
+                                .map_err(|_| format!("ofport={v:?}: expected a port number"))?,
+                        )
                     }
                     _ => {
                         options.insert(k.to_string(), v.to_string());
@@ -170,18 +230,64 @@ fn request(cmd: &Cmd) -> Result<Request, String> {
                 }
             }
             let port_type = port_type.ok_or("add-port needs type=TYPE (e.g. type=memory)")?;
-            Request::AddPort { bridge: bridge.clone(), name: name.clone(), port_type, ofport, options }
+            Request::AddPort {
+                bridge: bridge.clone(),
+                name: name.clone(),
+                port_type,
+                ofport,
+                options,
+            }
         }
-        Cmd::DelPort { bridge, name } => Request::DelPort { bridge: bridge.clone(), name: name.clone() },
-        Cmd::Inject { bridge, port, frames } => {
-            Request::Inject { bridge: bridge.clone(), port: port.clone(), frames: frames.clone() }
-        }
-        Cmd::Capture { bridge, port, max } => Request::Capture { bridge: bridge.clone(), port: port.clone(), max: *max },
+        Cmd::DelPort { bridge, name } => Request::DelPort {
+            bridge: bridge.clone(),
+            name: name.clone(),
+        },
+        Cmd::Inject {
+            bridge,
+            port,
+            frames,
+        } => Request::Inject {
+            bridge: bridge.clone(),
+            port: port.clone(),
+            frames: frames
+                .iter()
+                .map(|f| frame_hex(f, 0))
+                .collect::<Result<_, _>>()?,
+        },
+        Cmd::ComposePacket { .. } => unreachable!("handled locally"),
+        Cmd::Capture { bridge, port, max } => Request::Capture {
+            bridge: bridge.clone(),
+            port: port.clone(),
+            max: *max,
+        },
     })
+}
+
+/// A frame argument: hex bytes as they are, or a trace-syntax packet composed into a frame.
+fn frame_hex(arg: &str, payload: usize) -> Result<String, String> {
+    if switch::control::bridge::decode_hex(arg).is_ok() && !arg.trim().is_empty() {
+        return Ok(arg.to_string());
+    }
+    let key = switch::flow::trace_spec::parse_packet(arg)
+        .map_err(|e| format!("{arg:?} is neither hex nor a packet: {}", e.message))?;
+    let frame = switch::packet::compose::compose(&key, &vec![0u8; payload]);
+    Ok(switch::control::bridge::encode_hex(&frame))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::ComposePacket { packet, payload } = &cli.cmd {
+        return match frame_hex(packet, *payload) {
+            Ok(h) => {
+                println!("{h}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flowctl: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let req = match request(&cli.cmd) {
         Ok(r) => r,
         Err(e) => {
@@ -201,8 +307,15 @@ fn main() -> ExitCode {
         }
     };
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
-        return if matches!(reply, Reply::Ok(_)) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_default()
+        );
+        return if matches!(reply, Reply::Ok(_)) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     match reply {
         Reply::Ok(body) => {
@@ -218,7 +331,11 @@ fn main() -> ExitCode {
 
 impl Cli {
     fn cmd_name(&self) -> String {
-        format!("{:?}", self.cmd).split([' ', '{']).next().unwrap_or_default().to_string()
+        format!("{:?}", self.cmd)
+            .split([' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -228,11 +345,17 @@ mod tests {
 
     #[test]
     fn bundle_lines() {
-        let m = parse_bundle(vec!["flow add priority=1,actions=drop".into(), "delete_strict priority=1".into()]).unwrap();
+        let m = parse_bundle(vec![
+            "flow add priority=1,actions=drop".into(),
+            "delete_strict priority=1".into(),
+        ])
+        .unwrap();
         assert_eq!(m[0].op, BundleOp::Add);
         assert_eq!(m[0].flow, "priority=1,actions=drop");
         assert_eq!(m[1].op, BundleOp::DeleteStrict);
-        assert!(parse_bundle(vec!["frob x".into()]).unwrap_err().contains("frob"));
+        assert!(parse_bundle(vec!["frob x".into()])
+            .unwrap_err()
+            .contains("frob"));
     }
 
     #[test]
@@ -244,15 +367,24 @@ mod tests {
         })
         .unwrap();
         match r {
-            Request::AddPort { port_type, ofport, options, .. } => {
+            Request::AddPort {
+                port_type,
+                ofport,
+                options,
+                ..
+            } => {
                 assert_eq!(port_type, "memory");
                 assert_eq!(ofport, Some(4));
                 assert_eq!(options.get("depth").map(String::as_str), Some("64"));
             }
             _ => unreachable!(),
         }
-        assert!(request(&Cmd::AddPort { bridge: "b".into(), name: "p".into(), settings: vec!["ofport=1".into()] })
-            .unwrap_err()
-            .contains("type="));
+        assert!(request(&Cmd::AddPort {
+            bridge: "b".into(),
+            name: "p".into(),
+            settings: vec!["ofport=1".into()]
+        })
+        .unwrap_err()
+        .contains("type="));
     }
 }

@@ -22,7 +22,9 @@ Examples:
 See docs/flowctl.md for every command.";
 
 fn opt<T: serde::de::DeserializeOwned>(v: &Value, key: &str) -> Vec<T> {
-    v.get(key).and_then(|x| serde_json::from_value(x.clone()).ok()).unwrap_or_default()
+    v.get(key)
+        .and_then(|x| serde_json::from_value(x.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// Render a successful reply for a command.
@@ -31,7 +33,11 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
     match cmd {
         Cmd::DumpFlows { no_stats, .. } => {
             for f in opt::<FlowEntry>(body, "flows") {
-                let _ = writeln!(out, "{}", if *no_stats { &f.line_no_stats } else { &f.line });
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    if *no_stats { &f.line_no_stats } else { &f.line }
+                );
             }
         }
         Cmd::DumpPorts { .. } => {
@@ -51,7 +57,10 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     s.tx_packets, s.tx_bytes, s.tx_dropped, s.tx_errors
                 );
                 let reasons = |v: &[(String, u64)]| {
-                    v.iter().map(|(r, n)| format!("{r}={n}")).collect::<Vec<_>>().join(", ")
+                    v.iter()
+                        .map(|(r, n)| format!("{r}={n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 };
                 if !s.rx_drop_reasons.is_empty() {
                     let _ = writeln!(out, "{pad}rx drops: {}", reasons(&s.rx_drop_reasons));
@@ -67,10 +76,18 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
             let tables = opt::<TableEntry>(body, "tables");
             for t in &tables {
                 let _ = writeln!(out, "  table {}:", t.table);
-                let _ = writeln!(out, "    active={}, lookup={}, matched={}", t.active, t.lookups, t.matched);
+                let _ = writeln!(
+                    out,
+                    "    active={}, lookup={}, matched={}",
+                    t.active, t.lookups, t.matched
+                );
                 let _ = writeln!(out);
             }
-            let _ = writeln!(out, "  ({} other tables are empty and unused)", 255 - tables.len());
+            let _ = writeln!(
+                out,
+                "  ({} other tables are empty and unused)",
+                255 - tables.len()
+            );
         }
         Cmd::Show { .. } => {
             let _ = writeln!(
@@ -83,12 +100,22 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
             );
             for p in opt::<PortEntry>(body, "ports") {
                 let opts: String = p.options.iter().map(|(k, v)| format!(" {k}={v}")).collect();
-                let _ = writeln!(out, " {}({}): type={}{} state={}", p.ofport, p.name, p.port_type, opts, p.state);
+                let _ = writeln!(
+                    out,
+                    " {}({}): type={}{} state={}",
+                    p.ofport, p.name, p.port_type, opts, p.state
+                );
             }
             let pmd = &body["pmd"];
             let n = |k: &str| pmd[k].as_u64().unwrap_or(0);
             let rx = n("rx_packets");
-            let pct = |x: u64| if rx == 0 { 0.0 } else { 100.0 * x as f64 / rx as f64 };
+            let pct = |x: u64| {
+                if rx == 0 {
+                    0.0
+                } else {
+                    100.0 * x as f64 / rx as f64
+                }
+            };
             let _ = writeln!(
                 out,
                 "pmd0: rx packets {rx}, emc hits {} ({:.1}%), megaflow hits {} ({:.1}%), misses {} ({:.1}%), busy iterations {}/{}",
@@ -114,7 +141,11 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     Ok(bytes) => {
                         let mut key = switch::flow::FlowKey::ZERO;
                         let lay = switch::packet::extract(&bytes, 0, &mut key);
-                        let mut s = format!("{} bytes: {}", bytes.len(), switch::flow::format::format_key(&key));
+                        let mut s = format!(
+                            "{} bytes: {}",
+                            bytes.len(),
+                            switch::flow::format::format_key(&key)
+                        );
                         if lay.status != switch::packet::ParseStatus::Ok {
                             let _ = write!(s, " ({:?})", lay.status);
                         }

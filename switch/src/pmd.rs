@@ -33,6 +33,8 @@ use crate::port::{DropReason, Port};
 pub const BATCH: usize = 32;
 /// How often rule statistics are pushed without being asked.
 const STATS_PERIOD: Duration = Duration::from_millis(250);
+/// Frames one tx queue holds before it must be flushed.
+const TX_CAPACITY: usize = 1024;
 
 /// A request to a polling thread.
 #[derive(Debug)]
@@ -58,6 +60,10 @@ pub struct PmdStats {
     pub megaflow_hits: u64,
     /// Slow-path translations (cache misses).
     pub misses: u64,
+    /// Frames queued for a port this thread does not poll (dropped).
+    pub tx_unpolled: u64,
+    /// Frames output to a port number that does not exist (dropped).
+    pub tx_no_port: u64,
 }
 
 /// State shared between a polling thread and the control thread.
@@ -79,14 +85,21 @@ pub struct PmdHandle {
 
 impl PmdHandle {
     /// Start a polling thread reading snapshots from `snapshot`.
-    pub fn spawn(snapshot: Arc<ArcSwap<Snapshot>>, cfg: DatapathConfig) -> std::io::Result<PmdHandle> {
+    pub fn spawn(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        cfg: DatapathConfig,
+    ) -> std::io::Result<PmdHandle> {
         let cmds = Arc::new(ArrayQueue::new(256));
         let shared = Arc::new(PmdShared::default());
         let (c2, s2) = (cmds.clone(), shared.clone());
         let thread = std::thread::Builder::new()
             .name("pmd0".into())
             .spawn(move || run(snapshot, cfg, c2, s2))?;
-        Ok(PmdHandle { cmds, shared, thread: Some(thread) })
+        Ok(PmdHandle {
+            cmds,
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// Queue a command; fails only when 256 commands are already pending.
@@ -111,7 +124,11 @@ impl PmdHandle {
 
     /// The latest published statistics.
     pub fn stats(&self) -> PmdStats {
-        self.shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        self.shared
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -136,7 +153,7 @@ fn run(
     let mut ports: Vec<(PortNo, Box<dyn Port>)> = Vec::new();
     // dense snapshot index -> position in `ports`
     let mut by_dense: Vec<Option<usize>> = Vec::new();
-    let mut tx = TxBatches::new(current.ports.len());
+    let mut tx = TxBatches::new(current.ports.len(), TX_CAPACITY);
     let mut batch: Vec<Packet> = Vec::with_capacity(BATCH);
     let mut stats = PmdStats::default();
     let mut idle_iters = 0u32;
@@ -158,11 +175,15 @@ fn run(
         if snap.load().generation != current.generation {
             current = snap.load_full();
             dp.set_snapshot(current.clone());
-            tx = TxBatches::new(current.ports.len());
+            tx.clear_into(&mut pool);
             remap = true;
         }
         if remap {
-            by_dense = current.ports.iter().map(|no| ports.iter().position(|(n, _)| n == no)).collect();
+            by_dense = current
+                .ports
+                .iter()
+                .map(|no| ports.iter().position(|(n, _)| n == no))
+                .collect();
             remap = false;
         }
 
@@ -175,30 +196,12 @@ fn run(
             }
             got += n;
             dp.process_batch(*no, &mut batch, &mut tx, &mut pool);
-            batch.clear();
+            if tx.pending() >= TX_CAPACITY / 2 {
+                flush(&mut tx, &by_dense, &mut ports, &mut pool, &mut stats);
+            }
         }
         if got > 0 {
-            for (dense, local) in by_dense.iter().enumerate() {
-                let q = tx.queue_mut(dense);
-                if q.is_empty() {
-                    continue;
-                }
-                match local {
-                    Some(li) => {
-                        ports[*li].1.tx_batch(q, &mut pool);
-                    }
-                    None => {
-                        // In the snapshot but not (or no longer) polled here.
-                        let n = q.len() as u64;
-                        for p in q.drain(..) {
-                            pool.put(p);
-                        }
-                        if let Some((_, p)) = ports.first() {
-                            p.counters().tx_drop(DropReason::PortDown, n);
-                        }
-                    }
-                }
-            }
+            flush(&mut tx, &by_dense, &mut ports, &mut pool, &mut stats);
             stats.busy_iterations += 1;
             stats.rx_packets += got as u64;
             idle_iters = 0;
@@ -211,6 +214,22 @@ fn run(
         if asked || last_push.elapsed() >= STATS_PERIOD {
             dp.push_stats();
             let d = dp.stats();
+            for ps in &d.ports {
+                let Some((_, p)) = ports.iter().find(|(n, _)| *n == ps.port) else {
+                    continue;
+                };
+                let c = p.counters();
+                for r in DropReason::ALL {
+                    c.dp_drops[r.index()].set(ps.drops[r.index()]);
+                }
+                c.rx_malformed.set(ps.rx_malformed);
+                c.rx_truncated.set(ps.rx_truncated);
+            }
+            stats.tx_no_port = d
+                .ports
+                .iter()
+                .map(|p| p.drops[DropReason::NoPort.index()])
+                .sum::<u64>();
             stats.emc_hits = d.emc_hits;
             stats.megaflow_hits = d.megaflow_hits;
             stats.misses = d.misses;
@@ -223,9 +242,43 @@ fn run(
 
         // Adaptive idle back-off: spin briefly, then yield, then sleep.
         if idle_iters > 1024 {
-            std::thread::sleep(Duration::from_micros(if idle_iters > 8192 { 500 } else { 50 }));
+            std::thread::sleep(Duration::from_micros(if idle_iters > 8192 {
+                500
+            } else {
+                50
+            }));
         } else if idle_iters > 64 {
             std::thread::yield_now();
+        }
+    }
+}
+
+/// Hand every queued frame to its port; frames for a port this thread does
+/// not poll (removed between snapshot and command) go back to the pool, counted.
+fn flush(
+    tx: &mut TxBatches,
+    by_dense: &[Option<usize>],
+    ports: &mut [(PortNo, Box<dyn Port>)],
+    pool: &mut PacketPool,
+    stats: &mut PmdStats,
+) {
+    for (dense, local) in by_dense.iter().enumerate() {
+        let Some(q) = tx.queue_mut(dense) else {
+            continue;
+        };
+        if q.is_empty() {
+            continue;
+        }
+        match local {
+            Some(li) => {
+                ports[*li].1.tx_batch(q, pool);
+            }
+            None => {
+                stats.tx_unpolled += q.len() as u64;
+                for p in q.drain(..) {
+                    pool.put(p);
+                }
+            }
         }
     }
 }

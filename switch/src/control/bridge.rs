@@ -20,7 +20,7 @@ use super::proto::{
 use super::server::Handler;
 use super::state::{BridgeState, PortConfig, State, StateStore, STATE_VERSION};
 use crate::datapath::{DatapathConfig, Snapshot};
-use crate::flow::format::{format_actions, format_flow_stats, format_match};
+use crate::flow::format::{format_actions, format_flow, format_flow_stats, format_match};
 use crate::flow::parse::{parse_flow, ParseError, ParseMode};
 use crate::flow::trace_spec::parse_packet;
 use crate::flow::{ofport, Flow, PortNo};
@@ -56,7 +56,10 @@ pub struct Bridge {
 
 impl std::fmt::Debug for Bridge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bridge").field("name", &self.name).field("ports", &self.ports.len()).finish()
+        f.debug_struct("Bridge")
+            .field("name", &self.name)
+            .field("ports", &self.ports.len())
+            .finish()
     }
 }
 
@@ -70,23 +73,11 @@ fn bad_flow(e: ParseError, input: &str, index: Option<usize>) -> ErrorBody {
     }
 }
 
-/// The text a flow is persisted as: parses back (ParseMode::Add) to the same flow.
+/// The text a flow is persisted as: ovs-ofctl `--no-stats` syntax, which
+/// parses back (ParseMode::Add) to the same flow (a property test holds the
+/// formatter to that).
 pub fn flow_to_text(f: &Flow) -> String {
-    let mut s = format!("table={},priority={},cookie={:#x}", f.table, f.priority, f.cookie);
-    if f.idle_timeout != 0 {
-        s += &format!(",idle_timeout={}", f.idle_timeout);
-    }
-    if f.hard_timeout != 0 {
-        s += &format!(",hard_timeout={}", f.hard_timeout);
-    }
-    let m = format_match(&f.matches);
-    if !m.is_empty() {
-        s.push(',');
-        s += &m;
-    }
-    s += ",actions=";
-    s += &format_actions(&f.actions);
-    s
+    format_flow(f)
 }
 
 impl Bridge {
@@ -95,7 +86,8 @@ impl Bridge {
     pub fn start(name: &str, store: StateStore, cfg: DatapathConfig) -> Result<Bridge, String> {
         let state = store.load().map_err(|e| format!("loading state: {e}"))?;
         let published = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-        let pmd = PmdHandle::spawn(published.clone(), cfg).map_err(|e| format!("starting polling thread: {e}"))?;
+        let pmd = PmdHandle::spawn(published.clone(), cfg)
+            .map_err(|e| format!("starting polling thread: {e}"))?;
         let mut b = Bridge {
             name: name.to_string(),
             pipeline: Pipeline::new(),
@@ -107,15 +99,21 @@ impl Bridge {
         };
         if let Some(bs) = state.bridges.get(name) {
             for pc in &bs.ports {
-                b.create_port(pc.clone()).map_err(|e| format!("restoring port {}: {}", pc.name, e.message))?;
+                b.create_port(pc.clone())
+                    .map_err(|e| format!("restoring port {}: {}", pc.name, e.message))?;
             }
             let mut mods = Vec::new();
             for (i, text) in bs.flows.iter().enumerate() {
                 let spec = parse_flow(text, ParseMode::Add)
                     .map_err(|e| format!("restoring flow {} {text:?}: {}", i + 1, e.message))?;
-                mods.push(FlowMod { command: FlowModCommand::Add, spec });
+                mods.push(FlowMod {
+                    command: FlowModCommand::Add,
+                    spec,
+                });
             }
-            b.pipeline.apply(&mods).map_err(|e| format!("restoring flows: {e}"))?;
+            b.pipeline
+                .apply(&mods)
+                .map_err(|e| format!("restoring flows: {e}"))?;
         }
         b.publish();
         Ok(b)
@@ -145,25 +143,37 @@ impl Bridge {
                 flows: pipeline.rules().map(|r| flow_to_text(&r.flow)).collect(),
             },
         );
-        State { version: STATE_VERSION, bridges }
+        State {
+            version: STATE_VERSION,
+            bridges,
+        }
     }
 
     /// Persist `pipeline` (with the current ports) and make it current.
     fn commit(&mut self, pipeline: Pipeline) -> Result<(), ErrorBody> {
-        self.store
-            .save(&self.state(&pipeline))
-            .map_err(|e| ErrorBody::new(ErrorCode::StateIo, format!("saving state: {e}; change not applied")))?;
+        self.store.save(&self.state(&pipeline)).map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::StateIo,
+                format!("saving state: {e}; change not applied"),
+            )
+        })?;
         self.pipeline = pipeline;
         self.publish();
         Ok(())
     }
 
-    fn apply_mods(&mut self, mods: &[(FlowModCommand, &str, ParseMode)]) -> Result<serde_json::Value, ErrorBody> {
+    fn apply_mods(
+        &mut self,
+        mods: &[(FlowModCommand, &str, ParseMode)],
+    ) -> Result<serde_json::Value, ErrorBody> {
         let mut fms = Vec::with_capacity(mods.len());
         for (i, (cmd, text, mode)) in mods.iter().enumerate() {
             let idx = (mods.len() > 1).then_some(i);
             let spec = parse_flow(text, *mode).map_err(|e| bad_flow(e, text, idx))?;
-            fms.push(FlowMod { command: *cmd, spec });
+            fms.push(FlowMod {
+                command: *cmd,
+                spec,
+            });
         }
         let mut next = self.pipeline.clone();
         let out = next.apply(&fms).map_err(|e| {
@@ -186,17 +196,29 @@ impl Bridge {
                 return Ok(n);
             }
         }
-        Err(ErrorBody::new(ErrorCode::UnknownPort, format!("bridge {} has no port {key:?}", self.name)).with_input(key))
+        Err(ErrorBody::new(
+            ErrorCode::UnknownPort,
+            format!("bridge {} has no port {key:?}", self.name),
+        )
+        .with_input(key))
     }
 
     fn create_port(&mut self, cfg: PortConfig) -> Result<(), ErrorBody> {
-        let (port, memory): (Box<dyn Port>, Option<MemoryPortHandle>) = match cfg.port_type.as_str() {
+        let (port, memory): (Box<dyn Port>, Option<MemoryPortHandle>) = match cfg.port_type.as_str()
+        {
             "memory" => {
                 let depth = match cfg.options.get("depth") {
                     None => 1024,
-                    Some(d) => d.parse::<usize>().ok().filter(|d| (1..=1 << 20).contains(d)).ok_or_else(|| {
-                        ErrorBody::new(ErrorCode::BadPortConfig, format!("depth must be 1..1048576, got {d:?}"))
-                    })?,
+                    Some(d) => d
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|d| (1..=1 << 20).contains(d))
+                        .ok_or_else(|| {
+                            ErrorBody::new(
+                                ErrorCode::BadPortConfig,
+                                format!("depth must be 1..1048576, got {d:?}"),
+                            )
+                        })?,
                 };
                 for k in cfg.options.keys().filter(|k| k.as_str() != "depth") {
                     return Err(ErrorBody::new(
@@ -210,7 +232,10 @@ impl Bridge {
             other => {
                 return Err(ErrorBody::new(
                     ErrorCode::BadPortConfig,
-                    format!("unknown port type {other:?} (this build supports: {})", PORT_TYPES.join(", ")),
+                    format!(
+                        "unknown port type {other:?} (this build supports: {})",
+                        PORT_TYPES.join(", ")
+                    ),
                 )
                 .with_input(other.to_string()))
             }
@@ -218,8 +243,21 @@ impl Bridge {
         let counters = port.counters().clone();
         self.pmd
             .send(PmdCommand::AddPort(cfg.ofport, port))
-            .map_err(|_| ErrorBody::new(ErrorCode::Busy, "polling thread command queue is full; retry"))?;
-        self.ports.insert(cfg.ofport, PortRt { cfg, counters, added: Instant::now(), memory });
+            .map_err(|_| {
+                ErrorBody::new(
+                    ErrorCode::Busy,
+                    "polling thread command queue is full; retry",
+                )
+            })?;
+        self.ports.insert(
+            cfg.ofport,
+            PortRt {
+                cfg,
+                counters,
+                added: Instant::now(),
+                memory,
+            },
+        );
         Ok(())
     }
 
@@ -230,7 +268,12 @@ impl Bridge {
         ofport: Option<u32>,
         options: BTreeMap<String, String>,
     ) -> Result<serde_json::Value, ErrorBody> {
-        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_whitespace() || c == ',' || c == '/') {
+        if name.is_empty()
+            || name.len() > 64
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || c == ',' || c == '/')
+        {
             return Err(ErrorBody::new(
                 ErrorCode::BadPortConfig,
                 "port names are 1-64 characters without spaces, commas or slashes",
@@ -238,24 +281,44 @@ impl Bridge {
             .with_input(name));
         }
         if self.ports.values().any(|p| p.cfg.name == name) {
-            return Err(ErrorBody::new(ErrorCode::PortExists, format!("port {name:?} already exists")).with_input(name));
+            return Err(ErrorBody::new(
+                ErrorCode::PortExists,
+                format!("port {name:?} already exists"),
+            )
+            .with_input(name));
         }
         let no = match ofport {
             Some(n) if n == 0 || n >= ofport::MAX => {
-                return Err(ErrorBody::new(ErrorCode::BadPortConfig, format!("ofport must be 1..{}, got {n}", ofport::MAX - 1)))
+                return Err(ErrorBody::new(
+                    ErrorCode::BadPortConfig,
+                    format!("ofport must be 1..{}, got {n}", ofport::MAX - 1),
+                ))
             }
             Some(n) if self.ports.contains_key(&n) => {
-                return Err(ErrorBody::new(ErrorCode::PortExists, format!("ofport {n} is taken by {:?}", self.ports[&n].cfg.name)))
+                return Err(ErrorBody::new(
+                    ErrorCode::PortExists,
+                    format!("ofport {n} is taken by {:?}", self.ports[&n].cfg.name),
+                ))
             }
             Some(n) => n,
-            None => (1..ofport::MAX).find(|n| !self.ports.contains_key(n)).unwrap_or(ofport::MAX - 1),
+            None => (1..ofport::MAX)
+                .find(|n| !self.ports.contains_key(n))
+                .unwrap_or(ofport::MAX - 1),
         };
-        let cfg = PortConfig { name, port_type, ofport: no, options };
+        let cfg = PortConfig {
+            name,
+            port_type,
+            ofport: no,
+            options,
+        };
         self.create_port(cfg)?;
         if let Err(e) = self.store.save(&self.state(&self.pipeline)) {
             let _ = self.pmd.send(PmdCommand::DelPort(no));
             self.ports.remove(&no);
-            return Err(ErrorBody::new(ErrorCode::StateIo, format!("saving state: {e}; port not added")));
+            return Err(ErrorBody::new(
+                ErrorCode::StateIo,
+                format!("saving state: {e}; port not added"),
+            ));
         }
         self.publish();
         Ok(json!({ "ofport": no }))
@@ -267,17 +330,29 @@ impl Bridge {
             .iter()
             .find(|(_, p)| p.cfg.name == name)
             .map(|(n, _)| *n)
-            .ok_or_else(|| ErrorBody::new(ErrorCode::UnknownPort, format!("bridge {} has no port {name:?}", self.name)).with_input(name))?;
-        self.pmd
-            .send(PmdCommand::DelPort(no))
-            .map_err(|_| ErrorBody::new(ErrorCode::Busy, "polling thread command queue is full; retry"))?;
+            .ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorCode::UnknownPort,
+                    format!("bridge {} has no port {name:?}", self.name),
+                )
+                .with_input(name)
+            })?;
+        self.pmd.send(PmdCommand::DelPort(no)).map_err(|_| {
+            ErrorBody::new(
+                ErrorCode::Busy,
+                "polling thread command queue is full; retry",
+            )
+        })?;
         let rt = self.ports.remove(&no);
         if let Err(e) = self.store.save(&self.state(&self.pipeline)) {
             // The port object is gone from the polling thread; recreate it so state and reality agree.
             if let Some(rt) = rt {
                 let _ = self.create_port(rt.cfg);
             }
-            return Err(ErrorBody::new(ErrorCode::StateIo, format!("saving state: {e}; port not removed")));
+            return Err(ErrorBody::new(
+                ErrorCode::StateIo,
+                format!("saving state: {e}; port not removed"),
+            ));
         }
         self.publish();
         Ok(json!({ "ofport": no }))
@@ -296,11 +371,18 @@ impl Bridge {
             .into_iter()
             .map(|r| {
                 let f = &r.flow;
-                let dur = now.saturating_duration_since(r.installed);
+                // OVS reports flow durations with millisecond precision.
+                let dur = Duration::from_millis(
+                    now.saturating_duration_since(r.installed).as_millis() as u64,
+                );
                 let np = r.stats.n_packets.load(std::sync::atomic::Ordering::Relaxed);
                 let nb = r.stats.n_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                let used = r.stats.last_used_ms.load(std::sync::atomic::Ordering::Relaxed);
+                let used = r
+                    .stats
+                    .last_used_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 let idle_age = (used > 0).then(|| dur.as_secs().saturating_sub(used / 1000));
+                let _ = idle_age; // OpenFlow 1.3 dumps do not print idle_age (OVS prints it only for Nicira stats)
                 FlowEntry {
                     table: f.table,
                     priority: f.priority,
@@ -312,8 +394,8 @@ impl Bridge {
                     hard_timeout: f.hard_timeout,
                     match_: format_match(&f.matches),
                     actions: format_actions(&f.actions),
-                    line: format_flow_stats(f, Some((dur, np, nb, idle_age))),
-                    line_no_stats: format_flow_stats(f, None),
+                    line: format_flow_stats(f, dur, np, nb, None),
+                    line_no_stats: format!(" {}", format_flow(f)),
                 }
             })
             .collect();
@@ -348,10 +430,17 @@ impl Bridge {
             }
         }
         match req {
-            Request::Hello => Ok(json!({ "version": env!("CARGO_PKG_VERSION"), "bridges": [self.name] })),
-            Request::AddFlow { flow, .. } => self.apply_mods(&[(FlowModCommand::Add, &flow, ParseMode::Add)]),
+            Request::Hello => {
+                Ok(json!({ "version": env!("CARGO_PKG_VERSION"), "bridges": [self.name] }))
+            }
+            Request::AddFlow { flow, .. } => {
+                self.apply_mods(&[(FlowModCommand::Add, &flow, ParseMode::Add)])
+            }
             Request::AddFlows { flows, .. } => {
-                let mods: Vec<_> = flows.iter().map(|f| (FlowModCommand::Add, f.as_str(), ParseMode::Add)).collect();
+                let mods: Vec<_> = flows
+                    .iter()
+                    .map(|f| (FlowModCommand::Add, f.as_str(), ParseMode::Add))
+                    .collect();
                 self.apply_mods(&mods)
             }
             Request::ModFlows { flow, strict, .. } => {
@@ -375,10 +464,22 @@ impl Bridge {
                     .iter()
                     .map(|m| match m.op {
                         BundleOp::Add => (FlowModCommand::Add, m.flow.as_str(), ParseMode::Add),
-                        BundleOp::Modify => (FlowModCommand::Modify, m.flow.as_str(), ParseMode::Modify),
-                        BundleOp::ModifyStrict => (FlowModCommand::ModifyStrict, m.flow.as_str(), ParseMode::ModifyStrict),
-                        BundleOp::Delete => (FlowModCommand::Delete, m.flow.as_str(), ParseMode::Delete),
-                        BundleOp::DeleteStrict => (FlowModCommand::DeleteStrict, m.flow.as_str(), ParseMode::DeleteStrict),
+                        BundleOp::Modify => {
+                            (FlowModCommand::Modify, m.flow.as_str(), ParseMode::Modify)
+                        }
+                        BundleOp::ModifyStrict => (
+                            FlowModCommand::ModifyStrict,
+                            m.flow.as_str(),
+                            ParseMode::ModifyStrict,
+                        ),
+                        BundleOp::Delete => {
+                            (FlowModCommand::Delete, m.flow.as_str(), ParseMode::Delete)
+                        }
+                        BundleOp::DeleteStrict => (
+                            FlowModCommand::DeleteStrict,
+                            m.flow.as_str(),
+                            ParseMode::DeleteStrict,
+                        ),
                     })
                     .collect();
                 self.apply_mods(&ms)
@@ -386,17 +487,17 @@ impl Bridge {
             Request::ReplaceFlows { flows, .. } => {
                 let mut parsed = Vec::with_capacity(flows.len());
                 for (i, t) in flows.iter().enumerate() {
-                    let spec = parse_flow(t, ParseMode::Add).map_err(|e| bad_flow(e, t, Some(i)))?;
+                    let spec =
+                        parse_flow(t, ParseMode::Add).map_err(|e| bad_flow(e, t, Some(i)))?;
                     parsed.push(spec.to_flow());
                 }
                 let mut next = self.pipeline.clone();
-                let diff = next
-                    .replace_flows(parsed)
-                    .map_err(|e| {
-                        let mut b = ErrorBody::new(ErrorCode::BadFlowMod, e.to_string()).with_input(flows.get(e.index()).cloned().unwrap_or_default());
-                        b.index = Some(e.index());
-                        b
-                    })?;
+                let diff = next.replace_flows(parsed).map_err(|e| {
+                    let mut b = ErrorBody::new(ErrorCode::BadFlowMod, e.to_string())
+                        .with_input(flows.get(e.index()).cloned().unwrap_or_default());
+                    b.index = Some(e.index());
+                    b
+                })?;
                 self.commit(next)?;
                 Ok(json!({
                     "added": diff.added.len(),
@@ -419,7 +520,12 @@ impl Bridge {
                         let active = tb.classifier.len();
                         let lookups = tb.stats.lookups.load(std::sync::atomic::Ordering::Relaxed);
                         let matched = tb.stats.matched.load(std::sync::atomic::Ordering::Relaxed);
-                        (t == 0 || active > 0 || lookups > 0).then_some(TableEntry { table: t, active, lookups, matched })
+                        (t == 0 || active > 0 || lookups > 0).then_some(TableEntry {
+                            table: t,
+                            active,
+                            lookups,
+                            matched,
+                        })
                     })
                     .collect();
                 Ok(json!({ "tables": tables }))
@@ -441,10 +547,17 @@ impl Bridge {
                     index: None,
                 })?;
                 let ports: Vec<PortNo> = self.ports.keys().copied().collect();
-                let report = crate::pipeline::trace::trace(&self.pipeline, &ports, &key, &self.name);
+                let report =
+                    crate::pipeline::trace::trace(&self.pipeline, &ports, &key, &self.name);
                 Ok(json!({ "text": report.to_string(), "report": report }))
             }
-            Request::AddPort { name, port_type, ofport, options, .. } => self.add_port(name, port_type, ofport, options),
+            Request::AddPort {
+                name,
+                port_type,
+                ofport,
+                options,
+                ..
+            } => self.add_port(name, port_type, ofport, options),
             Request::DelPort { name, .. } => self.del_port(&name),
             Request::Inject { port, frames, .. } => {
                 let no = self.port_by(&port)?;
@@ -459,7 +572,15 @@ impl Bridge {
                         e
                     })?;
                     let p = Packet::from_slice(&bytes).ok_or_else(|| {
-                        ErrorBody::new(ErrorCode::BadPacket, format!("frame {} is {} bytes; the largest is {}", i + 1, bytes.len(), crate::packet::buf::MAX_FRAME))
+                        ErrorBody::new(
+                            ErrorCode::BadPacket,
+                            format!(
+                                "frame {} is {} bytes; the largest is {}",
+                                i + 1,
+                                bytes.len(),
+                                crate::packet::buf::MAX_FRAME
+                            ),
+                        )
                     })?;
                     pkts.push(p);
                 }
@@ -494,7 +615,10 @@ impl Bridge {
             Request::Capture { port, max, .. } => {
                 let no = self.port_by(&port)?;
                 let h = self.ports[&no].memory.clone().ok_or_else(|| {
-                    ErrorBody::new(ErrorCode::BadPortConfig, format!("port {port:?} is not a memory port; only memory ports capture"))
+                    ErrorBody::new(
+                        ErrorCode::BadPortConfig,
+                        format!("port {port:?} is not a memory port; only memory ports capture"),
+                    )
                 })?;
                 self.pmd.sync(SYNC_TIMEOUT);
                 let mut frames = Vec::new();
@@ -543,7 +667,10 @@ pub fn encode_hex(b: &[u8]) -> String {
 /// Parse hex (whitespace, `:` and a leading `0x` tolerated).
 pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim().trim_start_matches("0x");
-    let digits: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b':').collect();
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b':')
+        .collect();
     if digits.len() % 2 != 0 {
         return Err(format!("odd number of hex digits ({})", digits.len()));
     }
@@ -554,7 +681,11 @@ pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
             let v = |c: u8| (c as char).to_digit(16);
             match (v(d[0]), v(d[1])) {
                 (Some(a), Some(b)) => Ok((a * 16 + b) as u8),
-                _ => Err(format!("not a hex digit at byte {}: {:?}", i, String::from_utf8_lossy(d))),
+                _ => Err(format!(
+                    "not a hex digit at byte {}: {:?}",
+                    i,
+                    String::from_utf8_lossy(d)
+                )),
             }
         })
         .collect()

@@ -252,7 +252,13 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// An error without input.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
-        ErrorBody { code, message: message.into(), input: None, offset: None, index: None }
+        ErrorBody {
+            code,
+            message: message.into(),
+            input: None,
+            offset: None,
+            index: None,
+        }
     }
 
     /// Attach the offending input.
@@ -361,12 +367,24 @@ mod tests {
         let r: Request =
             serde_json::from_str(r#"{"cmd":"add-flow","bridge":"br0","flow":"actions=drop"}"#)
                 .unwrap();
-        assert_eq!(r, Request::AddFlow { bridge: "br0".into(), flow: "actions=drop".into() });
+        assert_eq!(
+            r,
+            Request::AddFlow {
+                bridge: "br0".into(),
+                flow: "actions=drop".into()
+            }
+        );
         let r: Request = serde_json::from_str(
             r#"{"cmd":"add-port","bridge":"br0","name":"p1","type":"memory","ofport":3}"#,
         )
         .unwrap();
-        assert!(matches!(r, Request::AddPort { ofport: Some(3), .. }));
+        assert!(matches!(
+            r,
+            Request::AddPort {
+                ofport: Some(3),
+                ..
+            }
+        ));
         let e = Reply::Error(ErrorBody::new(ErrorCode::UnknownPort, "no port p9").with_input("p9"));
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
@@ -380,6 +398,9 @@ mod tests {
         let mut e = ErrorBody::new(ErrorCode::BadFlow, "unknown field \"nw_dstt\"")
             .with_input("ip,nw_dstt=1.2.3.4");
         e.offset = Some(3);
-        assert_eq!(e.to_string(), "unknown field \"nw_dstt\"\n  ip,nw_dstt=1.2.3.4\n     ^");
+        assert_eq!(
+            e.to_string(),
+            "unknown field \"nw_dstt\"\n  ip,nw_dstt=1.2.3.4\n     ^"
+        );
     }
 }

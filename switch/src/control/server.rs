@@ -61,7 +61,10 @@ pub struct Server {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn").field("in", &self.inbuf.len()).field("out", &self.outbuf.len()).finish()
+        f.debug_struct("Conn")
+            .field("in", &self.inbuf.len())
+            .field("out", &self.outbuf.len())
+            .finish()
     }
 }
 
@@ -92,7 +95,11 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| ServerError::Io("registering listener".into(), e))?;
-        Ok(Server { path: path.to_path_buf(), poll, listener })
+        Ok(Server {
+            path: path.to_path_buf(),
+            poll,
+            listener,
+        })
     }
 
     /// The socket path.
@@ -101,7 +108,12 @@ impl Server {
     }
 
     /// Serve until `stop` becomes true, calling `handler.tick()` every `tick`.
-    pub fn run<H: Handler>(&mut self, handler: &mut H, stop: &AtomicBool, tick: Duration) -> io::Result<()> {
+    pub fn run<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        stop: &AtomicBool,
+        tick: Duration,
+    ) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         let mut conns: HashMap<Token, Conn> = HashMap::new();
         let mut next = 1usize;
@@ -118,8 +130,20 @@ impl Server {
                             Ok((mut stream, _)) => {
                                 let t = Token(next);
                                 next += 1;
-                                self.poll.registry().register(&mut stream, t, Interest::READABLE)?;
-                                conns.insert(t, Conn { stream, inbuf: Vec::new(), outbuf: Vec::new(), closing: false });
+                                self.poll.registry().register(
+                                    &mut stream,
+                                    t,
+                                    Interest::READABLE,
+                                )?;
+                                conns.insert(
+                                    t,
+                                    Conn {
+                                        stream,
+                                        inbuf: Vec::new(),
+                                        outbuf: Vec::new(),
+                                        closing: false,
+                                    },
+                                );
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -137,7 +161,11 @@ impl Server {
                     }
                     continue;
                 }
-                let want = if c.outbuf.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+                let want = if c.outbuf.is_empty() {
+                    Interest::READABLE
+                } else {
+                    Interest::READABLE | Interest::WRITABLE
+                };
                 self.poll.registry().reregister(&mut c.stream, t, want)?;
             }
             handler.tick();
@@ -179,7 +207,8 @@ fn service<H: Handler>(c: &mut Conn, handler: &mut H) -> bool {
             }
             let reply = answer(line, handler);
             let mut out = serde_json::to_vec(&reply).unwrap_or_else(|e| {
-                format!(r#"{{"error":{{"code":"internal","message":"cannot encode reply: {e}"}}}}"#).into_bytes()
+                format!(r#"{{"error":{{"code":"internal","message":"cannot encode reply: {e}"}}}}"#)
+                    .into_bytes()
             });
             out.push(b'\n');
             c.outbuf.extend_from_slice(&out);
@@ -218,7 +247,12 @@ fn service<H: Handler>(c: &mut Conn, handler: &mut H) -> bool {
 fn answer<H: Handler>(line: &[u8], handler: &mut H) -> Reply {
     let text = match std::str::from_utf8(line) {
         Ok(t) => t,
-        Err(_) => return Reply::Error(ErrorBody::new(ErrorCode::BadRequest, "request is not UTF-8")),
+        Err(_) => {
+            return Reply::Error(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "request is not UTF-8",
+            ))
+        }
     };
     match serde_json::from_str::<Request>(text) {
         Ok(req) => handler.handle(req),
@@ -258,7 +292,10 @@ impl Client {
         self.stream.write_all(&line)?;
         let mut resp = String::new();
         if self.reader.read_line(&mut resp)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "switchd closed the connection"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "switchd closed the connection",
+            ));
         }
         serde_json::from_str(&resp).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
@@ -286,13 +323,19 @@ mod tests {
         let mut server = Server::bind(&path, 0o600).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(matches!(Server::bind(&path, 0o600), Err(ServerError::InUse(_))));
+        assert!(matches!(
+            Server::bind(&path, 0o600),
+            Err(ServerError::InUse(_))
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let p2 = path.clone();
         let client = std::thread::spawn(move || {
             let mut c = Client::connect(&p2).unwrap();
-            assert_eq!(c.call(&Request::Hello).unwrap(), Reply::Ok(serde_json::json!({"hello": true})));
+            assert_eq!(
+                c.call(&Request::Hello).unwrap(),
+                Reply::Ok(serde_json::json!({"hello": true}))
+            );
             // Raw garbage on a second connection gets a structured error.
             let mut raw = std::os::unix::net::UnixStream::connect(&p2).unwrap();
             raw.write_all(b"{not json\n{\"cmd\":\"nope\"}\n").unwrap();
@@ -306,10 +349,18 @@ mod tests {
             stop2.store(true, Ordering::Relaxed);
             (l1, l2)
         });
-        server.run(&mut Echo, &stop, Duration::from_millis(20)).unwrap();
+        server
+            .run(&mut Echo, &stop, Duration::from_millis(20))
+            .unwrap();
         let (l1, l2) = client.join().unwrap();
-        assert!(l1.contains("bad-request") && l1.contains("not valid JSON"), "{l1}");
-        assert!(l2.contains("bad-request") && l2.contains("not a valid request"), "{l2}");
+        assert!(
+            l1.contains("bad-request") && l1.contains("not valid JSON"),
+            "{l1}"
+        );
+        assert!(
+            l2.contains("bad-request") && l2.contains("not a valid request"),
+            "{l2}"
+        );
         drop(server);
         assert!(!path.exists(), "socket removed on drop");
     }
@@ -322,6 +373,9 @@ mod tests {
         assert!(path.exists());
         assert!(Server::bind(&path, 0o600).is_ok());
         let long = dir.path().join("x".repeat(120));
-        assert!(matches!(Server::bind(&long, 0o600), Err(ServerError::PathTooLong(..))));
+        assert!(matches!(
+            Server::bind(&long, 0o600),
+            Err(ServerError::PathTooLong(..))
+        ));
     }
 }

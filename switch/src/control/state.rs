@@ -61,7 +61,9 @@ impl StateStore {
     /// A store in `dir` (created if missing).
     pub fn open(dir: &Path) -> io::Result<StateStore> {
         fs::create_dir_all(dir)?;
-        Ok(StateStore { dir: dir.to_path_buf() })
+        Ok(StateStore {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The state file path.
@@ -81,14 +83,19 @@ impl StateStore {
                 if s.version != STATE_VERSION {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("{}: state version {} is not {STATE_VERSION}", p.display(), s.version),
+                        format!(
+                            "{}: state version {} is not {STATE_VERSION}",
+                            p.display(),
+                            s.version
+                        ),
                     ));
                 }
                 Ok(s)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Ok(State { version: STATE_VERSION, bridges: BTreeMap::new() })
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State {
+                version: STATE_VERSION,
+                bridges: BTreeMap::new(),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -118,7 +125,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(&dir.path().join("sub")).unwrap();
         assert!(store.load().unwrap().bridges.is_empty());
-        let mut s = State { version: STATE_VERSION, ..Default::default() };
+        let mut s = State {
+            version: STATE_VERSION,
+            ..Default::default()
+        };
         s.bridges.insert(
             "br0".into(),
             BridgeState {

@@ -55,7 +55,7 @@ pub struct Snapshot {
 }
 
 /// Why the datapath dropped a packet (or one copy of it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
     /// Table miss (OpenFlow 1.3 table-miss drop) with no output.
     NoFlow,
@@ -79,11 +79,17 @@ pub enum DropReason {
     Truncated,
     /// An action could not be applied (header absent, no headroom).
     ActionFailed,
+    /// The output port's transmit ring or queue was full.
+    TxRingFull,
+    /// The frame is larger than the port accepts.
+    Oversize,
+    /// The port is down (its interface vanished, or its peer is gone).
+    PortDown,
 }
 
 impl DropReason {
     /// Number of reasons (size of per-reason counter arrays).
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 14;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::NoFlow,
@@ -97,6 +103,9 @@ impl DropReason {
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::ActionFailed,
+        DropReason::TxRingFull,
+        DropReason::Oversize,
+        DropReason::PortDown,
     ];
 
     /// The counter name operators see (`no_flow`, `invalid_ttl`...).
@@ -113,6 +122,9 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::Truncated => "truncated",
             DropReason::ActionFailed => "action_failed",
+            DropReason::TxRingFull => "tx_ring_full",
+            DropReason::Oversize => "oversize",
+            DropReason::PortDown => "port_down",
         }
     }
 

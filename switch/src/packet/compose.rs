@@ -7,7 +7,9 @@
 //! instead of writing hex. Control path only: it allocates.
 
 use super::builder::FrameBuilder;
-use crate::flow::key::{ethertype, ipproto, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_CFI, VLAN_PCP_SHIFT, VLAN_VID_MASK};
+use crate::flow::key::{
+    ethertype, ipproto, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_CFI, VLAN_PCP_SHIFT, VLAN_VID_MASK,
+};
 
 /// Build a frame carrying `key`'s header fields, with `payload` after the
 /// L4 header (or after L3 when there is none). Fields a frame cannot carry
@@ -15,7 +17,10 @@ use crate::flow::key::{ethertype, ipproto, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_C
 pub fn compose(key: &FlowKey, payload: &[u8]) -> Vec<u8> {
     let mut b = FrameBuilder::new().eth(key.dl_src, key.dl_dst);
     if key.vlan_tci & VLAN_CFI != 0 {
-        b = b.vlan(key.vlan_tci & VLAN_VID_MASK, (key.vlan_tci >> VLAN_PCP_SHIFT) as u8);
+        b = b.vlan(
+            key.vlan_tci & VLAN_VID_MASK,
+            (key.vlan_tci >> VLAN_PCP_SHIFT) as u8,
+        );
     }
     let l4 = |b: FrameBuilder, v6: bool| -> FrameBuilder {
         if key.nw_frag & FRAG_LATER != 0 {
@@ -36,14 +41,21 @@ pub fn compose(key: &FlowKey, payload: &[u8]) -> Vec<u8> {
                 .ttl(key.nw_ttl)
                 .tos(key.nw_tos);
             let b = if key.nw_frag & FRAG_ANY != 0 {
-                b.frag(if key.nw_frag & FRAG_LATER != 0 { 1 } else { 0 }, key.nw_frag & FRAG_LATER == 0)
+                b.frag(
+                    if key.nw_frag & FRAG_LATER != 0 { 1 } else { 0 },
+                    key.nw_frag & FRAG_LATER == 0,
+                )
             } else {
                 b
             };
             l4(b, false)
         }
         ethertype::IPV6 => {
-            let b = b.ipv6(key.ipv6_src, key.ipv6_dst).ttl(key.nw_ttl).tos(key.nw_tos).flow_label(key.ipv6_label);
+            let b = b
+                .ipv6(key.ipv6_src, key.ipv6_dst)
+                .ttl(key.nw_ttl)
+                .tos(key.nw_tos)
+                .flow_label(key.ipv6_label);
             l4(b, true)
         }
         ethertype::ARP => b.arp(

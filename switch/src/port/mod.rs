@@ -18,79 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+const N_REASONS: usize = DropReason::COUNT;
+
 use crate::packet::{Packet, PacketPool};
 
-/// Why a frame was dropped. Every drop has one, so an operator can always
-/// answer "where did my packet go" (`flowctl dump-ports`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum DropReason {
-    /// No flow matched (OpenFlow table miss) and nothing was output.
-    NoFlow,
-    /// The matching flow's action list is empty (`actions=drop`).
-    ExplicitDrop,
-    /// `dec_ttl` on a TTL of 0 or 1.
-    TtlExceeded,
-    /// More than 64 nested resubmits.
-    ResubmitDepth,
-    /// Output to a port number that does not exist.
-    NoPort,
-    /// The transmit ring/queue of the output port was full.
-    TxRingFull,
-    /// No packet buffer was free for a copy (multiple outputs).
-    PoolEmpty,
-    /// A header was inconsistent (counted; the packet still went through the pipeline).
-    Malformed,
-    /// The frame ended inside a header (counted; the packet still went through the pipeline).
-    Truncated,
-    /// The frame is larger than the port's MTU allows.
-    Oversize,
-    /// An action could not be applied to the frame (too short for the header it rewrites).
-    ActionFailed,
-    /// The port is down (its interface vanished or its peer is gone).
-    PortDown,
-}
-
-impl DropReason {
-    /// Every reason, in display order.
-    pub const ALL: [DropReason; 12] = [
-        DropReason::NoFlow,
-        DropReason::ExplicitDrop,
-        DropReason::TtlExceeded,
-        DropReason::ResubmitDepth,
-        DropReason::NoPort,
-        DropReason::TxRingFull,
-        DropReason::PoolEmpty,
-        DropReason::Malformed,
-        DropReason::Truncated,
-        DropReason::Oversize,
-        DropReason::ActionFailed,
-        DropReason::PortDown,
-    ];
-
-    /// The name shown by dump-ports.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::NoFlow => "no_flow",
-            DropReason::ExplicitDrop => "explicit_drop",
-            DropReason::TtlExceeded => "ttl_exceeded",
-            DropReason::ResubmitDepth => "resubmit_depth",
-            DropReason::NoPort => "no_port",
-            DropReason::TxRingFull => "tx_ring_full",
-            DropReason::PoolEmpty => "pool_empty",
-            DropReason::Malformed => "malformed",
-            DropReason::Truncated => "truncated",
-            DropReason::Oversize => "oversize",
-            DropReason::ActionFailed => "action_failed",
-            DropReason::PortDown => "port_down",
-        }
-    }
-
-    /// Index into per-reason counter arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
+pub use crate::datapath::DropReason;
 
 /// A counter with one writer (the owning polling thread) and any number of
 /// readers. `add` is a relaxed load + store: no locked instruction.
@@ -101,7 +33,16 @@ impl Counter {
     /// Add `n` (single writer only).
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Overwrite with an absolute value (single writer only).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
     }
 
     /// Current value.
@@ -126,9 +67,16 @@ pub struct PortCounters {
     /// Transmit-side errors.
     pub tx_errors: Counter,
     /// Drops of frames received on this port, by reason (rx side).
-    pub rx_drops: [Counter; 12],
+    pub rx_drops: [Counter; N_REASONS],
     /// Drops of frames that were to be sent on this port, by reason (tx side).
-    pub tx_drops: [Counter; 12],
+    pub tx_drops: [Counter; N_REASONS],
+    /// The datapath's drops of frames received on this port, by reason
+    /// (absolute values published by the polling thread).
+    pub dp_drops: [Counter; N_REASONS],
+    /// Frames received with a malformed header (still forwarded as far as parsed).
+    pub rx_malformed: Counter,
+    /// Frames received that ended inside a header (still forwarded as far as parsed).
+    pub rx_truncated: Counter,
 }
 
 impl PortCounters {
@@ -146,13 +94,20 @@ impl PortCounters {
 
     /// A plain copy, for reporting.
     pub fn snapshot(&self) -> PortStats {
-        let by = |arr: &[Counter; 12]| {
+        let by = |arrs: &[&[Counter; N_REASONS]]| -> Vec<(String, u64)> {
             DropReason::ALL
                 .iter()
-                .filter(|r| arr[r.index()].get() != 0)
-                .map(|r| (r.name().to_string(), arr[r.index()].get()))
+                .map(|r| {
+                    (
+                        r.name().to_string(),
+                        arrs.iter().map(|a| a[r.index()].get()).sum::<u64>(),
+                    )
+                })
+                .filter(|(_, n)| *n != 0)
                 .collect()
         };
+        let rx_drop_reasons = by(&[&self.rx_drops, &self.dp_drops]);
+        let tx_drop_reasons = by(&[&self.tx_drops]);
         PortStats {
             rx_packets: self.rx_packets.get(),
             rx_bytes: self.rx_bytes.get(),
@@ -160,10 +115,12 @@ impl PortCounters {
             tx_bytes: self.tx_bytes.get(),
             rx_errors: self.rx_errors.get(),
             tx_errors: self.tx_errors.get(),
-            rx_dropped: self.rx_drops.iter().map(Counter::get).sum(),
-            tx_dropped: self.tx_drops.iter().map(Counter::get).sum(),
-            rx_drop_reasons: by(&self.rx_drops),
-            tx_drop_reasons: by(&self.tx_drops),
+            rx_dropped: rx_drop_reasons.iter().map(|(_, n)| n).sum(),
+            tx_dropped: tx_drop_reasons.iter().map(|(_, n)| n).sum(),
+            rx_malformed: self.rx_malformed.get(),
+            rx_truncated: self.rx_truncated.get(),
+            rx_drop_reasons,
+            tx_drop_reasons,
         }
     }
 }
@@ -187,6 +144,10 @@ pub struct PortStats {
     pub rx_dropped: u64,
     /// Sum of tx-side drops.
     pub tx_dropped: u64,
+    /// Frames received with a malformed header.
+    pub rx_malformed: u64,
+    /// Frames received that ended inside a header.
+    pub rx_truncated: u64,
     /// Non-zero rx-side drops by reason name.
     pub rx_drop_reasons: Vec<(String, u64)>,
     /// Non-zero tx-side drops by reason name.

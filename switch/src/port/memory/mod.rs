@@ -44,7 +44,11 @@ impl MemoryPort {
         let rx = Arc::new(ArrayQueue::new(depth.max(1)));
         let tx = Arc::new(ArrayQueue::new(depth.max(1)));
         let counters = Arc::new(PortCounters::default());
-        let h = MemoryPortHandle { rx: rx.clone(), tx: tx.clone(), counters: counters.clone() };
+        let h = MemoryPortHandle {
+            rx: rx.clone(),
+            tx: tx.clone(),
+            counters: counters.clone(),
+        };
         (MemoryPort { rx, tx, counters }, h)
     }
 }
@@ -134,7 +138,11 @@ pub struct LoopPort {
 impl LoopPort {
     /// A port that receives copies of `frames`, cycling through them.
     pub fn new(frames: Vec<Vec<u8>>) -> LoopPort {
-        LoopPort { frames, next: 0, counters: Arc::new(PortCounters::default()) }
+        LoopPort {
+            frames,
+            next: 0,
+            counters: Arc::new(PortCounters::default()),
+        }
     }
 }
 
@@ -190,7 +198,10 @@ mod tests {
         let mut pool = PacketPool::with_capacity(4);
         h.inject(Packet::from_slice(&[1; 60]).unwrap()).unwrap();
         h.inject(Packet::from_slice(&[2; 60]).unwrap()).unwrap();
-        assert!(h.inject(Packet::from_slice(&[3; 60]).unwrap()).is_err(), "rx queue bounded");
+        assert!(
+            h.inject(Packet::from_slice(&[3; 60]).unwrap()).is_err(),
+            "rx queue bounded"
+        );
         let mut batch = Vec::new();
         assert_eq!(port.rx_batch(&mut pool, &mut batch, 32), 2);
         assert_eq!(h.counters().rx_packets.get(), 2);
@@ -211,7 +222,11 @@ mod tests {
         let mut port = LoopPort::new(vec![vec![7; 64], vec![8; 64]]);
         let mut pool = PacketPool::with_capacity(3);
         let mut batch = Vec::new();
-        assert_eq!(port.rx_batch(&mut pool, &mut batch, 32), 3, "limited by the pool");
+        assert_eq!(
+            port.rx_batch(&mut pool, &mut batch, 32),
+            3,
+            "limited by the pool"
+        );
         assert_eq!(batch[1].data()[0], 8);
         assert_eq!(port.counters().snapshot().rx_dropped, 1);
         port.tx_batch(&mut batch, &mut pool);
