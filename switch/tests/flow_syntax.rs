@@ -631,10 +631,20 @@ fn errors_point_at_the_token() {
         e.message
     );
     assert_eq!(e.offset, 2);
-    let e = add_err("sctp,actions=drop");
+    // sctp/rarp match on ethertype and protocol only: there are no SCTP port fields.
+    assert_eq!(dump("sctp,actions=drop"), "sctp actions=drop");
+    assert_eq!(dump("ip,nw_proto=132,actions=drop"), "sctp actions=drop");
+    assert_eq!(dump("rarp,actions=drop"), "rarp actions=drop");
+    let e = add_err("sctp,sctp_src=5,actions=drop");
+    assert_eq!(e.token, "sctp_src");
+    let e = add_err("sctp,tp_src=5,actions=drop");
+    assert_eq!(e.token, "tp_src=5");
+    let e = add_err("rarp,arp_spa=1.2.3.4,actions=drop");
+    assert_eq!(e.token, "arp_spa=1.2.3.4");
+    let e = add_err("nsh,actions=drop");
     assert!(e.message.contains("not supported"), "{}", e.message);
-    let e = add_err("rarp,actions=drop");
-    assert!(e.message.contains("not supported"), "{}", e.message);
+    let e = add_err("in_port[0..3]=1,actions=drop");
+    assert!(e.message.contains("part of its bits"), "{}", e.message);
     let e = add_err("cookie=1/1,actions=drop");
     assert!(e.message.contains("cookie mask"), "{}", e.message);
 }

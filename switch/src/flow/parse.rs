@@ -405,6 +405,9 @@ fn parse_ipv6(s: &str) -> Option<u128> {
     s.parse::<Ipv6Addr>().ok().map(u128::from)
 }
 
+/// Parses an address into its numeric value.
+type AddrParser = fn(&str) -> Option<u128>;
+
 /// Value and optional mask text of `v[/m]`.
 fn split_mask(s: &str) -> (&str, Option<&str>) {
     match s.find('/') {
@@ -562,12 +565,11 @@ pub(crate) fn parse_field_value(info: &FieldInfo, text: &str, off: usize) -> PRe
             (v, m)
         }
         Format::Ipv4 | Format::Ipv6 => {
-            let (parse, what, width): (fn(&str) -> Option<u128>, &str, u32) =
-                if info.format == Format::Ipv4 {
-                    (parse_ipv4, "an IPv4 address like 10.0.0.1", 32)
-                } else {
-                    (parse_ipv6, "an IPv6 address like 2001:db8::1", 128)
-                };
+            let (parse, what, width): (AddrParser, &str, u32) = if info.format == Format::Ipv4 {
+                (parse_ipv4, "an IPv4 address like 10.0.0.1", 32)
+            } else {
+                (parse_ipv6, "an IPv6 address like 2001:db8::1", 128)
+            };
             let v = parse(vtext)
                 .ok_or_else(|| err_value(name, vtext, off, &format!("expected {}", what)))?;
             let m = match mtext {
@@ -683,10 +685,19 @@ const PROTOCOLS: &[(&str, u16, Option<u8>)] = &[
     ("tcp6", ethertype::IPV6, Some(ipproto::TCP)),
     ("udp6", ethertype::IPV6, Some(ipproto::UDP)),
     ("arp", ethertype::ARP, None),
+    // Matched by ethertype / IP protocol only: ferroswitch has no fields for
+    // their headers (no sctp_src, no RARP-specific fields, no MPLS label), but
+    // dump-flows prints these names for such matches, so they must parse back.
+    ("rarp", 0x8035, None),
+    ("sctp", ethertype::IPV4, Some(132)),
+    ("sctp6", ethertype::IPV6, Some(132)),
+    ("igmp", ethertype::IPV4, Some(2)),
+    ("mpls", 0x8847, None),
+    ("mplsm", 0x8848, None),
 ];
 
 /// Protocol keywords OVS knows that ferroswitch does not implement.
-const UNSUPPORTED_PROTOCOLS: &[&str] = &["rarp", "sctp", "sctp6", "igmp", "mpls", "mplsm", "nsh"];
+const UNSUPPORTED_PROTOCOLS: &[&str] = &["nsh"];
 
 /// The (dl_type, nw_proto) a protocol keyword stands for.
 pub(crate) fn protocol(name: &str) -> Option<(u16, Option<u8>)> {
@@ -697,8 +708,7 @@ fn unsupported_protocol(name: &str, off: usize) -> Option<ParseError> {
     UNSUPPORTED_PROTOCOLS.contains(&name).then(|| {
         ParseError::new(
             format!(
-                "protocol \"{}\" is not supported by ferroswitch (it does not parse those headers); \
-                 match the ethertype/IP protocol numerically instead, e.g. dl_type=0x8035 or ip,nw_proto=132",
+                "protocol \"{}\" is not supported by ferroswitch (it does not parse those headers)",
                 name
             ),
             off,
@@ -1217,6 +1227,16 @@ fn parse_flow_inner(text: &str, mode: ParseMode) -> PResult<FlowSpec> {
                 })?;
             let mut c = Contribution::empty();
             let info = sf.field.info();
+            if !info.maskable && sf.n_bits != info.width {
+                return Err(ParseError::new(
+                    format!(
+                        "field {} cannot be matched on part of its bits (it does not support masks)",
+                        info.name
+                    ),
+                    off,
+                    key,
+                ));
+            }
             let m = prefix_mask(sf.n_bits, sf.n_bits) << sf.ofs;
             c.set(sf.field, val << sf.ofs, m);
             c.prereq = info.prereq;
