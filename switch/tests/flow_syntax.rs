@@ -366,6 +366,15 @@ fn action_format_details() {
             "actions=move:reg0[0..15]->reg1[16..31]",
             "move:NXM_NX_REG0[0..15]->NXM_NX_REG1[16..31]",
         ),
+        // mf_format_subfield uses the NXM name (NXM_OF_IP_TOS, NXM_NX_IP_ECN) when there is one.
+        (
+            "ip,actions=load:0x2e->nw_tos[2..7],load:1->nw_ecn[]",
+            "load:0x2e->NXM_OF_IP_TOS[2..7],load:0x1->NXM_NX_IP_ECN[]",
+        ),
+        (
+            "actions=load:0x1->OXM_OF_METADATA[0..7]",
+            "load:0x1->OXM_OF_METADATA[0..7]",
+        ),
         ("actions=resubmit:3", "resubmit:3"),
         ("actions=resubmit(,2)", "resubmit(,2)"),
         ("actions=resubmit(1,2)", "resubmit(1,2)"),

@@ -554,7 +554,7 @@ fn format_action(a: &Action, s: &mut String) {
         Action::WriteMetadata { value, mask } => {
             let _ = write!(s, "write_metadata:{}", c_hex(u128::from(*value)));
             if *mask != u64::MAX {
-                let _ = write!(s, "/{:#x}", mask);
+                let _ = write!(s, "/{}", c_hex(u128::from(*mask)));
             }
         }
         Action::GotoTable(t) => {
