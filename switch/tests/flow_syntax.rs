@@ -376,6 +376,7 @@ fn action_format_details() {
             "load:0x1->OXM_OF_METADATA[0..7]",
         ),
         ("actions=resubmit:3", "resubmit:3"),
+        ("actions=resubmit(1,2),output:3", "resubmit(1,2),output:3"),
         ("actions=resubmit(,2)", "resubmit(,2)"),
         ("actions=resubmit(1,2)", "resubmit(1,2)"),
         ("actions=resubmit(1)", "resubmit:1"),

@@ -1998,3 +1998,49 @@ fn parse_set_field(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexer_offsets_and_nesting() {
+        let t = lex("ip, nw_dst = 10.0.0.1 resubmit(1,(2)),x:y", 0).unwrap();
+        let keys: Vec<_> = t
+            .iter()
+            .map(|t| (t.key, t.key_off, t.value, t.value_off))
+            .collect();
+        assert_eq!(keys[0], ("ip", 0, None, 2));
+        assert_eq!(keys[1], ("nw_dst", 4, Some("10.0.0.1"), 13));
+        assert_eq!(keys[2], ("resubmit", 22, Some("1,(2)"), 31));
+        assert_eq!(keys[3], ("x", 38, Some("y"), 40));
+        assert!(lex("a(b", 0).is_err());
+        assert!(lex("a=b(c", 0).is_err());
+    }
+
+    #[test]
+    fn numbers_masks_and_names() {
+        assert_eq!(parse_uint("0x1F"), Some(31));
+        assert_eq!(parse_uint("12"), Some(12));
+        assert_eq!(parse_uint("-1"), None);
+        assert_eq!(parse_uint("0x"), None);
+        assert_eq!(parse_mac("0:a:b:c:d:e"), Some(0x000a_0b0c_0d0e));
+        assert_eq!(parse_mac("00:0a:0b:0c:0d"), None);
+        assert_eq!(mask_segments(0xf0f), vec![(0, 4), (8, 4)]);
+        assert_eq!(mask_segments(u128::MAX), vec![(0, 128)]);
+        assert_eq!(parse_port("local", 0), Ok(ofport::LOCAL));
+        assert_eq!(parse_port("65534", 0), Ok(ofport::LOCAL));
+        assert!(parse_port("65280", 0).is_err());
+        assert_eq!(
+            closest("nw_dsst", ["nw_dst", "nw_src"].into_iter()),
+            Some("nw_dst")
+        );
+        assert_eq!(closest("zzzzzzzz", ["nw_dst"].into_iter()), None);
+        assert_eq!(
+            parse_flags("+trk-new", CT_STATE_NAMES, "ct_state", 0),
+            Ok((0x20, 0x21))
+        );
+        assert!(parse_flags("+trk+trk", CT_STATE_NAMES, "ct_state", 0).is_err());
+        assert!(parse_flags("+bogus", TCP_FLAG_NAMES, "tcp_flags", 0).is_err());
+    }
+}
