@@ -220,7 +220,7 @@ impl Bridge {
                             )
                         })?,
                 };
-                for k in cfg.options.keys().filter(|k| k.as_str() != "depth") {
+                if let Some(k) = cfg.options.keys().find(|k| k.as_str() != "depth") {
                     return Err(ErrorBody::new(
                         ErrorCode::BadPortConfig,
                         format!("memory ports take no option {k:?} (known: depth)"),
@@ -671,7 +671,7 @@ pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
         .bytes()
         .filter(|c| !c.is_ascii_whitespace() && *c != b':')
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", digits.len()));
     }
     digits
