@@ -368,9 +368,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let reply = Client::connect(&cli.socket).and_then(|mut c| c.call(&req));
-    let reply = match reply {
+    let mut client = match Client::connect(&cli.socket) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "flowctl: cannot connect to switchd at {}: {e} (is switchd running? --socket or FLOWCTL_SOCKET selects another)",
+                cli.socket.display()
+            );
+            return ExitCode::from(3);
+        }
+    };
+    let reply = match client.call(&req) {
         Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            eprintln!("flowctl: {e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!(
                 "flowctl: cannot talk to switchd at {}: {e} (is switchd running? --socket or FLOWCTL_SOCKET selects another)",

@@ -66,6 +66,13 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
+                if s.rx_malformed + s.rx_truncated > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{pad}rx malformed={}, truncated={} (forwarded as far as parsed)",
+                        s.rx_malformed, s.rx_truncated
+                    );
+                }
                 if !s.rx_drop_reasons.is_empty() {
                     let _ = writeln!(out, "{pad}rx drops: {}", reasons(&s.rx_drop_reasons));
                 }

@@ -530,14 +530,17 @@ impl Bridge {
                     .collect();
                 Ok(json!({ "tables": tables }))
             }
-            Request::Show { .. } => Ok(json!({
+            Request::Show { .. } => {
+                self.pmd.sync(SYNC_TIMEOUT);
+                Ok(json!({
                 "bridge": self.name,
                 "n_tables": crate::flow::N_TABLES,
                 "n_flows": self.pipeline.rules().count(),
                 "generation": self.generation,
                 "ports": self.port_entries(None),
                 "pmd": self.pmd.stats(),
-            })),
+                }))
+            }
             Request::Trace { packet, .. } => {
                 let key = parse_packet(&packet).map_err(|e| ErrorBody {
                     code: ErrorCode::BadPacket,
