@@ -5,7 +5,7 @@
 # machine and CI get them from the project's own files.
 set -euo pipefail
 
-PACKAGES=(build-essential pkg-config)
+PACKAGES=(build-essential pkg-config iproute2 iputils-ping iperf3 ethtool tcpdump)
 
 need=()
 for p in "${PACKAGES[@]}"; do

@@ -12,6 +12,7 @@
 //! benchmarks); AF_XDP, vhost-user, tap and VXLAN follow the same shape.
 
 pub mod memory;
+pub mod tap;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
