@@ -250,6 +250,16 @@ fn bad_frames_are_counted_and_a_deleted_device_marks_the_port_down() {
             vec![("truncated".to_string(), 1), ("oversize".to_string(), 1)]
         );
 
+        // Administratively down: frames are port_down drops, the link is
+        // still there and comes back.
+        ip(&["link", "set", "dev", &name, "down"]);
+        let mut tx = vec![Packet::from_slice(&arp_reply()).unwrap()];
+        assert_eq!(port.tx_batch(&mut tx, &mut pool), 0);
+        assert!(up.load(Ordering::Relaxed), "admin down is not gone");
+        ip(&["link", "set", "dev", &name, "up"]);
+        let mut tx = vec![Packet::from_slice(&arp_reply()).unwrap()];
+        assert_eq!(port.tx_batch(&mut tx, &mut pool), 1);
+
         ip(&["link", "del", &name]);
         let mut tx = vec![Packet::from_slice(&arp_reply()).unwrap()];
         assert_eq!(port.tx_batch(&mut tx, &mut pool), 0);
@@ -260,10 +270,10 @@ fn bad_frames_are_counted_and_a_deleted_device_marks_the_port_down() {
         assert_eq!(port.tx_batch(&mut tx, &mut pool), 0);
         let s = port.counters().snapshot();
         assert!(
-            s.tx_drop_reasons.contains(&("port_down".to_string(), 2)),
+            s.tx_drop_reasons.contains(&("port_down".to_string(), 3)),
             "{s:?}"
         );
-        assert_eq!(s.tx_packets, 1);
+        assert_eq!(s.tx_packets, 2);
     });
 }
 

@@ -96,7 +96,7 @@ impl Netns {
     /// removed first.
     pub fn new(prefix: &str) -> Result<Netns> {
         let name = netns_name(prefix);
-        if list_netns()?.iter().any(|n| *n == name) {
+        if list_netns()?.contains(&name) {
             destroy_netns(&name);
         }
         let mut c = Command::new("ip");

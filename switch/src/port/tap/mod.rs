@@ -19,8 +19,9 @@
 //!
 //! Never a panic and never a silent loss: a frame larger than
 //! [`MAX_FRAME`] is a counted `oversize` drop, a full kernel queue
-//! (`EAGAIN` on write) a `tx_ring_full` drop, and when the interface is
-//! deleted underneath the switch the port marks itself down
+//! (`EAGAIN` on write) a `tx_ring_full` drop, a frame sent while the
+//! interface is administratively down (`EIO`) a `port_down` drop, and when
+//! the interface is deleted underneath the switch the port marks itself down
 //! ([`TapPort::link_up`]) and counts every later frame as `port_down`.
 //!
 //! A device the port created is removed when the port is dropped (a
@@ -289,6 +290,9 @@ impl Port for TapPort {
                     let e = io::Error::last_os_error();
                     match e.raw_os_error() {
                         Some(libc::EAGAIN) | Some(libc::ENOBUFS) => Some(DropReason::TxRingFull),
+                        // The interface is administratively down
+                        // (`ip link set down`): a drop, but not for good.
+                        Some(libc::EIO) => Some(DropReason::PortDown),
                         _ if device_gone(&e) => {
                             self.mark_down();
                             Some(DropReason::PortDown)
