@@ -238,6 +238,20 @@ impl Netns {
             .map(drop)
     }
 
+    /// Turn IPv6 off for every current and future interface of the
+    /// namespace, so the kernel's own IPv6 chatter (router solicitations,
+    /// MLD reports) does not disturb exact counter checks.
+    pub fn disable_ipv6(&self) -> Result<()> {
+        self.run(&[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])
+        .map(drop)
+    }
+
     /// One link's `ip -j -s link show dev` object.
     fn link_json(&self, dev: &str) -> Result<serde_json::Value> {
         let out = self.ip(&["-j", "-s", "link", "show", "dev", dev])?;
