@@ -12,6 +12,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
+cargo build --bins
 cargo test --workspace
 echo "== demo (check mode)"
 DEMO_CHECK=1 ./scripts/demo.sh >/dev/null

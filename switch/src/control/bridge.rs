@@ -29,12 +29,13 @@ use crate::pipeline::table::{FlowMod, FlowModCommand};
 use crate::pipeline::Pipeline;
 use crate::pmd::{PmdCommand, PmdHandle};
 use crate::port::memory::{MemoryPort, MemoryPortHandle};
+use crate::port::tap::{TapError, TapOptions, TapPort};
 use crate::port::{Port, PortCounters};
 
 /// How long a request waits for the polling thread to acknowledge a sync.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Port types this build can create.
-pub const PORT_TYPES: &[&str] = &["memory"];
+pub const PORT_TYPES: &[&str] = &["memory", "tap"];
 
 struct PortRt {
     cfg: PortConfig,
@@ -228,6 +229,12 @@ impl Bridge {
                 }
                 let (p, h) = MemoryPort::new(depth);
                 (Box::new(p), Some(h))
+            }
+            "tap" => {
+                let bad = |e: TapError| ErrorBody::new(ErrorCode::BadPortConfig, e.to_string());
+                let opts = TapOptions::from_map(&cfg.options).map_err(bad)?;
+                let p = TapPort::open(&cfg.name, &opts).map_err(bad)?;
+                (Box::new(p), None)
             }
             other => {
                 return Err(ErrorBody::new(
