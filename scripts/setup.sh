@@ -5,7 +5,9 @@
 # machine and CI get them from the project's own files.
 set -euo pipefail
 
-PACKAGES=(build-essential pkg-config)
+# AF_XDP (xsk-rs builds libxdp and libbpf from source): clang llvm libelf-dev
+# zlib1g-dev libpcap-dev m4 pkg-config; its tests use iproute2 (ip netns, veth).
+PACKAGES=(build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4 iproute2)
 
 need=()
 for p in "${PACKAGES[@]}"; do
@@ -20,6 +22,12 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# libxdp pins its XDP programs in bpffs; without it, attaching AF_XDP ports
+# fails or falls back. Mount it once (root only; harmless when already there).
+if [ "$(id -u)" -eq 0 ] && [ -d /sys/fs/bpf ]; then
+  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
