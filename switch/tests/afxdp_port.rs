@@ -82,17 +82,56 @@ impl Topo {
         sh(&["ip", "netns", "add", ns]);
         sh(&["ip", "link", "add", h, "type", "veth", "peer", "name", p]);
         sh(&["ip", "link", "set", p, "netns", ns]);
-        sh(&["sysctl", "-qw", &format!("net.ipv6.conf.{h}.disable_ipv6=1")]);
-        sh(&["ip", "link", "set", h, "address", "02:00:00:00:00:01", "mtu", &mtu, "up"]);
+        sh(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{h}.disable_ipv6=1"),
+        ]);
+        sh(&[
+            "ip",
+            "link",
+            "set",
+            h,
+            "address",
+            "02:00:00:00:00:01",
+            "mtu",
+            &mtu,
+            "up",
+        ]);
         let nsx = |a: &[&str]| {
             let mut v = vec!["ip", "netns", "exec", ns];
             v.extend_from_slice(a);
             sh(&v);
         };
-        nsx(&["sysctl", "-qw", &format!("net.ipv6.conf.{p}.disable_ipv6=1")]);
-        nsx(&["ip", "link", "set", p, "address", "02:00:00:00:00:02", "mtu", &mtu, "up"]);
+        nsx(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{p}.disable_ipv6=1"),
+        ]);
+        nsx(&[
+            "ip",
+            "link",
+            "set",
+            p,
+            "address",
+            "02:00:00:00:00:02",
+            "mtu",
+            &mtu,
+            "up",
+        ]);
         nsx(&["ip", "addr", "add", "10.99.0.2/24", "dev", p]);
-        nsx(&["ip", "neigh", "add", "10.99.0.1", "lladdr", "02:00:00:00:00:01", "dev", p, "nud", "permanent"]);
+        nsx(&[
+            "ip",
+            "neigh",
+            "add",
+            "10.99.0.1",
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            p,
+            "nud",
+            "permanent",
+        ]);
         t
     }
 
@@ -107,10 +146,16 @@ impl Topo {
 s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
 s.bind((sys.argv[1],0))\n\
 for h in sys.argv[2:]: s.send(bytes.fromhex(h))\n";
-        let mut args = vec!["netns", "exec", &self.ns, "python3", "-c", script, &self.peer];
+        let mut args = vec![
+            "netns", "exec", &self.ns, "python3", "-c", script, &self.peer,
+        ];
         args.extend(hexes.iter().map(String::as_str));
         let out = Command::new("ip").args(&args).output().expect("python3");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Start capturing, in the namespace, the first frame of our ethertype
@@ -130,7 +175,16 @@ while True:
     break
 ";
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "python3", "-c", script, &self.peer, &hex(marker)])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "python3",
+                "-c",
+                script,
+                &self.peer,
+                &hex(marker),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -228,7 +282,11 @@ fn open_on_missing_interface_is_a_clear_error() {
     // No root needed: the name is checked before anything is allocated.
     let err = AfxdpPort::open(&AfxdpOptions::new("fsx-nonexist0")).unwrap_err();
     assert!(matches!(err, AfxdpError::NoSuchInterface(_)), "{err:?}");
-    assert!(err.to_string().contains("no interface named `fsx-nonexist0`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no interface named `fsx-nonexist0`"),
+        "{err}"
+    );
     let m: BTreeMap<String, String> = [("ifname".to_string(), "x".to_string())].into();
     assert!(AfxdpOptions::from_map(&m).is_ok());
 }
@@ -244,12 +302,22 @@ fn receives_frames_sent_in_the_namespace_and_transmits_into_it() {
     assert!(matches!(mode, XdpMode::Native | XdpMode::Generic));
     assert!(!zc, "veth has no zero-copy");
     let ids = xdp_program_ids(&t.host).unwrap();
-    assert!(ids != (0, 0), "an XDP program is attached while the port is open");
+    assert!(
+        ids != (0, 0),
+        "an XDP program is attached while the port is open"
+    );
     let mut pool = PacketPool::with_capacity(256);
 
     // rx: three frames of different sizes, byte for byte.
     let sent: Vec<Vec<u8>> = (0..3)
-        .map(|i| frame(HOST_MAC, PEER_MAC, format!("fsx-rx-{i}").as_bytes(), 60 + i * 700))
+        .map(|i| {
+            frame(
+                HOST_MAC,
+                PEER_MAC,
+                format!("fsx-rx-{i}").as_bytes(),
+                60 + i * 700,
+            )
+        })
         .collect();
     t.send_from_ns(&sent);
     let got = receive(&mut port, &mut pool, 3);
@@ -381,7 +449,11 @@ fn interface_deleted_under_an_open_port_marks_it_down() {
         assert_eq!(port.rx_batch(&mut pool, &mut rx, 32), 0);
     }
     assert!(!port.is_up(), "an idle port notices its interface vanished");
-    assert_eq!(pool.available(), 66, "no buffer lost (64 + the two dropped frames)");
+    assert_eq!(
+        pool.available(),
+        66,
+        "no buffer lost (64 + the two dropped frames)"
+    );
 }
 
 /// Helper for `stale_program_is_replaced`: opens a port and dies by SIGKILL,
@@ -406,7 +478,12 @@ fn stale_program_is_replaced() {
     let t = Topo::new(1500);
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe)
-        .args(["--ignored", "--exact", "helper_open_and_get_killed", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "helper_open_and_get_killed",
+            "--nocapture",
+        ])
         .env("FSX_AFXDP_HELPER_IF", &t.host)
         .output()
         .unwrap();
@@ -477,4 +554,93 @@ fn second_socket_on_the_same_queue_is_refused() {
     let _p = AfxdpPort::open(&t.opts()).expect("open");
     let err = AfxdpPort::open(&t.opts()).unwrap_err();
     assert!(matches!(err, AfxdpError::Busy { .. }), "{err:?}");
+}
+
+#[test]
+fn administratively_down_interface_drops_then_recovers() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    let mut port = AfxdpPort::open(&t.opts()).expect("open");
+    let mut pool = PacketPool::with_capacity(8);
+    sh(&["ip", "link", "set", &t.host, "down"]);
+    let mut batch = vec![Packet::from_slice(&frame(PEER_MAC, HOST_MAC, b"down-0", 60)).unwrap()];
+    assert_eq!(port.tx_batch(&mut batch, &mut pool), 0);
+    assert!(!port.is_up(), "sendto said ENETDOWN");
+    let mut batch = vec![Packet::from_slice(&frame(PEER_MAC, HOST_MAC, b"down-1", 60)).unwrap()];
+    assert_eq!(port.tx_batch(&mut batch, &mut pool), 0);
+    assert_eq!(drops(&port, false, DropReason::PortDown), 2);
+
+    sh(&["ip", "link", "set", &t.host, "up"]);
+    // Carrier comes back asynchronously; the port recovers on its next batch.
+    let out = frame(PEER_MAC, HOST_MAC, b"fsx-up-again", 60);
+    let cap = t.capture_in_ns(b"fsx-up-again");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut batch = vec![Packet::from_slice(&out).unwrap()];
+        if port.tx_batch(&mut batch, &mut pool) == 1 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(port.is_up());
+    assert_eq!(cap.frame().as_deref(), Some(&out[..]));
+}
+
+#[test]
+fn two_queues_of_one_interface_keep_the_program_until_the_last_closes() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    // A second pair with two queues on the host end.
+    let pid = std::process::id();
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let (h, p) = (format!("fx{pid}q{n}"), format!("fx{pid}r{n}"));
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &h,
+        "numrxqueues",
+        "2",
+        "numtxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &p,
+        "netns",
+        &t.ns,
+        "numrxqueues",
+        "2",
+        "numtxqueues",
+        "2",
+    ]);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(h.clone());
+    sh(&["ip", "link", "set", &h, "up"]);
+    let mut o = AfxdpOptions::new(&h);
+    let q0 = AfxdpPort::open(&o).expect("queue 0");
+    o.queue = 1;
+    let q1 = AfxdpPort::open(&o).expect("queue 1 next to queue 0");
+    drop(q0);
+    assert_ne!(
+        xdp_program_ids(&h).unwrap(),
+        (0, 0),
+        "queue 1 still needs it"
+    );
+    drop(q1);
+    assert_eq!(xdp_program_ids(&h).unwrap(), (0, 0));
+    o.queue = 2;
+    let err = AfxdpPort::open(&o).unwrap_err();
+    eprintln!("queue 2 of a 2-queue veth: {err}");
+    assert!(err.to_string().contains("queue 2"), "{err}");
 }

@@ -213,7 +213,7 @@ impl AfxdpPort {
                 opts.ifname
             ))
         })?;
-        let (rings, mode, zerocopy) = match bind(opts, umem) {
+        let (rings, mode, zerocopy) = match bind(opts, umem, claim.first()) {
             Ok(r) => r,
             Err(e) => {
                 umem.give_back(frames);
@@ -390,7 +390,14 @@ impl AfxdpPort {
 }
 
 /// Create and bind the socket in the mode(s) `opts.xdp_mode` allows.
-fn bind(opts: &AfxdpOptions, umem: &AfxdpUmem) -> Result<(Rings, XdpMode, bool), AfxdpError> {
+///
+/// `sole` says no other socket of this process uses the interface, so a
+/// program a failed attempt left behind may be removed before the next mode.
+fn bind(
+    opts: &AfxdpOptions,
+    umem: &AfxdpUmem,
+    sole: bool,
+) -> Result<(Rings, XdpMode, bool), AfxdpError> {
     let attempts: &[(XdpMode, bool)] = match opts.xdp_mode {
         XdpMode::BestEffort => &[(XdpMode::Native, false), (XdpMode::Generic, false)],
         XdpMode::NativeWithZerocopy => &[(XdpMode::Native, true)],
@@ -437,13 +444,9 @@ fn bind(opts: &AfxdpOptions, umem: &AfxdpUmem) -> Result<(Rings, XdpMode, bool),
                 ));
             }
             Err(e) => {
-                let mut msg = format!(
-                    "{}: {e}{}",
-                    mode_name(mode, zc),
-                    umem::source_text(&e)
-                );
-                if let Some(io) = std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<std::io::Error>())
+                let mut msg = format!("{}: {e}{}", mode_name(mode, zc), umem::source_text(&e));
+                if let Some(io) =
+                    std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>())
                 {
                     match io.raw_os_error() {
                         Some(libc::EPERM) => {
@@ -457,10 +460,12 @@ fn bind(opts: &AfxdpOptions, umem: &AfxdpUmem) -> Result<(Rings, XdpMode, bool),
                 errors.push(msg);
             }
         }
-        // A failed attach may leave a half-loaded program; clear it before
-        // the next mode (this process has no other socket here: see Claim).
-        if let Some(i) = xdp_prog::ifindex(&opts.ifname) {
-            let _ = xdp_prog::detach_all(i);
+        // A failed attach may leave a program behind; clear it before the
+        // next mode, unless another socket of ours relies on it.
+        if sole {
+            if let Some(i) = xdp_prog::ifindex(&opts.ifname) {
+                let _ = xdp_prog::detach_all(i);
+            }
         }
     }
     Err(fail(errors.join("; ")))
@@ -490,7 +495,9 @@ impl Port for AfxdpPort {
                 }
             }
         }
-        let Some(r) = self.rings.as_mut() else { return 0 };
+        let Some(r) = self.rings.as_mut() else {
+            return 0;
+        };
         let umem = self.umem.umem();
         let (mut got, mut bytes, mut seen) = (0usize, 0u64, 0usize);
         let (mut oversize, mut no_buf) = (0u64, 0u64);
@@ -516,8 +523,11 @@ impl Port for AfxdpPort {
                     no_buf += 1;
                     continue;
                 };
-                // Cannot fail: checked against MAX_FRAME above.
-                p.set_data(frame);
+                if !p.set_data(frame) {
+                    pool.put(p);
+                    oversize += 1;
+                    continue;
+                }
                 bytes += frame.len() as u64;
                 out.push(p);
                 got += 1;

@@ -148,9 +148,9 @@ impl AfxdpOptions {
         let need = o.n_rxq_desc + o.n_txq_desc;
         match map.get("umem-frames") {
             Some(v) => {
-                let n = v.parse::<u32>().map_err(|_| {
-                    format!("afxdp: umem-frames={v} is not a number of frames")
-                })?;
+                let n = v
+                    .parse::<u32>()
+                    .map_err(|_| format!("afxdp: umem-frames={v} is not a number of frames"))?;
                 if n < need || n > MAX_UMEM_FRAMES {
                     return Err(format!(
                         "afxdp: umem-frames={n} must be between n-rxq-desc + n-txq-desc ({need}) and {MAX_UMEM_FRAMES}"
@@ -177,7 +177,9 @@ fn check_ifname(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("afxdp: ifname={name:?} is not a valid interface name"))
+        Err(format!(
+            "afxdp: ifname={name:?} is not a valid interface name"
+        ))
     }
 }
 
@@ -221,7 +223,10 @@ mod tests {
         .unwrap();
         assert_eq!(o.queue, 3);
         assert_eq!(o.xdp_mode, XdpMode::NativeWithZerocopy);
-        assert_eq!((o.n_rxq_desc, o.n_txq_desc, o.umem_frames), (512, 256, 1024));
+        assert_eq!(
+            (o.n_rxq_desc, o.n_txq_desc, o.umem_frames),
+            (512, 256, 1024)
+        );
         // umem-frames defaults to what the rings need
         let o = AfxdpOptions::from_map(&map(&[("ifname", "e"), ("n-rxq-desc", "128")])).unwrap();
         assert_eq!(o.umem_frames, 128 + 2048);

@@ -53,7 +53,8 @@ impl AfxdpUmem {
     /// and completion rings of `comp_descs` entries (powers of two).
     pub fn new(frames: u32, fill_descs: u32, comp_descs: u32) -> Result<AfxdpUmem, AfxdpError> {
         let bad = |what: String| AfxdpError::Umem(what);
-        let n = NonZeroU32::new(frames).ok_or_else(|| bad("a UMEM needs at least one frame".into()))?;
+        let n =
+            NonZeroU32::new(frames).ok_or_else(|| bad("a UMEM needs at least one frame".into()))?;
         let fq = QueueSize::new(fill_descs).map_err(|e| bad(format!("fill ring: {e}")))?;
         let cq = QueueSize::new(comp_descs).map_err(|e| bad(format!("completion ring: {e}")))?;
         let fs = FrameSize::new(FRAME_SIZE).map_err(|e| bad(format!("frame size: {e}")))?;
@@ -111,7 +112,11 @@ impl AfxdpUmem {
 
     /// Take `n` frames for a port, or None when fewer are free.
     pub(super) fn take(&self, n: usize) -> Option<Vec<FrameDesc>> {
-        let mut f = self.inner.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut f = self
+            .inner
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if f.len() < n {
             return None;
         }

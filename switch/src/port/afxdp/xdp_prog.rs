@@ -64,7 +64,10 @@ pub fn xdp_program_ids(ifname: &str) -> io::Result<(u32, u32)> {
             format!("no interface named {ifname}"),
         )
     })?;
-    Ok((query(idx, XDP_FLAGS_DRV_MODE)?, query(idx, XDP_FLAGS_SKB_MODE)?))
+    Ok((
+        query(idx, XDP_FLAGS_DRV_MODE)?,
+        query(idx, XDP_FLAGS_SKB_MODE)?,
+    ))
 }
 
 fn query(ifindex: u32, mode: u32) -> io::Result<u32> {
@@ -118,6 +121,7 @@ pub fn detach_all(ifindex: u32) -> io::Result<()> {
 pub struct Claim {
     ifindex: u32,
     queue: u32,
+    first: bool,
 }
 
 /// Why a claim was refused.
@@ -142,7 +146,17 @@ impl Claim {
         }
         u.per_if.insert(ifindex, n + 1);
         u.bound.insert((ifindex, queue), ());
-        Ok(Claim { ifindex, queue })
+        Ok(Claim {
+            ifindex,
+            queue,
+            first: n == 0,
+        })
+    }
+
+    /// True when no other socket of this process was on the interface when
+    /// this claim was made (so its program may be cleared after a failed attach).
+    pub fn first(&self) -> bool {
+        self.first
     }
 }
 
