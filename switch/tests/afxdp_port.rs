@@ -644,3 +644,22 @@ fn two_queues_of_one_interface_keep_the_program_until_the_last_closes() {
     eprintln!("queue 2 of a 2-queue veth: {err}");
     assert!(err.to_string().contains("queue 2"), "{err}");
 }
+
+#[test]
+fn zero_copy_request_on_veth_fails_clearly_and_leaves_nothing_behind() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    let mut o = t.opts();
+    o.xdp_mode = XdpMode::NativeWithZerocopy;
+    let err = AfxdpPort::open(&o).unwrap_err();
+    eprintln!("native-with-zerocopy on veth: {err}");
+    assert!(matches!(err, AfxdpError::Bind { .. }), "{err:?}");
+    assert!(err.to_string().contains("native-with-zerocopy"), "{err}");
+    assert_eq!(xdp_program_ids(&t.host).unwrap(), (0, 0), "no program left");
+    // The interface is free for a copy-mode port afterwards.
+    o.xdp_mode = XdpMode::BestEffort;
+    let port = AfxdpPort::open(&o).expect("best-effort after a failed zero-copy open");
+    assert_eq!(port.attached_mode(), (XdpMode::Native, false));
+}
