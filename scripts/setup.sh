@@ -5,7 +5,11 @@
 # machine and CI get them from the project's own files.
 set -euo pipefail
 
-PACKAGES=(build-essential pkg-config iproute2 iputils-ping iperf3 ethtool tcpdump)
+# AF_XDP (xsk-rs builds libxdp and libbpf from source): clang llvm libelf-dev
+# zlib1g-dev libpcap-dev m4 pkg-config. Topology tests: iproute2 (ip netns,
+# veth), iputils-ping, iperf3, ethtool, tcpdump.
+PACKAGES=(build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4
+          iproute2 iputils-ping iperf3 ethtool tcpdump)
 
 need=()
 for p in "${PACKAGES[@]}"; do
@@ -20,6 +24,12 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# libxdp pins its XDP programs in bpffs; without it, attaching AF_XDP ports
+# fails or falls back. Mount it once (root only; harmless when already there).
+if [ "$(id -u)" -eq 0 ] && [ -d /sys/fs/bpf ]; then
+  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

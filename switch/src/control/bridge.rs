@@ -35,7 +35,12 @@ use crate::port::{Port, PortCounters};
 /// How long a request waits for the polling thread to acknowledge a sync.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Port types this build can create.
-pub const PORT_TYPES: &[&str] = &["memory", "tap"];
+pub const PORT_TYPES: &[&str] = &[
+    "memory",
+    "tap",
+    #[cfg(feature = "afxdp")]
+    "afxdp",
+];
 
 struct PortRt {
     cfg: PortConfig,
@@ -229,6 +234,15 @@ impl Bridge {
                 }
                 let (p, h) = MemoryPort::new(depth);
                 (Box::new(p), Some(h))
+            }
+            #[cfg(feature = "afxdp")]
+            "afxdp" => {
+                use crate::port::afxdp::{AfxdpOptions, AfxdpPort};
+                let opts = AfxdpOptions::from_map(&cfg.options)
+                    .map_err(|e| ErrorBody::new(ErrorCode::BadPortConfig, e))?;
+                let p = AfxdpPort::open(&opts)
+                    .map_err(|e| ErrorBody::new(ErrorCode::BadPortConfig, e.to_string()))?;
+                (Box::new(p), None)
             }
             "tap" => {
                 let bad = |e: TapError| ErrorBody::new(ErrorCode::BadPortConfig, e.to_string());

@@ -11,6 +11,8 @@
 //! One folder per backend: `memory/` (in-process, for tests, demos and
 //! benchmarks); AF_XDP, vhost-user, tap and VXLAN follow the same shape.
 
+#[cfg(feature = "afxdp")]
+pub mod afxdp;
 pub mod memory;
 pub mod tap;
 

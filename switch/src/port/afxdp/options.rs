@@ -1,0 +1,255 @@
+//! Options of an AF_XDP port, parsed from the operator's key=value map
+//! (`flowctl add-port ... type=afxdp ifname=eth0 xdp-mode=generic`).
+//!
+//! Keys follow OVS's `options:` for `type=afxdp` (vswitchd/vswitch.xml:
+//! `xdp-mode`, `n_rxq_desc`/`n_txq_desc` spelled with dashes here). Every
+//! unknown key and every bad value is a clear error naming the key; nothing
+//! here touches the kernel, so checking that the interface exists is
+//! [`super::AfxdpPort::open`]'s job.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Default descriptors per ring (OVS netdev-afxdp uses 2048 too).
+pub const DEFAULT_RING_DESCS: u32 = 2048;
+/// Smallest ring accepted (the polling loop moves 32 descriptors per call).
+pub const MIN_RING_DESCS: u32 = 64;
+/// Largest ring accepted.
+pub const MAX_RING_DESCS: u32 = 16384;
+/// Largest UMEM accepted, in frames (4 KiB each: 256 MiB).
+pub const MAX_UMEM_FRAMES: u32 = 65536;
+
+/// How the XDP program is attached and how the socket binds (OVS `xdp-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// Try `native`, fall back to `generic` (the default, as in OVS).
+    #[default]
+    BestEffort,
+    /// Driver-mode XDP with zero-copy binding; fails where the driver has no
+    /// zero-copy support (veth has none).
+    NativeWithZerocopy,
+    /// Driver-mode XDP, copy binding.
+    Native,
+    /// Generic (skb) XDP, copy binding: works on every interface, slowest.
+    Generic,
+}
+
+impl XdpMode {
+    /// The option value naming this mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::BestEffort => "best-effort",
+            XdpMode::NativeWithZerocopy => "native-with-zerocopy",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+
+    /// Parse an option value.
+    pub fn parse(s: &str) -> Option<XdpMode> {
+        Some(match s {
+            "best-effort" => XdpMode::BestEffort,
+            "native-with-zerocopy" => XdpMode::NativeWithZerocopy,
+            "native" => XdpMode::Native,
+            "generic" => XdpMode::Generic,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything needed to open one AF_XDP socket on one interface queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AfxdpOptions {
+    /// Interface to attach to (must exist when the port is opened).
+    pub ifname: String,
+    /// Hardware queue to bind (default 0).
+    pub queue: u32,
+    /// XDP attach / bind mode.
+    pub xdp_mode: XdpMode,
+    /// Descriptors in the rx ring and the fill ring (power of two).
+    pub n_rxq_desc: u32,
+    /// Descriptors in the tx ring and the completion ring (power of two).
+    pub n_txq_desc: u32,
+    /// UMEM frames (4 KiB each) this port owns; at least
+    /// `n_rxq_desc + n_txq_desc` so the fill ring can be full while a whole tx
+    /// ring is in flight.
+    pub umem_frames: u32,
+}
+
+/// The keys [`AfxdpOptions::from_map`] accepts (`type` is the port type itself).
+pub const KEYS: [&str; 7] = [
+    "type",
+    "ifname",
+    "queue",
+    "xdp-mode",
+    "n-rxq-desc",
+    "n-txq-desc",
+    "umem-frames",
+];
+
+impl AfxdpOptions {
+    /// Options with defaults for interface `ifname`.
+    pub fn new(ifname: &str) -> AfxdpOptions {
+        AfxdpOptions {
+            ifname: ifname.to_string(),
+            queue: 0,
+            xdp_mode: XdpMode::BestEffort,
+            n_rxq_desc: DEFAULT_RING_DESCS,
+            n_txq_desc: DEFAULT_RING_DESCS,
+            umem_frames: 2 * DEFAULT_RING_DESCS,
+        }
+    }
+
+    /// Parse `ifname` (required), `queue`, `xdp-mode`, `n-rxq-desc`,
+    /// `n-txq-desc`, `umem-frames`. A `type` key, if present, must be `afxdp`.
+    pub fn from_map(map: &BTreeMap<String, String>) -> Result<AfxdpOptions, String> {
+        for k in map.keys() {
+            if !KEYS.contains(&k.as_str()) {
+                return Err(format!(
+                    "afxdp: unknown option `{k}` (expected one of: {})",
+                    KEYS[1..].join(", ")
+                ));
+            }
+        }
+        if let Some(t) = map.get("type") {
+            if t != "afxdp" {
+                return Err(format!("afxdp: option type={t}, expected type=afxdp"));
+            }
+        }
+        let ifname = map
+            .get("ifname")
+            .ok_or_else(|| "afxdp: missing required option `ifname`".to_string())?;
+        check_ifname(ifname)?;
+        let mut o = AfxdpOptions::new(ifname);
+        if let Some(v) = map.get("queue") {
+            o.queue = v
+                .parse::<u32>()
+                .map_err(|_| format!("afxdp: queue={v} is not a queue number (0, 1, ...)"))?;
+        }
+        if let Some(v) = map.get("xdp-mode") {
+            o.xdp_mode = XdpMode::parse(v).ok_or_else(|| {
+                format!(
+                    "afxdp: xdp-mode={v} is not one of best-effort, native-with-zerocopy, native, generic"
+                )
+            })?;
+        }
+        if let Some(v) = map.get("n-rxq-desc") {
+            o.n_rxq_desc = ring_size("n-rxq-desc", v)?;
+        }
+        if let Some(v) = map.get("n-txq-desc") {
+            o.n_txq_desc = ring_size("n-txq-desc", v)?;
+        }
+        let need = o.n_rxq_desc + o.n_txq_desc;
+        match map.get("umem-frames") {
+            Some(v) => {
+                let n = v
+                    .parse::<u32>()
+                    .map_err(|_| format!("afxdp: umem-frames={v} is not a number of frames"))?;
+                if n < need || n > MAX_UMEM_FRAMES {
+                    return Err(format!(
+                        "afxdp: umem-frames={n} must be between n-rxq-desc + n-txq-desc ({need}) and {MAX_UMEM_FRAMES}"
+                    ));
+                }
+                o.umem_frames = n;
+            }
+            None => o.umem_frames = need,
+        }
+        Ok(o)
+    }
+}
+
+/// Linux interface names: 1..=15 bytes (IFNAMSIZ 16 with the NUL), no `/`,
+/// no whitespace, not `.` or `..` (net/core/dev.c dev_valid_name).
+fn check_ifname(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "afxdp: ifname={name:?} is not a valid interface name"
+        ))
+    }
+}
+
+fn ring_size(key: &str, v: &str) -> Result<u32, String> {
+    let n = v
+        .parse::<u32>()
+        .map_err(|_| format!("afxdp: {key}={v} is not a number of descriptors"))?;
+    if !n.is_power_of_two() || !(MIN_RING_DESCS..=MAX_RING_DESCS).contains(&n) {
+        return Err(format!(
+            "afxdp: {key}={n} must be a power of two between {MIN_RING_DESCS} and {MAX_RING_DESCS}"
+        ));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_every_key() {
+        let o = AfxdpOptions::from_map(&map(&[("ifname", "veth0")])).unwrap();
+        assert_eq!(o, AfxdpOptions::new("veth0"));
+        assert_eq!(o.umem_frames, 4096);
+        assert_eq!(o.xdp_mode, XdpMode::BestEffort);
+        let o = AfxdpOptions::from_map(&map(&[
+            ("type", "afxdp"),
+            ("ifname", "eth1"),
+            ("queue", "3"),
+            ("xdp-mode", "native-with-zerocopy"),
+            ("n-rxq-desc", "512"),
+            ("n-txq-desc", "256"),
+            ("umem-frames", "1024"),
+        ]))
+        .unwrap();
+        assert_eq!(o.queue, 3);
+        assert_eq!(o.xdp_mode, XdpMode::NativeWithZerocopy);
+        assert_eq!(
+            (o.n_rxq_desc, o.n_txq_desc, o.umem_frames),
+            (512, 256, 1024)
+        );
+        // umem-frames defaults to what the rings need
+        let o = AfxdpOptions::from_map(&map(&[("ifname", "e"), ("n-rxq-desc", "128")])).unwrap();
+        assert_eq!(o.umem_frames, 128 + 2048);
+        for m in ["best-effort", "native", "generic", "native-with-zerocopy"] {
+            assert_eq!(XdpMode::parse(m).unwrap().name(), m);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |kv: &[(&str, &str)]| AfxdpOptions::from_map(&map(kv)).unwrap_err();
+        assert!(err(&[]).contains("missing required option `ifname`"));
+        assert!(err(&[("ifname", "e"), ("colour", "red")]).contains("unknown option `colour`"));
+        assert!(err(&[("ifname", "e"), ("type", "tap")]).contains("type=afxdp"));
+        assert!(err(&[("ifname", "e"), ("xdp-mode", "fast")]).contains("xdp-mode=fast"));
+        assert!(err(&[("ifname", "e"), ("queue", "-1")]).contains("queue=-1"));
+        assert!(err(&[("ifname", "e"), ("n-rxq-desc", "1000")]).contains("power of two"));
+        assert!(err(&[("ifname", "e"), ("n-txq-desc", "32")]).contains("n-txq-desc=32"));
+        assert!(err(&[("ifname", "e"), ("n-txq-desc", "x")]).contains("n-txq-desc=x"));
+        assert!(err(&[("ifname", "e"), ("umem-frames", "100")]).contains("umem-frames=100"));
+        assert!(err(&[("ifname", "e"), ("umem-frames", "99999999")]).contains("umem-frames"));
+        assert!(err(&[("ifname", "a/b")]).contains("not a valid interface name"));
+        assert!(err(&[("ifname", "")]).contains("not a valid interface name"));
+        assert!(err(&[("ifname", "sixteen-chars-xx")]).contains("not a valid interface name"));
+    }
+}

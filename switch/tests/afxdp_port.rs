@@ -1,0 +1,665 @@
+//! AF_XDP ports against real kernel interfaces.
+//!
+//! Each test builds its own topology: a veth pair whose host end stays in the
+//! root namespace (the port binds there) and whose peer goes into a private
+//! network namespace `fsx-<pid>-<n>`, with fixed MACs and an address. Frames
+//! are sent and captured on the namespace side with python3 AF_PACKET
+//! sockets, so every byte is checked. A guard deletes the namespace and the
+//! veth even when an assertion fails.
+//!
+//! Needs root (AF_XDP, netns) and bpffs; without root each test says so and
+//! returns.
+#![cfg(feature = "afxdp")]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use switch::packet::{Packet, PacketPool};
+use switch::port::afxdp::{
+    xdp_program_ids, AfxdpError, AfxdpOptions, AfxdpPort, AfxdpUmem, XdpMode,
+};
+use switch::port::{DropReason, Port};
+
+const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// IEEE local experimental ethertype: no stack on either side reacts to it.
+const ETHERTYPE: u16 = 0x88b5;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let r = unsafe { libc::geteuid() } == 0;
+    if !r {
+        eprintln!("skipping: needs root");
+    }
+    r
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run command");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ensure_bpffs() {
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
+        ])
+        .status();
+}
+
+/// A veth pair: `host` in the root namespace, `peer` in namespace `ns`.
+struct Topo {
+    host: String,
+    peer: String,
+    ns: String,
+}
+
+impl Topo {
+    fn new(mtu: u32) -> Topo {
+        ensure_bpffs();
+        let pid = std::process::id();
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let t = Topo {
+            host: format!("fx{pid}h{n}"),
+            peer: format!("fx{pid}p{n}"),
+            ns: format!("fsx-{pid}-{n}"),
+        };
+        let mtu = mtu.to_string();
+        let (h, p, ns) = (t.host.as_str(), t.peer.as_str(), t.ns.as_str());
+        sh(&["ip", "netns", "add", ns]);
+        sh(&["ip", "link", "add", h, "type", "veth", "peer", "name", p]);
+        sh(&["ip", "link", "set", p, "netns", ns]);
+        sh(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{h}.disable_ipv6=1"),
+        ]);
+        sh(&[
+            "ip",
+            "link",
+            "set",
+            h,
+            "address",
+            "02:00:00:00:00:01",
+            "mtu",
+            &mtu,
+            "up",
+        ]);
+        let nsx = |a: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", ns];
+            v.extend_from_slice(a);
+            sh(&v);
+        };
+        nsx(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{p}.disable_ipv6=1"),
+        ]);
+        nsx(&[
+            "ip",
+            "link",
+            "set",
+            p,
+            "address",
+            "02:00:00:00:00:02",
+            "mtu",
+            &mtu,
+            "up",
+        ]);
+        nsx(&["ip", "addr", "add", "10.99.0.2/24", "dev", p]);
+        nsx(&[
+            "ip",
+            "neigh",
+            "add",
+            "10.99.0.1",
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            p,
+            "nud",
+            "permanent",
+        ]);
+        t
+    }
+
+    fn opts(&self) -> AfxdpOptions {
+        AfxdpOptions::new(&self.host)
+    }
+
+    /// Send raw frames out of the namespace end (they arrive on `host`).
+    fn send_from_ns(&self, frames: &[Vec<u8>]) {
+        let hexes: Vec<String> = frames.iter().map(|f| hex(f)).collect();
+        let script = "import socket,sys\n\
+s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
+s.bind((sys.argv[1],0))\n\
+for h in sys.argv[2:]: s.send(bytes.fromhex(h))\n";
+        let mut args = vec![
+            "netns", "exec", &self.ns, "python3", "-c", script, &self.peer,
+        ];
+        args.extend(hexes.iter().map(String::as_str));
+        let out = Command::new("ip").args(&args).output().expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Start capturing, in the namespace, the first frame of our ethertype
+    /// that contains `marker`; returns once the socket is bound.
+    fn capture_in_ns(&self, marker: &[u8]) -> Capture {
+        // A plain multi-line literal: Python needs the indentation kept.
+        let script = "import socket,sys
+s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(0x88b5))
+s.bind((sys.argv[1],0))
+s.settimeout(3)
+m=bytes.fromhex(sys.argv[2])
+print('ready',flush=True)
+while True:
+  f=s.recv(4096)
+  if m in f:
+    print(f.hex(),flush=True)
+    break
+";
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "python3",
+                "-c",
+                script,
+                &self.peer,
+                &hex(marker),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "ready", "capture did not start");
+        Capture { child, out }
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the peer, and with it the host end.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+struct Capture {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Capture {
+    /// The captured frame (None when nothing matched within 3 s).
+    fn frame(mut self) -> Option<Vec<u8>> {
+        let mut line = String::new();
+        let _ = self.out.read_line(&mut line);
+        let _ = self.child.wait();
+        unhex(line.trim())
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// An Ethernet frame of our ethertype carrying `payload`, padded to `len`.
+fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8], len: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ETHERTYPE.to_be_bytes());
+    f.extend_from_slice(payload);
+    while f.len() < len {
+        f.push((f.len() % 251) as u8);
+    }
+    f
+}
+
+/// Poll `port` until `want` frames of our ethertype arrived or 2 s passed.
+fn receive(port: &mut AfxdpPort, pool: &mut PacketPool, want: usize) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut got = Vec::new();
+    let mut batch = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        port.rx_batch(pool, &mut batch, 32);
+        for p in batch.drain(..) {
+            if p.data().get(12..14) == Some(&ETHERTYPE.to_be_bytes()[..]) {
+                got.push(p.data().to_vec());
+            }
+            pool.put(p);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    got
+}
+
+fn drops(port: &AfxdpPort, rx: bool, r: DropReason) -> u64 {
+    let c = port.counters();
+    if rx {
+        c.rx_drops[r.index()].get()
+    } else {
+        c.tx_drops[r.index()].get()
+    }
+}
+
+#[test]
+fn open_on_missing_interface_is_a_clear_error() {
+    // No root needed: the name is checked before anything is allocated.
+    let err = AfxdpPort::open(&AfxdpOptions::new("fsx-nonexist0")).unwrap_err();
+    assert!(matches!(err, AfxdpError::NoSuchInterface(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("no interface named `fsx-nonexist0`"),
+        "{err}"
+    );
+    let m: BTreeMap<String, String> = [("ifname".to_string(), "x".to_string())].into();
+    assert!(AfxdpOptions::from_map(&m).is_ok());
+}
+
+#[test]
+fn receives_frames_sent_in_the_namespace_and_transmits_into_it() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    let mut port = AfxdpPort::open(&t.opts()).expect("open");
+    let (mode, zc) = port.attached_mode();
+    assert!(matches!(mode, XdpMode::Native | XdpMode::Generic));
+    assert!(!zc, "veth has no zero-copy");
+    let ids = xdp_program_ids(&t.host).unwrap();
+    assert!(
+        ids != (0, 0),
+        "an XDP program is attached while the port is open"
+    );
+    let mut pool = PacketPool::with_capacity(256);
+
+    // rx: three frames of different sizes, byte for byte.
+    let sent: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            frame(
+                HOST_MAC,
+                PEER_MAC,
+                format!("fsx-rx-{i}").as_bytes(),
+                60 + i * 700,
+            )
+        })
+        .collect();
+    t.send_from_ns(&sent);
+    let got = receive(&mut port, &mut pool, 3);
+    assert_eq!(got, sent, "frames arrive whole and in order");
+    let c = port.counters().snapshot();
+    assert!(c.rx_packets >= 3);
+    assert!(c.rx_bytes >= sent.iter().map(|f| f.len() as u64).sum::<u64>());
+
+    // tx: a frame sent on the port arrives in the namespace unchanged.
+    let out = frame(PEER_MAC, HOST_MAC, b"fsx-tx-0", 200);
+    let cap = t.capture_in_ns(b"fsx-tx-0");
+    let mut batch = vec![Packet::from_slice(&out).unwrap()];
+    let free_before = pool.available();
+    assert_eq!(port.tx_batch(&mut batch, &mut pool), 1);
+    assert!(batch.is_empty());
+    assert_eq!(pool.available(), free_before + 1, "buffer back in the pool");
+    assert_eq!(cap.frame().as_deref(), Some(&out[..]));
+    let c = port.counters().snapshot();
+    assert_eq!((c.tx_packets, c.tx_bytes, c.tx_dropped), (1, 200, 0));
+
+    // A burst larger than one ring batch: all sent, frames all come back.
+    let mut batch: Vec<Packet> = (0..100)
+        .map(|i| Packet::from_slice(&frame(PEER_MAC, HOST_MAC, &[i as u8], 64)).unwrap())
+        .collect();
+    assert_eq!(port.tx_batch(&mut batch, &mut pool), 100);
+    assert!(port.is_up());
+    eprintln!(
+        "afxdp {mode:?} on veth: rx wakeups {}, tx wakeups {}, tx batches {}",
+        port.stats().rx_wakeups.get(),
+        port.stats().tx_wakeups.get(),
+        port.stats().tx_batches.get()
+    );
+    assert!(
+        port.stats().tx_wakeups.get() <= port.stats().tx_batches.get(),
+        "at most one sendto per batch"
+    );
+
+    drop(port);
+    assert_eq!(
+        xdp_program_ids(&t.host).unwrap(),
+        (0, 0),
+        "the program is removed with the port"
+    );
+}
+
+#[test]
+fn generic_mode_no_pool_buffer_and_oversize_are_counted_drops() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(3000);
+    let mut o = t.opts();
+    o.xdp_mode = XdpMode::Generic;
+    o.n_rxq_desc = 64;
+    o.n_txq_desc = 64;
+    o.umem_frames = 256;
+    let mut port = AfxdpPort::open(&o).expect("open generic");
+    assert_eq!(port.attached_mode(), (XdpMode::Generic, false));
+    let (_, skb) = xdp_program_ids(&t.host).unwrap();
+    assert_ne!(skb, 0, "generic-mode program attached");
+
+    // No buffer in the pool: counted pool_empty drops, frames recycled.
+    t.send_from_ns(&[
+        frame(HOST_MAC, PEER_MAC, b"fsx-nobuf-0", 60),
+        frame(HOST_MAC, PEER_MAC, b"fsx-nobuf-1", 60),
+    ]);
+    let mut empty = PacketPool::default();
+    let mut batch = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while drops(&port, true, DropReason::PoolEmpty) < 2 && Instant::now() < deadline {
+        assert_eq!(port.rx_batch(&mut empty, &mut batch, 32), 0);
+    }
+    assert!(drops(&port, true, DropReason::PoolEmpty) >= 2);
+
+    // A 2500-byte frame does not fit a Packet (MAX_FRAME 2048): oversize drop.
+    let mut pool = PacketPool::with_capacity(64);
+    t.send_from_ns(&[
+        frame(HOST_MAC, PEER_MAC, b"fsx-big", 2500),
+        frame(HOST_MAC, PEER_MAC, b"fsx-small", 100),
+    ]);
+    let got = receive(&mut port, &mut pool, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0][14..23], b"fsx-small");
+    assert_eq!(drops(&port, true, DropReason::Oversize), 1);
+
+    // More frames than the ring holds still flow: the fill ring is refilled.
+    let many: Vec<Vec<u8>> = (0..150)
+        .map(|i| frame(HOST_MAC, PEER_MAC, format!("fsx-m{i:03}").as_bytes(), 60))
+        .collect();
+    for chunk in many.chunks(50) {
+        t.send_from_ns(chunk);
+        let got = receive(&mut port, &mut pool, chunk.len());
+        assert_eq!(got, chunk);
+    }
+}
+
+#[test]
+fn interface_deleted_under_an_open_port_marks_it_down() {
+    if !root() {
+        return;
+    }
+    let mut pool = PacketPool::with_capacity(64);
+
+    // Detected on transmit (sendto fails with ENXIO).
+    let t = Topo::new(1500);
+    let mut port = AfxdpPort::open(&t.opts()).expect("open");
+    let link = port.link_state();
+    assert!(port.is_up());
+    sh(&["ip", "link", "del", &t.host]);
+    let mut batch = vec![Packet::from_slice(&frame(PEER_MAC, HOST_MAC, b"x", 60)).unwrap()];
+    assert_eq!(port.tx_batch(&mut batch, &mut pool), 0);
+    assert!(!port.is_up());
+    assert!(!link.load(Ordering::Relaxed), "the shared flag follows");
+    assert_eq!(drops(&port, false, DropReason::PortDown), 1);
+    let mut batch = vec![Packet::from_slice(&frame(PEER_MAC, HOST_MAC, b"y", 60)).unwrap()];
+    assert_eq!(port.tx_batch(&mut batch, &mut pool), 0);
+    assert_eq!(drops(&port, false, DropReason::PortDown), 2);
+    let mut rx = Vec::new();
+    assert_eq!(port.rx_batch(&mut pool, &mut rx, 32), 0);
+    drop(port);
+    drop(t);
+
+    // Detected while only receiving (the socket error, checked when idle).
+    let t = Topo::new(1500);
+    let mut port = AfxdpPort::open(&t.opts()).expect("open");
+    sh(&["ip", "link", "del", &t.host]);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while port.is_up() && Instant::now() < deadline {
+        assert_eq!(port.rx_batch(&mut pool, &mut rx, 32), 0);
+    }
+    assert!(!port.is_up(), "an idle port notices its interface vanished");
+    assert_eq!(
+        pool.available(),
+        66,
+        "no buffer lost (64 + the two dropped frames)"
+    );
+}
+
+/// Helper for `stale_program_is_replaced`: opens a port and dies by SIGKILL,
+/// as a killed switchd would, leaving its XDP program on the interface.
+#[test]
+#[ignore = "run as a child process by stale_program_is_replaced"]
+fn helper_open_and_get_killed() {
+    let Ok(ifname) = std::env::var("FSX_AFXDP_HELPER_IF") else {
+        return;
+    };
+    let port = AfxdpPort::open(&AfxdpOptions::new(&ifname)).expect("helper open");
+    println!("opened {:?}", port.attached_mode());
+    // SAFETY: kill on our own pid; SIGKILL ends the process here.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+}
+
+#[test]
+fn stale_program_is_replaced() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            "helper_open_and_get_killed",
+            "--nocapture",
+        ])
+        .env("FSX_AFXDP_HELPER_IF", &t.host)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("opened"),
+        "helper: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        xdp_program_ids(&t.host).unwrap() != (0, 0),
+        "the killed process left its program behind"
+    );
+    let mut port = AfxdpPort::open(&t.opts()).expect("open over a stale program");
+    let mut pool = PacketPool::with_capacity(16);
+    let f = frame(HOST_MAC, PEER_MAC, b"fsx-after-stale", 60);
+    t.send_from_ns(std::slice::from_ref(&f));
+    assert_eq!(receive(&mut port, &mut pool, 1), vec![f]);
+    drop(port);
+    assert_eq!(xdp_program_ids(&t.host).unwrap(), (0, 0));
+}
+
+#[test]
+fn two_interfaces_share_one_umem() {
+    if !root() {
+        return;
+    }
+    let (a, b) = (Topo::new(1500), Topo::new(1500));
+    let umem = AfxdpUmem::new(1024, 256, 256).expect("umem");
+    let mut o = a.opts();
+    (o.n_rxq_desc, o.n_txq_desc, o.umem_frames) = (256, 256, 512);
+    let mut pa = AfxdpPort::open_shared(&o, &umem).expect("port a");
+    let mut o = b.opts();
+    (o.n_rxq_desc, o.n_txq_desc, o.umem_frames) = (256, 256, 512);
+    let mut pb = AfxdpPort::open_shared(&o, &umem).expect("port b on the same UMEM");
+    assert_eq!(umem.free_frames(), 0);
+    // A third port finds no frames left: a clear error, nothing leaked.
+    let mut o = a.opts();
+    o.queue = 1;
+    o.umem_frames = 512;
+    assert!(AfxdpPort::open_shared(&o, &umem).is_err());
+
+    let mut pool = PacketPool::with_capacity(64);
+    let fa = frame(HOST_MAC, PEER_MAC, b"fsx-shared-a", 60);
+    let fb = frame(HOST_MAC, PEER_MAC, b"fsx-shared-b", 60);
+    a.send_from_ns(std::slice::from_ref(&fa));
+    b.send_from_ns(std::slice::from_ref(&fb));
+    assert_eq!(receive(&mut pa, &mut pool, 1), vec![fa.clone()]);
+    assert_eq!(receive(&mut pb, &mut pool, 1), vec![fb]);
+
+    // Forward a's frame out of b: it arrives in b's namespace.
+    let cap = b.capture_in_ns(b"fsx-shared-a");
+    let mut batch = vec![Packet::from_slice(&fa).unwrap()];
+    assert_eq!(pb.tx_batch(&mut batch, &mut pool), 1);
+    assert_eq!(cap.frame().as_deref(), Some(&fa[..]));
+
+    drop(pa);
+    assert_eq!(umem.free_frames(), 512, "a's frames are back");
+    drop(pb);
+    assert_eq!(umem.free_frames(), 1024);
+}
+
+#[test]
+fn second_socket_on_the_same_queue_is_refused() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    let _p = AfxdpPort::open(&t.opts()).expect("open");
+    let err = AfxdpPort::open(&t.opts()).unwrap_err();
+    assert!(matches!(err, AfxdpError::Busy { .. }), "{err:?}");
+}
+
+#[test]
+fn administratively_down_interface_drops_then_recovers() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    let mut port = AfxdpPort::open(&t.opts()).expect("open");
+    let mut pool = PacketPool::with_capacity(8);
+    sh(&["ip", "link", "set", &t.host, "down"]);
+    let mut batch = vec![Packet::from_slice(&frame(PEER_MAC, HOST_MAC, b"down-0", 60)).unwrap()];
+    assert_eq!(port.tx_batch(&mut batch, &mut pool), 0);
+    assert!(!port.is_up(), "sendto said ENETDOWN");
+    let mut batch = vec![Packet::from_slice(&frame(PEER_MAC, HOST_MAC, b"down-1", 60)).unwrap()];
+    assert_eq!(port.tx_batch(&mut batch, &mut pool), 0);
+    assert_eq!(drops(&port, false, DropReason::PortDown), 2);
+
+    sh(&["ip", "link", "set", &t.host, "up"]);
+    // Carrier comes back asynchronously; the port recovers on its next batch.
+    let out = frame(PEER_MAC, HOST_MAC, b"fsx-up-again", 60);
+    let cap = t.capture_in_ns(b"fsx-up-again");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut batch = vec![Packet::from_slice(&out).unwrap()];
+        if port.tx_batch(&mut batch, &mut pool) == 1 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(port.is_up());
+    assert_eq!(cap.frame().as_deref(), Some(&out[..]));
+}
+
+#[test]
+fn two_queues_of_one_interface_keep_the_program_until_the_last_closes() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    // A second pair with two queues on the host end.
+    let pid = std::process::id();
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let (h, p) = (format!("fx{pid}q{n}"), format!("fx{pid}r{n}"));
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &h,
+        "numrxqueues",
+        "2",
+        "numtxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &p,
+        "netns",
+        &t.ns,
+        "numrxqueues",
+        "2",
+        "numtxqueues",
+        "2",
+    ]);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(h.clone());
+    sh(&["ip", "link", "set", &h, "up"]);
+    let mut o = AfxdpOptions::new(&h);
+    let q0 = AfxdpPort::open(&o).expect("queue 0");
+    o.queue = 1;
+    let q1 = AfxdpPort::open(&o).expect("queue 1 next to queue 0");
+    drop(q0);
+    assert_ne!(
+        xdp_program_ids(&h).unwrap(),
+        (0, 0),
+        "queue 1 still needs it"
+    );
+    drop(q1);
+    assert_eq!(xdp_program_ids(&h).unwrap(), (0, 0));
+    o.queue = 2;
+    let err = AfxdpPort::open(&o).unwrap_err();
+    eprintln!("queue 2 of a 2-queue veth: {err}");
+    assert!(err.to_string().contains("queue 2"), "{err}");
+}
+
+#[test]
+fn zero_copy_request_on_veth_fails_clearly_and_leaves_nothing_behind() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    let mut o = t.opts();
+    o.xdp_mode = XdpMode::NativeWithZerocopy;
+    let err = AfxdpPort::open(&o).unwrap_err();
+    eprintln!("native-with-zerocopy on veth: {err}");
+    assert!(matches!(err, AfxdpError::Bind { .. }), "{err:?}");
+    assert!(err.to_string().contains("native-with-zerocopy"), "{err}");
+    assert_eq!(xdp_program_ids(&t.host).unwrap(), (0, 0), "no program left");
+    // The interface is free for a copy-mode port afterwards.
+    o.xdp_mode = XdpMode::BestEffort;
+    let port = AfxdpPort::open(&o).expect("best-effort after a failed zero-copy open");
+    assert_eq!(port.attached_mode(), (XdpMode::Native, false));
+}
