@@ -821,3 +821,32 @@ fn corrupt_state_refuses_to_start_with_a_clear_message() {
     let mut b = start(dir.path()).unwrap();
     assert_eq!(dump(&mut b, None).len(), 1);
 }
+
+#[test]
+fn timed_out_flows_expire_on_tick_and_leave_the_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = start(dir.path()).unwrap();
+    ok(
+        &mut b,
+        add_flows(&[
+            "table=0,priority=3,hard_timeout=1,actions=drop",
+            "table=0,priority=2,idle_timeout=1,actions=drop",
+            "table=0,priority=1,actions=drop",
+        ]),
+    );
+    let t0 = std::time::Instant::now();
+    b.tick();
+    assert_eq!(dump(&mut b, None).len(), 3, "nothing expires early");
+    while dump(&mut b, None).len() > 1 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "flows never expired");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        b.tick();
+    }
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(950), "{:?}", t0.elapsed());
+    assert_eq!(lines(&mut b), ["priority=1 actions=drop"]);
+    let state = String::from_utf8(state_bytes(dir.path())).unwrap();
+    assert!(!state.contains("timeout"), "expired flows are not restored: {state}");
+    drop(b);
+    let mut b = start(dir.path()).unwrap();
+    assert_eq!(lines(&mut b), ["priority=1 actions=drop"]);
+}

@@ -660,3 +660,103 @@ fn trace_agrees_with_forwarding() {
     assert_eq!(s.flow(2, "ip,nw_dst=10.244.2.2").n_packets, 0);
     assert!(s.capture_all().is_empty());
 }
+
+#[test]
+fn a_re_added_port_starts_with_zero_counters() {
+    let mut s = Sw::k8s();
+    let f = tcp_frame(MAC_C, MAC_A, IP_C, IP_A, 64).build();
+    let mut garbage = f.clone();
+    garbage.truncate(20);
+    for round in 0..5 {
+        s.inject("uplink", &[f.clone(), garbage.clone()]);
+        let up = s.port("uplink");
+        assert_eq!((up.rx_packets, up.rx_dropped, up.rx_truncated), (2, 2, 1), "round {round}: {up:?}");
+        // Remove and re-add the same number at once: the new port's counters
+        // must not inherit the old port's datapath drops.
+        s.ok(Request::DelPort {
+            bridge: "br0".into(),
+            name: "uplink".into(),
+        });
+        s.add_port("uplink", 4, &[]);
+        let up = s.port("uplink");
+        assert_eq!(up, PortStats::default(), "round {round}");
+    }
+}
+
+/// A bridge with ports p1..p5 (ofports 1..5) and `flows`.
+fn five_ports(flows: &[&str]) -> Sw {
+    let mut s = Sw::new();
+    for i in 1..=5u32 {
+        s.add_port(&format!("p{i}"), i, &[]);
+    }
+    s.add_flows(flows);
+    s
+}
+
+#[test]
+fn ovs_semantics_hold_on_real_frames() {
+    let f = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 64).build();
+    let ttl1 = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 1).build();
+
+    // Each output sees the packet as modified so far; later changes do not leak back.
+    let mut s = five_ports(&["in_port=1,ip,actions=output:2,mod_dl_dst:02:00:00:00:00:99,dec_ttl,output:3,mod_nw_dst:10.9.9.9,output:4"]);
+    s.inject("p1", std::slice::from_ref(&f));
+    let out = s.capture_all();
+    let m3 = udp_frame(MAC_A, [2, 0, 0, 0, 0, 0x99], IP_A, IP_B, 63).build();
+    let m4 = udp_frame(MAC_A, [2, 0, 0, 0, 0, 0x99], IP_A, [10, 9, 9, 9], 63).build();
+    assert_eq!(out["p2"], vec![f.clone()]);
+    assert_eq!(out["p3"], vec![m3.clone()]);
+    assert_eq!(out["p4"], vec![m4.clone()]);
+    verify_checksums(&m4);
+    assert_eq!(out.len(), 3);
+
+    // Outputs before a goto into an empty table stay; output to in_port is skipped; IN_PORT sends back.
+    let mut s = five_ports(&["in_port=1,actions=output:1,output:2,IN_PORT,goto_table:1"]);
+    s.inject("p1", std::slice::from_ref(&f));
+    let out = s.capture_all();
+    assert_eq!(out.keys().collect::<Vec<_>>(), ["p1", "p2"]);
+    assert_eq!((out["p1"].len(), out["p2"].len()), (1, 1));
+    assert!(s.port("p1").rx_drop_reasons.is_empty());
+
+    // OVS_SEMANTICS dec_ttl example: ttl 1 outputs on 2 and 3 (not 4), unchanged.
+    let mut s = five_ports(&[
+        "table=0,ip,actions=output:2,resubmit(,1),output:3",
+        "table=1,ip,actions=dec_ttl,output:4",
+    ]);
+    s.inject("p1", std::slice::from_ref(&ttl1));
+    let out = s.capture_all();
+    assert_eq!(out.keys().collect::<Vec<_>>(), ["p2", "p3"]);
+    assert_eq!(out["p2"], vec![ttl1.clone()]);
+    assert_eq!(out["p3"], vec![ttl1.clone()]);
+    // ...and with ttl 64 on 2, 4 (ttl 63) and 3 (ttl 63: modifications stay).
+    s.inject("p1", std::slice::from_ref(&f));
+    let out = s.capture_all();
+    let t63 = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 63).build();
+    assert_eq!(out["p2"], vec![f.clone()]);
+    assert_eq!(out["p4"], vec![t63.clone()]);
+    assert_eq!(out["p3"], vec![t63.clone()]);
+
+    // resubmit/goto_table ordering example: outputs on 2, 3, then 5.
+    let mut s = five_ports(&[
+        "table=0,actions=resubmit(,1),output:5",
+        "table=1,actions=output:2,goto_table:2",
+        "table=2,actions=output:3",
+    ]);
+    s.inject("p1", std::slice::from_ref(&f));
+    let out = s.capture_all();
+    assert_eq!(out.keys().collect::<Vec<_>>(), ["p2", "p3", "p5"]);
+
+    // A resubmit loop drops the whole packet, earlier outputs included.
+    let mut s = five_ports(&["table=0,actions=output:2,resubmit(,0)"]);
+    s.inject("p1", std::slice::from_ref(&f));
+    assert!(s.capture_all().is_empty());
+    assert_eq!(reasons(&s.port("p1").rx_drop_reasons), BTreeMap::from([("resubmit_depth", 1)]));
+
+    // A flow with no actions is an explicit drop; actions without an output are no_output.
+    let mut s = five_ports(&["in_port=1,actions=drop", "in_port=2,ip,actions=dec_ttl"]);
+    s.inject("p1", std::slice::from_ref(&f));
+    s.inject("p2", std::slice::from_ref(&f));
+    assert!(s.capture_all().is_empty());
+    assert_eq!(reasons(&s.port("p1").rx_drop_reasons), BTreeMap::from([("explicit_drop", 1)]));
+    assert_eq!(reasons(&s.port("p2").rx_drop_reasons), BTreeMap::from([("no_output", 1)]));
+}
