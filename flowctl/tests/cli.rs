@@ -328,6 +328,18 @@ fn dump_flows_has_the_ovs_ofctl_shape() {
          \x20table=1, idle_timeout=300, in_port=1,dl_vlan=5 actions=set_field:4103->vlan_vid,pop_vlan,output:2\n\
          \x20table=2, priority=0,tcp,nw_src=10.1.0.0/16,tp_dst=80 actions=resubmit(,3),IN_PORT\n"
     );
+    // The dump (with statistics) is valid input: save and restore round-trips.
+    let nostats = s.ok(&["dump-flows", "br0", "--no-stats"]);
+    let o = s.run_stdin(&["--json", "replace-flows", "br0", "-"], &dump);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], serde_json::json!({"added": 0, "modified": 0, "removed": 0, "unchanged": 4}));
+    s.ok(&["del-flows", "br0"]);
+    let o = s.run_stdin(&["add-flows", "br0", "-"], &dump);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(s.ok(&["dump-flows", "br0", "--no-stats"]), nostats);
+    s.ok(&["inject", "br0", "pod-a", ICMP_A_TO_B]);
+
     // Filters.
     let t1 = s.ok(&["dump-flows", "br0", "table=1"]);
     assert_eq!(t1.lines().count(), 1);
@@ -573,6 +585,31 @@ fn graceful_stop_and_corrupt_state() {
     };
     assert!(status.success(), "{status}");
     assert!(!s.sock.exists(), "socket removed on a clean stop");
+
+    // Unusable paths: clear messages, exit 1.
+    let long = dir.path().join("x".repeat(120));
+    let o = Command::new(switchd_bin().unwrap())
+        .arg("--socket")
+        .arg(&long)
+        .arg("--state-dir")
+        .arg(&s.state)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("limited to 107 bytes"), "{}", stderr(&o));
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let o = Command::new(switchd_bin().unwrap())
+        .arg("--socket")
+        .arg(&s.sock)
+        .arg("--state-dir")
+        .arg(file.join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("state directory"), "{}", stderr(&o));
+    let o = Command::new(switchd_bin().unwrap()).args(["--socket-mode", "999"]).output().unwrap();
+    assert_eq!(code(&o), 2, "usage error");
 
     // A torn state file: switchd refuses to start, saying why and where.
     let state = s.state.join("state.json");
