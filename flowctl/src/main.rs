@@ -19,10 +19,10 @@ use switch::control::server::Client;
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None, after_help = render::EXAMPLES)]
 struct Cli {
-    /// switchd's control socket.
+    /// switchd's control socket (the option wins over FLOWCTL_SOCKET).
     #[arg(long, global = true, env = "FLOWCTL_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Print switchd's JSON reply instead of text.
+    /// Print switchd's JSON reply ({"ok":...} or {"error":...}) instead of text; exit codes are unchanged.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -32,68 +32,138 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Add a flow: `flowctl add-flow br0 'table=0,priority=100,ip,nw_dst=10.244.1.0/24,actions=dec_ttl,goto_table:2'`.
-    AddFlow { bridge: String, flow: String },
-    /// Add the flows in FILE (one per line, `#` comments; `-` for stdin), all or nothing.
-    AddFlows { bridge: String, file: String },
-    /// Change the actions of the flows the given match covers (`--strict`: exact match and priority).
-    ModFlows {
+    ///
+    /// Defaults: table 0, priority 32768. A flow with the same table, match and
+    /// priority is replaced; its packet and byte counters carry over (OpenFlow 1.3).
+    AddFlow {
+        /// Bridge name (switchd's --bridge).
         bridge: String,
+        /// The flow, in ovs-ofctl syntax, ending with actions=...
         flow: String,
+    },
+    /// Add the flows in FILE (one per line, `#` comments; `-` for stdin), all or nothing.
+    ///
+    /// Every line is an add (no leading add/modify/delete word: use `bundle` for that).
+    /// An error names the flow as "(item N)", counting flows, not file lines.
+    AddFlows {
+        /// Bridge name.
+        bridge: String,
+        /// File of flows, or `-` for standard input.
+        file: String,
+    },
+    /// Change the actions of the flows the given match covers (`--strict`: exact match and priority).
+    ///
+    /// Only the actions change: cookie, timeouts, counters and duration are kept.
+    /// Nothing is added when no flow is selected (OpenFlow 1.3).
+    ModFlows {
+        /// Bridge name.
+        bridge: String,
+        /// Selection (`table=`, `cookie=V/M`, a match) and the new actions=...
+        flow: String,
+        /// Select only the flow with exactly this match and priority (default 32768).
         #[arg(long)]
         strict: bool,
     },
     /// Delete the flows the given match covers (all flows without FLOW; `--strict`: exact match and priority).
     DelFlows {
+        /// Bridge name.
         bridge: String,
+        /// Selection: a match, `table=`, `cookie=V/M`, `out_port=`; no actions.
         flow: Option<String>,
+        /// Select only the flow with exactly this match and priority (default 32768).
         #[arg(long)]
         strict: bool,
     },
-    /// Print flows, like `ovs-ofctl -O OpenFlow13 dump-flows`.
+    /// Print flows, like `ovs-ofctl -O OpenFlow13 dump-flows` (sorted by table, then priority).
     DumpFlows {
+        /// Bridge name.
         bridge: String,
+        /// Selection, as for del-flows (without --strict).
         flow: Option<String>,
-        /// Leave out cookie, duration and counters.
+        /// Leave out duration and counters (and cookie and table when they are 0).
         #[arg(long)]
         no_stats: bool,
     },
     /// Make the bridge's flows exactly those in FILE, applying only the difference, atomically.
-    ReplaceFlows { bridge: String, file: String },
+    ///
+    /// Unchanged flows keep their counters and duration; changed ones keep their
+    /// counters. Prints nothing; `--json` gives the counts added/modified/removed/unchanged.
+    ReplaceFlows {
+        /// Bridge name.
+        bridge: String,
+        /// File of flows (as for add-flows), or `-` for standard input.
+        file: String,
+    },
     /// Apply the flow-mods in FILE all or nothing. Lines: `add|modify|modify_strict|delete|delete_strict FLOW`
     /// (an optional leading `flow` word is accepted, as in ovs-ofctl bundle files).
-    Bundle { bridge: String, file: String },
+    Bundle {
+        /// Bridge name.
+        bridge: String,
+        /// Bundle file, or `-` for standard input.
+        file: String,
+    },
     /// Print port counters with every drop's reason.
     DumpPorts {
+        /// Bridge name.
         bridge: String,
+        /// One port (name or number); all ports without it.
         port: Option<String>,
     },
     /// Print per-table counters.
-    DumpTables { bridge: String },
-    /// Print the bridge, its ports and the polling thread's counters.
-    Show { bridge: String },
-    /// Trace a packet through the tables: `flowctl trace br0 'in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_ttl=64,tcp_dst=80'`.
-    Trace { bridge: String, packet: String },
-    /// Add a port: `flowctl add-port br0 p1 type=memory ofport=1 [option=value ...]`.
-    AddPort {
+    DumpTables {
+        /// Bridge name.
         bridge: String,
+    },
+    /// Print the bridge, its ports and the polling thread's counters.
+    Show {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Trace a packet through the tables: `flowctl trace br0 'in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_ttl=64,tcp_dst=80'`.
+    ///
+    /// Prints what `ovs-appctl ofproto/trace` prints. Fields not given are zero
+    /// (nw_ttl included); a protocol keyword must come before its fields; UDP ports
+    /// are udp_src/udp_dst (tp_src/tp_dst mean TCP).
+    Trace {
+        /// Bridge name.
+        bridge: String,
+        /// The packet, in ofproto/trace syntax.
+        packet: String,
+    },
+    /// Add a port: `flowctl add-port br0 p1 type=memory ofport=1 [option=value ...]`.
+    ///
+    /// Types: memory (option depth=N, default 1024). Without ofport=, the lowest free number.
+    AddPort {
+        /// Bridge name.
+        bridge: String,
+        /// Port name (1-64 characters, no spaces, commas or slashes).
         name: String,
         /// `type=TYPE`, `ofport=N` and backend options as `key=value`.
         #[arg(required = true)]
         settings: Vec<String>,
     },
     /// Remove a port.
-    DelPort { bridge: String, name: String },
+    DelPort {
+        /// Bridge name.
+        bridge: String,
+        /// Port name (not number).
+        name: String,
+    },
     /// Hand frames to a memory port as if they arrived on it. Each FRAME is hex bytes, or a
     /// packet in trace syntax (`icmp,dl_src=..,dl_dst=..,nw_src=..,nw_dst=..,nw_ttl=64`) composed into a frame.
     Inject {
+        /// Bridge name.
         bridge: String,
+        /// Memory port, by name or number.
         port: String,
+        /// Frames: hex bytes, or packets in trace syntax.
         #[arg(required = true)]
         frames: Vec<String>,
     },
     /// Print the frame (hex) that a packet description in trace syntax stands for,
     /// like `ovs-ofctl compose-packet --bare`. Needs no switchd.
     ComposePacket {
+        /// The packet, in ofproto/trace syntax (fields not given are zero).
         packet: String,
         /// Bytes of payload after the headers.
         #[arg(long, default_value_t = 0)]
@@ -101,8 +171,11 @@ enum Cmd {
     },
     /// Print (and consume) the frames a memory port transmitted.
     Capture {
+        /// Bridge name.
         bridge: String,
+        /// Memory port, by name or number.
         port: String,
+        /// Take at most this many frames (all without it).
         #[arg(long)]
         max: Option<usize>,
     },
@@ -295,9 +368,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let reply = Client::connect(&cli.socket).and_then(|mut c| c.call(&req));
-    let reply = match reply {
+    let mut client = match Client::connect(&cli.socket) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "flowctl: cannot connect to switchd at {}: {e} (is switchd running? --socket or FLOWCTL_SOCKET selects another)",
+                cli.socket.display()
+            );
+            return ExitCode::from(3);
+        }
+    };
+    let reply = match client.call(&req) {
         Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            eprintln!("flowctl: {e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!(
                 "flowctl: cannot talk to switchd at {}: {e} (is switchd running? --socket or FLOWCTL_SOCKET selects another)",

@@ -15,10 +15,14 @@ Examples:
   flowctl add-flow br0 'table=0,priority=100,ip,nw_dst=10.244.1.0/24,actions=dec_ttl,goto_table:2'
   flowctl add-flows br0 flows.txt
   flowctl dump-flows br0 'table=0,ip'
-  flowctl del-flows br0 'cookie=0x5/-1'
+  flowctl mod-flows --strict br0 'table=1,priority=10,ip,nw_dst=10.244.2.3,actions=output:2'
+  flowctl del-flows br0 'cookie=0x5/0xffffffffffffffff'
   flowctl trace br0 'in_port=1,icmp,nw_src=10.244.1.2,nw_dst=10.244.2.3,nw_ttl=64'
+  flowctl inject br0 p1 'icmp,nw_src=10.244.1.2,nw_dst=10.244.2.3,nw_ttl=64'
+  flowctl capture br0 p2
   flowctl dump-ports br0
   flowctl --json trace br0 'in_port=1,udp,nw_dst=10.0.0.1,udp_dst=53'
+Exit codes: 0 ok, 1 switchd rejected the request, 2 usage or local error, 3 switchd unreachable.
 See docs/flowctl.md for every command.";
 
 fn opt<T: serde::de::DeserializeOwned>(v: &Value, key: &str) -> Vec<T> {
@@ -62,6 +66,13 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
+                if s.rx_malformed + s.rx_truncated > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{pad}rx malformed={}, truncated={} (forwarded as far as parsed)",
+                        s.rx_malformed, s.rx_truncated
+                    );
+                }
                 if !s.rx_drop_reasons.is_empty() {
                     let _ = writeln!(out, "{pad}rx drops: {}", reasons(&s.rx_drop_reasons));
                 }

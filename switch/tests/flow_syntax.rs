@@ -366,7 +366,17 @@ fn action_format_details() {
             "actions=move:reg0[0..15]->reg1[16..31]",
             "move:NXM_NX_REG0[0..15]->NXM_NX_REG1[16..31]",
         ),
+        // mf_format_subfield uses the NXM name (NXM_OF_IP_TOS, NXM_NX_IP_ECN) when there is one.
+        (
+            "ip,actions=load:0x2e->nw_tos[2..7],load:1->nw_ecn[]",
+            "load:0x2e->NXM_OF_IP_TOS[2..7],load:0x1->NXM_NX_IP_ECN[]",
+        ),
+        (
+            "actions=load:0x1->OXM_OF_METADATA[0..7]",
+            "load:0x1->OXM_OF_METADATA[0..7]",
+        ),
         ("actions=resubmit:3", "resubmit:3"),
+        ("actions=resubmit(1,2),output:3", "resubmit(1,2),output:3"),
         ("actions=resubmit(,2)", "resubmit(,2)"),
         ("actions=resubmit(1,2)", "resubmit(1,2)"),
         ("actions=resubmit(1)", "resubmit:1"),
@@ -631,10 +641,20 @@ fn errors_point_at_the_token() {
         e.message
     );
     assert_eq!(e.offset, 2);
-    let e = add_err("sctp,actions=drop");
+    // sctp/rarp match on ethertype and protocol only: there are no SCTP port fields.
+    assert_eq!(dump("sctp,actions=drop"), "sctp actions=drop");
+    assert_eq!(dump("ip,nw_proto=132,actions=drop"), "sctp actions=drop");
+    assert_eq!(dump("rarp,actions=drop"), "rarp actions=drop");
+    let e = add_err("sctp,sctp_src=5,actions=drop");
+    assert_eq!(e.token, "sctp_src");
+    let e = add_err("sctp,tp_src=5,actions=drop");
+    assert_eq!(e.token, "tp_src=5");
+    let e = add_err("rarp,arp_spa=1.2.3.4,actions=drop");
+    assert_eq!(e.token, "arp_spa=1.2.3.4");
+    let e = add_err("nsh,actions=drop");
     assert!(e.message.contains("not supported"), "{}", e.message);
-    let e = add_err("rarp,actions=drop");
-    assert!(e.message.contains("not supported"), "{}", e.message);
+    let e = add_err("in_port[0..3]=1,actions=drop");
+    assert!(e.message.contains("part of its bits"), "{}", e.message);
     let e = add_err("cookie=1/1,actions=drop");
     assert!(e.message.contains("cookie mask"), "{}", e.message);
 }

@@ -133,7 +133,8 @@ fn add_without_table_goes_to_table_0_and_255_is_rejected() {
             table: 255
         }
     );
-    assert!(err.to_string().contains("flow #0"));
+    assert_eq!(err.index(), 0);
+    assert!(err.to_string().contains("table 255 out of range"), "{err}");
 }
 
 #[test]

@@ -220,7 +220,7 @@ impl Bridge {
                             )
                         })?,
                 };
-                for k in cfg.options.keys().filter(|k| k.as_str() != "depth") {
+                if let Some(k) = cfg.options.keys().find(|k| k.as_str() != "depth") {
                     return Err(ErrorBody::new(
                         ErrorCode::BadPortConfig,
                         format!("memory ports take no option {k:?} (known: depth)"),
@@ -530,14 +530,17 @@ impl Bridge {
                     .collect();
                 Ok(json!({ "tables": tables }))
             }
-            Request::Show { .. } => Ok(json!({
+            Request::Show { .. } => {
+                self.pmd.sync(SYNC_TIMEOUT);
+                Ok(json!({
                 "bridge": self.name,
                 "n_tables": crate::flow::N_TABLES,
                 "n_flows": self.pipeline.rules().count(),
                 "generation": self.generation,
                 "ports": self.port_entries(None),
                 "pmd": self.pmd.stats(),
-            })),
+                }))
+            }
             Request::Trace { packet, .. } => {
                 let key = parse_packet(&packet).map_err(|e| ErrorBody {
                     code: ErrorCode::BadPacket,
@@ -671,7 +674,7 @@ pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
         .bytes()
         .filter(|c| !c.is_ascii_whitespace() && *c != b':')
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", digits.len()));
     }
     digits

@@ -297,7 +297,17 @@ impl Client {
                 "switchd closed the connection",
             ));
         }
-        serde_json::from_str(&resp).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        // A trace of a deep resubmit chain nests far beyond serde_json's default
+        // limit of 128; the reply comes from switchd, which we trust, and its
+        // depth is bounded by translation's own limits (64 resubmits).
+        let mut de = serde_json::Deserializer::from_str(&resp);
+        de.disable_recursion_limit();
+        serde::Deserialize::deserialize(&mut de).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("switchd's reply could not be decoded: {e}"),
+            )
+        })
     }
 }
 

@@ -319,13 +319,13 @@ fields! {
     NwProto = { name: "nw_proto", aliases: ["ip_proto", "NXM_OF_IP_PROTO", "OXM_OF_IP_PROTO"], slot: nw_proto,
         kind: Int, shift: 0, width: 8, maskable: false, writable: false, prereq: IpAny, format: Decimal },
     /// TOS byte (ovs-ofctl `nw_tos` matches its DSCP bits, i.e. mask 0xfc).
-    NwTos = { name: "nw_tos", aliases: [], slot: nw_tos,
+    NwTos = { name: "nw_tos", aliases: ["NXM_OF_IP_TOS"], slot: nw_tos,
         kind: Int, shift: 0, width: 8, maskable: false, writable: true, prereq: IpAny, format: Decimal },
     /// DSCP (upper six bits of the TOS byte).
     IpDscp = { name: "ip_dscp", aliases: ["OXM_OF_IP_DSCP"], slot: nw_tos,
         kind: Int, shift: 2, width: 6, maskable: false, writable: true, prereq: IpAny, format: Decimal },
     /// ECN (lower two bits of the TOS byte).
-    IpEcn = { name: "nw_ecn", aliases: ["ip_ecn", "OXM_OF_IP_ECN"], slot: nw_tos,
+    IpEcn = { name: "nw_ecn", aliases: ["ip_ecn", "NXM_NX_IP_ECN", "OXM_OF_IP_ECN"], slot: nw_tos,
         kind: Int, shift: 0, width: 2, maskable: false, writable: true, prereq: IpAny, format: Decimal },
     /// IPv4 TTL / IPv6 hop limit.
     NwTtl = { name: "nw_ttl", aliases: ["NXM_NX_IP_TTL"], slot: nw_ttl,

@@ -450,7 +450,7 @@ pub fn format_subfield(r: &FieldRange) -> String {
             "{}[{}..{}]",
             name,
             r.ofs,
-            r.ofs + r.n_bits.saturating_sub(1)
+            r.ofs.saturating_add(r.n_bits.saturating_sub(1))
         )
     }
 }
@@ -554,7 +554,7 @@ fn format_action(a: &Action, s: &mut String) {
         Action::WriteMetadata { value, mask } => {
             let _ = write!(s, "write_metadata:{}", c_hex(u128::from(*value)));
             if *mask != u64::MAX {
-                let _ = write!(s, "/{:#x}", mask);
+                let _ = write!(s, "/{}", c_hex(u128::from(*mask)));
             }
         }
         Action::GotoTable(t) => {
@@ -733,4 +733,49 @@ pub fn format_key(k: &FlowKey) -> String {
         }
     }
     format_match(&Match::new(*k, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_style_numbers_and_addresses() {
+        assert_eq!(c_hex(0), "0");
+        assert_eq!(c_hex(0x1f), "0x1f");
+        assert_eq!(ipv4_masked(0x0a01_0000, 0xffff_0000), "10.1.0.0/16");
+        assert_eq!(
+            ipv4_masked(0x0a00_0200, 0xff00_ff00),
+            "10.0.2.0/255.0.255.0"
+        );
+        assert_eq!(ipv4_masked(0x0a00_0001, u32::MAX), "10.0.0.1");
+        // glibc inet_ntop prints IPv4-compatible addresses with a dotted quad.
+        assert_eq!(ipv6_text(0x0102_0304), "::1.2.3.4");
+        assert_eq!(ipv6_text(1), "::1");
+        assert_eq!(ipv6_text(0xffff_0102_0304), "::ffff:1.2.3.4");
+        assert_eq!(duration(Duration::new(1, 234_000_000)), "1.234s");
+        assert_eq!(duration(Duration::new(2, 0)), "2s");
+        assert_eq!(duration(Duration::new(0, 120_000)), "0.00012s");
+        assert_eq!(flags(0x22, 0x23, CT_STATE_NAMES), "-new+est+trk");
+        assert_eq!(flags(0, 0xff, CT_STATE_NAMES), "0");
+        assert_eq!(format_port(ofport::LOCAL), "LOCAL");
+        assert_eq!(format_port(7), "7");
+    }
+
+    #[test]
+    fn hand_built_extremes_do_not_panic() {
+        let r = FieldRange {
+            field: Field::Reg0,
+            ofs: u32::MAX,
+            n_bits: u32::MAX,
+        };
+        let _ = format_subfield(&r);
+        let a = Action::SetField {
+            field: Field::Ipv6Src,
+            value: u128::MAX,
+            mask: u128::MAX - 1,
+        };
+        let _ = format_actions(&[a]);
+        let _ = format_match(&Match::exact(&FlowKey::all_ones()));
+    }
 }

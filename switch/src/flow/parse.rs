@@ -405,6 +405,9 @@ fn parse_ipv6(s: &str) -> Option<u128> {
     s.parse::<Ipv6Addr>().ok().map(u128::from)
 }
 
+/// Parses an address into its numeric value.
+type AddrParser = fn(&str) -> Option<u128>;
+
 /// Value and optional mask text of `v[/m]`.
 fn split_mask(s: &str) -> (&str, Option<&str>) {
     match s.find('/') {
@@ -562,12 +565,11 @@ pub(crate) fn parse_field_value(info: &FieldInfo, text: &str, off: usize) -> PRe
             (v, m)
         }
         Format::Ipv4 | Format::Ipv6 => {
-            let (parse, what, width): (fn(&str) -> Option<u128>, &str, u32) =
-                if info.format == Format::Ipv4 {
-                    (parse_ipv4, "an IPv4 address like 10.0.0.1", 32)
-                } else {
-                    (parse_ipv6, "an IPv6 address like 2001:db8::1", 128)
-                };
+            let (parse, what, width): (AddrParser, &str, u32) = if info.format == Format::Ipv4 {
+                (parse_ipv4, "an IPv4 address like 10.0.0.1", 32)
+            } else {
+                (parse_ipv6, "an IPv6 address like 2001:db8::1", 128)
+            };
             let v = parse(vtext)
                 .ok_or_else(|| err_value(name, vtext, off, &format!("expected {}", what)))?;
             let m = match mtext {
@@ -683,10 +685,19 @@ const PROTOCOLS: &[(&str, u16, Option<u8>)] = &[
     ("tcp6", ethertype::IPV6, Some(ipproto::TCP)),
     ("udp6", ethertype::IPV6, Some(ipproto::UDP)),
     ("arp", ethertype::ARP, None),
+    // Matched by ethertype / IP protocol only: ferroswitch has no fields for
+    // their headers (no sctp_src, no RARP-specific fields, no MPLS label), but
+    // dump-flows prints these names for such matches, so they must parse back.
+    ("rarp", 0x8035, None),
+    ("sctp", ethertype::IPV4, Some(132)),
+    ("sctp6", ethertype::IPV6, Some(132)),
+    ("igmp", ethertype::IPV4, Some(2)),
+    ("mpls", 0x8847, None),
+    ("mplsm", 0x8848, None),
 ];
 
 /// Protocol keywords OVS knows that ferroswitch does not implement.
-const UNSUPPORTED_PROTOCOLS: &[&str] = &["rarp", "sctp", "sctp6", "igmp", "mpls", "mplsm", "nsh"];
+const UNSUPPORTED_PROTOCOLS: &[&str] = &["nsh"];
 
 /// The (dl_type, nw_proto) a protocol keyword stands for.
 pub(crate) fn protocol(name: &str) -> Option<(u16, Option<u8>)> {
@@ -697,8 +708,7 @@ fn unsupported_protocol(name: &str, off: usize) -> Option<ParseError> {
     UNSUPPORTED_PROTOCOLS.contains(&name).then(|| {
         ParseError::new(
             format!(
-                "protocol \"{}\" is not supported by ferroswitch (it does not parse those headers); \
-                 match the ethertype/IP protocol numerically instead, e.g. dl_type=0x8035 or ip,nw_proto=132",
+                "protocol \"{}\" is not supported by ferroswitch (it does not parse those headers)",
                 name
             ),
             off,
@@ -1217,6 +1227,16 @@ fn parse_flow_inner(text: &str, mode: ParseMode) -> PResult<FlowSpec> {
                 })?;
             let mut c = Contribution::empty();
             let info = sf.field.info();
+            if !info.maskable && sf.n_bits != info.width {
+                return Err(ParseError::new(
+                    format!(
+                        "field {} cannot be matched on part of its bits (it does not support masks)",
+                        info.name
+                    ),
+                    off,
+                    key,
+                ));
+            }
             let m = prefix_mask(sf.n_bits, sf.n_bits) << sf.ofs;
             c.set(sf.field, val << sf.ofs, m);
             c.prereq = info.prereq;
@@ -1983,4 +2003,50 @@ fn parse_set_field(
         };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexer_offsets_and_nesting() {
+        let t = lex("ip, nw_dst = 10.0.0.1 resubmit(1,(2)),x:y", 0).unwrap();
+        let keys: Vec<_> = t
+            .iter()
+            .map(|t| (t.key, t.key_off, t.value, t.value_off))
+            .collect();
+        assert_eq!(keys[0], ("ip", 0, None, 2));
+        assert_eq!(keys[1], ("nw_dst", 4, Some("10.0.0.1"), 13));
+        assert_eq!(keys[2], ("resubmit", 22, Some("1,(2)"), 31));
+        assert_eq!(keys[3], ("x", 38, Some("y"), 40));
+        assert!(lex("a(b", 0).is_err());
+        assert!(lex("a=b(c", 0).is_err());
+    }
+
+    #[test]
+    fn numbers_masks_and_names() {
+        assert_eq!(parse_uint("0x1F"), Some(31));
+        assert_eq!(parse_uint("12"), Some(12));
+        assert_eq!(parse_uint("-1"), None);
+        assert_eq!(parse_uint("0x"), None);
+        assert_eq!(parse_mac("0:a:b:c:d:e"), Some(0x000a_0b0c_0d0e));
+        assert_eq!(parse_mac("00:0a:0b:0c:0d"), None);
+        assert_eq!(mask_segments(0xf0f), vec![(0, 4), (8, 4)]);
+        assert_eq!(mask_segments(u128::MAX), vec![(0, 128)]);
+        assert_eq!(parse_port("local", 0), Ok(ofport::LOCAL));
+        assert_eq!(parse_port("65534", 0), Ok(ofport::LOCAL));
+        assert!(parse_port("65280", 0).is_err());
+        assert_eq!(
+            closest("nw_dsst", ["nw_dst", "nw_src"].into_iter()),
+            Some("nw_dst")
+        );
+        assert_eq!(closest("zzzzzzzz", ["nw_dst"].into_iter()), None);
+        assert_eq!(
+            parse_flags("+trk-new", CT_STATE_NAMES, "ct_state", 0),
+            Ok((0x20, 0x21))
+        );
+        assert!(parse_flags("+trk+trk", CT_STATE_NAMES, "ct_state", 0).is_err());
+        assert!(parse_flags("+bogus", TCP_FLAG_NAMES, "tcp_flags", 0).is_err());
+    }
 }

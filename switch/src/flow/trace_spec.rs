@@ -90,9 +90,17 @@ fn parse_packet_inner(text: &str) -> Result<FlowKey, ParseError> {
         if matches!(field, Field::DlVlan | Field::VlanPcp) {
             c.prereq = Prereq::None;
         }
+        let icmp_any =
+            Prereq::Icmp.satisfied_by(&mb.value) || Prereq::Icmpv6.satisfied_by(&mb.value);
         let ok = c.prereq.satisfied_by(&mb.value)
             || (mb.value.dl_type == super::key::ethertype::ARP
-                && matches!(field, Field::IpSrc | Field::IpDst | Field::NwProto));
+                && matches!(field, Field::IpSrc | Field::IpDst | Field::NwProto))
+            // flow_format prints icmp_type/icmp_code for ICMPv6 too; accept them back.
+            || (icmp_any
+                && matches!(
+                    field,
+                    Field::IcmpType | Field::IcmpCode | Field::Icmpv6Type | Field::Icmpv6Code
+                ));
         if !ok {
             return Err(ParseError::new(
                 format!(
