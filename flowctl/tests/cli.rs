@@ -89,14 +89,20 @@ impl Switchd {
                     panic!("switchd exited with {st} before listening: {err}");
                 }
             }
-            assert!(Instant::now() < deadline, "switchd did not listen on {}", self.sock.display());
+            assert!(
+                Instant::now() < deadline,
+                "switchd did not listen on {}",
+                self.sock.display()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     fn cmd(&self) -> Command {
         let mut c = Command::new(FLOWCTL);
-        c.arg("--socket").arg(&self.sock).env_remove("FLOWCTL_SOCKET");
+        c.arg("--socket")
+            .arg(&self.sock)
+            .env_remove("FLOWCTL_SOCKET");
         c
     }
 
@@ -170,7 +176,10 @@ fn mask_durations(s: &str) -> String {
         let end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        assert!(end > 0 && rest[end..].starts_with('s'), "duration value in {s:?}");
+        assert!(
+            end > 0 && rest[end..].starts_with('s'),
+            "duration value in {s:?}"
+        );
         out.push('X');
         rest = &rest[end + 1..];
     }
@@ -182,8 +191,14 @@ const ICMP_A_TO_B: &str = "icmp,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:f
 
 /// Two memory ports and a forwarding flow, as in the README walk-through.
 fn two_pods(s: &Switchd) {
-    assert_eq!(s.ok(&["add-port", "br0", "pod-a", "type=memory", "ofport=1"]), "pod-a: ofport 1\n");
-    assert_eq!(s.ok(&["add-port", "br0", "pod-b", "type=memory", "ofport=2"]), "pod-b: ofport 2\n");
+    assert_eq!(
+        s.ok(&["add-port", "br0", "pod-a", "type=memory", "ofport=1"]),
+        "pod-a: ofport 1\n"
+    );
+    assert_eq!(
+        s.ok(&["add-port", "br0", "pod-b", "type=memory", "ofport=2"]),
+        "pod-b: ofport 2\n"
+    );
 }
 
 #[test]
@@ -210,7 +225,8 @@ fn help_lists_every_command() {
         "capture",
     ] {
         assert!(
-            help.lines().any(|l| l.trim_start().starts_with(&format!("{c} "))),
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{c} "))),
             "--help lists {c}:\n{help}"
         );
         let o = Command::new(FLOWCTL).args([c, "--help"]).output().unwrap();
@@ -247,13 +263,20 @@ fn usage_errors_exit_2_and_no_switchd_exits_3() {
     let o = run(&["add-port", "br0", "p1", "ofport=1"]);
     assert!(stderr(&o).contains("type=TYPE"), "{}", stderr(&o));
     let o = run(&["add-flows", "br0", "/nonexistent/flows.txt"]);
-    assert!(stderr(&o).contains("/nonexistent/flows.txt"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/flows.txt"),
+        "{}",
+        stderr(&o)
+    );
 
     // No switchd: exit 3, naming the socket and the remedy.
     let o = run(&["dump-flows", "br0"]);
     assert_eq!(code(&o), 3);
     let e = stderr(&o);
-    assert!(e.contains(&sock.display().to_string()) && e.contains("is switchd running?"), "{e}");
+    assert!(
+        e.contains(&sock.display().to_string()) && e.contains("is switchd running?"),
+        "{e}"
+    );
     // FLOWCTL_SOCKET selects the socket too.
     let o = Command::new(FLOWCTL)
         .env("FLOWCTL_SOCKET", &sock)
@@ -264,7 +287,10 @@ fn usage_errors_exit_2_and_no_switchd_exits_3() {
     assert!(stderr(&o).contains(&sock.display().to_string()));
 
     // compose-packet needs no switchd.
-    let o = run(&["compose-packet", "udp,nw_src=10.0.0.1,nw_dst=10.0.0.2,udp_dst=53"]);
+    let o = run(&[
+        "compose-packet",
+        "udp,nw_src=10.0.0.1,nw_dst=10.0.0.2,udp_dst=53",
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let hex = String::from_utf8(o.stdout).unwrap();
     assert_eq!(hex.trim().len(), 2 * 60, "a minimum-size frame: {hex}");
@@ -274,7 +300,11 @@ fn usage_errors_exit_2_and_no_switchd_exits_3() {
 #[test]
 fn switchd_errors_exit_1_with_the_caret() {
     let Some(s) = Switchd::start() else { return };
-    let o = s.run(&["add-flow", "br0", "priority=100,ip,nw_dstt=10.1.1.1,actions=drop"]);
+    let o = s.run(&[
+        "add-flow",
+        "br0",
+        "priority=100,ip,nw_dstt=10.1.1.1,actions=drop",
+    ]);
     assert_eq!(code(&o), 1);
     assert_eq!(
         stderr(&o),
@@ -282,7 +312,11 @@ fn switchd_errors_exit_1_with_the_caret() {
     );
     let o = s.run(&["add-flow", "br0", "actions=dec_ttl"]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).ends_with("\n  actions=dec_ttl\n          ^\n"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).ends_with("\n  actions=dec_ttl\n          ^\n"),
+        "{}",
+        stderr(&o)
+    );
     let o = s.run(&["dump-flows", "br9"]);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("no bridge \"br9\""), "{}", stderr(&o));
@@ -297,7 +331,10 @@ fn switchd_errors_exit_1_with_the_caret() {
     assert_eq!(v["error"]["input"], "table=1,actions=goto_table:0");
     assert_eq!(v["error"]["offset"], 16, "at goto_table");
     // A batch error names the item.
-    let o = s.run_stdin(&["add-flows", "br0", "-"], "actions=drop\n# comment\n\ntable=2,actions=output:x\n");
+    let o = s.run_stdin(
+        &["add-flows", "br0", "-"],
+        "actions=drop\n# comment\n\ntable=2,actions=output:x\n",
+    );
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("(item 2)"), "{}", stderr(&o));
     assert_eq!(s.ok(&["dump-flows", "br0"]), "", "nothing added");
@@ -308,9 +345,17 @@ fn dump_flows_has_the_ovs_ofctl_shape() {
     let Some(s) = Switchd::start() else { return };
     two_pods(&s);
     s.ok(&["add-flow", "br0", "priority=100,cookie=0x5,ip,nw_dst=10.244.1.3,actions=mod_dl_dst:02:00:00:00:00:02,dec_ttl,output:2"]);
-    s.ok(&["add-flow", "br0", "table=1,idle_timeout=300,in_port=1,dl_vlan=5,actions=mod_vlan_vid:7,strip_vlan,output:2"]);
+    s.ok(&[
+        "add-flow",
+        "br0",
+        "table=1,idle_timeout=300,in_port=1,dl_vlan=5,actions=mod_vlan_vid:7,strip_vlan,output:2",
+    ]);
     s.ok(&["add-flow", "br0", "arp,actions=drop"]);
-    s.ok(&["add-flow", "br0", "table=2,priority=0,tcp,nw_src=10.1.2.3/255.255.0.0,tp_dst=80,actions=resubmit(,3),IN_PORT"]);
+    s.ok(&[
+        "add-flow",
+        "br0",
+        "table=2,priority=0,tcp,nw_src=10.1.2.3/255.255.0.0,tp_dst=80,actions=resubmit(,3),IN_PORT",
+    ]);
     assert_eq!(s.ok(&["inject", "br0", "pod-a", ICMP_A_TO_B]), "");
 
     let dump = s.ok(&["dump-flows", "br0"]);
@@ -333,7 +378,10 @@ fn dump_flows_has_the_ovs_ofctl_shape() {
     let o = s.run_stdin(&["--json", "replace-flows", "br0", "-"], &dump);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["ok"], serde_json::json!({"added": 0, "modified": 0, "removed": 0, "unchanged": 4}));
+    assert_eq!(
+        v["ok"],
+        serde_json::json!({"added": 0, "modified": 0, "removed": 0, "unchanged": 4})
+    );
     s.ok(&["del-flows", "br0"]);
     let o = s.run_stdin(&["add-flows", "br0", "-"], &dump);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -346,7 +394,12 @@ fn dump_flows_has_the_ovs_ofctl_shape() {
     assert!(t1.contains("table=1,"), "{t1}");
     let ip = s.ok(&["dump-flows", "br0", "ip", "--no-stats"]);
     assert_eq!(ip.lines().count(), 2, "{ip}");
-    assert_eq!(s.ok(&["dump-flows", "br0", "cookie=0x5/-1", "--no-stats"]).lines().count(), 1);
+    assert_eq!(
+        s.ok(&["dump-flows", "br0", "cookie=0x5/-1", "--no-stats"])
+            .lines()
+            .count(),
+        1
+    );
     assert_eq!(s.ok(&["dump-flows", "br0", "table=9"]), "");
 
     // --json carries every field.
@@ -357,10 +410,18 @@ fn dump_flows_has_the_ovs_ofctl_shape() {
     assert_eq!(f["cookie"], 5);
     assert_eq!(f["priority"], 100);
     assert_eq!(f["table"], 0);
-    assert_eq!((f["n_packets"].as_u64(), f["n_bytes"].as_u64()), (Some(1), Some(60)));
+    assert_eq!(
+        (f["n_packets"].as_u64(), f["n_bytes"].as_u64()),
+        (Some(1), Some(60))
+    );
     assert_eq!(f["match"], "ip,nw_dst=10.244.1.3");
-    assert_eq!(f["actions"], "set_field:02:00:00:00:00:02->eth_dst,dec_ttl,output:2");
-    assert!(f["duration"].as_f64().is_some_and(|d| (0.0..60.0).contains(&d)));
+    assert_eq!(
+        f["actions"],
+        "set_field:02:00:00:00:00:02->eth_dst,dec_ttl,output:2"
+    );
+    assert!(f["duration"]
+        .as_f64()
+        .is_some_and(|d| (0.0..60.0).contains(&d)));
     assert_eq!(flows[0]["priority"], 32768);
 }
 
@@ -380,12 +441,20 @@ fn flows_from_files_stdin_bundles_and_mods() {
     )
     .unwrap();
     assert_eq!(s.ok(&["add-flows", "br0", file.to_str().unwrap()]), "");
-    let stdin = s.run_stdin(&["add-flows", "br0", "-"], "table=3,actions=drop\ntable=4,actions=drop\n");
+    let stdin = s.run_stdin(
+        &["add-flows", "br0", "-"],
+        "table=3,actions=drop\ntable=4,actions=drop\n",
+    );
     assert!(stdin.status.success(), "{}", stderr(&stdin));
     assert_eq!(s.ok(&["dump-flows", "br0"]).lines().count(), 5);
 
     // mod-flows --strict touches only the exact flow.
-    s.ok(&["mod-flows", "br0", "--strict", "priority=10,in_port=1,actions=drop"]);
+    s.ok(&[
+        "mod-flows",
+        "br0",
+        "--strict",
+        "priority=10,in_port=1,actions=drop",
+    ]);
     // non-strict without a match in the selected table does nothing.
     s.ok(&["mod-flows", "br0", "table=0,in_port=3,actions=output:2"]);
     let d = s.ok(&["dump-flows", "br0", "table=0", "--no-stats"]);
@@ -413,19 +482,37 @@ fn flows_from_files_stdin_bundles_and_mods() {
     let d = s.ok(&["dump-flows", "br0", "--no-stats"]);
     assert!(d.contains(" table=5, priority=1 actions=drop\n"), "{d}");
     assert!(!d.contains("table=3"), "{d}");
-    assert!(d.contains(" priority=10,in_port=2 actions=output:2\n"), "{d}");
+    assert!(
+        d.contains(" priority=10,in_port=2 actions=output:2\n"),
+        "{d}"
+    );
     // ... or none.
-    std::fs::write(&bundle, "delete table=5\nadd table=6,actions=goto_table:2\n").unwrap();
+    std::fs::write(
+        &bundle,
+        "delete table=5\nadd table=6,actions=goto_table:2\n",
+    )
+    .unwrap();
     let o = s.run(&["bundle", "br0", bundle.to_str().unwrap()]);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("(item 2)"), "{}", stderr(&o));
-    assert_eq!(s.ok(&["dump-flows", "br0", "--no-stats"]), d, "bundle applied nothing");
+    assert_eq!(
+        s.ok(&["dump-flows", "br0", "--no-stats"]),
+        d,
+        "bundle applied nothing"
+    );
     // A bad bundle verb is a usage error, before anything is sent.
     std::fs::write(&bundle, "frob table=5\n").unwrap();
-    assert_eq!(code(&s.run(&["bundle", "br0", bundle.to_str().unwrap()])), 2);
+    assert_eq!(
+        code(&s.run(&["bundle", "br0", bundle.to_str().unwrap()])),
+        2
+    );
 
     // replace-flows makes the table equal to the file.
-    std::fs::write(&file, "table=0,priority=10,in_port=1,actions=output:2\ntable=7,actions=drop\n").unwrap();
+    std::fs::write(
+        &file,
+        "table=0,priority=10,in_port=1,actions=output:2\ntable=7,actions=drop\n",
+    )
+    .unwrap();
     s.ok(&["replace-flows", "br0", file.to_str().unwrap()]);
     assert_eq!(
         s.ok(&["dump-flows", "br0", "--no-stats"]),
@@ -441,7 +528,11 @@ fn ports_tables_show_trace_and_capture_text() {
     let Some(s) = Switchd::start() else { return };
     two_pods(&s);
     s.ok(&["add-port", "br0", "tiny", "type=memory", "depth=1"]);
-    s.ok(&["add-flow", "br0", "priority=100,ip,nw_dst=10.244.1.3,actions=mod_dl_dst:02:00:00:00:00:02,dec_ttl,output:2"]);
+    s.ok(&[
+        "add-flow",
+        "br0",
+        "priority=100,ip,nw_dst=10.244.1.3,actions=mod_dl_dst:02:00:00:00:00:02,dec_ttl,output:2",
+    ]);
     s.ok(&["add-flow", "br0", "priority=90,ip,actions=output:3"]);
     s.ok(&["inject", "br0", "pod-a", ICMP_A_TO_B, ICMP_A_TO_B]);
     // Two frames to "tiny" (depth 1): one kept, one tx_ring_full.
@@ -468,7 +559,10 @@ fn ports_tables_show_trace_and_capture_text() {
          \x20                 duration=X\n"
     );
     let one = s.ok(&["dump-ports", "br0", "tiny"]);
-    assert!(one.starts_with("OFPST_PORT reply (OF1.3): 1 ports\n  port  3 (tiny):"), "{one}");
+    assert!(
+        one.starts_with("OFPST_PORT reply (OF1.3): 1 ports\n  port  3 (tiny):"),
+        "{one}"
+    );
 
     let tables = s.ok(&["dump-tables", "br0"]);
     assert_eq!(
@@ -478,20 +572,38 @@ fn ports_tables_show_trace_and_capture_text() {
 
     let show = s.ok(&["show", "br0"]);
     let l: Vec<&str> = show.lines().collect();
-    assert_eq!(l[0].split(", generation").next(), Some("br0: 255 tables, 2 flows"), "{show}");
-    assert_eq!(&l[1..4], [" 1(pod-a): type=memory state=up", " 2(pod-b): type=memory state=up", " 3(tiny): type=memory depth=1 state=up"]);
+    assert_eq!(
+        l[0].split(", generation").next(),
+        Some("br0: 255 tables, 2 flows"),
+        "{show}"
+    );
+    assert_eq!(
+        &l[1..4],
+        [
+            " 1(pod-a): type=memory state=up",
+            " 2(pod-b): type=memory state=up",
+            " 3(tiny): type=memory depth=1 state=up"
+        ]
+    );
     assert!(l[4].starts_with("pmd0: rx packets 5, "), "{show}");
     assert_eq!(l.len(), 5);
 
     // trace: ofproto/trace text ending with the datapath actions.
     let t = s.ok(&["trace", "br0", "in_port=1,icmp,nw_dst=10.244.1.3,nw_ttl=64"]);
     assert!(t.starts_with("Flow: icmp,in_port=1,"), "{t}");
-    assert!(t.contains("\nbridge(\"br0\")\n-------------\n 0. ip,nw_dst=10.244.1.3, priority 100\n"), "{t}");
+    assert!(
+        t.contains("\nbridge(\"br0\")\n-------------\n 0. ip,nw_dst=10.244.1.3, priority 100\n"),
+        "{t}"
+    );
     assert_eq!(
         t.lines().last(),
         Some("Datapath actions: set(eth(dst=02:00:00:00:00:02)),set(ipv4(ttl=63)),2")
     );
-    let v = s.json(&["trace", "br0", "in_port=1,udp,nw_src=10.0.0.1,nw_dst=10.244.1.3,nw_ttl=64,udp_src=53,udp_dst=99"]);
+    let v = s.json(&[
+        "trace",
+        "br0",
+        "in_port=1,udp,nw_src=10.0.0.1,nw_dst=10.244.1.3,nw_ttl=64,udp_src=53,udp_dst=99",
+    ]);
     let outs = v["report"]["outputs"].as_array().unwrap();
     assert_eq!(outs.len(), 1);
     assert_eq!(outs[0]["port"], 2);
@@ -499,7 +611,10 @@ fn ports_tables_show_trace_and_capture_text() {
         outs[0]["packet"],
         "udp,in_port=1,vlan_tci=0x0000,dl_src=00:00:00:00:00:00,dl_dst=02:00:00:00:00:02,nw_src=10.0.0.1,nw_dst=10.244.1.3,nw_tos=0,nw_ecn=0,nw_ttl=63,nw_frag=no,tp_src=53,tp_dst=99"
     );
-    assert!(v["text"].as_str().unwrap().ends_with(&format!("Datapath actions: {}", v["report"]["datapath_actions"].as_str().unwrap())));
+    assert!(v["text"].as_str().unwrap().ends_with(&format!(
+        "Datapath actions: {}",
+        v["report"]["datapath_actions"].as_str().unwrap()
+    )));
     // A trace that drops says so.
     let t = s.ok(&["trace", "br0", "in_port=1,arp"]);
     assert_eq!(t.lines().last(), Some("Datapath actions: drop"), "{t}");
@@ -513,9 +628,16 @@ fn ports_tables_show_trace_and_capture_text() {
     let l: Vec<&str> = c.lines().collect();
     assert_eq!(l.len(), 2, "{c}");
     assert!(l[0].starts_with("frame 1: 60 bytes: icmp,"), "{c}");
-    assert!(l[0].contains("dl_dst=02:00:00:00:00:02") && l[0].contains("nw_ttl=63"), "{c}");
+    assert!(
+        l[0].contains("dl_dst=02:00:00:00:00:02") && l[0].contains("nw_ttl=63"),
+        "{c}"
+    );
     assert!(l[1].starts_with("  020000000002020000000001080045"), "{c}");
-    assert_eq!(s.ok(&["capture", "br0", "pod-b"]).lines().count(), 2, "the second frame remains");
+    assert_eq!(
+        s.ok(&["capture", "br0", "pod-b"]).lines().count(),
+        2,
+        "the second frame remains"
+    );
     assert_eq!(s.ok(&["capture", "br0", "pod-b"]), "");
     // Inject takes hex too: the captured frame sent back in.
     let hex = l[1].trim();
@@ -530,11 +652,28 @@ fn restart_keeps_ports_and_flows() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Switchd::start_in(dir.path()).unwrap();
     two_pods(&s);
-    s.ok(&["add-port", "br0", "pod-z", "type=memory", "ofport=9", "depth=8"]);
+    s.ok(&[
+        "add-port",
+        "br0",
+        "pod-z",
+        "type=memory",
+        "ofport=9",
+        "depth=8",
+    ]);
     s.ok(&["add-flow", "br0", "priority=100,cookie=0xbeef,ip,nw_dst=10.244.1.3,actions=mod_dl_dst:02:00:00:00:00:02,dec_ttl,output:2"]);
-    s.ok(&["add-flow", "br0", "table=1,hard_timeout=900,arp,actions=output:9"]);
+    s.ok(&[
+        "add-flow",
+        "br0",
+        "table=1,hard_timeout=900,arp,actions=output:9",
+    ]);
     let flows = s.ok(&["dump-flows", "br0", "--no-stats"]);
-    let ports: Vec<String> = s.ok(&["show", "br0"]).lines().skip(1).take(3).map(String::from).collect();
+    let ports: Vec<String> = s
+        .ok(&["show", "br0"])
+        .lines()
+        .skip(1)
+        .take(3)
+        .map(String::from)
+        .collect();
     assert!(s.state.join("state.json").exists());
     // A crash (SIGKILL): everything was saved when it was applied.
     s.kill();
@@ -542,13 +681,22 @@ fn restart_keeps_ports_and_flows() {
 
     let s = Switchd::start_in(dir.path()).unwrap();
     assert_eq!(s.ok(&["dump-flows", "br0", "--no-stats"]), flows);
-    let ports2: Vec<String> = s.ok(&["show", "br0"]).lines().skip(1).take(3).map(String::from).collect();
+    let ports2: Vec<String> = s
+        .ok(&["show", "br0"])
+        .lines()
+        .skip(1)
+        .take(3)
+        .map(String::from)
+        .collect();
     assert_eq!(ports2, ports);
     assert_eq!(ports2[2], " 9(pod-z): type=memory depth=8 state=up");
     // Forwarding works without reprogramming.
     s.ok(&["inject", "br0", "pod-a", ICMP_A_TO_B]);
     let c = s.ok(&["capture", "br0", "pod-b"]);
-    assert!(c.starts_with("frame 1: 60 bytes: icmp,") && c.contains("nw_ttl=63"), "{c}");
+    assert!(
+        c.starts_with("frame 1: 60 bytes: icmp,") && c.contains("nw_ttl=63"),
+        "{c}"
+    );
     // A second switchd on the same socket is refused while the first runs.
     let o = Command::new(switchd_bin().unwrap())
         .arg("--socket")
@@ -596,7 +744,11 @@ fn graceful_stop_and_corrupt_state() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("limited to 107 bytes"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("limited to 107 bytes"),
+        "{}",
+        stderr(&o)
+    );
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let o = Command::new(switchd_bin().unwrap())
@@ -608,7 +760,10 @@ fn graceful_stop_and_corrupt_state() {
         .unwrap();
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("state directory"), "{}", stderr(&o));
-    let o = Command::new(switchd_bin().unwrap()).args(["--socket-mode", "999"]).output().unwrap();
+    let o = Command::new(switchd_bin().unwrap())
+        .args(["--socket-mode", "999"])
+        .output()
+        .unwrap();
     assert_eq!(code(&o), 2, "usage error");
 
     // A torn state file: switchd refuses to start, saying why and where.
@@ -623,36 +778,59 @@ fn graceful_stop_and_corrupt_state() {
         .unwrap();
     assert_eq!(code(&o), 1);
     let e = stderr(&o);
-    assert!(e.contains("loading state") && e.contains(&state.display().to_string()), "{e}");
+    assert!(
+        e.contains("loading state") && e.contains(&state.display().to_string()),
+        "{e}"
+    );
 }
 
 #[test]
 fn garbage_on_the_socket_gets_a_structured_error() {
     let Some(s) = Switchd::start() else { return };
     let stream = UnixStream::connect(&s.sock).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     for (req, code, what) in [
         ("{not json\n", "bad-request", "not valid JSON"),
-        ("{\"cmd\":\"frobnicate\"}\n", "bad-request", "not a valid request"),
-        ("{\"cmd\":\"add-flow\",\"bridge\":\"br0\"}\n", "bad-request", "flow"),
+        (
+            "{\"cmd\":\"frobnicate\"}\n",
+            "bad-request",
+            "not a valid request",
+        ),
+        (
+            "{\"cmd\":\"add-flow\",\"bridge\":\"br0\"}\n",
+            "bad-request",
+            "flow",
+        ),
         ("[1,2,3]\n", "bad-request", "not a valid request"),
-        ("{\"cmd\":\"add-flow\",\"bridge\":\"br0\",\"flow\":\"ip,nw_ttl=300,actions=drop\"}\n", "bad-flow", "300"),
+        (
+            "{\"cmd\":\"add-flow\",\"bridge\":\"br0\",\"flow\":\"ip,nw_ttl=300,actions=drop\"}\n",
+            "bad-flow",
+            "300",
+        ),
     ] {
         w.write_all(req.as_bytes()).unwrap();
         line.clear();
         r.read_line(&mut line).unwrap();
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
         assert_eq!(v["error"]["code"], code, "{req}: {line}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(what), "{req}: {line}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(what),
+            "{req}: {line}"
+        );
     }
     // Invalid UTF-8 too.
     w.write_all(b"\xff\xfe\n").unwrap();
     line.clear();
     r.read_line(&mut line).unwrap();
-    assert!(line.contains("bad-request") && line.contains("UTF-8"), "{line}");
+    assert!(
+        line.contains("bad-request") && line.contains("UTF-8"),
+        "{line}"
+    );
     // The same connection still answers a good request, and so does a new one.
     w.write_all(b"{\"cmd\":\"hello\"}\n").unwrap();
     line.clear();

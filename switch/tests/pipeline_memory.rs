@@ -218,7 +218,11 @@ fn verify_checksums(frame: &[u8]) {
     let h = PacketHeaders::from_ethernet_slice(frame).expect("etherparse parses the frame");
     let payload = h.payload.slice();
     if let Some(NetHeaders::Ipv4(ip, _)) = &h.net {
-        assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 header checksum");
+        assert_eq!(
+            ip.header_checksum,
+            ip.calc_header_checksum(),
+            "IPv4 header checksum"
+        );
         match &h.transport {
             Some(TransportHeader::Tcp(t)) => {
                 let c = t.calc_checksum_ipv4(ip, payload).unwrap();
@@ -275,8 +279,16 @@ fn same_subnet_l2_forwarding_is_byte_identical_and_counted() {
     let f = tcp_frame(MAC_A, MAC_B, IP_A, IP_B, 64).build();
     s.inject("pod-a", &[f.clone(), f.clone()]);
     let out = s.capture_all();
-    assert_eq!(out.keys().collect::<Vec<_>>(), ["pod-b"], "only pod-b receives");
-    assert_eq!(out["pod-b"], vec![f.clone(), f.clone()], "L2 forwarding changes nothing");
+    assert_eq!(
+        out.keys().collect::<Vec<_>>(),
+        ["pod-b"],
+        "only pod-b receives"
+    );
+    assert_eq!(
+        out["pod-b"],
+        vec![f.clone(), f.clone()],
+        "L2 forwarding changes nothing"
+    );
     verify_checksums(&out["pod-b"][0]);
 
     let len = f.len() as u64;
@@ -329,7 +341,10 @@ fn routed_between_subnets_rewrites_macs_and_ttl_with_valid_checksums() {
     assert_eq!(s.flow(1, "dl_dst=02:00:00:00:ff:02").n_packets, 2);
 
     let c = s.port("pod-c");
-    assert_eq!((c.rx_packets, c.rx_bytes), (2, (tcp.len() + icmp.len()) as u64));
+    assert_eq!(
+        (c.rx_packets, c.rx_bytes),
+        (2, (tcp.len() + icmp.len()) as u64)
+    );
     assert_eq!((c.tx_packets, c.tx_bytes), (1, want_udp.len() as u64));
 }
 
@@ -346,7 +361,11 @@ fn arp_for_the_gateway_is_answered_and_other_arp_is_flooded() {
         .arp_reply(GW1, IP_GW1, MAC_A, IP_A)
         .build();
     let out = s.capture_all();
-    assert_eq!(out.keys().collect::<Vec<_>>(), ["pod-a"], "answered on the ingress port only");
+    assert_eq!(
+        out.keys().collect::<Vec<_>>(),
+        ["pod-a"],
+        "answered on the ingress port only"
+    );
     assert_eq!(out["pod-a"], vec![want]);
 
     // ARP for a pod: flooded by the broadcast flow (output:1,output:2,output:3),
@@ -362,7 +381,14 @@ fn arp_for_the_gateway_is_answered_and_other_arp_is_flooded() {
     assert_eq!(out["pod-c"], vec![req_b.clone()]);
     let flood = s.flow(1, "dl_dst=ff:ff:ff:ff:ff:ff");
     assert_eq!((flood.n_packets, flood.n_bytes), (1, req_b.len() as u64));
-    assert_eq!(s.flow(0, "arp,in_port=1,dl_src=02:00:00:00:01:02,arp_spa=10.244.1.2").n_packets, 1);
+    assert_eq!(
+        s.flow(
+            0,
+            "arp,in_port=1,dl_src=02:00:00:00:01:02,arp_spa=10.244.1.2"
+        )
+        .n_packets,
+        1
+    );
     let a = s.port("pod-a");
     assert_eq!((a.rx_packets, a.tx_packets), (2, 1));
 }
@@ -408,7 +434,10 @@ fn drops_are_counted_with_their_reason() {
     assert!(s.capture_all().is_empty(), "everything was dropped");
     let up = s.port("uplink");
     assert_eq!(up.rx_packets, 2);
-    assert_eq!(reasons(&up.rx_drop_reasons), BTreeMap::from([("no_flow", 2)]));
+    assert_eq!(
+        reasons(&up.rx_drop_reasons),
+        BTreeMap::from([("no_flow", 2)])
+    );
     assert_eq!(up.rx_dropped, 2);
     let a = s.port("pod-a");
     assert_eq!(a.rx_packets, 4);
@@ -435,7 +464,10 @@ fn full_capture_queue_is_a_tx_ring_full_drop() {
     s.inject("in", &frames);
     let st = s.port("small");
     assert_eq!(st.tx_packets, 2);
-    assert_eq!(reasons(&st.tx_drop_reasons), BTreeMap::from([("tx_ring_full", 3)]));
+    assert_eq!(
+        reasons(&st.tx_drop_reasons),
+        BTreeMap::from([("tx_ring_full", 3)])
+    );
     assert_eq!(st.tx_dropped, 3);
     assert_eq!(s.port("in").rx_dropped, 0, "the drop is on the tx side");
     // The queue kept the oldest frames, in order; after draining it, traffic flows again.
@@ -495,7 +527,7 @@ fn flow_mod_between_injections_changes_forwarding() {
     let mut s = Sw::k8s();
     let f = tcp_frame(MAC_A, MAC_B, IP_A, IP_B, 64).build();
     // Warm the caches: the second and third frames are cache hits.
-    s.inject("pod-a", &[f.clone()]);
+    s.inject("pod-a", std::slice::from_ref(&f));
     s.inject("pod-a", &[f.clone(), f.clone()]);
     assert_eq!(s.capture("pod-b").len(), 3);
 
@@ -505,7 +537,7 @@ fn flow_mod_between_injections_changes_forwarding() {
         flow: "table=1,priority=100,dl_dst=02:00:00:00:01:03,actions=output:3".into(),
         strict: true,
     });
-    s.inject("pod-a", &[f.clone()]);
+    s.inject("pod-a", std::slice::from_ref(&f));
     let out = s.capture_all();
     assert_eq!(out.keys().collect::<Vec<_>>(), ["pod-c"], "{out:?}");
     assert_eq!(out["pod-c"], vec![f.clone()]);
@@ -517,7 +549,7 @@ fn flow_mod_between_injections_changes_forwarding() {
         bridge: "br0".into(),
         flow: "table=1,priority=150,tcp,tcp_dst=80,actions=drop".into(),
     });
-    s.inject("pod-a", &[f.clone()]);
+    s.inject("pod-a", std::slice::from_ref(&f));
     assert!(s.capture_all().is_empty());
     // Deleting it restores the previous path.
     s.ok(Request::DelFlows {
@@ -525,7 +557,7 @@ fn flow_mod_between_injections_changes_forwarding() {
         flow: Some("table=1,tcp".into()),
         strict: false,
     });
-    s.inject("pod-a", &[f.clone()]);
+    s.inject("pod-a", std::slice::from_ref(&f));
     assert_eq!(s.capture("pod-c"), vec![f.clone()]);
     // Deleting table 1 entirely: a table miss.
     s.ok(Request::DelFlows {
@@ -533,7 +565,7 @@ fn flow_mod_between_injections_changes_forwarding() {
         flow: Some("table=1".into()),
         strict: false,
     });
-    s.inject("pod-a", &[f.clone()]);
+    s.inject("pod-a", std::slice::from_ref(&f));
     assert!(s.capture_all().is_empty());
     let a = s.port("pod-a");
     assert_eq!(
@@ -546,7 +578,7 @@ fn flow_mod_between_injections_changes_forwarding() {
 fn port_removal_and_re_add_keeps_forwarding_consistent() {
     let mut s = Sw::k8s();
     let f = tcp_frame(MAC_A, MAC_B, IP_A, IP_B, 64).build();
-    s.inject("pod-a", &[f.clone()]);
+    s.inject("pod-a", std::slice::from_ref(&f));
     assert_eq!(s.capture("pod-b"), vec![f.clone()]);
     s.ok(Request::DelPort {
         bridge: "br0".into(),
@@ -554,17 +586,20 @@ fn port_removal_and_re_add_keeps_forwarding_consistent() {
     });
     // Output to a port that no longer exists: translation skips it (as OVS
     // does for a nonexistent port), so the packet has no output; counted.
-    s.inject("pod-a", &[f.clone()]);
+    s.inject("pod-a", std::slice::from_ref(&f));
     let a = s.port("pod-a");
     assert_eq!(a.rx_packets, 2);
-    assert_eq!(reasons(&a.rx_drop_reasons), BTreeMap::from([("no_output", 1)]));
+    assert_eq!(
+        reasons(&a.rx_drop_reasons),
+        BTreeMap::from([("no_output", 1)])
+    );
     let t = s.ok(Request::Trace {
         bridge: "br0".into(),
         packet: "in_port=1,tcp,dl_src=02:00:00:00:01:02,dl_dst=02:00:00:00:01:03,nw_src=10.244.1.2,nw_dst=10.244.1.3,nw_ttl=64".into(),
     });
     assert_eq!(t["report"]["outputs"], serde_json::json!([]), "{t}");
     s.add_port("pod-b2", 2, &[]);
-    s.inject("pod-a", &[f.clone()]);
+    s.inject("pod-a", std::slice::from_ref(&f));
     assert_eq!(s.capture("pod-b2"), vec![f.clone()]);
 }
 
@@ -617,7 +652,10 @@ fn malformed_and_truncated_frames_are_counted_and_never_crash() {
     assert!(delivered >= 4, "the complete frames pass port security");
     let up = s.port("uplink");
     assert_eq!(up.rx_packets, n);
-    assert_eq!(up.rx_dropped, n, "the uplink has no flows: every frame is a counted drop");
+    assert_eq!(
+        up.rx_dropped, n,
+        "the uplink has no flows: every frame is a counted drop"
+    );
     assert!(s.capture_all().is_empty());
     // The switch still forwards.
     s.inject("pod-a", std::slice::from_ref(&good));
@@ -637,7 +675,11 @@ fn malformed_and_truncated_frames_are_counted_and_never_crash() {
         frames: vec!["0g".into()],
     });
     assert_eq!(e.code, ErrorCode::BadPacket);
-    assert_eq!(s.port("pod-a").rx_packets, n + 1, "refused frames are not injected");
+    assert_eq!(
+        s.port("pod-a").rx_packets,
+        n + 1,
+        "refused frames are not injected"
+    );
 }
 
 #[test]
@@ -651,11 +693,22 @@ fn trace_agrees_with_forwarding() {
     assert_eq!(outputs.len(), 1, "{v}");
     assert_eq!(outputs[0]["port"], 3);
     let pkt = outputs[0]["packet"].as_str().unwrap();
-    for want in ["dl_src=02:00:00:00:ff:02", "dl_dst=02:00:00:00:02:02", "nw_ttl=63"] {
+    for want in [
+        "dl_src=02:00:00:00:ff:02",
+        "dl_dst=02:00:00:00:02:02",
+        "nw_ttl=63",
+    ] {
         assert!(pkt.contains(want), "{pkt}");
     }
     let text = v["text"].as_str().unwrap();
-    assert!(text.trim_end().lines().last().unwrap().starts_with("Datapath actions: "), "{text}");
+    assert!(
+        text.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("Datapath actions: "),
+        "{text}"
+    );
     // Trace does not touch counters or forward anything.
     assert_eq!(s.flow(2, "ip,nw_dst=10.244.2.2").n_packets, 0);
     assert!(s.capture_all().is_empty());
@@ -670,7 +723,11 @@ fn a_re_added_port_starts_with_zero_counters() {
     for round in 0..5 {
         s.inject("uplink", &[f.clone(), garbage.clone()]);
         let up = s.port("uplink");
-        assert_eq!((up.rx_packets, up.rx_dropped, up.rx_truncated), (2, 2, 1), "round {round}: {up:?}");
+        assert_eq!(
+            (up.rx_packets, up.rx_dropped, up.rx_truncated),
+            (2, 2, 1),
+            "round {round}: {up:?}"
+        );
         // Remove and re-add the same number at once: the new port's counters
         // must not inherit the old port's datapath drops.
         s.ok(Request::DelPort {
@@ -750,13 +807,22 @@ fn ovs_semantics_hold_on_real_frames() {
     let mut s = five_ports(&["table=0,actions=output:2,resubmit(,0)"]);
     s.inject("p1", std::slice::from_ref(&f));
     assert!(s.capture_all().is_empty());
-    assert_eq!(reasons(&s.port("p1").rx_drop_reasons), BTreeMap::from([("resubmit_depth", 1)]));
+    assert_eq!(
+        reasons(&s.port("p1").rx_drop_reasons),
+        BTreeMap::from([("resubmit_depth", 1)])
+    );
 
     // A flow with no actions is an explicit drop; actions without an output are no_output.
     let mut s = five_ports(&["in_port=1,actions=drop", "in_port=2,ip,actions=dec_ttl"]);
     s.inject("p1", std::slice::from_ref(&f));
     s.inject("p2", std::slice::from_ref(&f));
     assert!(s.capture_all().is_empty());
-    assert_eq!(reasons(&s.port("p1").rx_drop_reasons), BTreeMap::from([("explicit_drop", 1)]));
-    assert_eq!(reasons(&s.port("p2").rx_drop_reasons), BTreeMap::from([("no_output", 1)]));
+    assert_eq!(
+        reasons(&s.port("p1").rx_drop_reasons),
+        BTreeMap::from([("explicit_drop", 1)])
+    );
+    assert_eq!(
+        reasons(&s.port("p2").rx_drop_reasons),
+        BTreeMap::from([("no_output", 1)])
+    );
 }
