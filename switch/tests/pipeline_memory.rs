@@ -826,3 +826,21 @@ fn ovs_semantics_hold_on_real_frames() {
         BTreeMap::from([("no_output", 1)])
     );
 }
+
+#[test]
+fn sustained_multi_output_traffic_does_not_run_out_of_buffers() {
+    // Every frame is output twice: the first output is a copy from the polling
+    // thread's buffer pool. Those copies leave the thread through the memory
+    // ports' capture queues; the pool must not drain because of it.
+    let mut s = five_ports(&["in_port=1,actions=output:2,output:3"]);
+    let f = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 64).build();
+    let chunk = vec![f.clone(); 500];
+    let rounds = 12; // 6000 frames, more than the pool's 4096 buffers
+    for round in 0..rounds {
+        s.inject("p1", &chunk);
+        let (a, b) = (s.capture("p2").len(), s.capture("p3").len());
+        assert_eq!((a, b), (500, 500), "round {round}: {:?}", s.port("p1"));
+    }
+    let p1 = s.port("p1");
+    assert_eq!((p1.rx_packets, p1.rx_dropped), (500 * rounds, 0), "{p1:?}");
+}

@@ -627,7 +627,12 @@ impl Bridge {
                 let mut frames = Vec::new();
                 while max.is_none_or(|m| frames.len() < m) {
                     match h.capture() {
-                        Some(p) => frames.push(encode_hex(p.data())),
+                        Some(p) => {
+                            frames.push(encode_hex(p.data()));
+                            // Back to the polling thread's pool: multi-output
+                            // copies come from it and would otherwise drain it.
+                            h.recycle(p);
+                        }
                         None => break,
                     }
                 }
