@@ -985,3 +985,38 @@ fn timed_out_flows_expire_on_tick_and_leave_the_state_file() {
     let mut b = start(dir.path()).unwrap();
     assert_eq!(lines(&mut b), ["priority=1 actions=drop"]);
 }
+
+#[test]
+fn traffic_keeps_an_idle_timeout_flow_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = start(dir.path()).unwrap();
+    ok(&mut b, add_port("p1", Some(1)));
+    ok(&mut b, add_port("p2", Some(2)));
+    ok(
+        &mut b,
+        add_flows(&[
+            "priority=10,idle_timeout=1,in_port=1,actions=output:2",
+            "priority=5,idle_timeout=1,actions=drop",
+        ]),
+    );
+    let t0 = std::time::Instant::now();
+    let f = frame();
+    // Hits at ~0.45 s and ~0.9 s; by 1.3 s the unused flow has expired and
+    // the used one (idle for ~0.4 s) has not.
+    for at in [450u64, 900] {
+        std::thread::sleep(std::time::Duration::from_millis(at).saturating_sub(t0.elapsed()));
+        inject(&mut b, "p1", &f);
+        b.tick();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1300).saturating_sub(t0.elapsed()));
+    b.tick();
+    let elapsed = t0.elapsed();
+    if elapsed < std::time::Duration::from_millis(1800) {
+        assert_eq!(
+            lines(&mut b),
+            ["idle_timeout=1, priority=10,in_port=1 actions=output:2"],
+            "after {elapsed:?}"
+        );
+    }
+    assert_eq!(capture(&mut b, "p2").len(), 2);
+}

@@ -844,3 +844,17 @@ fn sustained_multi_output_traffic_does_not_run_out_of_buffers() {
     let p1 = s.port("p1");
     assert_eq!((p1.rx_packets, p1.rx_dropped), (500 * rounds, 0), "{p1:?}");
 }
+
+#[test]
+fn inject_larger_than_the_rx_queue_waits_for_room() {
+    let mut s = Sw::new();
+    s.add_port("narrow", 1, &[("depth", "1")]);
+    s.add_port("out", 2, &[]);
+    s.add_flows(&["in_port=1,actions=output:2"]);
+    let frames: Vec<Vec<u8>> = (0..50u16)
+        .map(|i| tcp_frame(MAC_A, MAC_B, IP_A, IP_B, 64).ip_id(i).build())
+        .collect();
+    s.inject("narrow", &frames);
+    assert_eq!(s.capture("out"), frames, "all delivered, in order");
+    assert_eq!(s.port("narrow").rx_packets, 50);
+}
