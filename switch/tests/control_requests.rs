@@ -1020,3 +1020,43 @@ fn traffic_keeps_an_idle_timeout_flow_alive() {
     }
     assert_eq!(capture(&mut b, "p2").len(), 2);
 }
+
+#[test]
+fn every_kind_of_flow_survives_a_restart_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = [
+        "in_port=1,actions=mod_vlan_vid:10,output:2",
+        "in_port=2,dl_vlan=10,actions=mod_vlan_vid:20,mod_vlan_pcp:3,output:1",
+        "in_port=3,dl_vlan=30,actions=strip_vlan,push_vlan:0x88a8,output:1",
+        "table=1,priority=7,tcp,nw_src=10.0.0.0/8,tp_dst=443,tcp_flags=+syn-ack,actions=mod_nw_tos:16,mod_tp_dst:8443,mod_nw_ecn:1,dec_ttl,output:2",
+        "table=1,priority=6,udp,udp_src=53,actions=mod_tp_src:5353,mod_nw_src:10.1.1.1,mod_nw_ttl:9,IN_PORT",
+        "table=1,priority=5,ipv6,ipv6_dst=fd00::/64,actions=set_field:fd00::1->ipv6_src,dec_ttl,output:3",
+        "table=1,priority=4,arp,arp_op=1,actions=move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],load:0x2->NXM_OF_ARP_OP[],set_field:02:00:00:00:00:01->arp_sha,IN_PORT",
+        "table=2,priority=3,metadata=0x5/0xff,reg1=0x10/0xf0,actions=load:0xab->NXM_NX_REG2[8..15],move:NXM_NX_REG2[0..15]->NXM_NX_REG3[16..31],resubmit(1,3),resubmit(,4)",
+        "table=2,priority=2,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,actions=write_metadata:0x1/0xf,goto_table:5",
+        "table=3,priority=1,icmp,icmp_type=8,nw_frag=no,actions=set_field:0->icmp_code,output:1,output:2,output:3",
+        "table=4,cookie=0x123,idle_timeout=60,hard_timeout=120,ip,nw_dst=192.168.1.0/24,actions=drop",
+    ];
+    let before = {
+        let mut b = start(dir.path()).unwrap();
+        for (n, no) in [("p1", 1), ("p2", 2), ("p3", 3)] {
+            ok(&mut b, add_port(n, Some(no)));
+        }
+        ok(&mut b, add_flows(&flows));
+        lines(&mut b)
+    };
+    assert_eq!(before.len(), flows.len());
+    let mut b = start(dir.path()).unwrap();
+    assert_eq!(lines(&mut b), before);
+    // The push (mod_vlan_vid without a dl_vlan match) still pushes after the restart.
+    let f = frame();
+    inject(&mut b, "p1", &f);
+    let got = capture(&mut b, "p2");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        &got[0][12..16],
+        &[0x81, 0x00, 0x00, 10],
+        "802.1Q tag, vid 10"
+    );
+    assert_eq!(&got[0][16..], &f[12..]);
+}
