@@ -858,3 +858,27 @@ fn inject_larger_than_the_rx_queue_waits_for_room() {
     assert_eq!(s.capture("out"), frames, "all delivered, in order");
     assert_eq!(s.port("narrow").rx_packets, 50);
 }
+
+#[test]
+fn a_frame_injected_after_a_flow_mod_always_sees_it() {
+    // The reply to a flow-mod means the tables changed: a frame injected
+    // afterwards must never be forwarded by the previous tables, however the
+    // polling thread's iterations fall.
+    let mut s = five_ports(&["in_port=1,actions=output:2"]);
+    let f = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 64).build();
+    for i in 0..150u32 {
+        let to = 2 + (i % 3);
+        s.ok(Request::ModFlows {
+            bridge: "br0".into(),
+            flow: format!("in_port=1,actions=output:{to}"),
+            strict: false,
+        });
+        s.inject("p1", std::slice::from_ref(&f));
+        let out = s.capture_all();
+        assert_eq!(
+            out.keys().collect::<Vec<_>>(),
+            [format!("p{to}").as_str()],
+            "iteration {i}"
+        );
+    }
+}
