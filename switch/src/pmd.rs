@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use serde::Serialize;
 
-use crate::datapath::{Datapath, DatapathConfig, Snapshot, TxBatches};
+use crate::datapath::{Datapath, DatapathConfig, PortDpStats, Snapshot, TxBatches};
 use crate::flow::PortNo;
 use crate::packet::{Packet, PacketPool};
 use crate::port::{DropReason, Port};
@@ -159,6 +159,13 @@ fn run(
     let mut idle_iters = 0u32;
     let mut last_push = Instant::now();
     let mut remap = true;
+    // The datapath keeps per-port counters by port number for as long as the
+    // number stays in consecutive snapshots. A port removed and re-added with
+    // the same number before this thread loads a snapshot without it would
+    // inherit its predecessor's counts, so each port object reports the
+    // datapath's counters minus those present when it was added (`base`),
+    // reset to zero whenever the datapath starts the number afresh.
+    let mut bases: Vec<(PortNo, PortDpStats)> = Vec::new();
 
     while !shared.stop.load(Ordering::Relaxed) {
         let req = shared.sync_req.load(Ordering::SeqCst);
@@ -167,13 +174,32 @@ fn run(
                 PmdCommand::AddPort(no, p) => {
                     ports.retain(|(n, _)| *n != no);
                     ports.push((no, p));
+                    let base = dp
+                        .stats()
+                        .ports
+                        .iter()
+                        .find(|s| s.port == no && current.ports.contains(&no))
+                        .copied()
+                        .unwrap_or_default();
+                    bases.retain(|(n, _)| *n != no);
+                    bases.push((no, base));
                 }
-                PmdCommand::DelPort(no) => ports.retain(|(n, _)| *n != no),
+                PmdCommand::DelPort(no) => {
+                    ports.retain(|(n, _)| *n != no);
+                    bases.retain(|(n, _)| *n != no);
+                }
             }
             remap = true;
         }
         if snap.load().generation != current.generation {
-            current = snap.load_full();
+            let next = snap.load_full();
+            // Counters carry over only for numbers in both snapshots.
+            for (no, base) in bases.iter_mut() {
+                if !(current.ports.contains(no) && next.ports.contains(no)) {
+                    *base = PortDpStats::default();
+                }
+            }
+            current = next;
             dp.set_snapshot(current.clone());
             tx.clear_into(&mut pool);
             remap = true;
@@ -218,12 +244,20 @@ fn run(
                 let Some((_, p)) = ports.iter().find(|(n, _)| *n == ps.port) else {
                     continue;
                 };
+                let base = bases
+                    .iter()
+                    .find(|(n, _)| *n == ps.port)
+                    .map(|(_, b)| *b)
+                    .unwrap_or_default();
                 let c = p.counters();
                 for r in DropReason::ALL {
-                    c.dp_drops[r.index()].set(ps.drops[r.index()]);
+                    let i = r.index();
+                    c.dp_drops[i].set(ps.drops[i].saturating_sub(base.drops[i]));
                 }
-                c.rx_malformed.set(ps.rx_malformed);
-                c.rx_truncated.set(ps.rx_truncated);
+                c.rx_malformed
+                    .set(ps.rx_malformed.saturating_sub(base.rx_malformed));
+                c.rx_truncated
+                    .set(ps.rx_truncated.saturating_sub(base.rx_truncated));
             }
             stats.tx_no_port = d
                 .ports

@@ -676,8 +676,11 @@ fn modes_and_keywords() {
     assert!(parse_flow("idle_timeout=5,ip", ParseMode::Delete).is_err());
     let m = parse_flow("cookie=0x5,ip,actions=output:1", ParseMode::Modify).unwrap();
     assert_eq!((m.cookie, m.cookie_mask, m.table), (5, 0, None));
-    let m = parse_flow("cookie=0x5/-1,ip,actions=output:1", ParseMode::ModifyStrict);
-    assert!(m.is_err());
+    // OVS reads the mask with strtoull: -1 is all ones (exact cookie match),
+    // the spelling ovs-ofctl(8) users (and flowctl --help) write.
+    let m = parse_flow("cookie=0x5/-1,ip,actions=output:1", ParseMode::ModifyStrict).unwrap();
+    assert_eq!((m.cookie, m.cookie_mask), (5, u64::MAX));
+    assert!(parse_flow("cookie=0x5/-2,ip", ParseMode::Delete).is_err());
     let m = parse_flow(
         "cookie=0x5/0xffffffffffffffff,ip,actions=output:1",
         ParseMode::ModifyStrict,

@@ -55,6 +55,8 @@ pub struct Bridge {
     pipeline: Pipeline,
     ports: BTreeMap<PortNo, PortRt>,
     generation: u64,
+    /// The newest generation the polling thread is known to have loaded.
+    pmd_generation: u64,
     published: Arc<ArcSwap<Snapshot>>,
     pmd: PmdHandle,
     store: StateStore,
@@ -99,6 +101,7 @@ impl Bridge {
             pipeline: Pipeline::new(),
             ports: BTreeMap::new(),
             generation: 0,
+            pmd_generation: 0,
             published,
             pmd,
             store,
@@ -608,6 +611,12 @@ impl Bridge {
                     })?;
                     pkts.push(p);
                 }
+                // A frame injected after a change was acknowledged must meet the
+                // new tables and ports: wait until the polling thread has begun an
+                // iteration (and so loaded the snapshot) after the last publish.
+                if self.pmd_generation != self.generation && self.pmd.sync(SYNC_TIMEOUT) {
+                    self.pmd_generation = self.generation;
+                }
                 let total = pkts.len();
                 let mut queued = 0;
                 for p in pkts {
@@ -648,7 +657,12 @@ impl Bridge {
                 let mut frames = Vec::new();
                 while max.is_none_or(|m| frames.len() < m) {
                     match h.capture() {
-                        Some(p) => frames.push(encode_hex(p.data())),
+                        Some(p) => {
+                            frames.push(encode_hex(p.data()));
+                            // Back to the polling thread's pool: multi-output
+                            // copies come from it and would otherwise drain it.
+                            h.recycle(p);
+                        }
                         None => break,
                     }
                 }

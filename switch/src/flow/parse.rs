@@ -1325,12 +1325,18 @@ fn parse_flow_inner(text: &str, mode: ParseMode) -> PResult<FlowSpec> {
                                 tok,
                             ));
                         }
-                        let mask = parse_uint_max(
-                            m,
-                            u128::from(u64::MAX),
-                            "cookie mask",
-                            voff + cv.len() + 1,
-                        )? as u64;
+                        // ovs-ofctl(8): "a mask of -1 ... exact match" (OVS reads
+                        // the mask with strtoull, so -1 is all ones).
+                        let mask = if m == "-1" {
+                            u64::MAX
+                        } else {
+                            parse_uint_max(
+                                m,
+                                u128::from(u64::MAX),
+                                "cookie mask",
+                                voff + cv.len() + 1,
+                            )? as u64
+                        };
                         set_once(&mut cookie, val & mask, tok, off)?;
                         set_once(&mut cookie_mask, mask, tok, off)?;
                     }

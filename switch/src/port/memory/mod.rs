@@ -6,6 +6,13 @@
 //! *captured* for the control side to read. A full capture queue is a counted
 //! `tx_ring_full` drop, never a block.
 //!
+//! Buffers cross threads here: every frame the switch transmits leaves the
+//! polling thread's pool, including the copies it made from that pool for
+//! multiple outputs. So that sustained multi-output traffic does not drain the
+//! pool, the control side hands captured buffers back with
+//! [`MemoryPortHandle::recycle`] through a third bounded queue, which the port
+//! empties into the pool once per receive call (never per packet).
+//!
 //! [`LoopPort`] is for benchmarks: its rx side replays a fixed set of frames
 //! (copying each into a pool buffer, as a NIC would DMA it) and its tx side is
 //! a sink that counts and recycles buffers, so a whole rx → pipeline → tx run
@@ -21,12 +28,16 @@ use crate::packet::{Packet, PacketPool};
 /// Buffers a polling thread keeps at most; beyond this, buffers that arrived
 /// from another thread (injected frames) are freed instead of pooled.
 const POOL_HIGH_WATER: usize = 8192;
+/// Buffers above the high water freed per receive call (more than a batch, so
+/// the pool cannot outgrow it however many injected frames are dropped).
+const POOL_TRIM_PER_CALL: usize = 64;
 
 /// The switch side of a memory port.
 #[derive(Debug)]
 pub struct MemoryPort {
     rx: Arc<ArrayQueue<Packet>>,
     tx: Arc<ArrayQueue<Packet>>,
+    free: Arc<ArrayQueue<Packet>>,
     counters: Arc<PortCounters>,
 }
 
@@ -35,6 +46,7 @@ pub struct MemoryPort {
 pub struct MemoryPortHandle {
     rx: Arc<ArrayQueue<Packet>>,
     tx: Arc<ArrayQueue<Packet>>,
+    free: Arc<ArrayQueue<Packet>>,
     counters: Arc<PortCounters>,
 }
 
@@ -43,13 +55,23 @@ impl MemoryPort {
     pub fn new(depth: usize) -> (MemoryPort, MemoryPortHandle) {
         let rx = Arc::new(ArrayQueue::new(depth.max(1)));
         let tx = Arc::new(ArrayQueue::new(depth.max(1)));
+        let free = Arc::new(ArrayQueue::new(depth.max(1)));
         let counters = Arc::new(PortCounters::default());
         let h = MemoryPortHandle {
             rx: rx.clone(),
             tx: tx.clone(),
+            free: free.clone(),
             counters: counters.clone(),
         };
-        (MemoryPort { rx, tx, counters }, h)
+        (
+            MemoryPort {
+                rx,
+                tx,
+                free,
+                counters,
+            },
+            h,
+        )
     }
 }
 
@@ -60,9 +82,16 @@ impl MemoryPortHandle {
         self.rx.push(p)
     }
 
-    /// Take the oldest frame the switch transmitted on this port.
+    /// Take the oldest frame the switch transmitted on this port. Hand the
+    /// buffer back with [`Self::recycle`] when done with it.
     pub fn capture(&self) -> Option<Packet> {
         self.tx.pop()
+    }
+
+    /// Give a captured buffer back to the polling thread's pool (through a
+    /// bounded queue; when that is full the buffer is simply freed).
+    pub fn recycle(&self, p: Packet) {
+        let _ = self.free.push(p);
     }
 
     /// Frames waiting to be received by the switch.
@@ -77,7 +106,23 @@ impl MemoryPortHandle {
 }
 
 impl Port for MemoryPort {
-    fn rx_batch(&mut self, _pool: &mut PacketPool, out: &mut Vec<Packet>, max: usize) -> usize {
+    fn rx_batch(&mut self, pool: &mut PacketPool, out: &mut Vec<Packet>, max: usize) -> usize {
+        // Buffers the control side handed back: into the pool, up to its high water.
+        while pool.available() < POOL_HIGH_WATER {
+            match self.free.pop() {
+                Some(p) => pool.put(p),
+                None => break,
+            }
+        }
+        // Injected frames arrive in buffers from outside the pool and join it
+        // when they are dropped: free the excess so the pool stays bounded.
+        let excess = pool
+            .available()
+            .saturating_sub(POOL_HIGH_WATER)
+            .min(POOL_TRIM_PER_CALL);
+        for _ in 0..excess {
+            drop(pool.get());
+        }
         let mut n = 0;
         let mut bytes = 0;
         while n < max {
@@ -215,6 +260,33 @@ mod tests {
         assert_eq!(h.capture().unwrap().data()[0], 1);
         assert_eq!(h.capture().unwrap().data()[0], 2);
         assert!(h.capture().is_none());
+    }
+
+    #[test]
+    fn recycled_buffers_return_to_the_pool() {
+        let (mut port, h) = MemoryPort::new(4);
+        let mut pool = PacketPool::with_capacity(0);
+        let mut batch = Vec::new();
+        assert_eq!(port.rx_batch(&mut pool, &mut batch, 32), 0);
+        assert_eq!(pool.available(), 0);
+        for _ in 0..6 {
+            h.recycle(Packet::new());
+        }
+        assert_eq!(port.rx_batch(&mut pool, &mut batch, 32), 0);
+        assert_eq!(pool.available(), 4, "bounded by the queue depth");
+    }
+
+    #[test]
+    fn pool_above_high_water_is_trimmed() {
+        let (mut port, _h) = MemoryPort::new(4);
+        let mut pool = PacketPool::with_capacity(POOL_HIGH_WATER + 100);
+        let mut batch = Vec::new();
+        port.rx_batch(&mut pool, &mut batch, 32);
+        assert_eq!(pool.available(), POOL_HIGH_WATER + 100 - POOL_TRIM_PER_CALL);
+        port.rx_batch(&mut pool, &mut batch, 32);
+        assert_eq!(pool.available(), POOL_HIGH_WATER);
+        port.rx_batch(&mut pool, &mut batch, 32);
+        assert_eq!(pool.available(), POOL_HIGH_WATER);
     }
 
     #[test]
