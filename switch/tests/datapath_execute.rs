@@ -615,7 +615,15 @@ proptest! {
         } else {
             b.udp(sport, dport).write(&mut f, &payload).unwrap();
         }
-        let acts = if tcp { &actions } else { &uactions };
+        // etherparse, the checker, parses at most two VLAN tags: keep at most
+        // two pushes so the frame stays within what it can verify.
+        let mut pushes = 0;
+        let acts: Vec<DpAction> = if tcp { &actions } else { &uactions }
+            .iter()
+            .filter(|a| !matches!(a, DpAction::PushVlan { .. }) || { pushes += 1; pushes <= 2 })
+            .cloned()
+            .collect();
+        let acts = &acts;
         let (out, c) = run(&f, acts).unwrap();
         let h = verify(&out);
         // Fields: the last write of each field wins.
