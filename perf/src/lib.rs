@@ -68,7 +68,9 @@ pub fn l3_flows(routes: u32) -> Vec<String> {
             .join(":")
     };
     let mut v = vec![
-        format!("table=0,priority=100,in_port={IN_PORT},actions=load:1->NXM_NX_REG0[],goto_table:1"),
+        format!(
+            "table=0,priority=100,in_port={IN_PORT},actions=load:1->NXM_NX_REG0[],goto_table:1"
+        ),
         "table=0,priority=0,actions=drop".to_string(),
         format!(
             "table=1,priority=100,dl_dst={},actions=goto_table:2",
@@ -140,8 +142,12 @@ pub fn ipv6_udp_frame() -> Vec<u8> {
     FrameBuilder::new()
         .eth(HOST_MAC, ROUTER_MAC)
         .ipv6(
-            "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap_or(std::net::Ipv6Addr::LOCALHOST),
-            "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap_or(std::net::Ipv6Addr::LOCALHOST),
+            "2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap_or(std::net::Ipv6Addr::LOCALHOST),
+            "2001:db8::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap_or(std::net::Ipv6Addr::LOCALHOST),
         )
         .udp(1024, 5001)
         .build()
@@ -242,8 +248,7 @@ mod tests {
         assert_eq!(r.dp.megaflows().len(), 4);
         // The route's actions really ran: check one forwarded frame.
         r.rx_port.rx_batch(&mut r.pool, &mut r.batch, 1);
-        r.dp
-            .process_batch(IN_PORT, &mut r.batch, &mut r.tx, &mut r.pool);
+        r.dp.process_batch(IN_PORT, &mut r.batch, &mut r.tx, &mut r.pool);
         let out = &r.tx.queue(1)[0];
         let mut k = FlowKey::ZERO;
         extract(out.data(), OUT_PORT, &mut k);

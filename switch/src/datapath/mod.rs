@@ -30,11 +30,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use actions::DpAction;
-pub use emc::Emc;
+pub use emc::{key_hash, Emc};
 pub use execute::{apply, ExecCtx, ExecError, TunnelMeta};
 pub use megaflow::{Megaflow, MegaflowCache, MegaflowCounters, MegaflowHandle, MegaflowInstall};
 
-use crate::flow::key::full_hash;
 use crate::flow::{FlowKey, PortNo};
 use crate::packet::{extract, Layout, Packet, PacketPool, ParseStatus};
 use crate::pipeline::xlate::XlateDrop;
@@ -559,7 +558,7 @@ impl Datapath {
                     ParseStatus::Malformed => ps.rx_malformed += 1,
                 }
                 scratch.layouts[i] = lay;
-                scratch.hashes[i] = full_hash(&scratch.keys[i]);
+                scratch.hashes[i] = key_hash(&scratch.keys[i]);
             }
         }
         self.stats.packets += n as u64;
