@@ -80,19 +80,23 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
         == 0
 }
 
+/// One slot: 192 bytes, cache-line aligned, with everything a probe checks
+/// before comparing keys (`valid`, `hash`, and the answer) in its first line,
+/// so a probe of the wrong way touches one line, not three.
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 struct EmcEntry {
     hash: u64,
-    key: FlowKey,
     handle: MegaflowHandle,
     valid: bool,
+    key: FlowKey,
 }
 
 const EMPTY: EmcEntry = EmcEntry {
     hash: 0,
-    key: FlowKey::ZERO,
     handle: MegaflowHandle::NONE,
     valid: false,
+    key: FlowKey::ZERO,
 };
 
 /// The exact-match cache of one polling thread.
