@@ -183,13 +183,16 @@ fn lpm_rules(n: u32) -> (Vec<(Match, u16)>, Vec<FlowKey>) {
     let mut rules = Vec::new();
     let mut keys = Vec::new();
     for i in 0..n {
+        // j numbers the /24s and the /16s: at most 10k of each, so
+        // 11.0.0.0 + j*256 and 32.0.0.0 + j*65536 never overlap or wrap.
+        let j = i / 10;
         let (mask, prio, dst, probe) = match i % 10 {
             8 => {
-                let d = 0x0b00_0000 + (i << 8);
+                let d = 0x0b00_0000 + (j << 8);
                 (m24, 24, d, d + 7)
             }
             9 => {
-                let d = 0x2000_0000 + (i << 16);
+                let d = 0x2000_0000 + (j << 16);
                 (m16, 16, d, d + 0x0107)
             }
             _ => {
@@ -218,6 +221,7 @@ fn bench_classifier(c: &mut Criterion) {
             cls.insert(*m, *p, i as u32);
         }
         assert_eq!(cls.n_subtables(), 3);
+        assert_eq!(cls.len(), n as usize, "every rule distinct");
         for k in &keys {
             assert!(cls.lookup(k, &mut FlowKey::default()).is_some());
         }
