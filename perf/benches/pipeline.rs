@@ -2,7 +2,8 @@
 //! a LoopPort (copied into pool buffers), `Datapath::process_batch` through
 //! the 4-table L3 pipeline on cache hits, tx to a LoopPort sink; and, in the
 //! same group, the bare port-to-port forward (same ports, same batching, no
-//! datapath), so the ratio of the two is measured in one run. Variants: one
+//! datapath), and the one-flow in_port pipeline through the datapath, so the
+//! ratios are measured in one run. Variants: one
 //! flow, and 1000 flows (1000 destination IPs, 1000 routes, 1000 megaflows).
 
 use std::hint::black_box;
@@ -26,6 +27,20 @@ fn bench_pipeline(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("bare_forward", flows), |b| {
             b.iter(|| black_box(perf::bare_forward_batch(&mut rig)))
         });
+        // The same frames through the datapath with the one-flow in_port
+        // pipeline: what the 4-table pipeline costs on cache hits over the
+        // simplest switching job (OVS anchor: "in_port forwarding").
+        let mut simple = perf::Rig::new(perf::udp_frames(flows), perf::in_port_pipeline());
+        simple.warm(64 + 4 * flows as usize / perf::BATCH);
+        assert_eq!(
+            simple.dp.stats().misses,
+            1,
+            "one megaflow covers every frame"
+        );
+        g.bench_function(BenchmarkId::new("in_port_forward", flows), |b| {
+            b.iter(|| black_box(perf::forward_batch(&mut simple)))
+        });
+        assert_eq!(simple.dp.stats().total_drops(), 0);
         g.bench_function(BenchmarkId::new("4_table_pipeline", flows), |b| {
             b.iter(|| black_box(perf::forward_batch(&mut rig)))
         });

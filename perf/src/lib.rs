@@ -207,6 +207,16 @@ impl Rig {
     }
 }
 
+/// The simplest switch pipeline: one flow, `in_port=1,actions=output:2`
+/// (BENCH.md's "in_port forwarding" anchor). Through the datapath it costs
+/// extraction, a cache hit and an output: the like-for-like baseline for the
+/// 4-table pipeline on cache hits.
+pub fn in_port_pipeline() -> Pipeline {
+    pipeline_from(&[format!(
+        "table=0,in_port={IN_PORT},actions=output:{OUT_PORT}"
+    )])
+}
+
 /// One polling-loop iteration for one port pair: rx up to [`BATCH`] frames
 /// from `rx_port`, `Datapath::process_batch`, tx the output port's batch to
 /// `tx_port`. Returns the frames transmitted.
