@@ -407,11 +407,11 @@ fn errors_are_structured() {
             Request::AddPort {
                 bridge: BR.into(),
                 name: "p2".into(),
-                port_type: "tap".into(),
+                port_type: "vhost-net".into(),
                 ofport: None,
                 options: BTreeMap::new(),
             },
-            "tap",
+            "vhost-net",
         ),
         (
             Request::AddPort {
