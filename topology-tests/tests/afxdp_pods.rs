@@ -482,6 +482,7 @@ fn a_1500_byte_mtu_packet_passes_and_an_oversize_frame_is_dropped_and_counted() 
         Netns::host().set_mtu(&p.host_if, 3000)?;
     }
     let before = port_json(&sd, "pod-a")?;
+    let b_before = port_json(&sd, "pod-b")?;
     let (big, err) = ping_size(&a.ns, &b.ip, 3, 2500)?;
     assert_eq!((big.transmitted, big.received), (3, 0), "{} {err}", big.output);
     // The 2542-byte frames fit a 4 KiB UMEM frame, so the kernel hands them
@@ -496,19 +497,29 @@ fn a_1500_byte_mtu_packet_passes_and_an_oversize_frame_is_dropped_and_counted() 
         "oversize is the only new drop: {after}"
     );
     let pb = port_json(&sd, "pod-b")?;
-    assert_eq!(stat(&pb, "tx_dropped"), 0, "nothing reached pod b's port: {pb}");
-    assert!(
-        stat(&pb, "tx_bytes") < 3 * 2542 + stat(&before, "rx_bytes"),
-        "no oversize frame left on pod b's port: {pb}"
+    assert_eq!(
+        (stat(&pb, "tx_packets"), stat(&pb, "tx_dropped")),
+        (stat(&b_before, "tx_packets"), 0),
+        "nothing was sent towards pod b: {pb}"
     );
 
     // switchd survives and still forwards what fits.
     let show = sd.flowctl_ok(&["show", "br0"])?;
     assert!(show.contains("pod-a"), "{show}");
-    let (fits, err) = ping_size(&a.ns, &b.ip, 3, 1972)?;
+    // The limit is exact: a 2048-byte frame (2006 bytes of ICMP payload)
+    // passes, a 2049-byte one is an oversize drop.
+    let (fits, err) = ping_size(&a.ns, &b.ip, 3, 2006)?;
     assert_eq!((fits.transmitted, fits.received), (3, 3), "{} {err}", fits.output);
+    let (one_over, err) = ping_size(&a.ns, &b.ip, 1, 2007)?;
+    assert_eq!(one_over.received, 0, "{} {err}", one_over.output);
+    let last = port_json(&sd, "pod-a")?;
+    assert_eq!(
+        drops(&last, "rx", "oversize"),
+        drops(&after, "rx", "oversize") + 1,
+        "{last}"
+    );
     eprintln!(
-        "MTU 3000 on veth ({}): 2014-byte frames pass, 2542-byte frames counted oversize",
+        "MTU 3000 on veth ({}): 2048-byte frames pass, 2049- and 2542-byte frames counted oversize",
         xdp_attached(&a.host_if)?.unwrap_or_default()
     );
     Ok(())
