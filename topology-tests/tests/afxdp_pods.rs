@@ -118,8 +118,22 @@ fn add_flows(sd: &Switchd, flows: &[String]) -> Result<()> {
 
 /// The usual two pods on one subnet, attached as ports 1 and 2.
 fn two_pods(guard: &LeakGuard, sd: &Switchd, net: &str) -> Result<(Pod, Pod)> {
-    let a = Pod::new(guard, "a", &format!("{net}.2/24"), "02:00:00:00:01:02", None, 1)?;
-    let b = Pod::new(guard, "b", &format!("{net}.3/24"), "02:00:00:00:01:03", None, 2)?;
+    let a = Pod::new(
+        guard,
+        "a",
+        &format!("{net}.2/24"),
+        "02:00:00:00:01:02",
+        None,
+        1,
+    )?;
+    let b = Pod::new(
+        guard,
+        "b",
+        &format!("{net}.3/24"),
+        "02:00:00:00:01:03",
+        None,
+        2,
+    )?;
     a.attach(sd, "pod-a")?;
     b.attach(sd, "pod-b")?;
     Ok((a, b))
@@ -129,10 +143,22 @@ fn two_pods(guard: &LeakGuard, sd: &Switchd, net: &str) -> Result<(Pod, Pod)> {
 /// by destination MAC. Nothing else has a flow.
 fn l2_flows(a: &Pod, b: &Pod) -> Vec<String> {
     vec![
-        format!("priority=100,arp,in_port={},actions=output:{}", a.ofport, b.ofport),
-        format!("priority=100,arp,in_port={},actions=output:{}", b.ofport, a.ofport),
-        format!("priority=100,ip,dl_dst={},actions=output:{}", b.mac, b.ofport),
-        format!("priority=100,ip,dl_dst={},actions=output:{}", a.mac, a.ofport),
+        format!(
+            "priority=100,arp,in_port={},actions=output:{}",
+            a.ofport, b.ofport
+        ),
+        format!(
+            "priority=100,arp,in_port={},actions=output:{}",
+            b.ofport, a.ofport
+        ),
+        format!(
+            "priority=100,ip,dl_dst={},actions=output:{}",
+            b.mac, b.ofport
+        ),
+        format!(
+            "priority=100,ip,dl_dst={},actions=output:{}",
+            a.mac, a.ofport
+        ),
     ]
 }
 
@@ -217,17 +243,28 @@ fn programmed_flows(sd: &Switchd) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The XDP attachment `ip -d link show` reports for `dev` ("xdp",
-/// "xdpgeneric", ... or None when no program is attached).
-fn xdp_attached(dev: &str) -> Result<Option<String>> {
-    let out = Netns::host().ip(&["-j", "-d", "link", "show", "dev", dev])?;
+/// The XDP attach mode `ip -j link show` reports for `dev` (`native`,
+/// `generic`, `offload`), None when no program is attached.
+fn xdp_attached(dev: &str) -> Result<Option<&'static str>> {
+    let out = Netns::host().ip(&["-j", "link", "show", "dev", dev])?;
     let v: serde_json::Value = serde_json::from_str(&out)
         .map_err(|e| TopoError::Other(format!("ip -j link show {dev}: {e}")))?;
-    let x = &v[0]["xdp"];
-    if x.is_null() {
-        return Ok(None);
-    }
-    Ok(Some(x.to_string()))
+    // XDP_ATTACHED_* of include/uapi/linux/if_link.h.
+    Ok(match v[0]["xdp"]["mode"].as_u64() {
+        None | Some(0) => None,
+        Some(1) => Some("native"),
+        Some(2) => Some("generic"),
+        Some(3) => Some("offload"),
+        Some(_) => Some("multi"),
+    })
+}
+
+/// The id of the XDP program attached to `dev` (None: none attached).
+fn xdp_prog_id(dev: &str) -> Result<Option<u64>> {
+    let out = Netns::host().ip(&["-j", "link", "show", "dev", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .map_err(|e| TopoError::Other(format!("ip -j link show {dev}: {e}")))?;
+    Ok(v[0]["xdp"]["prog"]["id"].as_u64())
 }
 
 #[test]
@@ -307,8 +344,22 @@ fn the_switch_routes_between_two_pod_subnets_one_hop() -> Result<()> {
     let _s = serial();
     let guard = LeakGuard::new("xrt")?;
     let sd = switchd(&guard)?;
-    let a = Pod::new(&guard, "a", "10.244.1.2/24", "02:00:0a:f4:01:02", Some("10.244.1.1"), 1)?;
-    let b = Pod::new(&guard, "b", "10.244.2.2/24", "02:00:0a:f4:02:02", Some("10.244.2.1"), 2)?;
+    let a = Pod::new(
+        &guard,
+        "a",
+        "10.244.1.2/24",
+        "02:00:0a:f4:01:02",
+        Some("10.244.1.1"),
+        1,
+    )?;
+    let b = Pod::new(
+        &guard,
+        "b",
+        "10.244.2.2/24",
+        "02:00:0a:f4:02:02",
+        Some("10.244.2.1"),
+        2,
+    )?;
     a.attach(&sd, "pod-a")?;
     b.attach(&sd, "pod-b")?;
     add_flows(
@@ -324,7 +375,10 @@ fn the_switch_routes_between_two_pod_subnets_one_hop() -> Result<()> {
     wait_reachable(&a.ns, &b.ip, Duration::from_secs(4))?;
     // The gateways exist on no wire: the switch answered ARP for them.
     let n = a.neigh("10.244.1.1")?;
-    assert!(n.contains(ROUTER_MAC), "pod a's gateway is the router MAC: {n:?}");
+    assert!(
+        n.contains(ROUTER_MAC),
+        "pod a's gateway is the router MAC: {n:?}"
+    );
     let ab = ping(Some(&a.ns), &b.ip, 3)?;
     assert_eq!((ab.transmitted, ab.received), (3, 3), "{}", ab.output);
     assert_eq!(ab.ttl, Some(63), "one routed hop: {}", ab.output);
@@ -332,7 +386,10 @@ fn the_switch_routes_between_two_pod_subnets_one_hop() -> Result<()> {
     assert_eq!((ba.transmitted, ba.received), (3, 3), "{}", ba.output);
     assert_eq!(ba.ttl, Some(63), "one routed hop: {}", ba.output);
     let n = b.neigh("10.244.2.1")?;
-    assert!(n.contains(ROUTER_MAC), "pod b's gateway is the router MAC: {n:?}");
+    assert!(
+        n.contains(ROUTER_MAC),
+        "pod b's gateway is the router MAC: {n:?}"
+    );
     // Nothing crossed the switch unrouted: no drop on either pod's port.
     for p in ["pod-a", "pod-b"] {
         let j = port_json(&sd, p)?;
@@ -385,7 +442,10 @@ fn the_node_reaches_a_pod_through_a_tap_port() -> Result<()> {
     let back = ping(Some(&p.ns), "10.246.3.1", 3)?;
     assert_eq!((back.transmitted, back.received), (3, 3), "{}", back.output);
     let n = p.neigh("10.246.3.1")?;
-    assert!(n.contains(tap_mac), "the pod sees the node at the tap's MAC: {n:?}");
+    assert!(
+        n.contains(tap_mac),
+        "the pod sees the node at the tap's MAC: {n:?}"
+    );
     let node = port_json(&sd, "node")?;
     assert!(stat(&node, "rx_packets") >= 6, "{node}");
     assert!(stat(&node, "tx_packets") >= 6, "{node}");
@@ -435,6 +495,8 @@ fn after_a_sigkill_switchd_restarts_from_its_state_and_pods_ping_again() -> Resu
     assert_eq!(flows.len(), 4, "{flows:?}");
 
     let old = sd.pid();
+    let old_prog = xdp_prog_id(&a.host_if)?;
+    assert!(old_prog.is_some(), "switchd attached an XDP program");
     Netns::host().run(&["kill", "-KILL", &old.to_string()])?;
     let deadline = Instant::now() + Duration::from_secs(3);
     while sd.flowctl(&["show", "br0"])?.status.code() != Some(3) {
@@ -443,7 +505,10 @@ fn after_a_sigkill_switchd_restarts_from_its_state_and_pods_ping_again() -> Resu
     }
     // The dead switchd's XDP program is still on the host ends (nobody
     // removed it), and with no socket behind it the pods are cut off.
-    assert!(xdp_attached(&a.host_if)?.is_some(), "a stale XDP program remains");
+    assert!(
+        xdp_attached(&a.host_if)?.is_some(),
+        "a stale XDP program remains"
+    );
     let down = ping(Some(&a.ns), &b.ip, 2)?;
     assert_eq!(down.received, 0, "{}", down.output);
 
@@ -451,6 +516,13 @@ fn after_a_sigkill_switchd_restarts_from_its_state_and_pods_ping_again() -> Resu
     assert_ne!(sd.pid(), old);
     let show = sd.flowctl_ok(&["show", "br0"])?;
     assert!(show.contains("pod-a") && show.contains("pod-b"), "{show}");
+    // switchd binds its socket before it restores the state, so only a served
+    // request (show, above) proves the ports were re-opened.
+    let new_prog = xdp_prog_id(&a.host_if)?;
+    assert!(
+        new_prog.is_some() && new_prog != old_prog,
+        "the stale program {old_prog:?} was replaced: {new_prog:?}"
+    );
     assert_eq!(programmed_flows(&sd)?, flows, "flows restored unchanged");
     wait_reachable(&a.ns, &b.ip, Duration::from_secs(4))?;
     let r = ping(Some(&a.ns), &b.ip, 3)?;
@@ -458,7 +530,10 @@ fn after_a_sigkill_switchd_restarts_from_its_state_and_pods_ping_again() -> Resu
     let r = ping(Some(&b.ns), &a.ip, 3)?;
     assert_eq!((r.transmitted, r.received), (3, 3), "{}", r.output);
     let pa = port_json(&sd, "pod-a")?;
-    assert!(stat(&pa, "rx_packets") >= 3, "the new switchd's port carried the pings: {pa}");
+    assert!(
+        stat(&pa, "rx_packets") >= 3,
+        "the new switchd's port carried the pings: {pa}"
+    );
     Ok(())
 }
 
@@ -475,7 +550,12 @@ fn a_1500_byte_mtu_packet_passes_and_an_oversize_frame_is_dropped_and_counted() 
     wait_reachable(&a.ns, &b.ip, Duration::from_secs(4))?;
     // 1472 bytes of ICMP payload + 8 + 20 = a 1500-byte IP packet, DF set.
     let (full, err) = ping_size(&a.ns, &b.ip, 3, 1472)?;
-    assert_eq!((full.transmitted, full.received), (3, 3), "{} {err}", full.output);
+    assert_eq!(
+        (full.transmitted, full.received),
+        (3, 3),
+        "{} {err}",
+        full.output
+    );
 
     for p in [&a, &b] {
         p.ns.set_mtu("eth0", 3000)?;
@@ -484,7 +564,12 @@ fn a_1500_byte_mtu_packet_passes_and_an_oversize_frame_is_dropped_and_counted() 
     let before = port_json(&sd, "pod-a")?;
     let b_before = port_json(&sd, "pod-b")?;
     let (big, err) = ping_size(&a.ns, &b.ip, 3, 2500)?;
-    assert_eq!((big.transmitted, big.received), (3, 0), "{} {err}", big.output);
+    assert_eq!(
+        (big.transmitted, big.received),
+        (3, 0),
+        "{} {err}",
+        big.output
+    );
     // The 2542-byte frames fit a 4 KiB UMEM frame, so the kernel hands them
     // to switchd, whose packet buffers hold at most MAX_FRAME (2048) bytes:
     // the AF_XDP port refuses each one as an `oversize` rx drop.
@@ -509,7 +594,12 @@ fn a_1500_byte_mtu_packet_passes_and_an_oversize_frame_is_dropped_and_counted() 
     // The limit is exact: a 2048-byte frame (2006 bytes of ICMP payload)
     // passes, a 2049-byte one is an oversize drop.
     let (fits, err) = ping_size(&a.ns, &b.ip, 3, 2006)?;
-    assert_eq!((fits.transmitted, fits.received), (3, 3), "{} {err}", fits.output);
+    assert_eq!(
+        (fits.transmitted, fits.received),
+        (3, 3),
+        "{} {err}",
+        fits.output
+    );
     let (one_over, err) = ping_size(&a.ns, &b.ip, 1, 2007)?;
     assert_eq!(one_over.received, 0, "{} {err}", one_over.output);
     let last = port_json(&sd, "pod-a")?;
@@ -519,8 +609,8 @@ fn a_1500_byte_mtu_packet_passes_and_an_oversize_frame_is_dropped_and_counted() 
         "{last}"
     );
     eprintln!(
-        "MTU 3000 on veth ({}): 2048-byte frames pass, 2049- and 2542-byte frames counted oversize",
-        xdp_attached(&a.host_if)?.unwrap_or_default()
+        "MTU 3000 on veth (XDP {}): 2048-byte frames pass, 2049- and 2542-byte frames counted oversize",
+        xdp_attached(&a.host_if)?.unwrap_or("none")
     );
     Ok(())
 }
