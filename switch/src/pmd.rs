@@ -1168,3 +1168,77 @@ fn flush(
         }
     }
 }
+
+/// One thread in `pmd-perf-show`: the raw counters and the ratios OVS prints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PmdPerf {
+    /// Thread index.
+    pub pmd: usize,
+    /// Pinned CPU (None: unpinned).
+    pub cpu: Option<usize>,
+    /// Loop iterations.
+    pub iterations: u64,
+    /// Iterations that received frames.
+    pub busy_iterations: u64,
+    /// Busy cycles / total cycles, percent.
+    pub busy_pct: f64,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Datapath cycles per received frame.
+    pub cycles_per_packet: f64,
+    /// Exact-match cache hits.
+    pub emc_hits: u64,
+    /// EMC hits / frames, percent.
+    pub emc_hit_pct: f64,
+    /// Megaflow cache hits.
+    pub megaflow_hits: u64,
+    /// Megaflow hits / frames, percent.
+    pub megaflow_hit_pct: f64,
+    /// Megaflow subtables probed per megaflow hit.
+    pub megaflow_lookups_per_hit: f64,
+    /// Slow-path translations.
+    pub misses: u64,
+    /// Misses / frames, percent.
+    pub miss_pct: f64,
+    /// Slow-path cycles per miss.
+    pub cycles_per_miss: f64,
+    /// Frames handed to other threads' ports.
+    pub handed_off: u64,
+    /// Frames dropped on a full hand-off queue (`tx_ring_full`).
+    pub handoff_drops: u64,
+    /// Frames for a port no thread polls (dropped).
+    pub tx_unpolled: u64,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+impl From<&PmdStats> for PmdPerf {
+    fn from(s: &PmdStats) -> PmdPerf {
+        PmdPerf {
+            pmd: s.pmd,
+            cpu: s.cpu,
+            iterations: s.iterations,
+            busy_iterations: s.busy_iterations,
+            busy_pct: pct(s.busy_cycles, s.total_cycles),
+            rx_packets: s.rx_packets,
+            cycles_per_packet: ratio(s.dp_cycles, s.rx_packets),
+            emc_hits: s.emc_hits,
+            emc_hit_pct: pct(s.emc_hits, s.rx_packets),
+            megaflow_hits: s.megaflow_hits,
+            megaflow_hit_pct: pct(s.megaflow_hits, s.rx_packets),
+            megaflow_lookups_per_hit: ratio(s.megaflow_hit_probes, s.megaflow_hits),
+            misses: s.misses,
+            miss_pct: pct(s.misses, s.rx_packets),
+            cycles_per_miss: ratio(s.slow_path_cycles, s.misses),
+            handed_off: s.handed_off,
+            handoff_drops: s.handoff_drops,
+            tx_unpolled: s.tx_unpolled,
+        }
+    }
+}

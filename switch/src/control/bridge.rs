@@ -27,7 +27,7 @@ use crate::flow::{ofport, Flow, PortNo};
 use crate::packet::Packet;
 use crate::pipeline::table::{FlowMod, FlowModCommand};
 use crate::pipeline::Pipeline;
-use crate::pmd::{PmdConfig, PmdSet, PmdStats};
+use crate::pmd::{PmdConfig, PmdPerf, PmdSet, PmdStats};
 use crate::port::memory::{MemoryPort, MemoryPortHandle};
 use crate::port::tap::{TapError, TapOptions, TapPort};
 use crate::port::{Port, PortCounters};
@@ -653,6 +653,45 @@ impl Bridge {
                 }
                 self.pmd.sync(SYNC_TIMEOUT);
                 Ok(json!({ "injected": queued }))
+            }
+            Request::PmdRxqShow { .. } => {
+                self.pmd.sync(SYNC_TIMEOUT);
+                let pmds: Vec<serde_json::Value> = self
+                    .pmd
+                    .rxq_show()
+                    .into_iter()
+                    .map(|r| {
+                        let mut v = serde_json::to_value(&r).unwrap_or(json!({}));
+                        // Name each port as well as its number.
+                        if let Some(list) = v["rxqs"].as_array_mut() {
+                            for q in list {
+                                let no = q["port"].as_u64().and_then(|n| u32::try_from(n).ok());
+                                let name = no
+                                    .and_then(|n| self.ports.get(&n))
+                                    .map(|p| p.cfg.name.clone());
+                                q["name"] = json!(name);
+                            }
+                        }
+                        v
+                    })
+                    .collect();
+                Ok(json!({ "assign": self.pmd.assign(), "pmds": pmds }))
+            }
+            Request::PmdPerfShow { .. } => {
+                self.pmd.sync(SYNC_TIMEOUT);
+                let pmds: Vec<PmdPerf> = self.pmd.stats().iter().map(PmdPerf::from).collect();
+                Ok(json!({ "pmds": pmds }))
+            }
+            Request::PmdRxqRebalance { .. } => {
+                // Measure first, so the cycles policy sees current loads.
+                self.pmd.sync(SYNC_TIMEOUT);
+                let moves = self
+                    .pmd
+                    .rebalance(SYNC_TIMEOUT)
+                    .map_err(|m| ErrorBody::new(ErrorCode::Busy, m))?;
+                // Frames injected after the reply meet the new assignment.
+                self.pmd.sync(SYNC_TIMEOUT);
+                Ok(json!({ "assign": self.pmd.assign(), "moves": moves }))
             }
             Request::Capture { port, max, .. } => {
                 let no = self.port_by(&port)?;
