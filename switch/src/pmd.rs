@@ -1242,3 +1242,50 @@ impl From<&PmdStats> for PmdPerf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_like_linux_cpulists() {
+        assert_eq!(parse_cpu_list("1").unwrap(), vec![1]);
+        assert_eq!(parse_cpu_list("2-5").unwrap(), vec![2, 3, 4, 5]);
+        assert_eq!(parse_cpu_list("0,2-3").unwrap(), vec![0, 2, 3]);
+        assert_eq!(parse_cpu_list(" 3 , 1,1-2").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_cpu_list("7-7").unwrap(), vec![7]);
+        for bad in [
+            "", ",", "1,", "a", "1-", "-1", "3-1", "1-2-3", "1024", "0x1", "-",
+        ] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_cpu_list("3-1").unwrap_err().contains("reversed"));
+        assert!(parse_cpu_list("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn cpu_lists_format_back() {
+        for s in ["1", "2-5", "0,2-3", "0-1,4,6-9"] {
+            assert_eq!(format_cpu_list(&parse_cpu_list(s).unwrap()), s);
+        }
+        assert_eq!(format_cpu_list(&[]), "");
+    }
+
+    #[test]
+    fn pinned_config_refuses_absent_cpus() {
+        let e = PmdConfig::pinned("1023", RxqAssign::RoundRobin).unwrap_err();
+        assert!(e.contains("not present"), "{e}");
+        let allowed = allowed_cpus().unwrap();
+        let first = allowed[0];
+        let c = PmdConfig::pinned(&first.to_string(), RxqAssign::Cycles).unwrap();
+        assert_eq!(c.cpus, vec![Some(first)]);
+    }
+
+    #[test]
+    fn rxq_assign_names() {
+        assert_eq!("roundrobin".parse::<RxqAssign>(), Ok(RxqAssign::RoundRobin));
+        assert_eq!("cycles".parse::<RxqAssign>(), Ok(RxqAssign::Cycles));
+        assert!("group".parse::<RxqAssign>().is_err());
+        assert_eq!(RxqAssign::Cycles.to_string(), "cycles");
+    }
+}
