@@ -568,7 +568,7 @@ impl PmdSet {
                 dir: dir.clone(),
                 free: free.clone(),
             };
-            pmds.push(PmdHandle::spawn_on(i, *cpu, w, cfg.clone())?);
+            pmds.push(PmdHandle::spawn_on(i, *cpu, w, cfg)?);
         }
         Ok(PmdSet {
             pmds,
@@ -616,9 +616,8 @@ impl PmdSet {
         let target = (0..self.pmds.len())
             .min_by_key(|i| (count[*i], *i))
             .unwrap_or(0);
-        if !self.queues.contains_key(&no) {
-            self.queues
-                .insert(no, Arc::new(ArrayQueue::new(HANDOFF_DEPTH)));
+        if let std::collections::btree_map::Entry::Vacant(e) = self.queues.entry(no) {
+            e.insert(Arc::new(ArrayQueue::new(HANDOFF_DEPTH)));
             self.publish_dir();
         }
         match self.pmds[target].send(PmdCommand::AddPort(no, port)) {
