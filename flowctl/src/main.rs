@@ -119,6 +119,24 @@ enum Cmd {
         /// Bridge name.
         bridge: String,
     },
+    /// Per polling thread: its CPU and the ports it polls, each with its share
+    /// of the thread's busy cycles (`ovs-appctl dpif-netdev/pmd-rxq-show`).
+    PmdRxqShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Per polling thread: iterations, busy share, rx packets, cycles per packet,
+    /// EMC and megaflow hit rates, misses (`ovs-appctl dpif-netdev/pmd-perf-show`).
+    PmdPerfShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Re-assign ports to polling threads by switchd's --pmd-rxq-assign policy
+    /// (`ovs-appctl dpif-netdev/pmd-rxq-rebalance`); prints the ports moved.
+    PmdRxqRebalance {
+        /// Bridge name.
+        bridge: String,
+    },
     /// Trace a packet through the tables: `flowctl trace br0 'in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_ttl=64,tcp_dst=80'`.
     ///
     /// Prints what `ovs-appctl ofproto/trace` prints. Fields not given are zero
@@ -271,6 +289,15 @@ fn request(cmd: &Cmd) -> Result<Request, String> {
             bridge: bridge.clone(),
         },
         Cmd::Show { bridge } => Request::Show {
+            bridge: bridge.clone(),
+        },
+        Cmd::PmdRxqShow { bridge } => Request::PmdRxqShow {
+            bridge: bridge.clone(),
+        },
+        Cmd::PmdPerfShow { bridge } => Request::PmdPerfShow {
+            bridge: bridge.clone(),
+        },
+        Cmd::PmdRxqRebalance { bridge } => Request::PmdRxqRebalance {
             bridge: bridge.clone(),
         },
         Cmd::Trace { bridge, packet } => Request::Trace {

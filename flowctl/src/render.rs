@@ -167,10 +167,104 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 let _ = writeln!(out, "frame {}: {summary}\n  {hex}", i + 1);
             }
         }
+        Cmd::PmdRxqShow { .. } => {
+            for t in body["pmds"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let _ = writeln!(
+                    out,
+                    "pmd thread pmd{} core_id {}:",
+                    t["pmd"],
+                    core(&t["cpu"])
+                );
+                for q in t["rxqs"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    let name = q["name"]
+                        .as_str()
+                        .map_or_else(|| q["port"].to_string(), str::to_string);
+                    let _ = writeln!(
+                        out,
+                        "  port: {name:<16} queue-id: {:>2}   pmd usage: {:>3.0} %",
+                        0,
+                        q["usage_pct"].as_f64().unwrap_or(0.0)
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "  busy: {:>3.0} %",
+                    t["busy_pct"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+        Cmd::PmdPerfShow { .. } => {
+            for t in body["pmds"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let n = |k: &str| t[k].as_u64().unwrap_or(0);
+                let f = |k: &str| t[k].as_f64().unwrap_or(0.0);
+                let _ = writeln!(
+                    out,
+                    "pmd thread pmd{} core_id {}:\n\
+                     \x20 Iterations:        {:>12}  ({} busy)\n\
+                     \x20 - busy cycles:     {:>11.1} %\n\
+                     \x20 Rx packets:        {:>12}  ({:.0} cycles/pkt)\n\
+                     \x20 - EMC hits:        {:>12}  ({:5.1} %)\n\
+                     \x20 - Megaflow hits:   {:>12}  ({:5.1} %, {:.2} subtbl lookups/hit)\n\
+                     \x20 - Misses:          {:>12}  ({:5.1} %, {:.0} cycles/miss)\n\
+                     \x20 Handed to other pmds: {:>9}  ({} dropped: tx_ring_full)",
+                    n("pmd"),
+                    core(&t["cpu"]),
+                    n("iterations"),
+                    n("busy_iterations"),
+                    f("busy_pct"),
+                    n("rx_packets"),
+                    f("cycles_per_packet"),
+                    n("emc_hits"),
+                    f("emc_hit_pct"),
+                    n("megaflow_hits"),
+                    f("megaflow_hit_pct"),
+                    f("megaflow_lookups_per_hit"),
+                    n("misses"),
+                    f("miss_pct"),
+                    f("cycles_per_miss"),
+                    n("handed_off"),
+                    n("handoff_drops"),
+                );
+            }
+        }
+        Cmd::PmdRxqRebalance { .. } => {
+            let moves = body["moves"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if moves.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "no port moved ({})",
+                    body["assign"].as_str().unwrap_or("?")
+                );
+            }
+            for m in moves {
+                let _ = writeln!(
+                    out,
+                    "port {}: pmd{} -> pmd{}",
+                    m["port"], m["from"], m["to"]
+                );
+            }
+        }
         Cmd::AddPort { name, .. } => {
             let _ = writeln!(out, "{name}: ofport {}", body["ofport"]);
         }
         _ => {}
     }
     out
+}
+
+/// A pinned CPU number, or "unpinned".
+fn core(cpu: &Value) -> String {
+    cpu.as_u64()
+        .map_or_else(|| "unpinned".to_string(), |c| c.to_string())
 }

@@ -1,20 +1,49 @@
-//! The polling thread ("PMD", after OVS's poll-mode driver threads): owns its
-//! ports, packet pool and datapath caches, and loops rx → datapath → tx.
+//! The polling threads ("PMDs", after OVS's poll-mode driver threads): each
+//! owns some of the bridge's ports, a packet pool and its own datapath
+//! caches, and loops rx → datapath → tx. [`PmdSet`] is the control thread's
+//! view of all of them: it starts one thread per configured CPU (pinned with
+//! `sched_setaffinity`, named `pmdN`), assigns every port's rx queue (one per
+//! port today) to exactly one thread, moves ports between threads on
+//! rebalance, and reports `pmd-rxq-show` / `pmd-perf-show` statistics.
 //!
-//! It talks to the control thread through three lock-free channels only:
-//! - a bounded command queue (add/remove a port) drained between batches;
+//! A thread talks to the control thread through lock-free channels only:
+//! - a bounded command queue (add/remove/release a port) drained between
+//!   batches. [`PmdCommand::ReleasePort`] hands the port object back through
+//!   the thread's bounded *return queue*, which is how a port moves to another
+//!   thread without being closed and re-opened (an AF_XDP socket or tap fd
+//!   keeps its rings and counters);
 //! - the published [`Snapshot`] (an `ArcSwap`), checked once per iteration by
 //!   generation number, so a flow-mod never stalls forwarding;
+//! - the published tx directory (an `ArcSwap` of port number → hand-off
+//!   queue), see below;
 //! - a sync request/ack counter pair: the control thread bumps `sync_req` and
 //!   waits until `sync_ack` reaches it, which the thread stores only at the
 //!   end of an iteration that *started* after the request. By then the caches
 //!   have pushed their statistics to the rules and everything queued on
-//!   memory ports before the request has been processed.
+//!   memory ports before the request has been processed. [`PmdSet::sync`]
+//!   syncs every thread twice when there are several, so frames one thread
+//!   handed to another's port are transmitted too.
 //!
-//! Nothing here allocates, locks or makes a syscall per packet. When idle the
-//! thread backs off from spinning to yielding to short sleeps, so an idle
-//! switch does not burn a core.
+//! Transmit to a port owned by another thread: a port object has exactly one
+//! owner, and only the owner calls its `tx_batch` (no backend needs to be
+//! thread-safe). Every port has one bounded lock-free hand-off queue
+//! (crossbeam `ArrayQueue`, multi-producer, [`HANDOFF_DEPTH`] frames) that
+//! lives as long as the port, independent of which thread owns it. A thread
+//! whose datapath outputs to a port it does not own pushes the frames there;
+//! the owner drains the queue every iteration and transmits. A full queue
+//! drops the frame, counted as `tx_ring_full` in the sender's
+//! [`PmdStats::handoff_drops`]. While a port is moving, frames wait in its
+//! queue and the new owner sends them. Buffers that cross threads come back
+//! to the sender's side through a shared bounded free queue: a thread whose
+//! pool grows past [`POOL_SPILL`] buffers spills the excess, a thread short of
+//! buffers refills from it, so one-way traffic cannot starve a pool.
+//!
+//! Nothing here allocates, locks or makes a syscall per packet. Statistics are
+//! published under a mutex at most every 250 ms (or when a sync asks), never
+//! per packet. When idle a thread backs off from spinning to yielding to
+//! short sleeps, so an idle switch does not burn its cores.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,9 +51,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::datapath::{Datapath, DatapathConfig, PortDpStats, Snapshot, TxBatches};
+use crate::datapath::{cycles_now, Datapath, DatapathConfig, PortDpStats, Snapshot, TxBatches};
 use crate::flow::PortNo;
 use crate::packet::{Packet, PacketPool};
 use crate::port::{DropReason, Port};
@@ -35,6 +64,18 @@ pub const BATCH: usize = 32;
 const STATS_PERIOD: Duration = Duration::from_millis(250);
 /// Frames one tx queue holds before it must be flushed.
 const TX_CAPACITY: usize = 1024;
+/// Frames a port's cross-thread hand-off queue holds.
+pub const HANDOFF_DEPTH: usize = 4096;
+/// Buffers a thread keeps before spilling the excess to the shared free queue.
+pub const POOL_SPILL: usize = 8192;
+/// Below this many buffers a thread refills from the shared free queue.
+const POOL_REFILL: usize = 2048;
+/// Capacity of the shared free queue.
+const SHARED_FREE: usize = 16384;
+/// Buffers moved to or from the shared free queue per iteration at most.
+const POOL_MOVE: usize = 256;
+/// Largest CPU number `--pmd-cpus` accepts (the size of a `cpu_set_t`).
+pub const MAX_CPU: usize = 1024;
 
 /// A request to a polling thread.
 #[derive(Debug)]
@@ -43,11 +84,208 @@ pub enum PmdCommand {
     AddPort(PortNo, Box<dyn Port>),
     /// Stop polling a port and drop it.
     DelPort(PortNo),
+    /// Stop polling a port and hand the object back through the thread's
+    /// return queue (its counters updated first), to be added to another
+    /// thread.
+    ReleasePort(PortNo),
+}
+
+/// How ports' rx queues are spread over the polling threads
+/// (OVS `other_config:pmd-rxq-assign`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RxqAssign {
+    /// In port-number order, one thread after another.
+    #[default]
+    RoundRobin,
+    /// By measured busy cycles: the busiest port first, each to the thread
+    /// with the least load assigned so far.
+    Cycles,
+}
+
+impl std::str::FromStr for RxqAssign {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RxqAssign, String> {
+        match s {
+            "roundrobin" => Ok(RxqAssign::RoundRobin),
+            "cycles" => Ok(RxqAssign::Cycles),
+            _ => Err(format!(
+                "unknown rxq assignment {s:?} (known: roundrobin, cycles)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RxqAssign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RxqAssign::RoundRobin => "roundrobin",
+            RxqAssign::Cycles => "cycles",
+        })
+    }
+}
+
+/// How many polling threads to run and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PmdConfig {
+    /// One entry per thread: the CPU it is pinned to, or None (unpinned).
+    pub cpus: Vec<Option<usize>>,
+    /// The rx queue assignment policy.
+    pub assign: RxqAssign,
+}
+
+impl Default for PmdConfig {
+    /// One unpinned thread, round robin.
+    fn default() -> PmdConfig {
+        PmdConfig {
+            cpus: vec![None],
+            assign: RxqAssign::RoundRobin,
+        }
+    }
+}
+
+impl PmdConfig {
+    /// `n` unpinned threads (tests).
+    pub fn unpinned(n: usize, assign: RxqAssign) -> PmdConfig {
+        PmdConfig {
+            cpus: vec![None; n.max(1)],
+            assign,
+        }
+    }
+
+    /// One thread pinned to each CPU of `list` (Linux cpulist syntax such as
+    /// `1`, `2-5`, `0,2-3`); every CPU must be one this process may run on.
+    pub fn pinned(list: &str, assign: RxqAssign) -> Result<PmdConfig, String> {
+        let cpus = parse_cpu_list(list)?;
+        let allowed = allowed_cpus().map_err(|e| format!("reading CPU affinity: {e}"))?;
+        if let Some(c) = cpus.iter().find(|c| !allowed.contains(c)) {
+            return Err(format!(
+                "CPU {c} in --pmd-cpus {list:?} is not present or not allowed (available: {})",
+                format_cpu_list(&allowed)
+            ));
+        }
+        Ok(PmdConfig {
+            cpus: cpus.into_iter().map(Some).collect(),
+            assign,
+        })
+    }
+}
+
+/// Parse a Linux cpulist (`0`, `2-5`, `0,2-3`) into sorted, distinct CPU
+/// numbers. Empty lists, reversed ranges and numbers of [`MAX_CPU`] or more
+/// are errors.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    let num = |t: &str| -> Result<usize, String> {
+        let t = t.trim();
+        let n = t
+            .parse::<usize>()
+            .map_err(|_| format!("{t:?} is not a CPU number in CPU list {s:?}"))?;
+        if n >= MAX_CPU {
+            return Err(format!(
+                "CPU {n} in {s:?} is too large (max {})",
+                MAX_CPU - 1
+            ));
+        }
+        Ok(n)
+    };
+    for part in s.split(',') {
+        if part.trim().is_empty() {
+            return Err(format!("empty item in CPU list {s:?}"));
+        }
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("range {a}-{b} in CPU list {s:?} is reversed"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The cpulist text of sorted CPU numbers (`0,2-3`).
+pub fn format_cpu_list(cpus: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity`).
+pub fn allowed_cpus() -> std::io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is a plain bit array for which all-zero is valid; the
+    // kernel writes at most size_of::<cpu_set_t>() bytes into it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        set
+    };
+    // SAFETY: CPU_ISSET only reads bit `c` of the set; c < MAX_CPU = CPU_SETSIZE.
+    Ok((0..MAX_CPU)
+        .filter(|c| unsafe { libc::CPU_ISSET(*c, &set) })
+        .collect())
+}
+
+/// Pin the calling thread to `cpus` (`sched_setaffinity`).
+pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
+    if cpus.is_empty() || cpus.iter().any(|c| *c >= MAX_CPU) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty CPU set or CPU number out of range",
+        ));
+    }
+    // SAFETY: all-zero is a valid empty cpu_set_t; CPU_SET writes bit c < CPU_SETSIZE
+    // (checked above); sched_setaffinity reads size_of::<cpu_set_t>() bytes of `set`.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in cpus {
+            libc::CPU_SET(*c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Load and traffic of one rx queue (port) on its polling thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RxqStats {
+    /// The port.
+    pub port: PortNo,
+    /// Frames received since the port joined this thread.
+    pub rx_packets: u64,
+    /// Cycles spent receiving and processing its batches since then.
+    pub busy_cycles: u64,
 }
 
 /// Statistics a polling thread publishes (pmd-perf-show style).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PmdStats {
+    /// Thread index (`pmdN`).
+    pub pmd: usize,
+    /// The CPU it is pinned to (None: unpinned).
+    pub cpu: Option<usize>,
     /// Loop iterations.
     pub iterations: u64,
     /// Iterations that received at least one frame.
@@ -60,22 +298,101 @@ pub struct PmdStats {
     pub megaflow_hits: u64,
     /// Slow-path translations (cache misses).
     pub misses: u64,
-    /// Frames queued for a port this thread does not poll (dropped).
+    /// Megaflow subtables probed by lookups that hit.
+    pub megaflow_hit_probes: u64,
+    /// Cycles the datapath spent processing batches (DatapathStats.cycles).
+    pub dp_cycles: u64,
+    /// Of those, cycles in the slow path.
+    pub slow_path_cycles: u64,
+    /// Cycles since the thread started (busy + idle, sleeps included).
+    pub total_cycles: u64,
+    /// Cycles spent on iterations' rx + processing of non-empty batches.
+    pub busy_cycles: u64,
+    /// Frames queued for a port this thread does not poll and no thread owns (dropped).
     pub tx_unpolled: u64,
     /// Frames output to a port number that does not exist (dropped).
     pub tx_no_port: u64,
+    /// Frames handed to another thread's port.
+    pub handed_off: u64,
+    /// Frames dropped because a port's hand-off queue was full (`tx_ring_full`).
+    pub handoff_drops: u64,
+    /// Per-port load on this thread.
+    pub rxqs: Vec<RxqStats>,
+}
+
+impl PmdStats {
+    /// Sum of several threads' counters (`pmd`, `cpu` and `rxqs` of the first;
+    /// rxqs concatenated).
+    pub fn total(all: &[PmdStats]) -> PmdStats {
+        let mut t = PmdStats::default();
+        for s in all {
+            t.iterations += s.iterations;
+            t.busy_iterations += s.busy_iterations;
+            t.rx_packets += s.rx_packets;
+            t.emc_hits += s.emc_hits;
+            t.megaflow_hits += s.megaflow_hits;
+            t.misses += s.misses;
+            t.megaflow_hit_probes += s.megaflow_hit_probes;
+            t.dp_cycles += s.dp_cycles;
+            t.slow_path_cycles += s.slow_path_cycles;
+            t.total_cycles += s.total_cycles;
+            t.busy_cycles += s.busy_cycles;
+            t.tx_unpolled += s.tx_unpolled;
+            t.tx_no_port += s.tx_no_port;
+            t.handed_off += s.handed_off;
+            t.handoff_drops += s.handoff_drops;
+            t.rxqs.extend(s.rxqs.iter().cloned());
+        }
+        t
+    }
+}
+
+/// One row of `pmd-rxq-show`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RxqShow {
+    /// Thread index.
+    pub pmd: usize,
+    /// Pinned CPU (None: unpinned).
+    pub cpu: Option<usize>,
+    /// Busy cycles / total cycles of the thread, percent.
+    pub busy_pct: f64,
+    /// The ports it polls, by port number.
+    pub rxqs: Vec<RxqShowPort>,
+}
+
+/// One port in a `pmd-rxq-show` row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RxqShowPort {
+    /// OpenFlow port number.
+    pub port: PortNo,
+    /// Frames received on this thread.
+    pub rx_packets: u64,
+    /// Busy cycles on this thread.
+    pub busy_cycles: u64,
+    /// Share of the thread's busy cycles, percent (OVS's "pmd usage").
+    pub usage_pct: f64,
+}
+
+/// A port's cross-thread tx path: its hand-off queue.
+type Handoff = Arc<ArrayQueue<Packet>>;
+
+/// Port number → hand-off queue, published to every thread.
+#[derive(Debug, Default)]
+struct TxDirectory {
+    queues: Vec<(PortNo, Handoff)>,
 }
 
 /// State shared between a polling thread and the control thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PmdShared {
     sync_req: AtomicU64,
     sync_ack: AtomicU64,
     stop: AtomicBool,
     stats: Mutex<PmdStats>,
+    returned: ArrayQueue<(PortNo, Box<dyn Port>)>,
 }
 
-/// The control thread's handle on a polling thread.
+/// The control thread's handle on one polling thread.
 #[derive(Debug)]
 pub struct PmdHandle {
     cmds: Arc<ArrayQueue<PmdCommand>>,
@@ -83,23 +400,77 @@ pub struct PmdHandle {
     thread: Option<JoinHandle<()>>,
 }
 
+struct Wiring {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    dir: Arc<ArcSwap<TxDirectory>>,
+    free: Arc<ArrayQueue<Packet>>,
+}
+
 impl PmdHandle {
-    /// Start a polling thread reading snapshots from `snapshot`.
+    /// Start a lone polling thread (`pmd0`, unpinned) reading snapshots from
+    /// `snapshot`; it transmits only to ports it owns.
     pub fn spawn(
         snapshot: Arc<ArcSwap<Snapshot>>,
         cfg: DatapathConfig,
     ) -> std::io::Result<PmdHandle> {
+        let w = Wiring {
+            snapshot,
+            dir: Arc::new(ArcSwap::from_pointee(TxDirectory::default())),
+            free: Arc::new(ArrayQueue::new(SHARED_FREE)),
+        };
+        PmdHandle::spawn_on(0, None, w, cfg)
+    }
+
+    fn spawn_on(
+        index: usize,
+        cpu: Option<usize>,
+        w: Wiring,
+        cfg: DatapathConfig,
+    ) -> std::io::Result<PmdHandle> {
         let cmds = Arc::new(ArrayQueue::new(256));
-        let shared = Arc::new(PmdShared::default());
+        let shared = Arc::new(PmdShared {
+            sync_req: AtomicU64::new(0),
+            sync_ack: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            stats: Mutex::new(PmdStats {
+                pmd: index,
+                cpu,
+                ..PmdStats::default()
+            }),
+            returned: ArrayQueue::new(256),
+        });
         let (c2, s2) = (cmds.clone(), shared.clone());
+        // Pin inside the thread and report failure back before returning.
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
         let thread = std::thread::Builder::new()
-            .name("pmd0".into())
-            .spawn(move || run(snapshot, cfg, c2, s2))?;
-        Ok(PmdHandle {
+            .name(format!("pmd{index}"))
+            .spawn(move || {
+                if let Some(c) = cpu {
+                    if let Err(e) = pin_current_thread(&[c]) {
+                        let _ = ready_tx.send(Err(format!("pinning pmd{index} to CPU {c}: {e}")));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
+                run(index, cpu, w, cfg, c2, s2)
+            })?;
+        let mut h = PmdHandle {
             cmds,
             shared,
             thread: Some(thread),
-        })
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(h),
+            Ok(Err(m)) => {
+                if let Some(t) = h.thread.take() {
+                    let _ = t.join();
+                }
+                Err(std::io::Error::other(m))
+            }
+            Err(_) => Err(std::io::Error::other(format!(
+                "pmd{index} exited during start"
+            ))),
+        }
     }
 
     /// Queue a command; fails only when 256 commands are already pending.
@@ -107,19 +478,27 @@ impl PmdHandle {
         self.cmds.push(cmd)
     }
 
-    /// Wait until the thread has completed an iteration that started after
-    /// this call (statistics pushed, pending commands and queued frames
-    /// handled). False on timeout.
-    pub fn sync(&self, timeout: Duration) -> bool {
-        let want = self.shared.sync_req.fetch_add(1, Ordering::SeqCst) + 1;
-        let deadline = Instant::now() + timeout;
+    /// Start a sync; returns the ticket [`Self::wait`] waits for.
+    fn request(&self) -> u64 {
+        self.shared.sync_req.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn wait(&self, want: u64, deadline: Instant) -> bool {
         while self.shared.sync_ack.load(Ordering::SeqCst) < want {
-            if Instant::now() > deadline {
+            if Instant::now() > deadline || self.thread.as_ref().is_none_or(|t| t.is_finished()) {
                 return false;
             }
             std::thread::sleep(Duration::from_micros(200));
         }
         true
+    }
+
+    /// Wait until the thread has completed an iteration that started after
+    /// this call (statistics pushed, pending commands and queued frames
+    /// handled). False on timeout.
+    pub fn sync(&self, timeout: Duration) -> bool {
+        let want = self.request();
+        self.wait(want, Instant::now() + timeout)
     }
 
     /// The latest published statistics.
@@ -129,6 +508,11 @@ impl PmdHandle {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default()
+    }
+
+    /// A port handed back by [`PmdCommand::ReleasePort`], if one is waiting.
+    pub fn take_returned(&self) -> Option<(PortNo, Box<dyn Port>)> {
+        self.shared.returned.pop()
     }
 }
 
@@ -141,52 +525,422 @@ impl Drop for PmdHandle {
     }
 }
 
+/// One port moved by a rebalance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMove {
+    /// The port.
+    pub port: PortNo,
+    /// Thread it left.
+    pub from: usize,
+    /// Thread it joined.
+    pub to: usize,
+}
+
+/// All polling threads of a bridge, and which one owns which port.
+#[derive(Debug)]
+pub struct PmdSet {
+    pmds: Vec<PmdHandle>,
+    cpus: Vec<Option<usize>>,
+    owner: BTreeMap<PortNo, usize>,
+    queues: BTreeMap<PortNo, Handoff>,
+    dir: Arc<ArcSwap<TxDirectory>>,
+    assign: RxqAssign,
+}
+
+impl PmdSet {
+    /// Start the threads `pcfg` asks for, each reading snapshots from `snapshot`.
+    pub fn spawn(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        cfg: DatapathConfig,
+        pcfg: &PmdConfig,
+    ) -> std::io::Result<PmdSet> {
+        let dir = Arc::new(ArcSwap::from_pointee(TxDirectory::default()));
+        let free = Arc::new(ArrayQueue::new(SHARED_FREE));
+        let cpus = if pcfg.cpus.is_empty() {
+            vec![None]
+        } else {
+            pcfg.cpus.clone()
+        };
+        let mut pmds = Vec::with_capacity(cpus.len());
+        for (i, cpu) in cpus.iter().enumerate() {
+            let w = Wiring {
+                snapshot: snapshot.clone(),
+                dir: dir.clone(),
+                free: free.clone(),
+            };
+            pmds.push(PmdHandle::spawn_on(i, *cpu, w, cfg)?);
+        }
+        Ok(PmdSet {
+            pmds,
+            cpus,
+            owner: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            dir,
+            assign: pcfg.assign,
+        })
+    }
+
+    /// Number of threads.
+    pub fn len(&self) -> usize {
+        self.pmds.len()
+    }
+
+    /// Always false: a set has at least one thread.
+    pub fn is_empty(&self) -> bool {
+        self.pmds.is_empty()
+    }
+
+    /// The assignment policy.
+    pub fn assign(&self) -> RxqAssign {
+        self.assign
+    }
+
+    /// Which thread polls `port`.
+    pub fn owner(&self, port: PortNo) -> Option<usize> {
+        self.owner.get(&port).copied()
+    }
+
+    fn publish_dir(&self) {
+        let queues = self.queues.iter().map(|(n, q)| (*n, q.clone())).collect();
+        self.dir.store(Arc::new(TxDirectory { queues }));
+    }
+
+    /// Give a new port to the thread with the fewest ports (lowest index on
+    /// ties), which is round robin for ports added one by one. On a full
+    /// command queue the port comes back.
+    pub fn add_port(&mut self, no: PortNo, port: Box<dyn Port>) -> Result<usize, Box<dyn Port>> {
+        let mut count = vec![0usize; self.pmds.len()];
+        for o in self.owner.values() {
+            count[*o] += 1;
+        }
+        let target = (0..self.pmds.len())
+            .min_by_key(|i| (count[*i], *i))
+            .unwrap_or(0);
+        if let std::collections::btree_map::Entry::Vacant(e) = self.queues.entry(no) {
+            e.insert(Arc::new(ArrayQueue::new(HANDOFF_DEPTH)));
+            self.publish_dir();
+        }
+        match self.pmds[target].send(PmdCommand::AddPort(no, port)) {
+            Ok(()) => {
+                self.owner.insert(no, target);
+                Ok(target)
+            }
+            Err(PmdCommand::AddPort(_, p)) => Err(p),
+            Err(_) => unreachable!("send returns the command it was given"),
+        }
+    }
+
+    /// Stop polling `no` and drop it. False when the command queue is full
+    /// (nothing changed) or no thread owns it.
+    pub fn del_port(&mut self, no: PortNo) -> bool {
+        let Some(o) = self.owner.get(&no).copied() else {
+            return false;
+        };
+        if self.pmds[o].send(PmdCommand::DelPort(no)).is_err() {
+            return false;
+        }
+        self.owner.remove(&no);
+        if self.queues.remove(&no).is_some() {
+            self.publish_dir();
+        }
+        true
+    }
+
+    /// Wait until every thread has completed an iteration that started after
+    /// this call, twice over when there are several threads (frames handed
+    /// from one thread to another's port are sent by then). False on timeout.
+    pub fn sync(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let rounds = if self.pmds.len() > 1 { 2 } else { 1 };
+        for _ in 0..rounds {
+            let wants: Vec<u64> = self.pmds.iter().map(|p| p.request()).collect();
+            for (p, w) in self.pmds.iter().zip(wants) {
+                if !p.wait(w, deadline) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Every thread's latest statistics, in thread order.
+    pub fn stats(&self) -> Vec<PmdStats> {
+        self.pmds.iter().map(|p| p.stats()).collect()
+    }
+
+    /// The `pmd-rxq-show` view: per thread its CPU, busy share and ports
+    /// (each current port listed exactly once, under its owner).
+    pub fn rxq_show(&self) -> Vec<RxqShow> {
+        self.stats()
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mine: Vec<PortNo> = self
+                    .owner
+                    .iter()
+                    .filter(|(_, o)| **o == i)
+                    .map(|(n, _)| *n)
+                    .collect();
+                let busy: u64 = s
+                    .rxqs
+                    .iter()
+                    .filter(|r| mine.contains(&r.port))
+                    .map(|r| r.busy_cycles)
+                    .sum();
+                let rxqs = mine
+                    .iter()
+                    .map(|n| {
+                        let r = s.rxqs.iter().find(|r| r.port == *n);
+                        let c = r.map_or(0, |r| r.busy_cycles);
+                        RxqShowPort {
+                            port: *n,
+                            rx_packets: r.map_or(0, |r| r.rx_packets),
+                            busy_cycles: c,
+                            usage_pct: pct(c, busy),
+                        }
+                    })
+                    .collect();
+                RxqShow {
+                    pmd: i,
+                    cpu: self.cpus.get(i).copied().flatten(),
+                    busy_pct: pct(s.busy_cycles, s.total_cycles),
+                    rxqs,
+                }
+            })
+            .collect()
+    }
+
+    /// The assignment the policy wants now: port → thread.
+    fn plan(&self) -> BTreeMap<PortNo, usize> {
+        let n = self.pmds.len();
+        let mut plan = BTreeMap::new();
+        match self.assign {
+            RxqAssign::RoundRobin => {
+                for (i, no) in self.owner.keys().enumerate() {
+                    plan.insert(*no, i % n);
+                }
+            }
+            RxqAssign::Cycles => {
+                let stats = self.stats();
+                let load_of = |no: PortNo| -> u64 {
+                    self.owner
+                        .get(&no)
+                        .and_then(|o| stats.get(*o))
+                        .and_then(|s| s.rxqs.iter().find(|r| r.port == no))
+                        .map_or(0, |r| r.busy_cycles)
+                };
+                let mut ports: Vec<(u64, PortNo)> =
+                    self.owner.keys().map(|no| (load_of(*no), *no)).collect();
+                // Busiest first; equal loads in port order (OVS sorts rxqs by cycles).
+                ports.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut load = vec![(0u64, 0usize); n];
+                for (c, no) in ports {
+                    let t = (0..n).min_by_key(|i| (load[*i], *i)).unwrap_or(0);
+                    load[t].0 += c;
+                    load[t].1 += 1;
+                    plan.insert(no, t);
+                }
+            }
+        }
+        plan
+    }
+
+    /// Re-assign every port by the policy, moving ports whose thread changes
+    /// (release on the old thread, add on the new one; frames sent to a port
+    /// meanwhile wait in its hand-off queue). Returns the moves made.
+    pub fn rebalance(&mut self, timeout: Duration) -> Result<Vec<PortMove>, String> {
+        let plan = self.plan();
+        let moves: Vec<PortMove> = plan
+            .iter()
+            .filter_map(|(no, to)| {
+                let from = *self.owner.get(no)?;
+                (from != *to).then_some(PortMove {
+                    port: *no,
+                    from,
+                    to: *to,
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + timeout;
+        let mut done = Vec::new();
+        for m in moves {
+            if self.pmds[m.from]
+                .send(PmdCommand::ReleasePort(m.port))
+                .is_err()
+            {
+                return Err(format!(
+                    "pmd{} command queue is full; moved {} ports",
+                    m.from,
+                    done.len()
+                ));
+            }
+            let port = loop {
+                if let Some((no, p)) = self.pmds[m.from].take_returned() {
+                    if no == m.port {
+                        break p;
+                    }
+                    // Not ours (cannot happen: one release at a time); put it back where it was.
+                    let _ = self.pmds[m.from].send(PmdCommand::AddPort(no, p));
+                    continue;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "pmd{} did not release port {} in time",
+                        m.from, m.port
+                    ));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            };
+            self.owner.remove(&m.port);
+            if let Err(PmdCommand::AddPort(no, p)) =
+                self.pmds[m.to].send(PmdCommand::AddPort(m.port, port))
+            {
+                // The target is saturated with commands: give it back to its old thread.
+                let _ = self.pmds[m.from].send(PmdCommand::AddPort(no, p));
+                self.owner.insert(no, m.from);
+                return Err(format!("pmd{} command queue is full", m.to));
+            }
+            self.owner.insert(m.port, m.to);
+            done.push(m);
+        }
+        Ok(done)
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+/// Where a dense port's tx queue goes in one thread.
+#[derive(Clone, Debug)]
+enum TxTarget {
+    /// A port this thread owns (index into its port list).
+    Local(usize),
+    /// Another thread's port: its hand-off queue.
+    Remote(Handoff),
+    /// Nobody polls it.
+    None,
+}
+
+struct OwnedPort {
+    no: PortNo,
+    port: Box<dyn Port>,
+    handoff: Option<Handoff>,
+    /// Datapath counters when the port joined this thread.
+    at_add: PortDpStats,
+    /// The port's published datapath counters when it joined (carried over a move).
+    carried: PortDpStats,
+    rx_packets: u64,
+    busy_cycles: u64,
+}
+
 fn run(
-    snap: Arc<ArcSwap<Snapshot>>,
+    index: usize,
+    cpu: Option<usize>,
+    w: Wiring,
     cfg: DatapathConfig,
     cmds: Arc<ArrayQueue<PmdCommand>>,
     shared: Arc<PmdShared>,
 ) {
+    let Wiring {
+        snapshot: snap,
+        dir,
+        free,
+    } = w;
     let mut current = snap.load_full();
+    let mut cur_dir = dir.load_full();
     let mut dp = Datapath::new(current.clone(), cfg);
     let mut pool = PacketPool::with_capacity(4096);
-    let mut ports: Vec<(PortNo, Box<dyn Port>)> = Vec::new();
-    // dense snapshot index -> position in `ports`
-    let mut by_dense: Vec<Option<usize>> = Vec::new();
+    let mut ports: Vec<OwnedPort> = Vec::new();
+    // dense snapshot index -> where its frames go
+    let mut targets: Vec<TxTarget> = Vec::new();
     let mut tx = TxBatches::new(current.ports.len(), TX_CAPACITY);
     let mut batch: Vec<Packet> = Vec::with_capacity(BATCH);
-    let mut stats = PmdStats::default();
+    let mut drain: Vec<Packet> = Vec::with_capacity(BATCH);
+    let mut stats = PmdStats {
+        pmd: index,
+        cpu,
+        ..PmdStats::default()
+    };
     let mut idle_iters = 0u32;
     let mut last_push = Instant::now();
+    let started = cycles_now();
     let mut remap = true;
-    // The datapath keeps per-port counters by port number for as long as the
-    // number stays in consecutive snapshots. A port removed and re-added with
-    // the same number before this thread loads a snapshot without it would
-    // inherit its predecessor's counts, so each port object reports the
-    // datapath's counters minus those present when it was added (`base`),
-    // reset to zero whenever the datapath starts the number afresh.
-    let mut bases: Vec<(PortNo, PortDpStats)> = Vec::new();
 
     while !shared.stop.load(Ordering::Relaxed) {
         let req = shared.sync_req.load(Ordering::SeqCst);
         while let Some(cmd) = cmds.pop() {
             match cmd {
                 PmdCommand::AddPort(no, p) => {
-                    ports.retain(|(n, _)| *n != no);
-                    ports.push((no, p));
-                    let base = dp
+                    ports.retain(|o| o.no != no);
+                    // The datapath keeps per-port counters by port number for
+                    // as long as the number stays in consecutive snapshots; the
+                    // port reports what it had when it arrived (zero for a new
+                    // port, its old thread's counts after a move) plus what
+                    // this datapath counted since.
+                    let at_add = dp
                         .stats()
                         .ports
                         .iter()
                         .find(|s| s.port == no && current.ports.contains(&no))
                         .copied()
                         .unwrap_or_default();
-                    bases.retain(|(n, _)| *n != no);
-                    bases.push((no, base));
+                    let c = p.counters();
+                    let mut carried = PortDpStats {
+                        port: no,
+                        rx_malformed: c.rx_malformed.get(),
+                        rx_truncated: c.rx_truncated.get(),
+                        ..PortDpStats::default()
+                    };
+                    for r in DropReason::ALL {
+                        carried.drops[r.index()] = c.dp_drops[r.index()].get();
+                    }
+                    ports.push(OwnedPort {
+                        no,
+                        port: p,
+                        handoff: None,
+                        at_add,
+                        carried,
+                        rx_packets: 0,
+                        busy_cycles: 0,
+                    });
                 }
                 PmdCommand::DelPort(no) => {
-                    ports.retain(|(n, _)| *n != no);
-                    bases.retain(|(n, _)| *n != no);
+                    ports.retain(|o| o.no != no);
+                }
+                PmdCommand::ReleasePort(no) => {
+                    // tx is empty here: every iteration flushes what it queued.
+                    if let Some(i) = ports.iter().position(|o| o.no == no) {
+                        dp.push_stats();
+                        publish_port_counters(&dp, &mut ports[i..=i]);
+                        let OwnedPort {
+                            no,
+                            port,
+                            handoff,
+                            at_add,
+                            carried,
+                            rx_packets,
+                            busy_cycles,
+                        } = ports.remove(i);
+                        if let Err((no, port)) = shared.returned.push((no, port)) {
+                            // The return queue is full (the control thread
+                            // releases one port at a time, so not in practice):
+                            // keep polling the port rather than lose it.
+                            ports.push(OwnedPort {
+                                no,
+                                port,
+                                handoff,
+                                at_add,
+                                carried,
+                                rx_packets,
+                                busy_cycles,
+                            });
+                        }
+                    }
                 }
             }
             remap = true;
@@ -194,9 +948,9 @@ fn run(
         if snap.load().generation != current.generation {
             let next = snap.load_full();
             // Counters carry over only for numbers in both snapshots.
-            for (no, base) in bases.iter_mut() {
-                if !(current.ports.contains(no) && next.ports.contains(no)) {
-                    *base = PortDpStats::default();
+            for o in ports.iter_mut() {
+                if !(current.ports.contains(&o.no) && next.ports.contains(&o.no)) {
+                    o.at_add = PortDpStats::default();
                 }
             }
             current = next;
@@ -204,30 +958,69 @@ fn run(
             tx.clear_into(&mut pool);
             remap = true;
         }
+        if !Arc::ptr_eq(&dir.load(), &cur_dir) {
+            cur_dir = dir.load_full();
+            remap = true;
+        }
         if remap {
-            by_dense = current
+            let find = |no: &PortNo| {
+                cur_dir
+                    .queues
+                    .iter()
+                    .find(|(n, _)| n == no)
+                    .map(|(_, q)| q.clone())
+            };
+            for o in ports.iter_mut() {
+                o.handoff = find(&o.no);
+            }
+            targets = current
                 .ports
                 .iter()
-                .map(|no| ports.iter().position(|(n, _)| n == no))
+                .map(|no| match ports.iter().position(|o| o.no == *no) {
+                    Some(li) => TxTarget::Local(li),
+                    None => find(no).map_or(TxTarget::None, TxTarget::Remote),
+                })
                 .collect();
             remap = false;
         }
 
+        // Frames other threads handed to our ports.
+        for o in ports.iter_mut() {
+            let Some(q) = &o.handoff else { continue };
+            while !q.is_empty() {
+                while drain.len() < BATCH {
+                    match q.pop() {
+                        Some(p) => drain.push(p),
+                        None => break,
+                    }
+                }
+                o.port.tx_batch(&mut drain, &mut pool);
+            }
+        }
+
         let mut got = 0usize;
         for i in 0..ports.len() {
-            let (no, port) = &mut ports[i];
-            let n = port.rx_batch(&mut pool, &mut batch, BATCH);
+            let t0 = cycles_now();
+            let o = &mut ports[i];
+            let n = o.port.rx_batch(&mut pool, &mut batch, BATCH);
             if n == 0 {
                 continue;
             }
             got += n;
-            dp.process_batch(*no, &mut batch, &mut tx, &mut pool);
+            dp.process_batch(o.no, &mut batch, &mut tx, &mut pool);
             if tx.pending() >= TX_CAPACITY / 2 {
-                flush(&mut tx, &by_dense, &mut ports, &mut pool, &mut stats);
+                flush(&mut tx, &targets, &mut ports, &mut pool, &mut stats);
             }
+            let c = cycles_now().wrapping_sub(t0);
+            let o = &mut ports[i];
+            o.rx_packets += n as u64;
+            o.busy_cycles += c;
+            stats.busy_cycles += c;
         }
         if got > 0 {
-            flush(&mut tx, &by_dense, &mut ports, &mut pool, &mut stats);
+            let t0 = cycles_now();
+            flush(&mut tx, &targets, &mut ports, &mut pool, &mut stats);
+            stats.busy_cycles += cycles_now().wrapping_sub(t0);
             stats.busy_iterations += 1;
             stats.rx_packets += got as u64;
             idle_iters = 0;
@@ -236,29 +1029,33 @@ fn run(
         }
         stats.iterations += 1;
 
+        // Keep the pool between the water marks through the shared free queue.
+        if pool.available() > POOL_SPILL {
+            for _ in 0..POOL_MOVE.min(pool.available() - POOL_SPILL) {
+                match pool.get() {
+                    Some(p) => {
+                        if let Err(p) = free.push(p) {
+                            pool.put(p);
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        } else if pool.available() < POOL_REFILL {
+            for _ in 0..POOL_MOVE {
+                match free.pop() {
+                    Some(p) => pool.put(p),
+                    None => break,
+                }
+            }
+        }
+
         let asked = shared.sync_ack.load(Ordering::Relaxed) < req;
         if asked || last_push.elapsed() >= STATS_PERIOD {
             dp.push_stats();
+            publish_port_counters(&dp, &mut ports);
             let d = dp.stats();
-            for ps in &d.ports {
-                let Some((_, p)) = ports.iter().find(|(n, _)| *n == ps.port) else {
-                    continue;
-                };
-                let base = bases
-                    .iter()
-                    .find(|(n, _)| *n == ps.port)
-                    .map(|(_, b)| *b)
-                    .unwrap_or_default();
-                let c = p.counters();
-                for r in DropReason::ALL {
-                    let i = r.index();
-                    c.dp_drops[i].set(ps.drops[i].saturating_sub(base.drops[i]));
-                }
-                c.rx_malformed
-                    .set(ps.rx_malformed.saturating_sub(base.rx_malformed));
-                c.rx_truncated
-                    .set(ps.rx_truncated.saturating_sub(base.rx_truncated));
-            }
             stats.tx_no_port = d
                 .ports
                 .iter()
@@ -267,8 +1064,18 @@ fn run(
             stats.emc_hits = d.emc_hits;
             stats.megaflow_hits = d.megaflow_hits;
             stats.misses = d.misses;
+            stats.megaflow_hit_probes = d.megaflow_hit_probes;
+            stats.dp_cycles = d.cycles;
+            stats.slow_path_cycles = d.slow_path_cycles;
+            stats.total_cycles = cycles_now().wrapping_sub(started);
+            stats.rxqs.clear();
+            stats.rxqs.extend(ports.iter().map(|o| RxqStats {
+                port: o.no,
+                rx_packets: o.rx_packets,
+                busy_cycles: o.busy_cycles,
+            }));
             if let Ok(mut s) = shared.stats.lock() {
-                *s = stats.clone();
+                s.clone_from(&stats);
             }
             last_push = Instant::now();
         }
@@ -287,32 +1094,197 @@ fn run(
     }
 }
 
-/// Hand every queued frame to its port; frames for a port this thread does
-/// not poll (removed between snapshot and command) go back to the pool, counted.
+/// Publish each port's datapath counters (rx-side drops by reason,
+/// malformed, truncated) into its shared counters: what it carried in plus
+/// what this thread's datapath counted since the port arrived.
+fn publish_port_counters(dp: &Datapath, ports: &mut [OwnedPort]) {
+    let d = dp.stats();
+    for o in ports.iter() {
+        let now = d
+            .ports
+            .iter()
+            .find(|s| s.port == o.no)
+            .copied()
+            .unwrap_or_default();
+        let since = |n: u64, base: u64| n.saturating_sub(base);
+        let c = o.port.counters();
+        for r in DropReason::ALL {
+            let i = r.index();
+            c.dp_drops[i].set(o.carried.drops[i] + since(now.drops[i], o.at_add.drops[i]));
+        }
+        c.rx_malformed
+            .set(o.carried.rx_malformed + since(now.rx_malformed, o.at_add.rx_malformed));
+        c.rx_truncated
+            .set(o.carried.rx_truncated + since(now.rx_truncated, o.at_add.rx_truncated));
+    }
+}
+
+/// Hand every queued frame to its port: directly for ports this thread owns,
+/// through the hand-off queue for other threads' ports (a full queue drops,
+/// counted), back to the pool (counted) for ports nobody polls.
 fn flush(
     tx: &mut TxBatches,
-    by_dense: &[Option<usize>],
-    ports: &mut [(PortNo, Box<dyn Port>)],
+    targets: &[TxTarget],
+    ports: &mut [OwnedPort],
     pool: &mut PacketPool,
     stats: &mut PmdStats,
 ) {
-    for (dense, local) in by_dense.iter().enumerate() {
+    for (dense, target) in targets.iter().enumerate() {
         let Some(q) = tx.queue_mut(dense) else {
             continue;
         };
         if q.is_empty() {
             continue;
         }
-        match local {
-            Some(li) => {
-                ports[*li].1.tx_batch(q, pool);
+        match target {
+            TxTarget::Local(li) => {
+                if let Some(o) = ports.get_mut(*li) {
+                    o.port.tx_batch(q, pool);
+                } else {
+                    stats.tx_unpolled += q.len() as u64;
+                    for p in q.drain(..) {
+                        pool.put(p);
+                    }
+                }
             }
-            None => {
+            TxTarget::Remote(h) => {
+                for p in q.drain(..) {
+                    match h.push(p) {
+                        Ok(()) => stats.handed_off += 1,
+                        Err(p) => {
+                            stats.handoff_drops += 1;
+                            pool.put(p);
+                        }
+                    }
+                }
+            }
+            TxTarget::None => {
                 stats.tx_unpolled += q.len() as u64;
                 for p in q.drain(..) {
                     pool.put(p);
                 }
             }
         }
+    }
+}
+
+/// One thread in `pmd-perf-show`: the raw counters and the ratios OVS prints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PmdPerf {
+    /// Thread index.
+    pub pmd: usize,
+    /// Pinned CPU (None: unpinned).
+    pub cpu: Option<usize>,
+    /// Loop iterations.
+    pub iterations: u64,
+    /// Iterations that received frames.
+    pub busy_iterations: u64,
+    /// Busy cycles / total cycles, percent.
+    pub busy_pct: f64,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Datapath cycles per received frame.
+    pub cycles_per_packet: f64,
+    /// Exact-match cache hits.
+    pub emc_hits: u64,
+    /// EMC hits / frames, percent.
+    pub emc_hit_pct: f64,
+    /// Megaflow cache hits.
+    pub megaflow_hits: u64,
+    /// Megaflow hits / frames, percent.
+    pub megaflow_hit_pct: f64,
+    /// Megaflow subtables probed per megaflow hit.
+    pub megaflow_lookups_per_hit: f64,
+    /// Slow-path translations.
+    pub misses: u64,
+    /// Misses / frames, percent.
+    pub miss_pct: f64,
+    /// Slow-path cycles per miss.
+    pub cycles_per_miss: f64,
+    /// Frames handed to other threads' ports.
+    pub handed_off: u64,
+    /// Frames dropped on a full hand-off queue (`tx_ring_full`).
+    pub handoff_drops: u64,
+    /// Frames for a port no thread polls (dropped).
+    pub tx_unpolled: u64,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+impl From<&PmdStats> for PmdPerf {
+    fn from(s: &PmdStats) -> PmdPerf {
+        PmdPerf {
+            pmd: s.pmd,
+            cpu: s.cpu,
+            iterations: s.iterations,
+            busy_iterations: s.busy_iterations,
+            busy_pct: pct(s.busy_cycles, s.total_cycles),
+            rx_packets: s.rx_packets,
+            cycles_per_packet: ratio(s.dp_cycles, s.rx_packets),
+            emc_hits: s.emc_hits,
+            emc_hit_pct: pct(s.emc_hits, s.rx_packets),
+            megaflow_hits: s.megaflow_hits,
+            megaflow_hit_pct: pct(s.megaflow_hits, s.rx_packets),
+            megaflow_lookups_per_hit: ratio(s.megaflow_hit_probes, s.megaflow_hits),
+            misses: s.misses,
+            miss_pct: pct(s.misses, s.rx_packets),
+            cycles_per_miss: ratio(s.slow_path_cycles, s.misses),
+            handed_off: s.handed_off,
+            handoff_drops: s.handoff_drops,
+            tx_unpolled: s.tx_unpolled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_like_linux_cpulists() {
+        assert_eq!(parse_cpu_list("1").unwrap(), vec![1]);
+        assert_eq!(parse_cpu_list("2-5").unwrap(), vec![2, 3, 4, 5]);
+        assert_eq!(parse_cpu_list("0,2-3").unwrap(), vec![0, 2, 3]);
+        assert_eq!(parse_cpu_list(" 3 , 1,1-2").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_cpu_list("7-7").unwrap(), vec![7]);
+        for bad in [
+            "", ",", "1,", "a", "1-", "-1", "3-1", "1-2-3", "1024", "0x1", "-",
+        ] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_cpu_list("3-1").unwrap_err().contains("reversed"));
+        assert!(parse_cpu_list("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn cpu_lists_format_back() {
+        for s in ["1", "2-5", "0,2-3", "0-1,4,6-9"] {
+            assert_eq!(format_cpu_list(&parse_cpu_list(s).unwrap()), s);
+        }
+        assert_eq!(format_cpu_list(&[]), "");
+    }
+
+    #[test]
+    fn pinned_config_refuses_absent_cpus() {
+        let e = PmdConfig::pinned("1023", RxqAssign::RoundRobin).unwrap_err();
+        assert!(e.contains("not present"), "{e}");
+        let allowed = allowed_cpus().unwrap();
+        let first = allowed[0];
+        let c = PmdConfig::pinned(&first.to_string(), RxqAssign::Cycles).unwrap();
+        assert_eq!(c.cpus, vec![Some(first)]);
+    }
+
+    #[test]
+    fn rxq_assign_names() {
+        assert_eq!("roundrobin".parse::<RxqAssign>(), Ok(RxqAssign::RoundRobin));
+        assert_eq!("cycles".parse::<RxqAssign>(), Ok(RxqAssign::Cycles));
+        assert!("group".parse::<RxqAssign>().is_err());
+        assert_eq!(RxqAssign::Cycles.to_string(), "cycles");
     }
 }

@@ -1,5 +1,7 @@
-//! switchd: the ferroswitch daemon. One bridge, one polling thread, and the
-//! control socket served on the main thread.
+//! switchd: the ferroswitch daemon. One bridge, its polling threads
+//! (`--pmd-cpus`: one per listed CPU, pinned; default one unpinned), and the
+//! control socket served on the main thread, which is pinned to the CPUs not
+//! given to polling threads so control work never steals a PMD core.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +14,7 @@ use switch::control::proto::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use switch::control::server::Server;
 use switch::control::state::StateStore;
 use switch::datapath::DatapathConfig;
+use switch::pmd::{allowed_cpus, format_cpu_list, pin_current_thread, PmdConfig, RxqAssign};
 
 /// ferroswitch userspace switch daemon.
 #[derive(Parser, Debug)]
@@ -29,6 +32,13 @@ struct Args {
     /// Permissions of the control socket (octal).
     #[arg(long, default_value = "600", value_parser = parse_mode)]
     socket_mode: u32,
+    /// CPUs for polling threads, one thread pinned to each (cpulist syntax:
+    /// `1`, `2-5`, `0,2-3`). Default: one unpinned thread.
+    #[arg(long)]
+    pmd_cpus: Option<String>,
+    /// How ports are assigned to polling threads: `roundrobin` or `cycles`.
+    #[arg(long, default_value = "roundrobin")]
+    pmd_rxq_assign: RxqAssign,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -75,13 +85,52 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut bridge = match Bridge::start(&args.bridge, store, DatapathConfig::default()) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("switchd: bridge {}: {e}", args.bridge);
-            return ExitCode::FAILURE;
-        }
+    let pcfg = match &args.pmd_cpus {
+        None => PmdConfig {
+            assign: args.pmd_rxq_assign,
+            ..PmdConfig::default()
+        },
+        Some(list) => match PmdConfig::pinned(list, args.pmd_rxq_assign) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("switchd: --pmd-cpus: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
+    // Keep the control thread (and threads it starts later) off PMD cores,
+    // when any other CPU is available. Polling threads pin themselves.
+    if args.pmd_cpus.is_some() {
+        let pmd: Vec<usize> = pcfg.cpus.iter().flatten().copied().collect();
+        match allowed_cpus() {
+            Ok(all) => {
+                let rest: Vec<usize> = all.into_iter().filter(|c| !pmd.contains(c)).collect();
+                if rest.is_empty() {
+                    eprintln!(
+                        "switchd: every CPU runs a polling thread; the control thread shares them"
+                    );
+                } else if let Err(e) = pin_current_thread(&rest) {
+                    eprintln!(
+                        "switchd: pinning the control thread to CPUs {}: {e}",
+                        format_cpu_list(&rest)
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+            Err(e) => {
+                eprintln!("switchd: reading CPU affinity: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let mut bridge =
+        match Bridge::start_with_pmds(&args.bridge, store, DatapathConfig::default(), &pcfg) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("switchd: bridge {}: {e}", args.bridge);
+                return ExitCode::FAILURE;
+            }
+        };
     eprintln!(
         "switchd: bridge {} ready; control socket {}; state {}",
         args.bridge,

@@ -27,7 +27,7 @@ use crate::flow::{ofport, Flow, PortNo};
 use crate::packet::Packet;
 use crate::pipeline::table::{FlowMod, FlowModCommand};
 use crate::pipeline::Pipeline;
-use crate::pmd::{PmdCommand, PmdHandle};
+use crate::pmd::{PmdConfig, PmdPerf, PmdSet, PmdStats};
 use crate::port::memory::{MemoryPort, MemoryPortHandle};
 use crate::port::tap::{TapError, TapOptions, TapPort};
 use crate::port::{Port, PortCounters};
@@ -58,7 +58,7 @@ pub struct Bridge {
     /// The newest generation the polling thread is known to have loaded.
     pmd_generation: u64,
     published: Arc<ArcSwap<Snapshot>>,
-    pmd: PmdHandle,
+    pmd: PmdSet,
     store: StateStore,
 }
 
@@ -90,12 +90,22 @@ pub fn flow_to_text(f: &Flow) -> String {
 
 impl Bridge {
     /// Create the bridge `name`, restore its state from `store`, and start its
-    /// polling thread.
+    /// polling thread (one, unpinned).
     pub fn start(name: &str, store: StateStore, cfg: DatapathConfig) -> Result<Bridge, String> {
+        Bridge::start_with_pmds(name, store, cfg, &PmdConfig::default())
+    }
+
+    /// Like [`Bridge::start`] with the polling threads `pcfg` asks for.
+    pub fn start_with_pmds(
+        name: &str,
+        store: StateStore,
+        cfg: DatapathConfig,
+        pcfg: &PmdConfig,
+    ) -> Result<Bridge, String> {
         let state = store.load().map_err(|e| format!("loading state: {e}"))?;
         let published = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-        let pmd = PmdHandle::spawn(published.clone(), cfg)
-            .map_err(|e| format!("starting polling thread: {e}"))?;
+        let pmd = PmdSet::spawn(published.clone(), cfg, pcfg)
+            .map_err(|e| format!("starting polling threads: {e}"))?;
         let mut b = Bridge {
             name: name.to_string(),
             pipeline: Pipeline::new(),
@@ -265,14 +275,12 @@ impl Bridge {
             }
         };
         let counters = port.counters().clone();
-        self.pmd
-            .send(PmdCommand::AddPort(cfg.ofport, port))
-            .map_err(|_| {
-                ErrorBody::new(
-                    ErrorCode::Busy,
-                    "polling thread command queue is full; retry",
-                )
-            })?;
+        self.pmd.add_port(cfg.ofport, port).map_err(|_| {
+            ErrorBody::new(
+                ErrorCode::Busy,
+                "polling thread command queue is full; retry",
+            )
+        })?;
         self.ports.insert(
             cfg.ofport,
             PortRt {
@@ -337,7 +345,7 @@ impl Bridge {
         };
         self.create_port(cfg)?;
         if let Err(e) = self.store.save(&self.state(&self.pipeline)) {
-            let _ = self.pmd.send(PmdCommand::DelPort(no));
+            self.pmd.del_port(no);
             self.ports.remove(&no);
             return Err(ErrorBody::new(
                 ErrorCode::StateIo,
@@ -361,12 +369,12 @@ impl Bridge {
                 )
                 .with_input(name)
             })?;
-        self.pmd.send(PmdCommand::DelPort(no)).map_err(|_| {
-            ErrorBody::new(
+        if !self.pmd.del_port(no) {
+            return Err(ErrorBody::new(
                 ErrorCode::Busy,
                 "polling thread command queue is full; retry",
-            )
-        })?;
+            ));
+        }
         let rt = self.ports.remove(&no);
         if let Err(e) = self.store.save(&self.state(&self.pipeline)) {
             // The port object is gone from the polling thread; recreate it so state and reality agree.
@@ -562,7 +570,8 @@ impl Bridge {
                 "n_flows": self.pipeline.rules().count(),
                 "generation": self.generation,
                 "ports": self.port_entries(None),
-                "pmd": self.pmd.stats(),
+                "pmd": PmdStats::total(&self.pmd.stats()),
+                "pmds": self.pmd.stats(),
                 }))
             }
             Request::Trace { packet, .. } => {
@@ -644,6 +653,45 @@ impl Bridge {
                 }
                 self.pmd.sync(SYNC_TIMEOUT);
                 Ok(json!({ "injected": queued }))
+            }
+            Request::PmdRxqShow { .. } => {
+                self.pmd.sync(SYNC_TIMEOUT);
+                let pmds: Vec<serde_json::Value> = self
+                    .pmd
+                    .rxq_show()
+                    .into_iter()
+                    .map(|r| {
+                        let mut v = serde_json::to_value(&r).unwrap_or(json!({}));
+                        // Name each port as well as its number.
+                        if let Some(list) = v["rxqs"].as_array_mut() {
+                            for q in list {
+                                let no = q["port"].as_u64().and_then(|n| u32::try_from(n).ok());
+                                let name = no
+                                    .and_then(|n| self.ports.get(&n))
+                                    .map(|p| p.cfg.name.clone());
+                                q["name"] = json!(name);
+                            }
+                        }
+                        v
+                    })
+                    .collect();
+                Ok(json!({ "assign": self.pmd.assign(), "pmds": pmds }))
+            }
+            Request::PmdPerfShow { .. } => {
+                self.pmd.sync(SYNC_TIMEOUT);
+                let pmds: Vec<PmdPerf> = self.pmd.stats().iter().map(PmdPerf::from).collect();
+                Ok(json!({ "pmds": pmds }))
+            }
+            Request::PmdRxqRebalance { .. } => {
+                // Measure first, so the cycles policy sees current loads.
+                self.pmd.sync(SYNC_TIMEOUT);
+                let moves = self
+                    .pmd
+                    .rebalance(SYNC_TIMEOUT)
+                    .map_err(|m| ErrorBody::new(ErrorCode::Busy, m))?;
+                // Frames injected after the reply meet the new assignment.
+                self.pmd.sync(SYNC_TIMEOUT);
+                Ok(json!({ "assign": self.pmd.assign(), "moves": moves }))
             }
             Request::Capture { port, max, .. } => {
                 let no = self.port_by(&port)?;

@@ -177,6 +177,24 @@ pub enum Request {
         #[serde(default)]
         max: Option<usize>,
     },
+    /// Per polling thread: its CPU and the ports (rx queues) it polls with
+    /// their share of its busy cycles (OVS `dpif-netdev/pmd-rxq-show`).
+    PmdRxqShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Per polling thread: iterations, busy share, packets, cycles per packet,
+    /// cache hit rates (OVS `dpif-netdev/pmd-perf-show`).
+    PmdPerfShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Re-assign ports to polling threads by the configured policy
+    /// (OVS `dpif-netdev/pmd-rxq-rebalance`).
+    PmdRxqRebalance {
+        /// Bridge name.
+        bridge: String,
+    },
 }
 
 impl Request {
@@ -198,7 +216,10 @@ impl Request {
             | Request::AddPort { bridge, .. }
             | Request::DelPort { bridge, .. }
             | Request::Inject { bridge, .. }
-            | Request::Capture { bridge, .. } => Some(bridge),
+            | Request::Capture { bridge, .. }
+            | Request::PmdRxqShow { bridge }
+            | Request::PmdPerfShow { bridge }
+            | Request::PmdRxqRebalance { bridge } => Some(bridge),
         }
     }
 }
