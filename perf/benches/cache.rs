@@ -11,6 +11,9 @@
 //!   own scaling apart from the memory hierarchy);
 //! - `megaflow/4_masks/100000`: 100k megaflows spread over 4 masks (the L3
 //!   mask, plus tp_dst, plus nw_src, plus tp_src), probes as above;
+//! - `megaflow/<case>_batch32/<N>`: the same cases through
+//!   `MegaflowCache::lookup_batch`, 32 keys per call (per key figures), as
+//!   the datapath looks up a batch's EMC misses;
 //! - `classifier/tss/{1000,100000}` vs `classifier/linear/1000`: one
 //!   OpenFlow table of LPM-style rules, 80 % nw_dst /32 (priority 32), 10 %
 //!   /24 (priority 24), 10 % /16 (priority 16), looked up with keys that each
@@ -167,6 +170,32 @@ fn bench_megaflow(c: &mut Criterion) {
                 black_box(mf.lookup(black_box(k)))
             })
         });
+        // Batched: 32 keys per `lookup_batch` (a datapath batch of EMC
+        // misses), reported per key. Batches of 32 consecutive shuffled
+        // keys, wrapping around the key list.
+        let mut ring = keys.clone();
+        while ring.len() < keys.len() + 32 {
+            let more: Vec<FlowKey> = keys.iter().take(32).copied().collect();
+            ring.extend(more);
+        }
+        let mut out = [MegaflowHandle::NONE; 32];
+        let mut probes = [0u32; 32];
+        assert_eq!(
+            mf.lookup_batch(&ring[..32], u32::MAX, &mut out, &mut probes),
+            u32::MAX,
+            "every batched probe key hits"
+        );
+        g.throughput(Throughput::Elements(32));
+        g.bench_function(BenchmarkId::new(format!("{name}_batch32"), n), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let ks = &ring[i..i + 32];
+                i = (i + 32) % keys.len();
+                black_box(mf.lookup_batch(black_box(ks), u32::MAX, &mut out, &mut probes));
+                black_box(&out);
+            })
+        });
+        g.throughput(Throughput::Elements(1));
     }
     g.finish();
 }

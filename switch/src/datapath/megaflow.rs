@@ -10,6 +10,19 @@
 //! priorities. Subtables are probed in order of hit count, re-sorted every
 //! few batches ([`MegaflowCache::resort`]).
 //!
+//! Each subtable is our own compact open-addressing index rather than a
+//! general hash map, laid out for a batched, prefetching lookup (OVS's
+//! `dpcls_lookup` over its cmap, `lib/dpif-netdev-lookup-generic.c`):
+//! 64-byte buckets of 8 (32-bit hash tag, row) slots, linear probing bucket
+//! by bucket, and a dense array of 64-byte-aligned *rows*, one per megaflow,
+//! holding only the masked key words the subtable's mask looks at plus the
+//! slab index and generation. A lookup therefore touches one bucket line and
+//! one row line, never the ~320-byte slab entry, and
+//! [`MegaflowCache::lookup_batch`] hashes a whole batch of keys and
+//! prefetches all their buckets, then all their candidate rows, before
+//! comparing anything, so the memory latencies of up to 32 keys overlap
+//! instead of adding up.
+//!
 //! Entries live in a slab (`Vec`) and are named by [`MegaflowHandle`]s
 //! carrying a generation number, so the exact-match cache can hold handles
 //! and detect, with one compare, that an entry was evicted or flushed.
@@ -28,10 +41,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hashbrown::{HashMap, HashTable};
+use hashbrown::HashMap;
 
 use super::actions::DpAction;
-use crate::flow::key::{masked_eq, masked_hash};
+use crate::flow::key::masked_hash;
 use crate::flow::{FlowKey, FlowMask, N_TABLES};
 use crate::pipeline::{Pipeline, Rule};
 
@@ -105,6 +118,7 @@ pub struct Megaflow {
     pub total_packets: u64,
     subtable: u32,
     hash: u64,
+    row: u32,
     referenced: bool,
 }
 
@@ -114,12 +128,258 @@ struct Slot {
     flow: Option<Megaflow>,
 }
 
+/// Bucket slot value: never used since the last rehash (ends a probe).
+const EMPTY: u32 = u32::MAX;
+/// Bucket slot value: removed entry (a probe continues past it).
+const TOMB: u32 = u32::MAX - 1;
+/// Slots per bucket (one 64-byte line: 8 tags then 8 rows).
+const BUCKET_SLOTS: usize = 8;
+/// Keys per [`MegaflowCache::lookup_batch`] call (a datapath batch).
+pub const LOOKUP_BATCH: usize = 32;
+
+/// One cache line of the subtable index: 8 slots of (hash tag, row).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tags: [u32; BUCKET_SLOTS],
+    rows: [u32; BUCKET_SLOTS],
+}
+
+const EMPTY_BUCKET: Bucket = Bucket {
+    tags: [0; BUCKET_SLOTS],
+    rows: [EMPTY; BUCKET_SLOTS],
+};
+
+/// One cache line of rows.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+struct Line([u64; 8]);
+
+/// Hint the CPU to fetch the line at `p` into all cache levels.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it never faults (not even on an invalid
+    // address), has no architectural effect, and SSE is baseline on x86_64.
+    // `p` points into a live Vec anyway.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// The megaflows of one mask: an open-addressing index of 64-byte buckets
+/// over dense rows of masked key words.
 #[derive(Debug)]
 struct Subtable {
     mask: FlowMask,
     map: u32,
-    table: HashTable<u32>,
+    /// Words of a row: the masked key words in `map` order, then
+    /// `slab index | generation << 32`.
+    n_words: usize,
+    /// Lines per row.
+    row_lines: usize,
+    /// Power-of-two length (or 0 before the first insert).
+    buckets: Vec<Bucket>,
+    /// Non-EMPTY slots (live + tombstones).
+    used: usize,
+    /// Live entries.
+    live: usize,
+    rows: Vec<Line>,
+    /// Full hash of each row's key (for rehashing).
+    row_hash: Vec<u64>,
+    free_rows: Vec<u32>,
     hits: u64,
+}
+
+impl Subtable {
+    fn new(mask: FlowMask) -> Subtable {
+        let map = mask.nonzero_words();
+        let n_words = map.count_ones() as usize;
+        Subtable {
+            mask,
+            map,
+            n_words,
+            row_lines: (n_words + 1).div_ceil(8),
+            buckets: Vec::new(),
+            used: 0,
+            live: 0,
+            rows: Vec::new(),
+            row_hash: Vec::new(),
+            free_rows: Vec::new(),
+            hits: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn word(&self, row: u32, j: usize) -> u64 {
+        self.rows[row as usize * self.row_lines + j / 8].0[j % 8]
+    }
+
+    #[inline(always)]
+    fn set_word(&mut self, row: u32, j: usize, v: u64) {
+        self.rows[row as usize * self.row_lines + j / 8].0[j % 8] = v;
+    }
+
+    /// The handle stored in `row`.
+    #[inline(always)]
+    fn handle(&self, row: u32) -> MegaflowHandle {
+        let m = self.word(row, self.n_words);
+        MegaflowHandle {
+            idx: m as u32,
+            gen: (m >> 32) as u32,
+        }
+    }
+
+    /// True when `key & mask` equals the masked words of `row`.
+    #[inline(always)]
+    fn row_matches(&self, row: u32, key: &FlowKey) -> bool {
+        let kw = key.words();
+        let mw = self.mask.words();
+        let base = row as usize * self.row_lines;
+        let Some(lines) = self.rows.get(base..base + self.row_lines) else {
+            return false;
+        };
+        let mut m = self.map;
+        let mut j = 0;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if kw[i] & mw[i] != lines[j / 8].0[j % 8] {
+                return false;
+            }
+            j += 1;
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn bucket_of(&self, hash: u64) -> usize {
+        (hash as usize) & (self.buckets.len().wrapping_sub(1))
+    }
+
+    /// The row of the entry with hash `hash` for which `eq` holds, and its
+    /// (bucket, slot).
+    #[inline]
+    fn find(&self, hash: u64, eq: impl Fn(u32) -> bool) -> Option<(u32, usize, usize)> {
+        let nb = self.buckets.len();
+        if nb == 0 {
+            return None;
+        }
+        let tag = (hash >> 32) as u32;
+        let mut bi = self.bucket_of(hash);
+        for _ in 0..nb {
+            let b = &self.buckets[bi];
+            let mut saw_empty = false;
+            for s in 0..BUCKET_SLOTS {
+                let r = b.rows[s];
+                if r == EMPTY {
+                    saw_empty = true;
+                } else if r != TOMB && b.tags[s] == tag && eq(r) {
+                    return Some((r, bi, s));
+                }
+            }
+            // Slots never go back to EMPTY, so an entry is never placed past
+            // a bucket that had a free slot when it was inserted.
+            if saw_empty {
+                return None;
+            }
+            bi = (bi + 1) & (nb - 1);
+        }
+        None
+    }
+
+    /// Put (hash, row) in the first free slot of its probe sequence (the
+    /// caller made sure there is room).
+    fn place(&mut self, hash: u64, row: u32) {
+        let nb = self.buckets.len();
+        let tag = (hash >> 32) as u32;
+        let mut bi = self.bucket_of(hash);
+        for _ in 0..nb {
+            let b = &mut self.buckets[bi];
+            for s in 0..BUCKET_SLOTS {
+                let r = b.rows[s];
+                if r == EMPTY || r == TOMB {
+                    if r == EMPTY {
+                        self.used += 1;
+                    }
+                    b.rows[s] = row;
+                    b.tags[s] = tag;
+                    return;
+                }
+            }
+            bi = (bi + 1) & (nb - 1);
+        }
+    }
+
+    /// Rebuild the index with room for the live entries plus one at a load
+    /// of at most 1/2 (drops the tombstones). Slow path.
+    fn rehash(&mut self) {
+        let want = ((self.live + 1) * 2)
+            .div_ceil(BUCKET_SLOTS)
+            .next_power_of_two();
+        let live_rows: Vec<u32> = self
+            .buckets
+            .iter()
+            .flat_map(|b| b.rows)
+            .filter(|&r| r < TOMB)
+            .collect();
+        self.buckets.clear();
+        self.buckets.resize(want, EMPTY_BUCKET);
+        self.used = 0;
+        for r in live_rows {
+            let h = self.row_hash[r as usize];
+            self.place(h, r);
+        }
+    }
+
+    /// Add the masked `key` (hash `hash`) for slab entry `h`; returns its row.
+    fn insert(&mut self, key: &FlowKey, hash: u64, h: MegaflowHandle) -> u32 {
+        let cap = self.buckets.len() * BUCKET_SLOTS;
+        if (self.used + 1) * 4 > cap * 3 {
+            self.rehash();
+        }
+        let row = match self.free_rows.pop() {
+            Some(r) => r,
+            None => {
+                let r = self.row_hash.len() as u32;
+                self.row_hash.push(0);
+                self.rows
+                    .extend(std::iter::repeat_n(Line([0; 8]), self.row_lines));
+                r
+            }
+        };
+        self.row_hash[row as usize] = hash;
+        let kw = key.words();
+        let mask = self.mask;
+        let mw = mask.words();
+        let mut m = self.map;
+        let mut j = 0;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            self.set_word(row, j, kw[i] & mw[i]);
+            j += 1;
+        }
+        self.set_word(
+            row,
+            self.n_words,
+            u64::from(h.idx) | (u64::from(h.gen) << 32),
+        );
+        self.place(hash, row);
+        self.live += 1;
+        row
+    }
+
+    /// Remove `row` (hash `hash`) from the index and free it.
+    fn remove(&mut self, hash: u64, row: u32) {
+        if let Some((_, bi, s)) = self.find(hash, |r| r == row) {
+            self.buckets[bi].rows[s] = TOMB;
+            self.live -= 1;
+            self.free_rows.push(row);
+        }
+    }
 }
 
 /// Cache counters (plain integers, owned by the polling thread).
@@ -232,20 +492,130 @@ impl MegaflowCache {
             probed += 1;
             let st = &mut self.subtables[si as usize];
             let hash = masked_hash(key, &st.mask, st.map);
-            let slots = &self.slots;
-            let found = st.table.find(hash, |&i| {
-                slots[i as usize]
-                    .flow
-                    .as_ref()
-                    .is_some_and(|f| masked_eq(key, &st.mask, &f.key, st.map))
-            });
-            if let Some(&i) = found {
+            if let Some((r, _, _)) = st.find(hash, |r| st.row_matches(r, key)) {
                 st.hits += 1;
-                let gen = self.slots[i as usize].gen;
-                return (Some(MegaflowHandle { idx: i, gen }), probed);
+                return (Some(st.handle(r)), probed);
             }
         }
         (None, probed)
+    }
+
+    /// Look up the keys `keys[i]` for each bit `i` set in `todo` (at most
+    /// [`LOOKUP_BATCH`] keys; bits past `keys`, `out` or `probes` are
+    /// ignored), with the same answers as [`MegaflowCache::lookup`] on each.
+    /// Returns the bitmap of keys found; for each, `out[i]` is its handle.
+    /// `probes[i]` is set to the subtables probed for every key in `todo`.
+    ///
+    /// Per subtable (most-hit first) it hashes every key still unanswered and
+    /// prefetches its bucket, then finds each key's first tag match and
+    /// prefetches that row, then compares: the cache misses of the batch
+    /// overlap (OVS `dpcls_lookup`). Never allocates.
+    pub fn lookup_batch(
+        &mut self,
+        keys: &[FlowKey],
+        todo: u32,
+        out: &mut [MegaflowHandle],
+        probes: &mut [u32],
+    ) -> u32 {
+        let n = keys
+            .len()
+            .min(out.len())
+            .min(probes.len())
+            .min(LOOKUP_BATCH);
+        let mut todo = todo
+            & if n == LOOKUP_BATCH {
+                u32::MAX
+            } else {
+                (1u32 << n) - 1
+            };
+        let mut bits = todo;
+        while bits != 0 {
+            probes[bits.trailing_zeros() as usize] = 0;
+            bits &= bits - 1;
+        }
+        let mut found = 0u32;
+        let mut hashes = [0u64; LOOKUP_BATCH];
+        let mut cand = [EMPTY; LOOKUP_BATCH];
+        for &si in &self.order {
+            if todo == 0 {
+                break;
+            }
+            let st = &mut self.subtables[si as usize];
+            let nb = st.buckets.len();
+            // Pass 1: hash every key, prefetch its home bucket.
+            let mut bits = todo;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                probes[i] += 1;
+                let h = masked_hash(&keys[i], &st.mask, st.map);
+                hashes[i] = h;
+                if nb != 0 {
+                    prefetch(&st.buckets[st.bucket_of(h)]);
+                }
+            }
+            if nb == 0 || st.live == 0 {
+                continue;
+            }
+            // Pass 2: the first tag match in the home bucket; prefetch its row.
+            let mut bits = todo;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let h = hashes[i];
+                let tag = (h >> 32) as u32;
+                let b = &st.buckets[st.bucket_of(h)];
+                cand[i] = EMPTY;
+                for s in 0..BUCKET_SLOTS {
+                    if b.tags[s] == tag && b.rows[s] < TOMB {
+                        let r = b.rows[s];
+                        cand[i] = r;
+                        if let Some(line) = st.rows.get(r as usize * st.row_lines) {
+                            prefetch(line);
+                        }
+                        break;
+                    }
+                }
+            }
+            // Pass 3: compare; anything else (tag collision, an entry pushed
+            // to a later bucket) takes the ordinary probe.
+            let mut hits = 0;
+            let mut bits = todo;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let key = &keys[i];
+                let c = cand[i];
+                let row = if c != EMPTY && st.row_matches(c, key) {
+                    Some(c)
+                } else {
+                    st.find(hashes[i], |r| st.row_matches(r, key))
+                        .map(|(r, _, _)| r)
+                };
+                if let Some(r) = row {
+                    out[i] = st.handle(r);
+                    found |= 1 << i;
+                    todo &= !(1 << i);
+                    hits += 1;
+                }
+            }
+            st.hits += hits;
+        }
+        found
+    }
+
+    /// [`MegaflowCache::lookup_batch`] over any number of keys, in chunks of
+    /// [`LOOKUP_BATCH`]: `out[i]` becomes the handle of the megaflow matching
+    /// `keys[i]`, or None (for `i < min(keys.len(), out.len())`).
+    pub fn lookup_many(&mut self, keys: &[FlowKey], out: &mut [Option<MegaflowHandle>]) {
+        let mut handles = [MegaflowHandle::NONE; LOOKUP_BATCH];
+        let mut probes = [0u32; LOOKUP_BATCH];
+        for (ks, os) in keys.chunks(LOOKUP_BATCH).zip(out.chunks_mut(LOOKUP_BATCH)) {
+            let found = self.lookup_batch(ks, u32::MAX, &mut handles, &mut probes);
+            for (i, o) in os.iter_mut().enumerate() {
+                *o = (found & (1 << i) != 0).then_some(handles[i]);
+            }
+        }
     }
 
     /// Re-sort subtables by hits (most-hit first), dropping empty ones, and
@@ -253,7 +623,7 @@ impl MegaflowCache {
     /// sort of a handful of indices; call every few batches.
     pub fn resort(&mut self) {
         let subs = &self.subtables;
-        self.order.retain(|&i| !subs[i as usize].table.is_empty());
+        self.order.retain(|&i| subs[i as usize].live != 0);
         self.order
             .sort_by(|a, b| subs[*b as usize].hits.cmp(&subs[*a as usize].hits));
         for s in &mut self.subtables {
@@ -277,12 +647,7 @@ impl MegaflowCache {
             Some(&si) => si,
             None => {
                 let si = self.subtables.len() as u32;
-                self.subtables.push(Subtable {
-                    mask,
-                    map: mask.nonzero_words(),
-                    table: HashTable::new(),
-                    hits: 0,
-                });
+                self.subtables.push(Subtable::new(mask));
                 self.by_mask.insert(mask, si);
                 si
             }
@@ -291,22 +656,10 @@ impl MegaflowCache {
             self.order.push(si);
         }
         let st = &self.subtables[si as usize];
-        let (smask, smap) = (st.mask, st.map);
-        let masked = key.masked(&smask);
-        let hash = masked_hash(key, &smask, smap);
-        {
-            let slots = &self.slots;
-            if let Some(&i) = self.subtables[si as usize].table.find(hash, |&i| {
-                slots[i as usize]
-                    .flow
-                    .as_ref()
-                    .is_some_and(|f| f.key == masked)
-            }) {
-                return MegaflowHandle {
-                    idx: i,
-                    gen: self.slots[i as usize].gen,
-                };
-            }
+        let masked = key.masked(&st.mask);
+        let hash = masked_hash(key, &st.mask, st.map);
+        if let Some((r, _, _)) = st.find(hash, |r| st.row_matches(r, key)) {
+            return st.handle(r);
         }
         if self.live >= self.capacity {
             self.evict_one(pipeline, epoch);
@@ -334,6 +687,7 @@ impl MegaflowCache {
             total_packets: 0,
             subtable: si,
             hash,
+            row: 0,
             referenced: true,
         };
         let idx = match self.free.pop() {
@@ -349,18 +703,17 @@ impl MegaflowCache {
                 (self.slots.len() - 1) as u32
             }
         };
-        let slots = &self.slots;
-        self.subtables[si as usize]
-            .table
-            .insert_unique(hash, idx, |&i| {
-                slots[i as usize].flow.as_ref().map_or(0, |f| f.hash)
-            });
-        self.live += 1;
-        self.counters.installed += 1;
-        MegaflowHandle {
+        let h = MegaflowHandle {
             idx,
             gen: self.slots[idx as usize].gen,
+        };
+        let row = self.subtables[si as usize].insert(key, hash, h);
+        if let Some(f) = self.slots[idx as usize].flow.as_mut() {
+            f.row = row;
         }
+        self.live += 1;
+        self.counters.installed += 1;
+        h
     }
 
     /// CLOCK sweep: evict the first entry not referenced since the hand passed.
@@ -393,10 +746,7 @@ impl MegaflowCache {
         };
         slot.gen = slot.gen.wrapping_add(1);
         credit(&mut f, pipeline, epoch);
-        let st = &mut self.subtables[f.subtable as usize];
-        if let Ok(e) = st.table.find_entry(f.hash, |&i| i == idx) {
-            e.remove();
-        }
+        self.subtables[f.subtable as usize].remove(f.hash, f.row);
         self.free.push(idx);
         self.live -= 1;
     }
@@ -567,5 +917,84 @@ mod tests {
         }
         c.resort();
         assert_eq!(c.lookup(&key(1, 7, 0)).1, 1, "first after resort");
+    }
+
+    /// The answer by brute force over every live megaflow.
+    fn brute(c: &MegaflowCache, k: &FlowKey) -> Option<*const Megaflow> {
+        c.iter()
+            .find(|(m, f)| k.masked(m) == f.key)
+            .map(|(_, f)| f as *const Megaflow)
+    }
+
+    #[test]
+    fn batched_and_single_lookups_agree_through_growth_and_eviction() {
+        let p = Pipeline::new();
+        let epoch = Instant::now();
+        // Small capacity: thousands of evictions leave tombstones and force
+        // rehashes while lookups keep answering.
+        let mut c = MegaflowCache::new(700);
+        let mut masks = [FlowKey::ZERO; 3];
+        for m in &mut masks {
+            m.in_port = u32::MAX;
+        }
+        masks[0].nw_dst = u32::MAX;
+        masks[1].nw_dst = 0xffff_ff00;
+        masks[1].tp_dst = u16::MAX;
+        masks[2] = FlowKey::all_ones();
+        let mut x = 0x9e37_79b9_u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..40 {
+            for _ in 0..100 {
+                let r = rnd();
+                let k = key(
+                    1 + (r % 3) as u32,
+                    (r >> 8) as u32 % 3000,
+                    (r >> 40) as u16 % 4,
+                );
+                // Megaflows never overlap: each in_port has its own mask.
+                let m = masks[(k.in_port - 1) as usize];
+                c.install(&k, install_for(m), &p, epoch);
+            }
+            if round % 7 == 6 {
+                c.resort();
+            }
+            let keys: Vec<FlowKey> = (0..45)
+                .map(|_| {
+                    let r = rnd();
+                    key(
+                        1 + (r % 3) as u32,
+                        (r >> 8) as u32 % 3000,
+                        (r >> 40) as u16 % 4,
+                    )
+                })
+                .collect();
+            let mut out = vec![None; keys.len()];
+            c.lookup_many(&keys, &mut out);
+            let mut hits = 0;
+            for (k, o) in keys.iter().zip(&out) {
+                let single = c.lookup(k).0;
+                assert_eq!(*o, single, "batched == single for {k:?}");
+                let want = brute(&c, k);
+                assert_eq!(o.and_then(|h| c.get(h)).map(|f| f as *const _), want);
+                hits += usize::from(o.is_some());
+            }
+            assert!(round < 10 || hits > 0, "a warm cache answers some keys");
+        }
+        assert!(c.counters.evicted > 1000);
+        assert_eq!(c.len(), 700);
+        // The bitmap interface: only the keys asked for are answered.
+        let keys: Vec<FlowKey> = c.iter().take(3).map(|(_, f)| f.key).collect();
+        let mut out = [MegaflowHandle::NONE; 3];
+        let mut probes = [99u32; 3];
+        let found = c.lookup_batch(&keys, 0b101, &mut out, &mut probes);
+        assert_eq!(found, 0b101);
+        assert_eq!(probes[1], 99, "key 1 was not asked for");
+        assert!(probes[0] >= 1 && probes[2] >= 1);
+        assert_eq!(Some(out[2]), c.lookup(&keys[2]).0);
     }
 }

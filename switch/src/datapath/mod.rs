@@ -7,7 +7,9 @@
 //! sent goes back to the [`PacketPool`] and is counted under a named
 //! [`DropReason`]. A batch is processed in three passes (extract every key,
 //! then look every key up, then execute), so each pass stays hot in the
-//! instruction cache. Lookup order: exact-match cache ([`emc`]), then the
+//! instruction cache and the megaflow lookups of a batch's EMC misses can be
+//! made together, overlapping their cache misses
+//! ([`MegaflowCache::lookup_batch`]). Lookup order: exact-match cache ([`emc`]), then the
 //! megaflow cache ([`megaflow`]), then the slow path
 //! ([`crate::pipeline::translate`]), whose answer is installed as a megaflow.
 //!
@@ -32,7 +34,9 @@ use std::time::Instant;
 pub use actions::DpAction;
 pub use emc::{key_hash, Emc};
 pub use execute::{apply, ExecCtx, ExecError, TunnelMeta};
-pub use megaflow::{Megaflow, MegaflowCache, MegaflowCounters, MegaflowHandle, MegaflowInstall};
+pub use megaflow::{
+    Megaflow, MegaflowCache, MegaflowCounters, MegaflowHandle, MegaflowInstall, LOOKUP_BATCH,
+};
 
 use crate::flow::{FlowKey, PortNo};
 use crate::packet::{extract, Layout, Packet, PacketPool, ParseStatus};
@@ -580,9 +584,28 @@ impl Datapath {
         }
         self.stats.packets += n as u64;
 
-        // Pass 2: look every key up (EMC, megaflow, slow path).
-        for i in 0..n {
-            scratch.handles[i] = self.classify(&scratch.keys[i], scratch.hashes[i]);
+        // Pass 2: look every key up, in chunks of LOOKUP_BATCH: the EMC for
+        // each key, then one batched (prefetching) megaflow lookup for the
+        // EMC's misses, then the slow path for the megaflow misses (OVS
+        // dp_netdev_input__: emc_processing, then fast_path_processing).
+        let mut base = 0;
+        while base < n {
+            let m = (n - base).min(LOOKUP_BATCH);
+            let mut todo = 0u32;
+            for j in 0..m {
+                let i = base + j;
+                match self.emc.lookup(&scratch.keys[i], scratch.hashes[i]) {
+                    Some(h) if self.mf.get(h).is_some() => {
+                        self.stats.emc_hits += 1;
+                        scratch.handles[i] = h;
+                    }
+                    _ => todo |= 1 << j,
+                }
+            }
+            if todo != 0 {
+                self.lookup_misses(&mut scratch, base, m, todo);
+            }
+            base += m;
         }
 
         // Pass 3: execute.
@@ -618,29 +641,56 @@ impl Datapath {
         self.stats.cycles += cycles_now().wrapping_sub(start);
     }
 
-    /// EMC, then megaflow, then slow path; counts which tier answered.
+    /// The megaflow tier for the keys `base + j` of `scratch` with bit `j`
+    /// set in `todo` (EMC misses; `m <= LOOKUP_BATCH` keys from `base`), then
+    /// the slow path for its misses; fills their handles, counts which tier
+    /// answered and feeds the EMC.
     #[inline]
-    fn classify(&mut self, key: &FlowKey, hash: u64) -> MegaflowHandle {
-        if let Some(h) = self.emc.lookup(key, hash) {
-            if self.mf.get(h).is_some() {
-                self.stats.emc_hits += 1;
-                return h;
-            }
-        }
-        let (found, probed) = self.mf.lookup(key);
-        if let Some(h) = found {
-            self.stats.megaflow_hits += 1;
-            self.stats.megaflow_hit_probes += u64::from(probed);
+    fn lookup_misses(&mut self, scratch: &mut Scratch, base: usize, m: usize, todo: u32) {
+        let mut probes = [0u32; LOOKUP_BATCH];
+        let found = self.mf.lookup_batch(
+            &scratch.keys[base..base + m],
+            todo,
+            &mut scratch.handles[base..base + m],
+            &mut probes,
+        );
+        // After an upcall in this chunk, a later key's batched answer may
+        // be stale (evicted by the install) or missing (its megaflow was
+        // just installed): look it up again, as a one-by-one pass would.
+        let mut upcalled = false;
+        let mut bits = todo;
+        while bits != 0 {
+            let j = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let i = base + j;
+            let key = &scratch.keys[i];
+            let hash = scratch.hashes[i];
+            let h = scratch.handles[i];
+            let (got, probed) = if found & (1 << j) != 0 && (!upcalled || self.mf.get(h).is_some())
+            {
+                (Some(h), probes[j])
+            } else if upcalled {
+                self.mf.lookup(key)
+            } else {
+                (None, probes[j])
+            };
+            let h = match got {
+                Some(h) => {
+                    self.stats.megaflow_hits += 1;
+                    self.stats.megaflow_hit_probes += u64::from(probed);
+                    h
+                }
+                None => {
+                    self.stats.megaflow_miss_probes += u64::from(probed);
+                    self.stats.misses += 1;
+                    upcalled = true;
+                    self.upcall(key)
+                }
+            };
             let mf = &self.mf;
             self.emc.insert(key, hash, h, |x| mf.get(x).is_some());
-            return h;
+            scratch.handles[i] = h;
         }
-        self.stats.megaflow_miss_probes += u64::from(probed);
-        self.stats.misses += 1;
-        let h = self.upcall(key);
-        let mf = &self.mf;
-        self.emc.insert(key, hash, h, |x| mf.get(x).is_some());
-        h
     }
 
     /// Megaflow lookup or slow path, without touching tier counters.
