@@ -253,15 +253,20 @@ fn set_ipv4(
     }
     let l4 = l4_csum_offset(ctx, d.len());
     let mut ipc = rd16(d, l3 + 10);
+    // The new 16-bit words are computed, not read back after a byte store:
+    // reading a word that overlaps a just-stored byte defeats store-to-load
+    // forwarding and stalls the pipeline for every packet.
     if let Some(tos) = tos {
         let old = rd16(d, l3);
-        d[l3 + 1] = tos;
-        ipc = update16(ipc, old, rd16(d, l3));
+        let new = (old & 0xff00) | u16::from(tos);
+        wr16(d, l3, new);
+        ipc = update16(ipc, old, new);
     }
     if let Some(ttl) = ttl {
         let old = rd16(d, l3 + 8);
-        d[l3 + 8] = ttl;
-        ipc = update16(ipc, old, rd16(d, l3 + 8));
+        let new = (u16::from(ttl) << 8) | (old & 0x00ff);
+        wr16(d, l3 + 8, new);
+        ipc = update16(ipc, old, new);
     }
     for (new, at) in [(src, l3 + 12), (dst, l3 + 16)] {
         let Some(new) = new else { continue };
@@ -371,13 +376,14 @@ fn set_icmp(
         return Err(ExecError::TooShort);
     }
     let old = rd16(d, l4);
+    let mut new = old;
     if let Some(t) = icmp_type {
-        d[l4] = t;
+        new = (new & 0x00ff) | (u16::from(t) << 8);
     }
     if let Some(c) = code {
-        d[l4 + 1] = c;
+        new = (new & 0xff00) | u16::from(c);
     }
-    let new = rd16(d, l4);
+    wr16(d, l4, new);
     let c = update16(rd16(d, l4 + 2), old, new);
     wr16(d, l4 + 2, c);
     Ok(())
