@@ -44,8 +44,19 @@ fn main() {
         let mut rig = perf::Rig::new(perf::udp_frames(flows), perf::l3_pipeline(1000));
         rig.warm(64 + 4 * flows as usize / perf::BATCH);
         let warm = rig.dp.stats().clone();
+        // The like-for-like baseline: the same frames through the datapath
+        // with the one-flow in_port pipeline, interleaved round by round too.
+        let mut simple = perf::Rig::new(perf::udp_frames(flows), perf::in_port_pipeline());
+        simple.warm(64 + 4 * flows as usize / perf::BATCH);
         let (mut bare, mut full, mut dp_only, mut ratio) = (vec![], vec![], vec![], vec![]);
+        let (mut inport, mut ratio_inport) = (vec![], vec![]);
         for _ in 0..ROUNDS {
+            let c0 = cycles_now();
+            let mut n = 0;
+            for _ in 0..BATCHES_PER_ROUND {
+                n += black_box(perf::forward_batch(&mut simple));
+            }
+            let ip = cycles_now().wrapping_sub(c0) as f64 / n as f64;
             let c0 = cycles_now();
             let mut n = 0;
             for _ in 0..BATCHES_PER_ROUND {
@@ -64,7 +75,10 @@ fn main() {
             bare.push(b);
             full.push(f);
             ratio.push(f / b);
+            inport.push(ip);
+            ratio_inport.push(f / ip);
         }
+        assert_eq!(simple.dp.stats().total_drops(), 0);
         let s = rig.dp.stats();
         assert_eq!(s.misses, warm.misses, "measured on cache hits only");
         let hits = (s.emc_hits - warm.emc_hits) + (s.megaflow_hits - warm.megaflow_hits);
@@ -72,6 +86,7 @@ fn main() {
         println!("flows={flows} ({ROUNDS} rounds x {BATCHES_PER_ROUND} batches of {}; EMC {emc_pct:.1} % of hits, megaflow {:.1} %)", perf::BATCH, 100.0 - emc_pct);
         for (name, v) in [
             ("bare forward (rx+tx)", &mut bare),
+            ("in_port pipeline (rx+dp+tx)", &mut inport),
             ("4-table pipeline (rx+dp+tx)", &mut full),
             ("  of which process_batch", &mut dp_only),
         ] {
@@ -84,5 +99,7 @@ fn main() {
         }
         let (m, lo, hi) = median_min_max(&mut ratio);
         println!("  pipeline / bare, per round     {m:.2}x (min {lo:.2}, max {hi:.2})");
+        let (m, lo, hi) = median_min_max(&mut ratio_inport);
+        println!("  pipeline / in_port, per round  {m:.2}x (min {lo:.2}, max {hi:.2})");
     }
 }
