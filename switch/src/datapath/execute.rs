@@ -23,6 +23,7 @@ use crate::flow::key::{ethertype, ipproto, FlowKey, FRAG_LATER, VLAN_CFI};
 use crate::packet::checksum::{update128, update16, update32};
 use crate::packet::extract::{Layout, NO_OFFSET};
 use crate::packet::Packet;
+use crate::packet::{be16, be32, put16};
 
 /// Tunnel metadata recorded by `SetTunnel`, consumed by a tunnel port's
 /// encapsulation (RFC 7348) when the packet is output there.
@@ -95,21 +96,6 @@ pub enum ExecError {
     NoHeadroom,
 }
 
-#[inline(always)]
-fn rd16(d: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([d[at], d[at + 1]])
-}
-
-#[inline(always)]
-fn wr16(d: &mut [u8], at: usize, v: u16) {
-    d[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-#[inline(always)]
-fn rd32(d: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
-}
-
 /// Where the L4 checksum of this packet lives, and whether 0 means "none" (UDP).
 #[inline]
 fn l4_csum_offset(ctx: &ExecCtx, len: usize) -> Option<(usize, bool)> {
@@ -128,7 +114,7 @@ fn l4_csum_offset(ctx: &ExecCtx, len: usize) -> Option<(usize, bool)> {
 /// Patch the L4 checksum at `off` with `f`, honouring UDP's "0 = none".
 #[inline]
 fn patch_l4(d: &mut [u8], off: usize, udp: bool, f: impl FnOnce(u16) -> u16) {
-    let old = rd16(d, off);
+    let old = be16(d, off);
     if udp && old == 0 {
         return;
     }
@@ -136,7 +122,7 @@ fn patch_l4(d: &mut [u8], off: usize, udp: bool, f: impl FnOnce(u16) -> u16) {
     if udp && new == 0 {
         new = 0xffff;
     }
-    wr16(d, off, new);
+    put16(d, off, new);
 }
 
 /// Apply one action to `pkt`. `Output` is a no-op here (the caller handles it).
@@ -192,7 +178,7 @@ pub fn apply(pkt: &mut Packet, ctx: &mut ExecCtx, action: &DpAction) -> Result<(
                 return Err(ExecError::TooShort);
             }
             if let Some(op) = op {
-                wr16(d, l3 + 6, *op);
+                put16(d, l3 + 6, *op);
             }
             if let Some(sha) = sha {
                 d[l3 + 8..l3 + 14].copy_from_slice(sha);
@@ -214,13 +200,13 @@ pub fn apply(pkt: &mut Packet, ctx: &mut ExecCtx, action: &DpAction) -> Result<(
             if d.len() < 16 {
                 return Err(ExecError::TooShort);
             }
-            let tpid = rd16(d, 12);
+            let tpid = be16(d, 12);
             if tpid != ethertype::VLAN && tpid != ethertype::QINQ {
                 return Err(ExecError::NoHeader);
             }
             // The key's CFI bit means "tag present"; on the wire that bit is
             // DEI and is written as 0, as OVS does.
-            wr16(d, 14, tci & !VLAN_CFI);
+            put16(d, 14, tci & !VLAN_CFI);
             Ok(())
         }
         DpAction::PopVlan => pop_vlan(pkt, ctx),
@@ -252,25 +238,25 @@ fn set_ipv4(
         return Err(ExecError::TooShort);
     }
     let l4 = l4_csum_offset(ctx, d.len());
-    let mut ipc = rd16(d, l3 + 10);
+    let mut ipc = be16(d, l3 + 10);
     // The new 16-bit words are computed, not read back after a byte store:
     // reading a word that overlaps a just-stored byte defeats store-to-load
     // forwarding and stalls the pipeline for every packet.
     if let Some(tos) = tos {
-        let old = rd16(d, l3);
+        let old = be16(d, l3);
         let new = (old & 0xff00) | u16::from(tos);
-        wr16(d, l3, new);
+        put16(d, l3, new);
         ipc = update16(ipc, old, new);
     }
     if let Some(ttl) = ttl {
-        let old = rd16(d, l3 + 8);
+        let old = be16(d, l3 + 8);
         let new = (u16::from(ttl) << 8) | (old & 0x00ff);
-        wr16(d, l3 + 8, new);
+        put16(d, l3 + 8, new);
         ipc = update16(ipc, old, new);
     }
     for (new, at) in [(src, l3 + 12), (dst, l3 + 16)] {
         let Some(new) = new else { continue };
-        let old = rd32(d, at);
+        let old = be32(d, at);
         if old == new {
             continue;
         }
@@ -280,7 +266,7 @@ fn set_ipv4(
             patch_l4(d, off, udp, |c| update32(c, old, new));
         }
     }
-    wr16(d, l3 + 10, ipc);
+    put16(d, l3 + 10, ipc);
     Ok(())
 }
 
@@ -303,7 +289,7 @@ fn set_ipv6(
     }
     let l4 = l4_csum_offset(ctx, d.len());
     // RFC 8200 §3: version(4) | traffic class(8) | flow label(20).
-    let mut w0 = rd32(d, l3);
+    let mut w0 = be32(d, l3);
     if let Some(tc) = tclass {
         w0 = (w0 & 0xf00f_ffff) | (u32::from(tc) << 20);
     }
@@ -352,8 +338,8 @@ fn set_ports(
     }
     for (new, at) in [(src, l4), (dst, l4 + 2)] {
         let Some(new) = new else { continue };
-        let old = rd16(d, at);
-        wr16(d, at, new);
+        let old = be16(d, at);
+        put16(d, at, new);
         patch_l4(d, off, udp, |c| update16(c, old, new));
     }
     Ok(())
@@ -375,7 +361,7 @@ fn set_icmp(
     if d.len() < l4 + 4 {
         return Err(ExecError::TooShort);
     }
-    let old = rd16(d, l4);
+    let old = be16(d, l4);
     let mut new = old;
     if let Some(t) = icmp_type {
         new = (new & 0x00ff) | (u16::from(t) << 8);
@@ -383,9 +369,9 @@ fn set_icmp(
     if let Some(c) = code {
         new = (new & 0xff00) | u16::from(c);
     }
-    wr16(d, l4, new);
-    let c = update16(rd16(d, l4 + 2), old, new);
-    wr16(d, l4 + 2, c);
+    put16(d, l4, new);
+    let c = update16(be16(d, l4 + 2), old, new);
+    put16(d, l4 + 2, c);
     Ok(())
 }
 
@@ -408,8 +394,8 @@ fn push_vlan(pkt: &mut Packet, ctx: &mut ExecCtx, tpid: u16, tci: u16) -> Result
     }
     let d = pkt.push_head(4).ok_or(ExecError::NoHeadroom)?;
     d.copy_within(4..16, 0);
-    wr16(d, 12, tpid);
-    wr16(d, 14, tci & !VLAN_CFI);
+    put16(d, 12, tpid);
+    put16(d, 14, tci & !VLAN_CFI);
     shift_offset(&mut ctx.layout.l3, true);
     shift_offset(&mut ctx.layout.l4, true);
     Ok(())
@@ -421,7 +407,7 @@ fn pop_vlan(pkt: &mut Packet, ctx: &mut ExecCtx) -> Result<(), ExecError> {
     if d.len() < 18 {
         return Err(ExecError::TooShort);
     }
-    let tpid = rd16(d, 12);
+    let tpid = be16(d, 12);
     if tpid != ethertype::VLAN && tpid != ethertype::QINQ {
         return Err(ExecError::NoHeader);
     }

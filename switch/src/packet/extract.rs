@@ -45,6 +45,7 @@
 
 use crate::flow::key::{ethertype, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_CFI};
 use crate::flow::PortNo;
+use crate::packet::{be16, be32};
 
 /// Offset value meaning "this layer is absent".
 pub const NO_OFFSET: u16 = u16::MAX;
@@ -78,16 +79,6 @@ pub struct Layout {
     pub l4: u16,
     /// Extraction outcome.
     pub status: ParseStatus,
-}
-
-#[inline(always)]
-fn rd16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-#[inline(always)]
-fn rd32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// `N` bytes of `b` from `at` as a fixed-size array (one bounds check; field
@@ -128,7 +119,7 @@ pub fn extract(frame: &[u8], in_port: PortNo, key: &mut FlowKey) -> Layout {
     };
     key.dl_dst.copy_from_slice(&eth[0..6]);
     key.dl_src.copy_from_slice(&eth[6..12]);
-    let mut ty = rd16(eth, 12);
+    let mut ty = be16(eth, 12);
     let mut l3 = 14usize;
 
     // 802.1Q / 802.1ad: up to two tags (OVS's flow_vlan_limit default).
@@ -138,8 +129,8 @@ pub fn extract(frame: &[u8], in_port: PortNo, key: &mut FlowKey) -> Layout {
             lay.status = ParseStatus::Truncated;
             return lay;
         };
-        key.vlan_tci = rd16(tag, 0) | VLAN_CFI;
-        ty = rd16(tag, 2);
+        key.vlan_tci = be16(tag, 0) | VLAN_CFI;
+        ty = be16(tag, 2);
         l3 = 18;
         if ty == ethertype::VLAN || ty == ethertype::QINQ {
             let Some(tag) = chunk::<4>(frame, 18) else {
@@ -147,7 +138,7 @@ pub fn extract(frame: &[u8], in_port: PortNo, key: &mut FlowKey) -> Layout {
                 lay.status = ParseStatus::Truncated;
                 return lay;
             };
-            ty = rd16(tag, 2);
+            ty = be16(tag, 2);
             l3 = 22;
         }
     }
@@ -156,7 +147,7 @@ pub fn extract(frame: &[u8], in_port: PortNo, key: &mut FlowKey) -> Layout {
     if ty < ETH_TYPE_MIN {
         ty = DL_TYPE_NONE;
         if let Some(llc) = chunk::<8>(frame, l3) {
-            let snap_type = rd16(llc, 6);
+            let snap_type = be16(llc, 6);
             if llc[..6] == [0xaa, 0xaa, 0x03, 0, 0, 0] && snap_type >= ETH_TYPE_MIN {
                 ty = snap_type;
                 l3 += 8;
@@ -192,7 +183,7 @@ fn extract_ipv4(frame: &[u8], l3: usize, key: &mut FlowKey, lay: &mut Layout) {
         lay.status = ParseStatus::Truncated;
         return;
     }
-    let tot = usize::from(rd16(ip, 2));
+    let tot = usize::from(be16(ip, 2));
     if tot < ihl {
         lay.status = ParseStatus::Malformed;
         return;
@@ -204,9 +195,9 @@ fn extract_ipv4(frame: &[u8], l3: usize, key: &mut FlowKey, lay: &mut Layout) {
     key.nw_tos = ip[1];
     key.nw_ttl = ip[8];
     key.nw_proto = ip[9];
-    key.nw_src = rd32(ip, 12);
-    key.nw_dst = rd32(ip, 16);
-    let frag = rd16(ip, 6);
+    key.nw_src = be32(ip, 12);
+    key.nw_dst = be32(ip, 16);
+    let frag = be16(ip, 6);
     if frag & 0x3fff != 0 {
         key.nw_frag = FRAG_ANY;
         if frag & 0x1fff != 0 {
@@ -233,7 +224,7 @@ fn extract_ipv6(frame: &[u8], l3: usize, key: &mut FlowKey, lay: &mut Layout) {
         lay.status = ParseStatus::Malformed;
         return;
     }
-    let plen = usize::from(rd16(ip, 4));
+    let plen = usize::from(be16(ip, 4));
     let start = l3 + 40;
     let Some(payload) = frame.get(start..start + plen) else {
         lay.status = ParseStatus::Truncated;
@@ -241,7 +232,7 @@ fn extract_ipv6(frame: &[u8], l3: usize, key: &mut FlowKey, lay: &mut Layout) {
     };
     key.ipv6_src.copy_from_slice(&ip[8..24]);
     key.ipv6_dst.copy_from_slice(&ip[24..40]);
-    let vtf = rd32(ip, 0);
+    let vtf = be32(ip, 0);
     key.ipv6_label = vtf & 0x000f_ffff;
     let mut proto = ip[6];
     let mut off = 0usize;
@@ -255,7 +246,7 @@ fn extract_ipv6(frame: &[u8], l3: usize, key: &mut FlowKey, lay: &mut Layout) {
         };
         let len = match proto {
             44 => {
-                let offlg = rd16(h, 2);
+                let offlg = be16(h, 2);
                 if offlg != 0 {
                     frag = FRAG_ANY;
                     if offlg & 0xfff8 != 0 {
@@ -308,9 +299,9 @@ fn extract_l4(l4: &[u8], key: &mut FlowKey, lay: &mut Layout) {
                 lay.status = ParseStatus::Truncated;
                 return;
             }
-            key.tp_src = rd16(tcp, 0);
-            key.tp_dst = rd16(tcp, 2);
-            key.tcp_flags = rd16(tcp, 12) & 0x0fff;
+            key.tp_src = be16(tcp, 0);
+            key.tp_dst = be16(tcp, 2);
+            key.tcp_flags = be16(tcp, 12) & 0x0fff;
         }
         // RFC 768; SCTP (132, RFC 9260 §3.1) shares the port layout.
         17 | 132 => {
@@ -319,8 +310,8 @@ fn extract_l4(l4: &[u8], key: &mut FlowKey, lay: &mut Layout) {
                 lay.status = ParseStatus::Truncated;
                 return;
             };
-            key.tp_src = rd16(h, 0);
-            key.tp_dst = rd16(h, 2);
+            key.tp_src = be16(h, 0);
+            key.tp_dst = be16(h, 2);
         }
         // ICMP (RFC 792), IGMP (RFC 2236), ICMPv6 (RFC 4443): 8-byte header.
         1 | 2 | 58 => {
@@ -342,17 +333,17 @@ fn extract_arp(frame: &[u8], l3: usize, key: &mut FlowKey, lay: &mut Layout) {
         lay.status = ParseStatus::Truncated;
         return;
     };
-    if rd16(arp, 0) != 1 || rd16(arp, 2) != ethertype::IPV4 || arp[4] != 6 || arp[5] != 4 {
+    if be16(arp, 0) != 1 || be16(arp, 2) != ethertype::IPV4 || arp[4] != 6 || arp[5] != 4 {
         return;
     }
-    let op = rd16(arp, 6);
+    let op = be16(arp, 6);
     if op <= 0xff {
         key.nw_proto = op as u8;
     }
     key.arp_sha.copy_from_slice(&arp[8..14]);
-    key.nw_src = rd32(arp, 14);
+    key.nw_src = be32(arp, 14);
     key.arp_tha.copy_from_slice(&arp[18..24]);
-    key.nw_dst = rd32(arp, 24);
+    key.nw_dst = be32(arp, 24);
 }
 
 /// Fuzz entry point: extract arbitrary bytes and check the layout's
