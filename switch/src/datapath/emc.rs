@@ -45,8 +45,8 @@ fn fold_mul(a: u64, b: u64) -> u64 {
 
 /// The exact-match cache's hash of a whole key, computed once per packet.
 ///
-/// [`crate::flow::key::full_hash`] chains all 21 words through one
-/// multiply each (a ~100-cycle dependency chain); this folds word *pairs*
+/// Chaining all 21 words through one multiply each (as `masked_hash` does
+/// over a mask's few words) would be a ~100-cycle dependency chain; this folds word *pairs*
 /// through independent 128-bit multiplies that the CPU overlaps, then mixes
 /// the sum once: about 5x cheaper on the EMC hit path, which hashes every
 /// packet. Only the EMC uses it, and the EMC always compares the whole key,
@@ -229,7 +229,6 @@ impl Emc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::key::full_hash;
 
     fn key(i: u32) -> FlowKey {
         let mut k = FlowKey::ZERO;
@@ -242,11 +241,11 @@ mod tests {
         let mut e = Emc::new(8, 1);
         let h = MegaflowHandle::NONE;
         let k = key(1);
-        let hash = full_hash(&k);
+        let hash = key_hash(&k);
         assert!(e.lookup(&k, hash).is_none());
         e.insert(&k, hash, h, |_| true);
         assert_eq!(e.lookup(&k, hash), Some(h));
-        assert!(e.lookup(&key(2), full_hash(&key(2))).is_none());
+        assert!(e.lookup(&key(2), key_hash(&key(2))).is_none());
         e.flush();
         assert!(e.lookup(&k, hash).is_none());
     }
@@ -261,19 +260,19 @@ mod tests {
             MegaflowHandle::from_raw(2, 0),
             MegaflowHandle::from_raw(3, 0),
         );
-        e.insert(&a, full_hash(&a), ha, |_| true);
-        e.insert(&b, full_hash(&b), hb, |_| true);
-        assert_eq!(e.lookup(&a, full_hash(&a)), Some(ha));
-        assert_eq!(e.lookup(&b, full_hash(&b)), Some(hb));
+        e.insert(&a, key_hash(&a), ha, |_| true);
+        e.insert(&b, key_hash(&b), hb, |_| true);
+        assert_eq!(e.lookup(&a, key_hash(&a)), Some(ha));
+        assert_eq!(e.lookup(&b, key_hash(&b)), Some(hb));
         // b's megaflow is gone: c takes its slot and a survives.
-        e.insert(&c, full_hash(&c), hc, |h| h != hb);
-        assert_eq!(e.lookup(&a, full_hash(&a)), Some(ha));
-        assert_eq!(e.lookup(&c, full_hash(&c)), Some(hc));
-        assert!(e.lookup(&b, full_hash(&b)).is_none());
+        e.insert(&c, key_hash(&c), hc, |h| h != hb);
+        assert_eq!(e.lookup(&a, key_hash(&a)), Some(ha));
+        assert_eq!(e.lookup(&c, key_hash(&c)), Some(hc));
+        assert!(e.lookup(&b, key_hash(&b)).is_none());
         // Re-inserting a key updates its slot in place.
-        e.insert(&a, full_hash(&a), hb, |_| true);
-        assert_eq!(e.lookup(&a, full_hash(&a)), Some(hb));
-        assert_eq!(e.lookup(&c, full_hash(&c)), Some(hc));
+        e.insert(&a, key_hash(&a), hb, |_| true);
+        assert_eq!(e.lookup(&a, key_hash(&a)), Some(hb));
+        assert_eq!(e.lookup(&c, key_hash(&c)), Some(hc));
     }
 
     #[test]
@@ -302,15 +301,15 @@ mod tests {
         let mut e = Emc::new(1 << 16, 100);
         for i in 0..20_000 {
             let k = key(i);
-            e.insert(&k, full_hash(&k), MegaflowHandle::NONE, |_| true);
+            e.insert(&k, key_hash(&k), MegaflowHandle::NONE, |_| true);
         }
         let n = e.occupied();
         assert!((100..=300).contains(&n), "{n} inserted of 20000 at 1/100");
         let mut never = Emc::new(64, 0);
-        never.insert(&key(1), full_hash(&key(1)), MegaflowHandle::NONE, |_| true);
+        never.insert(&key(1), key_hash(&key(1)), MegaflowHandle::NONE, |_| true);
         assert_eq!(never.occupied(), 0);
         let mut disabled = Emc::new(0, 1);
-        disabled.insert(&key(1), full_hash(&key(1)), MegaflowHandle::NONE, |_| true);
-        assert!(disabled.lookup(&key(1), full_hash(&key(1))).is_none());
+        disabled.insert(&key(1), key_hash(&key(1)), MegaflowHandle::NONE, |_| true);
+        assert!(disabled.lookup(&key(1), key_hash(&key(1))).is_none());
     }
 }

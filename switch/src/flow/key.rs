@@ -285,17 +285,6 @@ pub fn masked_hash(key: &FlowKey, mask: &FlowMask, map: u32) -> u64 {
     h ^ (h >> 32)
 }
 
-/// Hash of a whole key (all words), for the exact-match cache.
-#[inline(always)]
-pub fn full_hash(key: &FlowKey) -> u64 {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
-    for w in key.words() {
-        h = (h.rotate_left(26) ^ w).wrapping_mul(K);
-    }
-    h ^ (h >> 32)
-}
-
 /// True when `key & mask == value` over the words in `map`
 /// (`value` must already be masked).
 #[inline(always)]
