@@ -7,9 +7,10 @@ set -euo pipefail
 
 # AF_XDP (xsk-rs builds libxdp and libbpf from source): clang llvm libelf-dev
 # zlib1g-dev libpcap-dev m4 pkg-config. Topology tests: iproute2 (ip netns,
-# veth), iputils-ping, iperf3, ethtool, tcpdump.
+# veth), iputils-ping, iperf3, ethtool, tcpdump. vhost-user tests with a real
+# peer (topology-tests/tests/vhost_user_testpmd.rs): dpdk-dev (dpdk-testpmd).
 PACKAGES=(build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4
-          iproute2 iputils-ping iperf3 ethtool tcpdump)
+          iproute2 iputils-ping iperf3 ethtool tcpdump dpdk-dev)
 
 need=()
 for p in "${PACKAGES[@]}"; do
@@ -30,6 +31,20 @@ fi
 # fails or falls back. Mount it once (root only; harmless when already there).
 if [ "$(id -u)" -eq 0 ] && [ -d /sys/fs/bpf ]; then
   mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+fi
+
+# DPDK's testpmd (the vhost-user peer in tests and benchmarks) needs 2 MiB
+# hugepages on a mounted hugetlbfs (../shared/BENCH.md pitfall 6). Mount
+# /dev/hugepages and reserve 1024 pages if fewer are free (root only;
+# idempotent: never lowers a larger reservation).
+if [ "$(id -u)" -eq 0 ] && [ -e /proc/sys/vm/nr_hugepages ]; then
+  mkdir -p /dev/hugepages
+  mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages
+  free_hp=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+  total_hp=$(cat /proc/sys/vm/nr_hugepages)
+  if [ "${free_hp:-0}" -lt 1024 ]; then
+    echo $(( total_hp + 1024 - free_hp )) > /proc/sys/vm/nr_hugepages || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -79,6 +79,9 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 if !s.tx_drop_reasons.is_empty() {
                     let _ = writeln!(out, "{pad}tx drops: {}", reasons(&s.tx_drop_reasons));
                 }
+                if !p.errors.is_empty() {
+                    let _ = writeln!(out, "{pad}errors: {}", reasons(&p.errors));
+                }
                 let _ = writeln!(out, "{pad}duration={:.3}s", p.duration);
             }
         }

@@ -30,6 +30,7 @@ use crate::pipeline::Pipeline;
 use crate::pmd::{PmdConfig, PmdPerf, PmdSet, PmdStats};
 use crate::port::memory::{MemoryPort, MemoryPortHandle};
 use crate::port::tap::{TapError, TapOptions, TapPort};
+use crate::port::vhost_user::{VhostOptions, VhostShared, VhostUserPort};
 use crate::port::{Port, PortCounters};
 
 /// How long a request waits for the polling thread to acknowledge a sync.
@@ -38,6 +39,7 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 pub const PORT_TYPES: &[&str] = &[
     "memory",
     "tap",
+    "vhost_user",
     #[cfg(feature = "afxdp")]
     "afxdp",
 ];
@@ -47,6 +49,8 @@ struct PortRt {
     counters: Arc<PortCounters>,
     added: Instant,
     memory: Option<MemoryPortHandle>,
+    /// vhost_user ports: link state, ring error counters, control thread.
+    vhost: Option<Arc<VhostShared>>,
 }
 
 /// One bridge and its polling thread.
@@ -223,6 +227,7 @@ impl Bridge {
     }
 
     fn create_port(&mut self, cfg: PortConfig) -> Result<(), ErrorBody> {
+        let mut vhost = None;
         let (port, memory): (Box<dyn Port>, Option<MemoryPortHandle>) = match cfg.port_type.as_str()
         {
             "memory" => {
@@ -263,6 +268,13 @@ impl Bridge {
                 let p = TapPort::open(&cfg.name, &opts).map_err(bad)?;
                 (Box::new(p), None)
             }
+            "vhost_user" => {
+                let bad = |e: String| ErrorBody::new(ErrorCode::BadPortConfig, e);
+                let opts = VhostOptions::from_map(&cfg.options).map_err(bad)?;
+                let p = VhostUserPort::open(&cfg.name, &opts).map_err(|e| bad(e.to_string()))?;
+                vhost = Some(p.status());
+                (Box::new(p), None)
+            }
             other => {
                 return Err(ErrorBody::new(
                     ErrorCode::BadPortConfig,
@@ -276,6 +288,9 @@ impl Bridge {
         };
         let counters = port.counters().clone();
         self.pmd.add_port(cfg.ofport, port).map_err(|_| {
+            if let Some(v) = &vhost {
+                v.shutdown();
+            }
             ErrorBody::new(
                 ErrorCode::Busy,
                 "polling thread command queue is full; retry",
@@ -288,6 +303,7 @@ impl Bridge {
                 counters,
                 added: Instant::now(),
                 memory,
+                vhost,
             },
         );
         Ok(())
@@ -376,6 +392,11 @@ impl Bridge {
             ));
         }
         let rt = self.ports.remove(&no);
+        if let Some(v) = rt.as_ref().and_then(|r| r.vhost.as_ref()) {
+            // Close the connection and remove the socket now, so the same
+            // path can be added again at once.
+            v.shutdown();
+        }
         if let Err(e) = self.store.save(&self.state(&self.pipeline)) {
             // The port object is gone from the polling thread; recreate it so state and reality agree.
             if let Some(rt) = rt {
@@ -445,8 +466,12 @@ impl Bridge {
                 port_type: p.cfg.port_type.clone(),
                 options: p.cfg.options.clone(),
                 duration: now.saturating_duration_since(p.added).as_secs_f64(),
-                state: "up".into(),
+                state: match &p.vhost {
+                    Some(v) if !v.link_up() => "down".into(),
+                    _ => "up".into(),
+                },
                 stats: p.counters.snapshot(),
+                errors: p.vhost.as_ref().map(|v| v.error_counts()).unwrap_or_default(),
             })
             .collect()
     }

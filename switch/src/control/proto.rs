@@ -364,6 +364,11 @@ pub struct PortEntry {
     pub state: String,
     /// Counters.
     pub stats: PortStats,
+    /// Backend-specific error counters by name, non-zero only (vhost_user:
+    /// ring and descriptor errors, `vhost_bad_addr`...; they are also in
+    /// `rx_errors`/`tx_errors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<(String, u64)>,
 }
 
 /// One table in dump-tables.

@@ -73,6 +73,21 @@ impl Packet {
         true
     }
 
+    /// Reset the headroom and expose the whole frame area ([`MAX_FRAME`] bytes,
+    /// stale contents) for a backend that gathers a frame from several
+    /// segments; it then calls [`Packet::truncate`] with the length it wrote.
+    #[inline(always)]
+    pub fn frame_area_mut(&mut self) -> &mut [u8; MAX_FRAME] {
+        self.head = HEADROOM as u16;
+        self.len = MAX_FRAME as u16;
+        let area = &mut self.buf[HEADROOM..HEADROOM + MAX_FRAME];
+        // The slice is exactly MAX_FRAME long (BUF_CAP = HEADROOM + MAX_FRAME).
+        match area.try_into() {
+            Ok(a) => a,
+            Err(_) => unreachable!("BUF_CAP = HEADROOM + MAX_FRAME"),
+        }
+    }
+
     /// Copy another packet's frame into this buffer (keeps this buffer's allocation).
     pub fn copy_from(&mut self, other: &Packet) {
         self.head = other.head;

@@ -15,6 +15,7 @@
 pub mod afxdp;
 pub mod memory;
 pub mod tap;
+pub mod vhost_user;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
