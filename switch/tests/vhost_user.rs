@@ -525,7 +525,7 @@ fn bad_descriptors_are_counted_returned_and_never_crash() {
         (vec![(30, a, u32::MAX, 0, 0)], VqError::BadAddr),
         (vec![(30, a, 0, 0, 0)], VqError::Short),
         (vec![(30, a, 8, 0, 0)], VqError::Short),
-        (vec![(30, a, 12, NEXT, 31), (31, a, 12, NEXT, 30)], VqError::Loop),
+        (vec![(30, a, 12, NEXT, 31), (31, a, 0, NEXT, 30)], VqError::Loop),
         (vec![(30, a, 12, NEXT, 999)], VqError::BadIndex),
         (vec![(30, a, 112, WRITE, 0)], VqError::BadFlags),
         (vec![(30, a, 20, INDIRECT, 0)], VqError::BadIndirect),
