@@ -139,7 +139,12 @@ impl Guest {
         msg::send_msg(&self.sock, msg::GET_PROTOCOL_FEATURES, 1, &[], &[]).unwrap();
         let pf = self.recv_u64(msg::GET_PROTOCOL_FEATURES);
         assert_ne!(pf & PF_REPLY_ACK, 0);
-        self.send(msg::SET_PROTOCOL_FEATURES, &PF_REPLY_ACK.to_le_bytes(), &[], false);
+        self.send(
+            msg::SET_PROTOCOL_FEATURES,
+            &PF_REPLY_ACK.to_le_bytes(),
+            &[],
+            false,
+        );
         self.send(msg::SET_OWNER, &[], &[], true);
         self.send(msg::SET_FEATURES, &want.to_le_bytes(), &[], true);
         self.features = want;
@@ -174,8 +179,18 @@ impl Guest {
     fn start_queue(&mut self, q: u32, base: u16) {
         let r = ring_off(q as usize) as u64;
         let ua = self.base as u64;
-        self.send(msg::SET_VRING_NUM, &Self::state(q, u32::from(QSIZE)), &[], true);
-        self.send(msg::SET_VRING_BASE, &Self::state(q, u32::from(base)), &[], true);
+        self.send(
+            msg::SET_VRING_NUM,
+            &Self::state(q, u32::from(QSIZE)),
+            &[],
+            true,
+        );
+        self.send(
+            msg::SET_VRING_BASE,
+            &Self::state(q, u32::from(base)),
+            &[],
+            true,
+        );
         let mut a = Vec::new();
         a.extend_from_slice(&q.to_le_bytes());
         a.extend_from_slice(&0u32.to_le_bytes());
@@ -184,10 +199,20 @@ impl Guest {
         }
         self.send(msg::SET_VRING_ADDR, &a, &[], true);
         let call = eventfd();
-        self.send(msg::SET_VRING_CALL, &u64::from(q).to_le_bytes(), &[call.as_raw_fd()], true);
+        self.send(
+            msg::SET_VRING_CALL,
+            &u64::from(q).to_le_bytes(),
+            &[call.as_raw_fd()],
+            true,
+        );
         self.calls.push(call);
         let kick = eventfd();
-        self.send(msg::SET_VRING_KICK, &u64::from(q).to_le_bytes(), &[kick.as_raw_fd()], true);
+        self.send(
+            msg::SET_VRING_KICK,
+            &u64::from(q).to_le_bytes(),
+            &[kick.as_raw_fd()],
+            true,
+        );
         self.send(msg::SET_VRING_ENABLE, &Self::state(q, 1), &[], true);
         self.avail_idx[q as usize] = base;
         self.used_seen[q as usize] = base;
@@ -371,7 +396,10 @@ fn opts(path: &Path, mode: &str) -> VhostOptions {
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -387,7 +415,10 @@ fn rx_all(port: &mut VhostUserPort, pool: &mut PacketPool) -> Vec<Vec<u8>> {
 }
 
 fn tx(port: &mut VhostUserPort, pool: &mut PacketPool, frames: &[Vec<u8>]) -> usize {
-    let mut v: Vec<Packet> = frames.iter().map(|f| Packet::from_slice(f).unwrap()).collect();
+    let mut v: Vec<Packet> = frames
+        .iter()
+        .map(|f| Packet::from_slice(f).unwrap())
+        .collect();
     port.tx_batch(&mut v, pool)
 }
 
@@ -418,7 +449,10 @@ fn negotiates_and_forwards_both_ways_without_mrg() {
     let mut out = Vec::new();
     assert_eq!(s.port.rx_batch(&mut s.pool, &mut out, 32), 0);
     assert_eq!(tx(&mut s.port, &mut s.pool, &[frame(60, 0)]), 0);
-    assert_eq!(s.port.counters().snapshot().tx_drop_reasons, vec![("port_down".to_string(), 1)]);
+    assert_eq!(
+        s.port.counters().snapshot().tx_drop_reasons,
+        vec![("port_down".to_string(), 1)]
+    );
 
     let mut g = Guest::connect(&s.path);
     g.negotiate(F_INDIRECT);
@@ -436,7 +470,10 @@ fn negotiates_and_forwards_both_ways_without_mrg() {
     assert_eq!(g.take_used(1), vec![(0, 0), (10, 0), (20, 0)]);
     let c = s.port.counters().snapshot();
     assert_eq!(c.rx_packets, 3);
-    assert_eq!(c.rx_bytes, frames.iter().map(|f| f.len() as u64).sum::<u64>());
+    assert_eq!(
+        c.rx_bytes,
+        frames.iter().map(|f| f.len() as u64).sum::<u64>()
+    );
 
     // switch -> guest, one chain per frame, header zeroed.
     let bufs = g.post_rx(0, 4, 2048);
@@ -462,18 +499,31 @@ fn negotiates_and_forwards_both_ways_without_mrg() {
     assert_eq!(n, -1, "no interrupt when the driver asked for none");
 
     // One remaining buffer; the second frame finds none: tx_ring_full.
-    assert_eq!(tx(&mut s.port, &mut s.pool, &[frame(60, 1), frame(60, 2)]), 1);
+    assert_eq!(
+        tx(&mut s.port, &mut s.pool, &[frame(60, 1), frame(60, 2)]),
+        1
+    );
     let c = s.port.counters().snapshot();
-    assert!(c.tx_drop_reasons.contains(&("tx_ring_full".to_string(), 1)), "{c:?}");
+    assert!(
+        c.tx_drop_reasons.contains(&("tx_ring_full".to_string(), 1)),
+        "{c:?}"
+    );
 
     // Non-mergeable: a chain smaller than the frame is not consumed, the frame is an oversize drop.
     let before = g.used_idx(0);
     g.post_rx(4, 1, 256);
     assert_eq!(tx(&mut s.port, &mut s.pool, &[frame(1000, 1)]), 0);
     assert_eq!(g.used_idx(0), before);
-    assert_eq!(tx(&mut s.port, &mut s.pool, &[frame(200, 1)]), 1, "the next frame that fits uses it");
+    assert_eq!(
+        tx(&mut s.port, &mut s.pool, &[frame(200, 1)]),
+        1,
+        "the next frame that fits uses it"
+    );
     let c = s.port.counters().snapshot();
-    assert!(c.tx_drop_reasons.contains(&("oversize".to_string(), 1)), "{c:?}");
+    assert!(
+        c.tx_drop_reasons.contains(&("oversize".to_string(), 1)),
+        "{c:?}"
+    );
 }
 
 #[test]
@@ -499,11 +549,21 @@ fn mergeable_rx_buffers_spread_a_frame_and_set_num_buffers() {
     assert_eq!(g.u16_at(bufs[3].1 + 10), 1);
     // Four buffers left (2048 bytes): a 1514-byte frame fits, then a second
     // does not and leaves the last buffer unconsumed.
-    assert_eq!(tx(&mut s.port, &mut s.pool, &[frame(1514, 1), frame(1514, 2)]), 1);
+    assert_eq!(
+        tx(&mut s.port, &mut s.pool, &[frame(1514, 1), frame(1514, 2)]),
+        1
+    );
     assert_eq!(g.take_used(0).len(), 3);
     let c = s.port.counters().snapshot();
-    assert!(c.tx_drop_reasons.contains(&("tx_ring_full".to_string(), 1)), "{c:?}");
-    assert_eq!(tx(&mut s.port, &mut s.pool, &[frame(100, 1)]), 1, "the last buffer is still there");
+    assert!(
+        c.tx_drop_reasons.contains(&("tx_ring_full".to_string(), 1)),
+        "{c:?}"
+    );
+    assert_eq!(
+        tx(&mut s.port, &mut s.pool, &[frame(100, 1)]),
+        1,
+        "the last buffer is still there"
+    );
 }
 
 #[test]
@@ -525,7 +585,10 @@ fn bad_descriptors_are_counted_returned_and_never_crash() {
         (vec![(30, a, u32::MAX, 0, 0)], VqError::BadAddr),
         (vec![(30, a, 0, 0, 0)], VqError::Short),
         (vec![(30, a, 8, 0, 0)], VqError::Short),
-        (vec![(30, a, 12, NEXT, 31), (31, a, 0, NEXT, 30)], VqError::Loop),
+        (
+            vec![(30, a, 12, NEXT, 31), (31, a, 0, NEXT, 30)],
+            VqError::Loop,
+        ),
         (vec![(30, a, 12, NEXT, 999)], VqError::BadIndex),
         (vec![(30, a, 112, WRITE, 0)], VqError::BadFlags),
         (vec![(30, a, 20, INDIRECT, 0)], VqError::BadIndirect),
@@ -544,8 +607,16 @@ fn bad_descriptors_are_counted_returned_and_never_crash() {
         g.make_avail(1, 40);
         let got = rx_all(&mut s.port, &mut s.pool);
         assert_eq!(got, vec![good.clone()], "case {k} ({want:?})");
-        assert_eq!(st.error_count(*want), before + 1, "case {k} ({want:?}) counted");
-        assert_eq!(g.take_used(1), vec![(u32::from(descs[0].0), 0), (40, 0)], "case {k}: both chains returned");
+        assert_eq!(
+            st.error_count(*want),
+            before + 1,
+            "case {k} ({want:?}) counted"
+        );
+        assert_eq!(
+            g.take_used(1),
+            vec![(u32::from(descs[0].0), 0), (40, 0)],
+            "case {k}: both chains returned"
+        );
         assert!(st.link_up());
     }
     // Nested indirect: an indirect table whose entry is itself indirect.
@@ -557,8 +628,15 @@ fn bad_descriptors_are_counted_returned_and_never_crash() {
     assert_eq!(st.error_count(VqError::BadIndirect), 3);
     let c = s.port.counters().snapshot();
     assert_eq!(c.rx_packets, cases.len() as u64);
-    assert_eq!(c.rx_errors, cases.len() as u64, "every bad chain but the oversize one is an rx error");
-    assert!(c.rx_drop_reasons.contains(&("oversize".to_string(), 1)), "{c:?}");
+    assert_eq!(
+        c.rx_errors,
+        cases.len() as u64,
+        "every bad chain but the oversize one is an rx error"
+    );
+    assert!(
+        c.rx_drop_reasons.contains(&("oversize".to_string(), 1)),
+        "{c:?}"
+    );
 
     // Receive side: a read-only chain in the guest's receive queue.
     g.set_desc(0, 0, a, 2048, 0, 0);
@@ -745,6 +823,9 @@ fn server_socket_paths_are_checked() {
     m.insert("perm".to_string(), "0640".to_string());
     let port = VhostUserPort::open("d", &VhostOptions::from_map(&m).unwrap()).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&q).unwrap().permissions().mode() & 0o777, 0o640);
+    assert_eq!(
+        std::fs::metadata(&q).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
     port.status().shutdown();
 }

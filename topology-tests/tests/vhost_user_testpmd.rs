@@ -26,7 +26,9 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use topology_tests::{require_root, switchd_bin, ChildGuard, LeakGuard, Result, Switchd, TopoError};
+use topology_tests::{
+    require_root, switchd_bin, ChildGuard, LeakGuard, Result, Switchd, TopoError,
+};
 
 const N_FRAMES: usize = 300;
 /// Hugepages (2 MiB) each testpmd takes (`-m 128`).
@@ -39,7 +41,11 @@ fn err(s: impl Into<String>) -> TopoError {
 /// True when dpdk-testpmd and enough free hugepages are there; otherwise
 /// says why the test is skipped.
 fn have_dpdk(instances: u32) -> bool {
-    if Command::new("dpdk-testpmd").arg("--version").output().is_err() {
+    if Command::new("dpdk-testpmd")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("skipping: dpdk-testpmd not installed (scripts/setup.sh installs dpdk-dev)");
         return false;
     }
@@ -54,7 +60,9 @@ fn have_dpdk(instances: u32) -> bool {
         .unwrap_or(0);
     let need = instances * TESTPMD_MB / 2 + 16;
     if free < need {
-        eprintln!("skipping: {free} free 2 MiB hugepages, need {need} (scripts/setup.sh reserves them)");
+        eprintln!(
+            "skipping: {free} free 2 MiB hugepages, need {need} (scripts/setup.sh reserves them)"
+        );
         return false;
     }
     true
@@ -72,25 +80,44 @@ impl Testpmd {
     fn start(guard: &LeakGuard, name: &str, vdevs: &[String]) -> Result<Testpmd> {
         let prefix = format!("fs-vhu-{name}-{}", std::process::id());
         let mut c = Command::new("stdbuf");
-        c.args(["-oL", "dpdk-testpmd", "--lcores", "0@0,1@0", "--no-pci", "--in-memory"])
-            .args(["--single-file-segments", "-m", &TESTPMD_MB.to_string()])
-            .args(["--file-prefix", &prefix, "--log-level", "lib.eal:error"]);
+        c.args([
+            "-oL",
+            "dpdk-testpmd",
+            "--lcores",
+            "0@0,1@0",
+            "--no-pci",
+            "--in-memory",
+        ])
+        .args(["--single-file-segments", "-m", &TESTPMD_MB.to_string()])
+        .args(["--file-prefix", &prefix, "--log-level", "lib.eal:error"]);
         for v in vdevs {
             c.args(["--vdev", v]);
         }
-        c.args(["--", "-i", "--nb-cores=1", "--forward-mode=io", "--no-flush-rx"])
-            .current_dir(guard.dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.args([
+            "--",
+            "-i",
+            "--nb-cores=1",
+            "--forward-mode=io",
+            "--no-flush-rx",
+        ])
+        .current_dir(guard.dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = c
             .spawn()
             .map_err(|e| err(format!("starting dpdk-testpmd: {e}")))?;
         let stdin = child.stdin.take();
         let out = Arc::new(Mutex::new(String::new()));
         for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -135,7 +162,10 @@ impl Testpmd {
     }
 
     fn cmd(&mut self, line: &str) -> Result<()> {
-        let s = self.stdin.as_mut().ok_or_else(|| err("testpmd stdin closed"))?;
+        let s = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| err("testpmd stdin closed"))?;
         writeln!(s, "{line}").map_err(|e| err(format!("testpmd {}: {line}: {e}", self.name)))
     }
 
@@ -257,7 +287,8 @@ fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
     let mut v = Vec::new();
     let mut off = 24;
     while off + 16 <= b.len() {
-        let caplen = u32::from_le_bytes([b[off + 8], b[off + 9], b[off + 10], b[off + 11]]) as usize;
+        let caplen =
+            u32::from_le_bytes([b[off + 8], b[off + 9], b[off + 10], b[off + 11]]) as usize;
         off += 16;
         if off + caplen > b.len() {
             return Err(err(format!("{}: truncated record", path.display())));
@@ -476,7 +507,10 @@ fn killed_testpmd_is_a_port_down_and_a_restarted_one_gets_traffic_again() -> Res
             })
             .unwrap_or(0)
     };
-    assert!(drops(&down1) > drops(&down0), "port_down drops grow while b is gone: {down0} {down1}");
+    assert!(
+        drops(&down1) > drops(&down0),
+        "port_down drops grow while b is gone: {down0} {down1}"
+    );
     assert!(port_up(&sw, "a")?, "the other port is unharmed");
 
     // A new instance on the same socket gets traffic again.

@@ -471,7 +471,11 @@ impl Bridge {
                     _ => "up".into(),
                 },
                 stats: p.counters.snapshot(),
-                errors: p.vhost.as_ref().map(|v| v.error_counts()).unwrap_or_default(),
+                errors: p
+                    .vhost
+                    .as_ref()
+                    .map(|v| v.error_counts())
+                    .unwrap_or_default(),
             })
             .collect()
     }

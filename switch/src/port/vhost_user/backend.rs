@@ -138,7 +138,9 @@ fn sleep_unless_stopped(shared: &VhostShared, d: Duration) {
 }
 
 fn run(port: &str, opts: &VhostOptions, shared: &VhostShared, listener: Option<UnixListener>) {
-    let ino = std::fs::symlink_metadata(&opts.socket).map(|m| (m.dev(), m.ino())).ok();
+    let ino = std::fs::symlink_metadata(&opts.socket)
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
     let mut backoff = BACKOFF_MIN;
     let mut epoch_seq = 0u64;
     let mut said_waiting = false;
@@ -195,7 +197,9 @@ fn run(port: &str, opts: &VhostOptions, shared: &VhostShared, listener: Option<U
     if let Some(l) = listener {
         drop(l);
         // Remove our socket file, but not one a newer port bound at the same path.
-        let now = std::fs::symlink_metadata(&opts.socket).map(|m| (m.dev(), m.ino())).ok();
+        let now = std::fs::symlink_metadata(&opts.socket)
+            .map(|m| (m.dev(), m.ino()))
+            .ok();
         if now.is_some() && now == ino {
             let _ = std::fs::remove_file(&opts.socket);
         }
@@ -303,7 +307,9 @@ impl<'a> Backend<'a> {
             msg::SET_FEATURES => {
                 let f = m.u64_at(0).ok_or("payload too short")?;
                 if f & !FEATURES != 0 {
-                    return Err(format!("features {f:#x} include bits we did not offer ({FEATURES:#x})"));
+                    return Err(format!(
+                        "features {f:#x} include bits we did not offer ({FEATURES:#x})"
+                    ));
                 }
                 self.features = f;
                 self.publish();
@@ -330,7 +336,9 @@ impl<'a> Backend<'a> {
                 let i = self.vq_index(&m)?;
                 let n = m.u32_at(4).ok_or("payload too short")?;
                 if n == 0 || n > 32768 || !n.is_power_of_two() {
-                    return Err(format!("queue {i}: size {n} is not a power of 2 in 1..=32768"));
+                    return Err(format!(
+                        "queue {i}: size {n} is not a power of 2 in 1..=32768"
+                    ));
                 }
                 self.vqs[i].num = n;
                 Ok(None)

@@ -94,7 +94,8 @@ impl GuestMemory {
             {
                 return Err(MemError::Range(i));
             }
-            let (base, len) = map(&msg.fds[i], size, mmap_offset).map_err(|e| MemError::Map(i, e))?;
+            let (base, len) =
+                map(&msg.fds[i], size, mmap_offset).map_err(|e| MemError::Map(i, e))?;
             mem.regions.push(Region {
                 gpa,
                 size,
@@ -110,7 +111,9 @@ impl GuestMemory {
 
     /// Map anonymous-file memory for tests and the in-process front-end: the
     /// same shape as a received table, from descriptors we hold.
-    pub fn from_regions(regions: &[(u64, u64, u64, u64, &OwnedFd)]) -> Result<GuestMemory, MemError> {
+    pub fn from_regions(
+        regions: &[(u64, u64, u64, u64, &OwnedFd)],
+    ) -> Result<GuestMemory, MemError> {
         let mut mem = GuestMemory {
             regions: Vec::new(),
         };

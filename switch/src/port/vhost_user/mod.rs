@@ -232,7 +232,11 @@ impl VhostUserPort {
     fn switch_view(&mut self, g: u64) {
         let new = self.shared.view.lock().ok().and_then(|v| v.clone());
         for (i, l) in self.local.iter_mut().enumerate() {
-            match new.as_ref().and_then(|d| d.queues.get(i)).and_then(|q| q.as_ref()) {
+            match new
+                .as_ref()
+                .and_then(|d| d.queues.get(i))
+                .and_then(|q| q.as_ref())
+            {
                 Some(q) => {
                     if l.epoch != q.epoch {
                         l.last_avail = q.base;

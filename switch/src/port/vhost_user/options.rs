@@ -89,15 +89,21 @@ impl VhostOptions {
                     let (u, g) = v
                         .split_once(':')
                         .ok_or_else(|| bad(k, v, "must be UID:GID (numbers)"))?;
-                    let u = u.parse::<u32>().map_err(|_| bad(k, v, "must be UID:GID (numbers)"))?;
-                    let g = g.parse::<u32>().map_err(|_| bad(k, v, "must be UID:GID (numbers)"))?;
+                    let u = u
+                        .parse::<u32>()
+                        .map_err(|_| bad(k, v, "must be UID:GID (numbers)"))?;
+                    let g = g
+                        .parse::<u32>()
+                        .map_err(|_| bad(k, v, "must be UID:GID (numbers)"))?;
                     o.owner = Some((u, g));
                 }
                 "perm" => {
                     let p = u32::from_str_radix(v.trim_start_matches("0o"), 8)
                         .ok()
                         .filter(|p| *p <= 0o777)
-                        .ok_or_else(|| bad(k, v, "must be octal permission bits 000..777, e.g. 0660"))?;
+                        .ok_or_else(|| {
+                            bad(k, v, "must be octal permission bits 000..777, e.g. 0660")
+                        })?;
                     o.perm = Some(p);
                 }
                 "n_rxq" => {
@@ -128,7 +134,9 @@ mod tests {
     use super::*;
 
     fn m(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -169,8 +177,14 @@ mod tests {
             (vec![("socket", "/s"), ("n_rxq", "17")], "1..16"),
             (vec![("socket", "/s"), ("perm", "0999")], "octal"),
             (vec![("socket", "/s"), ("owner", "root")], "UID:GID"),
-            (vec![("socket", "/s"), ("color", "red")], "no option \"color\""),
-            (vec![("socket", "/s"), ("mode", "client"), ("perm", "0600")], "mode=server only"),
+            (
+                vec![("socket", "/s"), ("color", "red")],
+                "no option \"color\"",
+            ),
+            (
+                vec![("socket", "/s"), ("mode", "client"), ("perm", "0600")],
+                "mode=server only",
+            ),
         ] {
             let e = VhostOptions::from_map(&m(&kv)).unwrap_err();
             assert!(e.contains(want), "{kv:?}: {e}");

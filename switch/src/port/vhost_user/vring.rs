@@ -195,9 +195,15 @@ impl Vring {
         }
         let (d, a, u) = addrs;
         let n = u64::from(size);
-        let dp = mem.uaddr(d, 16 * n).ok_or(RingError::Outside("descriptor", d))?;
-        let ap = mem.uaddr(a, 6 + 2 * n).ok_or(RingError::Outside("available", a))?;
-        let up = mem.uaddr(u, 6 + 8 * n).ok_or(RingError::Outside("used", u))?;
+        let dp = mem
+            .uaddr(d, 16 * n)
+            .ok_or(RingError::Outside("descriptor", d))?;
+        let ap = mem
+            .uaddr(a, 6 + 2 * n)
+            .ok_or(RingError::Outside("available", a))?;
+        let up = mem
+            .uaddr(u, 6 + 8 * n)
+            .ok_or(RingError::Outside("used", u))?;
         if dp as usize % 16 != 0 {
             return Err(RingError::Align("descriptor", d));
         }
@@ -216,7 +222,8 @@ impl Vring {
             epoch,
             call,
         };
-        v.used_flags().store(VRING_USED_F_NO_NOTIFY, Ordering::Release);
+        v.used_flags()
+            .store(VRING_USED_F_NO_NOTIFY, Ordering::Release);
         Ok(v)
     }
 
@@ -267,7 +274,11 @@ impl Vring {
         // SAFETY: slot < size; the used element {u32 id, u32 len} at byte
         // 4 + 8 * slot is inside the checked, 4-aligned used ring.
         unsafe {
-            let e = self.used.cast::<u8>().add(4 + 8 * usize::from(slot)).cast::<u32>();
+            let e = self
+                .used
+                .cast::<u8>()
+                .add(4 + 8 * usize::from(slot))
+                .cast::<u32>();
             e.write_volatile(u32::from(id));
             e.add(1).write_volatile(len);
         }
@@ -277,7 +288,11 @@ impl Vring {
     fn zero_used_len(&self, slot: u16) {
         // SAFETY: as put_used: the len word of used element `slot` < size.
         unsafe {
-            let e = self.used.cast::<u8>().add(8 + 8 * usize::from(slot)).cast::<u32>();
+            let e = self
+                .used
+                .cast::<u8>()
+                .add(8 + 8 * usize::from(slot))
+                .cast::<u32>();
             e.write_volatile(0);
         }
     }
@@ -501,7 +516,9 @@ impl Vring {
                         // written in the first chain, 2 bytes inside its
                         // checked first segment (fill_chain guarantees it).
                         unsafe {
-                            num_buffers.cast::<[u8; 2]>().write_unaligned(nbuf.to_le_bytes());
+                            num_buffers
+                                .cast::<[u8; 2]>()
+                                .write_unaligned(nbuf.to_le_bytes());
                         }
                     }
                     n += 1;
@@ -643,7 +660,11 @@ impl<'a> Chain<'a> {
             if d.flags & VRING_DESC_F_INDIRECT != 0 {
                 // virtio 1.1 §2.6.5.3.1: no nesting, no NEXT with INDIRECT,
                 // a length that is a multiple of 16.
-                if self.indirect || d.flags & VRING_DESC_F_NEXT != 0 || d.len == 0 || d.len % 16 != 0 {
+                if self.indirect
+                    || d.flags & VRING_DESC_F_NEXT != 0
+                    || d.len == 0
+                    || d.len % 16 != 0
+                {
                     return Err(VqError::BadIndirect);
                 }
                 let t = self
