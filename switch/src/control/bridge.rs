@@ -333,6 +333,17 @@ impl Bridge {
                 ))
             }
             Some(n) => n,
+            // Like OVS's bridge-internal port: a tap port named after the
+            // bridge is the bridge's LOCAL port (`output:LOCAL`, `in_port=LOCAL`).
+            None if port_type == "tap" && name == self.name => {
+                if let Some(p) = self.ports.get(&ofport::LOCAL) {
+                    return Err(ErrorBody::new(
+                        ErrorCode::PortExists,
+                        format!("the LOCAL port is taken by {:?}", p.cfg.name),
+                    ));
+                }
+                ofport::LOCAL
+            }
             None => (1..ofport::MAX)
                 .find(|n| !self.ports.contains_key(n))
                 .unwrap_or(ofport::MAX - 1),
