@@ -26,7 +26,9 @@ fn add(text: &str) -> FlowMod {
 }
 
 fn dump(p: &Pipeline) -> Vec<String> {
-    p.rules().map(|r| format!(" {}", format_flow(&r.flow))).collect()
+    p.rules()
+        .map(|r| format!(" {}", format_flow(&r.flow)))
+        .collect()
 }
 
 #[test]
@@ -42,13 +44,21 @@ fn state_flags_are_kept_and_printed_like_ovs() {
         [" idle_timeout=10, send_flow_rem no_packet_counts no_byte_counts priority=5,ip actions=drop"]
     );
     let r = p.rules().next().unwrap();
-    let line = format_flow_stats(&r.flow, std::time::Duration::from_millis(1500), 3, 180, None);
+    let line = format_flow_stats(
+        &r.flow,
+        std::time::Duration::from_millis(1500),
+        3,
+        180,
+        None,
+    );
     assert_eq!(
         line,
         " cookie=0x0, duration=1.5s, table=0, n_packets=3, n_bytes=180, idle_timeout=10, send_flow_rem no_packet_counts no_byte_counts priority=5,ip actions=drop"
     );
     // The --no-stats line (also what the state file keeps) parses back to the same flow.
-    let again = parse_flow(&format_flow(&r.flow), ParseMode::Add).unwrap().to_flow();
+    let again = parse_flow(&format_flow(&r.flow), ParseMode::Add)
+        .unwrap()
+        .to_flow();
     assert_eq!(again, r.flow);
     // check_overlap and reset_counts act on one flow-mod only: not kept.
     let mut p = Pipeline::new();
@@ -65,7 +75,11 @@ fn flags_are_refused_where_ovs_refuses_them() {
         ("no_byte_counts", ParseMode::Dump),
     ] {
         let e = parse_flow(text, mode).unwrap_err();
-        assert!(e.message.contains("is not allowed in"), "{text}: {}", e.message);
+        assert!(
+            e.message.contains("is not allowed in"),
+            "{text}: {}",
+            e.message
+        );
     }
     let e = parse_flow("send_flow_rem=1,actions=drop", ParseMode::Add).unwrap_err();
     assert!(e.message.contains("takes no value"), "{}", e.message);
@@ -120,14 +134,25 @@ fn reset_counts_zeroes_what_add_and_modify_carry_over() {
         r.stats.n_packets.store(7, Ordering::Relaxed);
         r.stats.n_bytes.store(700, Ordering::Relaxed);
     };
-    let packets = |p: &Pipeline| p.rules().next().unwrap().stats.n_packets.load(Ordering::Relaxed);
+    let packets = |p: &Pipeline| {
+        p.rules()
+            .next()
+            .unwrap()
+            .stats
+            .n_packets
+            .load(Ordering::Relaxed)
+    };
     bump(&p);
     // Plain add replacing it: counters carry over (OpenFlow 1.3).
     p.apply(&[add("priority=10,ip,actions=output:2")]).unwrap();
     assert_eq!(packets(&p), 7);
     // Plain modify: kept.
-    p.apply(&[fm(FlowModCommand::Modify, ParseMode::Modify, "ip,actions=output:3")])
-        .unwrap();
+    p.apply(&[fm(
+        FlowModCommand::Modify,
+        ParseMode::Modify,
+        "ip,actions=output:3",
+    )])
+    .unwrap();
     assert_eq!(packets(&p), 7);
     // Modify with reset_counts: zero.
     p.apply(&[fm(
@@ -143,7 +168,12 @@ fn reset_counts_zeroes_what_add_and_modify_carry_over() {
         .unwrap();
     assert_eq!(packets(&p), 0);
     assert_eq!(
-        p.rules().next().unwrap().stats.n_bytes.load(Ordering::Relaxed),
+        p.rules()
+            .next()
+            .unwrap()
+            .stats
+            .n_bytes
+            .load(Ordering::Relaxed),
         0
     );
     assert_eq!(dump(&p), [" priority=10,ip actions=output:5"]);

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use topology_tests::{
-    iperf3, ping, require_root, switchd_bin, LeakGuard, Netns, Result, Switchd, TopoError,
-    VethPair,
+    iperf3, ping, require_root, switchd_bin, LeakGuard, Netns, Result, Switchd, TopoError, VethPair,
 };
 
 /// A pod: namespace, `eth0` on a 2-queue veth whose host end is `host_if`.
@@ -126,7 +125,10 @@ fn a_two_queue_afxdp_port_spreads_flows_over_two_polling_threads() -> Result<()>
         "n_rxq=4",
     ])?;
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "n_rxq=4 on a 2-queue veth was accepted");
+    assert!(
+        !o.status.success(),
+        "n_rxq=4 on a 2-queue veth was accepted"
+    );
     assert!(
         err.contains("n_rxq=4") && err.contains("has 2 rx queues"),
         "{err}"
@@ -200,7 +202,10 @@ fn a_two_queue_afxdp_port_spreads_flows_over_two_polling_threads() -> Result<()>
     // dump-ports sums the queues; no drops.
     let ports = json(&sd, &["dump-ports", "br0", "pod-a"])?;
     let pa = &ports["ports"][0];
-    assert!(pa["stats"]["rx_packets"].as_u64().unwrap_or(0) > 1000, "{pa}");
+    assert!(
+        pa["stats"]["rx_packets"].as_u64().unwrap_or(0) > 1000,
+        "{pa}"
+    );
     assert_eq!(pa["stats"]["rx_dropped"].as_u64(), Some(0), "{pa}");
     assert_eq!(pa["state"], "up", "{pa}");
 

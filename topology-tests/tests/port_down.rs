@@ -190,7 +190,10 @@ fn a_vanished_or_downed_interface_reads_down_and_the_other_pods_keep_forwarding(
     topology_tests::sh("ip", &["link", "set", "dev", &c.host_if, "down"])?;
     let pc = wait_state(&sd, "pod-c", "down", Duration::from_secs(5))?;
     assert!(
-        pc["state_reason"].as_str().unwrap_or_default().contains("down"),
+        pc["state_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("down"),
         "{pc}"
     );
     topology_tests::sh("ip", &["link", "set", "dev", &c.host_if, "up"])?;

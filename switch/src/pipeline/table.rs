@@ -606,9 +606,11 @@ impl Pipeline {
                     // rule of the same priority some packet could match too
                     // (an identical match counts).
                     let t = &self.tables[usize::from(flow.table)];
-                    if let Some((_, _, r)) = t.classifier.iter().find(|(m, p, _)| {
-                        *p == flow.priority && m.overlaps(&flow.matches)
-                    }) {
+                    if let Some((_, _, r)) = t
+                        .classifier
+                        .iter()
+                        .find(|(m, p, _)| *p == flow.priority && m.overlaps(&flow.matches))
+                    {
                         return Err(FlowModError::Overlap {
                             index,
                             existing: format!(" {}", crate::flow::format_flow(&r.flow)),

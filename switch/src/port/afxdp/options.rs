@@ -157,7 +157,9 @@ impl AfxdpOptions {
                 .parse::<u32>()
                 .ok()
                 .filter(|n| (1..=MAX_RXQ).contains(n))
-                .ok_or_else(|| format!("afxdp: n_rxq={v} must be a number of queues, 1 to {MAX_RXQ}"))?;
+                .ok_or_else(|| {
+                    format!("afxdp: n_rxq={v} must be a number of queues, 1 to {MAX_RXQ}")
+                })?;
             if o.n_rxq > 1 && map.contains_key("queue") {
                 return Err(format!(
                     "afxdp: queue= and n_rxq={} do not go together (n_rxq polls queues 0 to {})",
@@ -265,7 +267,10 @@ mod tests {
         let o = AfxdpOptions::from_map(&map(&[("ifname", "e"), ("n_rxq", "3")])).unwrap();
         let qs: Vec<u32> = o.per_queue().iter().map(|q| q.queue).collect();
         assert_eq!(qs, [0, 1, 2]);
-        assert!(o.per_queue().iter().all(|q| q.ifname == "e" && q.n_rxq == 3));
+        assert!(o
+            .per_queue()
+            .iter()
+            .all(|q| q.ifname == "e" && q.n_rxq == 3));
         let o = AfxdpOptions::from_map(&map(&[("ifname", "e"), ("queue", "5")])).unwrap();
         assert_eq!(o.per_queue().len(), 1);
         assert_eq!(o.per_queue()[0].queue, 5);
@@ -296,6 +301,8 @@ mod tests {
         assert!(err(&[("ifname", "e"), ("n_rxq", "0")]).contains("n_rxq=0"));
         assert!(err(&[("ifname", "e"), ("n_rxq", "65")]).contains("1 to 64"));
         assert!(err(&[("ifname", "e"), ("n_rxq", "two")]).contains("n_rxq=two"));
-        assert!(err(&[("ifname", "e"), ("n_rxq", "2"), ("queue", "1")]).contains("do not go together"));
+        assert!(
+            err(&[("ifname", "e"), ("n_rxq", "2"), ("queue", "1")]).contains("do not go together")
+        );
     }
 }
