@@ -53,7 +53,7 @@ fn state_flags_are_kept_and_printed_like_ovs() {
     );
     assert_eq!(
         line,
-        " cookie=0x0, duration=1.5s, table=0, n_packets=3, n_bytes=180, idle_timeout=10, send_flow_rem no_packet_counts no_byte_counts priority=5,ip actions=drop"
+        " cookie=0x0, duration=1.500s, table=0, n_packets=3, n_bytes=180, idle_timeout=10, send_flow_rem no_packet_counts no_byte_counts priority=5,ip actions=drop"
     );
     // The --no-stats line (also what the state file keeps) parses back to the same flow.
     let again = parse_flow(&format_flow(&r.flow), ParseMode::Add)
