@@ -284,6 +284,8 @@ impl Bridge {
     }
 
     fn create_port(&mut self, cfg: PortConfig) -> Result<(), ErrorBody> {
+        // Only the afxdp arm has link flags to push.
+        #[cfg_attr(not(feature = "afxdp"), allow(unused_mut))]
         let mut links = Vec::new();
         let mut ifname = None;
         // One port object per rx queue (several only for a multi-queue afxdp port).
@@ -849,6 +851,7 @@ impl Handler for Bridge {
     }
 }
 
+#[cfg(feature = "afxdp")]
 /// The rx queues (channels) interface `ifname` has: the `rx-N` entries of
 /// /sys/class/net/IFNAME/queues, i.e. the kernel's real_num_rx_queues,
 /// which `ethtool -l` reports as RX channels for veth. None when unknown.
