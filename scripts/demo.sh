@@ -97,7 +97,7 @@ for _ in $(seq 50); do
 done
 iperf_ok=1
 iperf_out=$(in_ns "$NS_A" iperf3 -c "$B_IP" -t 3 -f m 2>&1) || iperf_ok=0
-kill "$IPERF_SRV" 2>/dev/null; wait "$IPERF_SRV" 2>/dev/null || true
+kill "$IPERF_SRV" 2>/dev/null || true; wait "$IPERF_SRV" 2>/dev/null || true
 echo "$iperf_out" | grep -E 'sender|receiver|error' || echo "$iperf_out"
 rate=$(awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i-1)}' <<<"$iperf_out")
 echo "throughput pod-a -> pod-b: ${rate:-?} Mbit/s"

@@ -221,7 +221,7 @@ fn a_two_queue_afxdp_port_spreads_flows_over_two_polling_threads() -> Result<()>
     }
     let r = ping(Some(&a.ns), &b.ip, 3)?;
     assert_eq!(r.received, 3, "{}", r.output);
-    let t = iperf3(Some(&b.ns), &b.ip, Some(&a.ns), 1, &["-P", "4"])?;
+    let t = iperf3(Some(&b.ns), &b.ip, Some(&a.ns), 3, &["-P", "4"])?;
     assert!(t.bits_per_second > 10e6, "{t:?}");
 
     // Removing the port closes both sockets: the queues are free again.
