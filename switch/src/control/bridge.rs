@@ -323,17 +323,14 @@ impl Bridge {
                 let opts = AfxdpOptions::from_map(&cfg.options).map_err(bad)?;
                 if opts.n_rxq > 1 {
                     // OVS netdev-afxdp: n_rxq beyond the interface's channels is refused.
-                    match rx_channels(&opts.ifname) {
-                        Some(have) if opts.n_rxq > have => {
-                            return Err(bad(format!(
-                                "afxdp: n_rxq={} but {} has {have} rx queue{} (ethtool -l {}; a veth takes numrxqueues N when created)",
-                                opts.n_rxq,
-                                opts.ifname,
-                                if have == 1 { "" } else { "s" },
-                                opts.ifname
-                            )));
-                        }
-                        _ => {}
+                    if let Some(have) = rx_channels(&opts.ifname).filter(|h| opts.n_rxq > *h) {
+                        return Err(bad(format!(
+                            "afxdp: n_rxq={} but {} has {have} rx queue{} (ethtool -l {}; a veth takes numrxqueues N when created)",
+                            opts.n_rxq,
+                            opts.ifname,
+                            if have == 1 { "" } else { "s" },
+                            opts.ifname
+                        )));
                     }
                 }
                 let mut ps: Vec<Box<dyn Port>> = Vec::new();
