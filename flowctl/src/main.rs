@@ -44,7 +44,7 @@ enum Cmd {
     /// Add the flows in FILE (one per line, `#` comments; `-` for stdin), all or nothing.
     ///
     /// Every line is an add (no leading add/modify/delete word: use `bundle` for that).
-    /// An error names the flow as "(item N)", counting flows, not file lines.
+    /// An error names the flow by its line in the file: `FILE:LINE: message`.
     AddFlows {
         /// Bridge name.
         bridge: String,
@@ -199,7 +199,10 @@ enum Cmd {
     },
 }
 
-fn read_lines(file: &str) -> Result<Vec<String>, String> {
+/// The flow lines of FILE (`-`: stdin) with their 1-based line numbers in the
+/// file; blank lines and `#` comments are skipped but still counted, so an
+/// error can name the line an editor shows (as ovs-ofctl's `FILE:LINE:`).
+fn read_lines(file: &str) -> Result<Vec<(usize, String)>, String> {
     let mut text = String::new();
     if file == "-" {
         std::io::stdin()
@@ -210,16 +213,31 @@ fn read_lines(file: &str) -> Result<Vec<String>, String> {
     }
     Ok(text
         .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(n, l)| (n, String::from(l)))
         .collect())
 }
 
-fn parse_bundle(lines: Vec<String>) -> Result<Vec<BundleMod>, String> {
+/// Only the flow texts of [`read_lines`]' result.
+fn texts(lines: Vec<(usize, String)>) -> Vec<String> {
+    lines.into_iter().map(|(_, l)| l).collect()
+}
+
+/// The file a batch command reads, if any.
+fn batch_file(cmd: &Cmd) -> Option<&str> {
+    match cmd {
+        Cmd::AddFlows { file, .. } | Cmd::ReplaceFlows { file, .. } | Cmd::Bundle { file, .. } => {
+            Some(file)
+        }
+        _ => None,
+    }
+}
+
+fn parse_bundle(lines: Vec<(usize, String)>) -> Result<Vec<BundleMod>, String> {
     lines
         .into_iter()
-        .enumerate()
         .map(|(i, l)| {
             let l = l.strip_prefix("flow ").map(str::trim_start).unwrap_or(&l).to_string();
             let (word, rest) = l.split_once(char::is_whitespace).unwrap_or((l.as_str(), ""));
@@ -231,8 +249,7 @@ fn parse_bundle(lines: Vec<String>) -> Result<Vec<BundleMod>, String> {
                 "delete_strict" => BundleOp::DeleteStrict,
                 other => {
                     return Err(format!(
-                        "bundle line {}: {other:?} is not add, modify, modify_strict, delete or delete_strict",
-                        i + 1
+                        "bundle line {i}: {other:?} is not add, modify, modify_strict, delete or delete_strict"
                     ))
                 }
             };
@@ -241,15 +258,27 @@ fn parse_bundle(lines: Vec<String>) -> Result<Vec<BundleMod>, String> {
         .collect()
 }
 
+#[cfg(test)]
 fn request(cmd: &Cmd) -> Result<Request, String> {
-    Ok(match cmd {
+    request_lines(cmd).map(|(r, _)| r)
+}
+
+/// The request for `cmd`, and for a batch read from a file the file line
+/// number of each item sent.
+fn request_lines(cmd: &Cmd) -> Result<(Request, Vec<usize>), String> {
+    let mut nos = Vec::new();
+    let mut numbered = |l: Vec<(usize, String)>| {
+        nos = l.iter().map(|(n, _)| *n).collect();
+        l
+    };
+    let req = match cmd {
         Cmd::AddFlow { bridge, flow } => Request::AddFlow {
             bridge: bridge.clone(),
             flow: flow.clone(),
         },
         Cmd::AddFlows { bridge, file } => Request::AddFlows {
             bridge: bridge.clone(),
-            flows: read_lines(file)?,
+            flows: texts(numbered(read_lines(file)?)),
         },
         Cmd::ModFlows {
             bridge,
@@ -275,11 +304,11 @@ fn request(cmd: &Cmd) -> Result<Request, String> {
         },
         Cmd::ReplaceFlows { bridge, file } => Request::ReplaceFlows {
             bridge: bridge.clone(),
-            flows: read_lines(file)?,
+            flows: texts(numbered(read_lines(file)?)),
         },
         Cmd::Bundle { bridge, file } => Request::Bundle {
             bridge: bridge.clone(),
-            mods: parse_bundle(read_lines(file)?)?,
+            mods: parse_bundle(numbered(read_lines(file)?))?,
         },
         Cmd::DumpPorts { bridge, port } => Request::DumpPorts {
             bridge: bridge.clone(),
@@ -360,7 +389,8 @@ fn request(cmd: &Cmd) -> Result<Request, String> {
             port: port.clone(),
             max: *max,
         },
-    })
+    };
+    Ok((req, nos))
 }
 
 /// A frame argument: hex bytes as they are, or a trace-syntax packet composed into a frame.
@@ -388,7 +418,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let req = match request(&cli.cmd) {
+    let (req, line_nos) = match request_lines(&cli.cmd) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("flowctl: {e}");
@@ -406,7 +436,7 @@ fn main() -> ExitCode {
         }
     };
     let reply = match client.call(&req) {
-        Ok(r) => r,
+        Ok(r) => at_file_line(r, &cli.cmd, &line_nos),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             eprintln!("flowctl: {e}");
             return ExitCode::FAILURE;
@@ -442,6 +472,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// A batch error names its item by index among the flows sent; say instead
+/// which line of the file it was (`FILE:LINE: message`, ovs-ofctl's shape),
+/// counting the blank and comment lines the request left out.
+fn at_file_line(reply: Reply, cmd: &Cmd, line_nos: &[usize]) -> Reply {
+    let Reply::Error(mut e) = reply else {
+        return reply;
+    };
+    let (Some(file), Some(i)) = (batch_file(cmd), e.index) else {
+        return Reply::Error(e);
+    };
+    if let Some(line) = line_nos.get(i) {
+        e.message = format!("{file}:{line}: {}", e.message);
+        e.index = None;
+    }
+    Reply::Error(e)
+}
+
 impl Cli {
     fn cmd_name(&self) -> String {
         format!("{:?}", self.cmd)
@@ -459,16 +506,15 @@ mod tests {
     #[test]
     fn bundle_lines() {
         let m = parse_bundle(vec![
-            "flow add priority=1,actions=drop".into(),
-            "delete_strict priority=1".into(),
+            (1, "flow add priority=1,actions=drop".into()),
+            (3, "delete_strict priority=1".into()),
         ])
         .unwrap();
         assert_eq!(m[0].op, BundleOp::Add);
         assert_eq!(m[0].flow, "priority=1,actions=drop");
         assert_eq!(m[1].op, BundleOp::DeleteStrict);
-        assert!(parse_bundle(vec!["frob x".into()])
-            .unwrap_err()
-            .contains("frob"));
+        let e = parse_bundle(vec![(7, "frob x".into())]).unwrap_err();
+        assert!(e.contains("frob") && e.contains("line 7"), "{e}");
     }
 
     #[test]

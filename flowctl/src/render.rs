@@ -49,12 +49,13 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
             let _ = writeln!(out, "OFPST_PORT reply (OF1.3): {} ports", ports.len());
             for p in ports {
                 let s = &p.stats;
+                let no = switch::flow::format::format_port(p.ofport);
                 let _ = writeln!(
                     out,
                     "  port {:>2} ({}): rx pkts={}, bytes={}, drop={}, errs={}, frame=0, over=0, crc=0",
-                    p.ofport, p.name, s.rx_packets, s.rx_bytes, s.rx_dropped, s.rx_errors
+                    no, p.name, s.rx_packets, s.rx_bytes, s.rx_dropped, s.rx_errors
                 );
-                let pad = " ".repeat(format!("  port {:>2} ({}): ", p.ofport, p.name).len());
+                let pad = " ".repeat(format!("  port {:>2} ({}): ", no, p.name).len());
                 let _ = writeln!(
                     out,
                     "{pad}tx pkts={}, bytes={}, drop={}, errs={}, coll=0",
@@ -81,6 +82,11 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 }
                 if !p.errors.is_empty() {
                     let _ = writeln!(out, "{pad}errors: {}", reasons(&p.errors));
+                }
+                if p.state != "up" {
+                    // ovs-ofctl show's `state: LINK_DOWN`, with the reason.
+                    let why = p.state_reason.as_deref().unwrap_or("link down");
+                    let _ = writeln!(out, "{pad}state: LINK_DOWN ({why})");
                 }
                 let _ = writeln!(out, "{pad}duration={:.3}s", p.duration);
             }
@@ -114,10 +120,18 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
             );
             for p in opt::<PortEntry>(body, "ports") {
                 let opts: String = p.options.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+                let why = p
+                    .state_reason
+                    .as_deref()
+                    .map_or(String::new(), |r| format!(" (LINK_DOWN: {r})"));
                 let _ = writeln!(
                     out,
-                    " {}({}): type={}{} state={}",
-                    p.ofport, p.name, p.port_type, opts, p.state
+                    " {}({}): type={}{} state={}{why}",
+                    switch::flow::format::format_port(p.ofport),
+                    p.name,
+                    p.port_type,
+                    opts,
+                    p.state
                 );
             }
             let pmd = &body["pmd"];
@@ -189,7 +203,7 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     let _ = writeln!(
                         out,
                         "  port: {name:<16} queue-id: {:>2}   pmd usage: {:>3.0} %",
-                        0,
+                        q["queue"].as_u64().unwrap_or(0),
                         q["usage_pct"].as_f64().unwrap_or(0.0)
                     );
                 }
@@ -253,8 +267,11 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
             for m in moves {
                 let _ = writeln!(
                     out,
-                    "port {}: pmd{} -> pmd{}",
-                    m["port"], m["from"], m["to"]
+                    "port {} queue {}: pmd{} -> pmd{}",
+                    m["port"],
+                    m["queue"].as_u64().unwrap_or(0),
+                    m["from"],
+                    m["to"]
                 );
             }
         }

@@ -330,13 +330,14 @@ fn switchd_errors_exit_1_with_the_caret() {
     assert_eq!(v["error"]["code"], "bad-flow");
     assert_eq!(v["error"]["input"], "table=1,actions=goto_table:0");
     assert_eq!(v["error"]["offset"], 16, "at goto_table");
-    // A batch error names the item.
+    // A batch error names the line of the file, comments and blank lines counted.
     let o = s.run_stdin(
         &["add-flows", "br0", "-"],
         "actions=drop\n# comment\n\ntable=2,actions=output:x\n",
     );
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("(item 2)"), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("flowctl: -:4: "), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("(item"), "{}", stderr(&o));
     assert_eq!(s.ok(&["dump-flows", "br0"]), "", "nothing added");
 }
 
@@ -489,12 +490,13 @@ fn flows_from_files_stdin_bundles_and_mods() {
     // ... or none.
     std::fs::write(
         &bundle,
-        "delete table=5\nadd table=6,actions=goto_table:2\n",
+        "# comment\ndelete table=5\n\nadd table=6,actions=goto_table:2\n",
     )
     .unwrap();
     let o = s.run(&["bundle", "br0", bundle.to_str().unwrap()]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("(item 2)"), "{}", stderr(&o));
+    let want = format!("flowctl: {}:4: ", bundle.display());
+    assert!(stderr(&o).starts_with(&want), "{}", stderr(&o));
     assert_eq!(
         s.ok(&["dump-flows", "br0", "--no-stats"]),
         d,

@@ -2,9 +2,18 @@
 //! owns some of the bridge's ports, a packet pool and its own datapath
 //! caches, and loops rx → datapath → tx. [`PmdSet`] is the control thread's
 //! view of all of them: it starts one thread per configured CPU (pinned with
-//! `sched_setaffinity`, named `pmdN`), assigns every port's rx queue (one per
-//! port today) to exactly one thread, moves ports between threads on
-//! rebalance, and reports `pmd-rxq-show` / `pmd-perf-show` statistics.
+//! `sched_setaffinity`, named `pmdN`), assigns every rx queue (a port has
+//! one, or `n_rxq` for a multi-queue AF_XDP port: one port object per queue)
+//! to exactly one thread, moves rx queues between threads on rebalance, and
+//! reports `pmd-rxq-show` / `pmd-perf-show` statistics.
+//!
+//! A multi-queue port: each queue object is polled by the thread it is
+//! assigned to, and a thread that owns a queue of a port transmits to that
+//! port through its own queue object (each queue's socket has its own tx
+//! ring: no lock, no sharing). The datapath counts drops per port number per
+//! thread; those are published into the counters of one queue object per
+//! port per thread (the first, "the carrier"), so summing a port's queue
+//! counters gives each drop once.
 //!
 //! A thread talks to the control thread through lock-free channels only:
 //! - a bounded command queue (add/remove/release a port) drained between
@@ -80,15 +89,20 @@ pub const MAX_CPU: usize = 1024;
 /// A request to a polling thread.
 #[derive(Debug)]
 pub enum PmdCommand {
-    /// Start polling a port.
+    /// Start polling a port (its queue 0).
     AddPort(PortNo, Box<dyn Port>),
+    /// Start polling queue `.1` of a port.
+    AddRxq(PortNo, u32, Box<dyn Port>),
     /// Stop polling a port and drop it.
     DelPort(PortNo),
     /// Stop polling a port and hand the object back through the thread's
     /// return queue (its counters updated first), to be added to another
     /// thread.
-    ReleasePort(PortNo),
+    ReleasePort(PortNo, u32),
 }
+
+/// One rx queue: a port number and the queue id within the port.
+pub type RxqId = (PortNo, u32);
 
 /// How ports' rx queues are spread over the polling threads
 /// (OVS `other_config:pmd-rxq-assign`).
@@ -273,6 +287,9 @@ pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
 pub struct RxqStats {
     /// The port.
     pub port: PortNo,
+    /// The queue id within the port (0 for single-queue ports).
+    #[serde(default)]
+    pub queue: u32,
     /// Frames received since the port joined this thread.
     pub rx_packets: u64,
     /// Cycles spent receiving and processing its batches since then.
@@ -365,6 +382,9 @@ pub struct RxqShow {
 pub struct RxqShowPort {
     /// OpenFlow port number.
     pub port: PortNo,
+    /// The queue id within the port.
+    #[serde(default)]
+    pub queue: u32,
     /// Frames received on this thread.
     pub rx_packets: u64,
     /// Busy cycles on this thread.
@@ -389,7 +409,7 @@ pub struct PmdShared {
     sync_ack: AtomicU64,
     stop: AtomicBool,
     stats: Mutex<PmdStats>,
-    returned: ArrayQueue<(PortNo, Box<dyn Port>)>,
+    returned: ArrayQueue<(PortNo, u32, Box<dyn Port>)>,
 }
 
 /// The control thread's handle on one polling thread.
@@ -510,8 +530,8 @@ impl PmdHandle {
             .unwrap_or_default()
     }
 
-    /// A port handed back by [`PmdCommand::ReleasePort`], if one is waiting.
-    pub fn take_returned(&self) -> Option<(PortNo, Box<dyn Port>)> {
+    /// A port queue handed back by [`PmdCommand::ReleasePort`], if one is waiting.
+    pub fn take_returned(&self) -> Option<(PortNo, u32, Box<dyn Port>)> {
         self.shared.returned.pop()
     }
 }
@@ -530,6 +550,9 @@ impl Drop for PmdHandle {
 pub struct PortMove {
     /// The port.
     pub port: PortNo,
+    /// The rx queue of the port that moved.
+    #[serde(default)]
+    pub queue: u32,
     /// Thread it left.
     pub from: usize,
     /// Thread it joined.
@@ -541,7 +564,7 @@ pub struct PortMove {
 pub struct PmdSet {
     pmds: Vec<PmdHandle>,
     cpus: Vec<Option<usize>>,
-    owner: BTreeMap<PortNo, usize>,
+    owner: BTreeMap<RxqId, usize>,
     queues: BTreeMap<PortNo, Handoff>,
     dir: Arc<ArcSwap<TxDirectory>>,
     assign: RxqAssign,
@@ -595,9 +618,17 @@ impl PmdSet {
         self.assign
     }
 
-    /// Which thread polls `port`.
+    /// Which thread polls `port` (its lowest queue).
     pub fn owner(&self, port: PortNo) -> Option<usize> {
-        self.owner.get(&port).copied()
+        self.queue_owners(port).first().map(|(_, o)| *o)
+    }
+
+    /// Every rx queue of `port` and the thread polling it, by queue id.
+    pub fn queue_owners(&self, port: PortNo) -> Vec<(u32, usize)> {
+        self.owner
+            .range((port, 0)..=(port, u32::MAX))
+            .map(|((_, q), o)| (*q, *o))
+            .collect()
     }
 
     fn publish_dir(&self) {
@@ -609,6 +640,18 @@ impl PmdSet {
     /// ties), which is round robin for ports added one by one. On a full
     /// command queue the port comes back.
     pub fn add_port(&mut self, no: PortNo, port: Box<dyn Port>) -> Result<usize, Box<dyn Port>> {
+        self.add_rxq(no, 0, port)
+    }
+
+    /// Give rx queue `queue` of port `no` (its own port object) to the
+    /// thread with the fewest rx queues (lowest index on ties): the queues of
+    /// a multi-queue port added one after another spread over the threads.
+    pub fn add_rxq(
+        &mut self,
+        no: PortNo,
+        queue: u32,
+        port: Box<dyn Port>,
+    ) -> Result<usize, Box<dyn Port>> {
         let mut count = vec![0usize; self.pmds.len()];
         for o in self.owner.values() {
             count[*o] += 1;
@@ -620,12 +663,12 @@ impl PmdSet {
             e.insert(Arc::new(ArrayQueue::new(HANDOFF_DEPTH)));
             self.publish_dir();
         }
-        match self.pmds[target].send(PmdCommand::AddPort(no, port)) {
+        match self.pmds[target].send(PmdCommand::AddRxq(no, queue, port)) {
             Ok(()) => {
-                self.owner.insert(no, target);
+                self.owner.insert((no, queue), target);
                 Ok(target)
             }
-            Err(PmdCommand::AddPort(_, p)) => Err(p),
+            Err(PmdCommand::AddRxq(_, _, p)) => Err(p),
             Err(_) => unreachable!("send returns the command it was given"),
         }
     }
@@ -633,13 +676,29 @@ impl PmdSet {
     /// Stop polling `no` and drop it. False when the command queue is full
     /// (nothing changed) or no thread owns it.
     pub fn del_port(&mut self, no: PortNo) -> bool {
-        let Some(o) = self.owner.get(&no).copied() else {
-            return false;
-        };
-        if self.pmds[o].send(PmdCommand::DelPort(no)).is_err() {
+        let owners = self.queue_owners(no);
+        if owners.is_empty() {
             return false;
         }
-        self.owner.remove(&no);
+        let mut threads: Vec<usize> = owners.iter().map(|(_, o)| *o).collect();
+        threads.sort_unstable();
+        threads.dedup();
+        for (i, o) in threads.iter().enumerate() {
+            if self.pmds[*o].send(PmdCommand::DelPort(no)).is_err() {
+                if i == 0 {
+                    return false;
+                }
+                // Some threads dropped their queues already: forget the port
+                // on this side too, so a retry does not find half of it.
+                // The queues left on `o` stay polled until its command
+                // queue drains; `o` is retried once after a short wait.
+                std::thread::sleep(Duration::from_millis(10));
+                let _ = self.pmds[*o].send(PmdCommand::DelPort(no));
+            }
+        }
+        for (q, _) in owners {
+            self.owner.remove(&(no, q));
+        }
         if self.queues.remove(&no).is_some() {
             self.publish_dir();
         }
@@ -675,7 +734,7 @@ impl PmdSet {
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
-                let mine: Vec<PortNo> = self
+                let mine: Vec<RxqId> = self
                     .owner
                     .iter()
                     .filter(|(_, o)| **o == i)
@@ -684,16 +743,17 @@ impl PmdSet {
                 let busy: u64 = s
                     .rxqs
                     .iter()
-                    .filter(|r| mine.contains(&r.port))
+                    .filter(|r| mine.contains(&(r.port, r.queue)))
                     .map(|r| r.busy_cycles)
                     .sum();
                 let rxqs = mine
                     .iter()
-                    .map(|n| {
-                        let r = s.rxqs.iter().find(|r| r.port == *n);
+                    .map(|(n, q)| {
+                        let r = s.rxqs.iter().find(|r| r.port == *n && r.queue == *q);
                         let c = r.map_or(0, |r| r.busy_cycles);
                         RxqShowPort {
                             port: *n,
+                            queue: *q,
                             rx_packets: r.map_or(0, |r| r.rx_packets),
                             busy_cycles: c,
                             usage_pct: pct(c, busy),
@@ -710,8 +770,8 @@ impl PmdSet {
             .collect()
     }
 
-    /// The assignment the policy wants now: port → thread.
-    fn plan(&self) -> BTreeMap<PortNo, usize> {
+    /// The assignment the policy wants now: rx queue → thread.
+    fn plan(&self) -> BTreeMap<RxqId, usize> {
         let n = self.pmds.len();
         let mut plan = BTreeMap::new();
         match self.assign {
@@ -722,14 +782,14 @@ impl PmdSet {
             }
             RxqAssign::Cycles => {
                 let stats = self.stats();
-                let load_of = |no: PortNo| -> u64 {
+                let load_of = |(no, q): RxqId| -> u64 {
                     self.owner
-                        .get(&no)
+                        .get(&(no, q))
                         .and_then(|o| stats.get(*o))
-                        .and_then(|s| s.rxqs.iter().find(|r| r.port == no))
+                        .and_then(|s| s.rxqs.iter().find(|r| r.port == no && r.queue == q))
                         .map_or(0, |r| r.busy_cycles)
                 };
-                let mut ports: Vec<(u64, PortNo)> =
+                let mut ports: Vec<(u64, RxqId)> =
                     self.owner.keys().map(|no| (load_of(*no), *no)).collect();
                 // Busiest first; equal loads in port order (OVS sorts rxqs by cycles).
                 ports.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -752,10 +812,11 @@ impl PmdSet {
         let plan = self.plan();
         let moves: Vec<PortMove> = plan
             .iter()
-            .filter_map(|(no, to)| {
-                let from = *self.owner.get(no)?;
+            .filter_map(|(id, to)| {
+                let from = *self.owner.get(id)?;
                 (from != *to).then_some(PortMove {
-                    port: *no,
+                    port: id.0,
+                    queue: id.1,
                     from,
                     to: *to,
                 })
@@ -765,7 +826,7 @@ impl PmdSet {
         let mut done = Vec::new();
         for m in moves {
             if self.pmds[m.from]
-                .send(PmdCommand::ReleasePort(m.port))
+                .send(PmdCommand::ReleasePort(m.port, m.queue))
                 .is_err()
             {
                 return Err(format!(
@@ -775,32 +836,32 @@ impl PmdSet {
                 ));
             }
             let port = loop {
-                if let Some((no, p)) = self.pmds[m.from].take_returned() {
-                    if no == m.port {
+                if let Some((no, q, p)) = self.pmds[m.from].take_returned() {
+                    if (no, q) == (m.port, m.queue) {
                         break p;
                     }
                     // Not ours (cannot happen: one release at a time); put it back where it was.
-                    let _ = self.pmds[m.from].send(PmdCommand::AddPort(no, p));
+                    let _ = self.pmds[m.from].send(PmdCommand::AddRxq(no, q, p));
                     continue;
                 }
                 if Instant::now() > deadline {
                     return Err(format!(
-                        "pmd{} did not release port {} in time",
-                        m.from, m.port
+                        "pmd{} did not release port {} queue {} in time",
+                        m.from, m.port, m.queue
                     ));
                 }
                 std::thread::sleep(Duration::from_micros(200));
             };
-            self.owner.remove(&m.port);
-            if let Err(PmdCommand::AddPort(no, p)) =
-                self.pmds[m.to].send(PmdCommand::AddPort(m.port, port))
+            self.owner.remove(&(m.port, m.queue));
+            if let Err(PmdCommand::AddRxq(no, q, p)) =
+                self.pmds[m.to].send(PmdCommand::AddRxq(m.port, m.queue, port))
             {
                 // The target is saturated with commands: give it back to its old thread.
-                let _ = self.pmds[m.from].send(PmdCommand::AddPort(no, p));
-                self.owner.insert(no, m.from);
+                let _ = self.pmds[m.from].send(PmdCommand::AddRxq(no, q, p));
+                self.owner.insert((no, q), m.from);
                 return Err(format!("pmd{} command queue is full", m.to));
             }
-            self.owner.insert(m.port, m.to);
+            self.owner.insert((m.port, m.queue), m.to);
             done.push(m);
         }
         Ok(done)
@@ -828,6 +889,11 @@ enum TxTarget {
 
 struct OwnedPort {
     no: PortNo,
+    /// Queue id within the port.
+    queue: u32,
+    /// The first of this thread's queues of the port: its counters carry
+    /// the datapath's per-port drops for this thread.
+    carrier: bool,
     port: Box<dyn Port>,
     handoff: Option<Handoff>,
     /// Datapath counters when the port joined this thread.
@@ -876,70 +942,28 @@ fn run(
         while let Some(cmd) = cmds.pop() {
             match cmd {
                 PmdCommand::AddPort(no, p) => {
-                    ports.retain(|o| o.no != no);
-                    // The datapath keeps per-port counters by port number for
-                    // as long as the number stays in consecutive snapshots; the
-                    // port reports what it had when it arrived (zero for a new
-                    // port, its old thread's counts after a move) plus what
-                    // this datapath counted since.
-                    let at_add = dp
-                        .stats()
-                        .ports
-                        .iter()
-                        .find(|s| s.port == no && current.ports.contains(&no))
-                        .copied()
-                        .unwrap_or_default();
-                    let c = p.counters();
-                    let mut carried = PortDpStats {
-                        port: no,
-                        rx_malformed: c.rx_malformed.get(),
-                        rx_truncated: c.rx_truncated.get(),
-                        ..PortDpStats::default()
-                    };
-                    for r in DropReason::ALL {
-                        carried.drops[r.index()] = c.dp_drops[r.index()].get();
-                    }
-                    ports.push(OwnedPort {
-                        no,
-                        port: p,
-                        handoff: None,
-                        at_add,
-                        carried,
-                        rx_packets: 0,
-                        busy_cycles: 0,
-                    });
+                    add_rxq(&dp, &current, &mut ports, no, 0, p);
+                }
+                PmdCommand::AddRxq(no, q, p) => {
+                    add_rxq(&dp, &current, &mut ports, no, q, p);
                 }
                 PmdCommand::DelPort(no) => {
                     ports.retain(|o| o.no != no);
+                    elect_carriers(&dp, &current, &mut ports);
                 }
-                PmdCommand::ReleasePort(no) => {
+                PmdCommand::ReleasePort(no, q) => {
                     // tx is empty here: every iteration flushes what it queued.
-                    if let Some(i) = ports.iter().position(|o| o.no == no) {
+                    if let Some(i) = ports.iter().position(|o| o.no == no && o.queue == q) {
                         dp.push_stats();
-                        publish_port_counters(&dp, &mut ports[i..=i]);
-                        let OwnedPort {
-                            no,
-                            port,
-                            handoff,
-                            at_add,
-                            carried,
-                            rx_packets,
-                            busy_cycles,
-                        } = ports.remove(i);
-                        if let Err((no, port)) = shared.returned.push((no, port)) {
+                        publish_port_counters(&dp, &mut ports);
+                        let o = ports.remove(i);
+                        if let Err((no, q, port)) = shared.returned.push((o.no, o.queue, o.port)) {
                             // The return queue is full (the control thread
-                            // releases one port at a time, so not in practice):
-                            // keep polling the port rather than lose it.
-                            ports.push(OwnedPort {
-                                no,
-                                port,
-                                handoff,
-                                at_add,
-                                carried,
-                                rx_packets,
-                                busy_cycles,
-                            });
+                            // releases one queue at a time, so not in practice):
+                            // keep polling it rather than lose it.
+                            add_rxq(&dp, &current, &mut ports, no, q, port);
                         }
+                        elect_carriers(&dp, &current, &mut ports);
                     }
                 }
             }
@@ -1071,6 +1095,7 @@ fn run(
             stats.rxqs.clear();
             stats.rxqs.extend(ports.iter().map(|o| RxqStats {
                 port: o.no,
+                queue: o.queue,
                 rx_packets: o.rx_packets,
                 busy_cycles: o.busy_cycles,
             }));
@@ -1094,6 +1119,73 @@ fn run(
     }
 }
 
+/// Start polling queue `q` of port `no` on this thread (replacing an object
+/// for the same queue, if any). The port's counters already hold what it
+/// carried in (zero when new; its old thread's counts after a move).
+fn add_rxq(
+    dp: &Datapath,
+    current: &Snapshot,
+    ports: &mut Vec<OwnedPort>,
+    no: PortNo,
+    q: u32,
+    p: Box<dyn Port>,
+) {
+    ports.retain(|o| !(o.no == no && o.queue == q));
+    let c = p.counters();
+    let mut carried = PortDpStats {
+        port: no,
+        rx_malformed: c.rx_malformed.get(),
+        rx_truncated: c.rx_truncated.get(),
+        ..PortDpStats::default()
+    };
+    for r in DropReason::ALL {
+        carried.drops[r.index()] = c.dp_drops[r.index()].get();
+    }
+    ports.push(OwnedPort {
+        no,
+        queue: q,
+        carrier: false,
+        port: p,
+        handoff: None,
+        at_add: PortDpStats::default(),
+        carried,
+        rx_packets: 0,
+        busy_cycles: 0,
+    });
+    elect_carriers(dp, current, ports);
+}
+
+/// Make the first queue object of each port on this thread its carrier of
+/// the datapath's per-port counters. A queue that becomes the carrier starts
+/// counting from the datapath's present counts for the port (the datapath
+/// keeps them by port number for as long as the number stays in
+/// consecutive snapshots), so nothing is counted twice. A carrier that stops
+/// being one keeps what it published (call after [`publish_port_counters`]).
+fn elect_carriers(dp: &Datapath, current: &Snapshot, ports: &mut [OwnedPort]) {
+    for i in 0..ports.len() {
+        let first = ports.iter().position(|o| o.no == ports[i].no) == Some(i);
+        let o = &mut ports[i];
+        if first && !o.carrier {
+            o.carrier = true;
+            o.at_add = dp
+                .stats()
+                .ports
+                .iter()
+                .find(|s| s.port == o.no && current.ports.contains(&o.no))
+                .copied()
+                .unwrap_or_default();
+        } else if !first && o.carrier {
+            o.carrier = false;
+            let c = o.port.counters();
+            o.carried.rx_malformed = c.rx_malformed.get();
+            o.carried.rx_truncated = c.rx_truncated.get();
+            for r in DropReason::ALL {
+                o.carried.drops[r.index()] = c.dp_drops[r.index()].get();
+            }
+        }
+    }
+}
+
 /// Publish each port's datapath counters (rx-side drops by reason,
 /// malformed, truncated) into its shared counters: what it carried in plus
 /// what this thread's datapath counted since the port arrived.
@@ -1106,7 +1198,9 @@ fn publish_port_counters(dp: &Datapath, ports: &mut [OwnedPort]) {
             .find(|s| s.port == o.no)
             .copied()
             .unwrap_or_default();
-        let since = |n: u64, base: u64| n.saturating_sub(base);
+        // Only the carrier adds this thread's counts; other queues of the
+        // port keep what they carried in.
+        let since = |n: u64, base: u64| if o.carrier { n.saturating_sub(base) } else { 0 };
         let c = o.port.counters();
         for r in DropReason::ALL {
             let i = r.index();

@@ -338,6 +338,25 @@ impl VethPair {
         name_b: &str,
         ns_b: Option<&Netns>,
     ) -> Result<VethPair> {
+        VethPair::with_queues(name_a, ns_a, name_b, ns_b, None)
+    }
+
+    /// As [`VethPair::new`], each end with `queues` rx and tx queues when
+    /// given (`ip link add ... numtxqueues N numrxqueues N type veth peer
+    /// ... numtxqueues N numrxqueues N`): what a multi-queue AF_XDP port
+    /// binds, and what spreads a pod's flows over queues by hash.
+    pub fn with_queues(
+        name_a: &str,
+        ns_a: Option<&Netns>,
+        name_b: &str,
+        ns_b: Option<&Netns>,
+        queues: Option<u32>,
+    ) -> Result<VethPair> {
+        let q = queues.map(|n| n.to_string());
+        let qargs: Vec<&str> = match &q {
+            Some(n) => vec!["numtxqueues", n, "numrxqueues", n],
+            None => Vec::new(),
+        };
         for n in [name_a, name_b] {
             if n.is_empty() || n.len() > 15 {
                 return Err(TopoError::Other(format!(
@@ -352,10 +371,12 @@ impl VethPair {
         if let Some(n) = &ns_a {
             c.args(["netns", n]);
         }
+        c.args(&qargs);
         c.args(["type", "veth", "peer", "name", name_b]);
         if let Some(n) = &ns_b {
             c.args(["netns", n]);
         }
+        c.args(&qargs);
         checked(c)?;
         let pair = VethPair {
             a: name_a.to_string(),

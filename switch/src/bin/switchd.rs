@@ -2,6 +2,11 @@
 //! (`--pmd-cpus`: one per listed CPU, pinned; default one unpinned), and the
 //! control socket served on the main thread, which is pinned to the CPUs not
 //! given to polling threads so control work never steals a PMD core.
+//!
+//! Start-up order: open the state directory, start the polling threads,
+//! restore ports and flows, and only then bind the control socket. The
+//! socket's existence therefore means "fully restored"; switchd must never
+//! answer a client from a half-restored bridge.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,13 +83,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut server = match Server::bind(&args.socket, args.socket_mode) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("switchd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let pcfg = match &args.pmd_cpus {
         None => PmdConfig {
             assign: args.pmd_rxq_assign,
@@ -131,6 +129,16 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+    // Listen only now that every port and flow is restored: a client that
+    // finds the socket finds the whole switch (a script's "wait for the
+    // socket" means "ready"), and a restore that fails leaves no socket.
+    let mut server = match Server::bind(&args.socket, args.socket_mode) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switchd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     eprintln!(
         "switchd: bridge {} ready; control socket {}; state {}",
         args.bridge,

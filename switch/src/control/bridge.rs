@@ -31,7 +31,8 @@ use crate::pmd::{PmdConfig, PmdPerf, PmdSet, PmdStats};
 use crate::port::memory::{MemoryPort, MemoryPortHandle};
 use crate::port::tap::{TapError, TapOptions, TapPort};
 use crate::port::vhost_user::{VhostOptions, VhostShared, VhostUserPort};
-use crate::port::{Port, PortCounters};
+use crate::port::{DropReason, Port, PortCounters, PortStats};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How long a request waits for the polling thread to acknowledge a sync.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,11 +47,76 @@ pub const PORT_TYPES: &[&str] = &[
 
 struct PortRt {
     cfg: PortConfig,
-    counters: Arc<PortCounters>,
+    /// One per rx queue (one port object per queue); summed for reports.
+    counters: Vec<Arc<PortCounters>>,
     added: Instant,
     memory: Option<MemoryPortHandle>,
     /// vhost_user ports: link state, ring error counters, control thread.
     vhost: Option<Arc<VhostShared>>,
+    /// The backend's link flags (false once its interface vanished or went down).
+    links: Vec<Arc<AtomicBool>>,
+    /// The kernel interface behind the port, checked when reporting its state.
+    ifname: Option<String>,
+}
+
+/// A port's state as `show` and `dump-ports` report it: `up`, or `down` with why.
+fn port_state(p: &PortRt) -> (String, Option<String>) {
+    let down = |why: String| ("down".to_string(), Some(why));
+    if let Some(ifname) = &p.ifname {
+        // The port's own view first (an AF_XDP socket unbound by a vanished
+        // interface), then the kernel's (ip link / operstate), as OVS's
+        // netdev_get_flags / carrier decide ofport state LINK_DOWN.
+        let sys = std::path::Path::new("/sys/class/net").join(ifname);
+        if !sys.exists() {
+            return down(format!("interface {ifname} is gone"));
+        }
+        let oper = std::fs::read_to_string(sys.join("operstate")).unwrap_or_default();
+        if matches!(oper.trim(), "down" | "lowerlayerdown" | "notpresent") {
+            return down(format!("interface {ifname} is {}", oper.trim()));
+        }
+    }
+    if p.links.iter().any(|l| !l.load(Ordering::Relaxed)) {
+        return down("the port lost its interface".to_string());
+    }
+    if let Some(v) = &p.vhost {
+        if !v.link_up() {
+            return down("no vhost-user front-end with a running queue".to_string());
+        }
+    }
+    ("up".to_string(), None)
+}
+
+/// One report over the counters of every queue of a port.
+fn sum_stats(counters: &[Arc<PortCounters>]) -> PortStats {
+    let mut t = PortStats::default();
+    let merge = |into: &mut Vec<(String, u64)>, from: &[(String, u64)]| {
+        for (r, n) in from {
+            match into.iter_mut().find(|(x, _)| x == r) {
+                Some((_, m)) => *m += n,
+                None => into.push((r.clone(), *n)),
+            }
+        }
+    };
+    for c in counters {
+        let s = c.snapshot();
+        t.rx_packets += s.rx_packets;
+        t.rx_bytes += s.rx_bytes;
+        t.tx_packets += s.tx_packets;
+        t.tx_bytes += s.tx_bytes;
+        t.rx_errors += s.rx_errors;
+        t.tx_errors += s.tx_errors;
+        t.rx_dropped += s.rx_dropped;
+        t.tx_dropped += s.tx_dropped;
+        t.rx_malformed += s.rx_malformed;
+        t.rx_truncated += s.rx_truncated;
+        merge(&mut t.rx_drop_reasons, &s.rx_drop_reasons);
+        merge(&mut t.tx_drop_reasons, &s.tx_drop_reasons);
+    }
+    // Reasons in DropReason order, as a single port's snapshot lists them.
+    let order = |r: &str| DropReason::ALL.iter().position(|d| d.name() == r);
+    t.rx_drop_reasons.sort_by_key(|(r, _)| order(r));
+    t.tx_drop_reasons.sort_by_key(|(r, _)| order(r));
+    t
 }
 
 /// One bridge and its polling thread.
@@ -228,7 +294,14 @@ impl Bridge {
 
     fn create_port(&mut self, cfg: PortConfig) -> Result<(), ErrorBody> {
         let mut vhost = None;
-        let (port, memory): (Box<dyn Port>, Option<MemoryPortHandle>) = match cfg.port_type.as_str()
+        // Only the afxdp arm has link flags to push.
+        #[cfg_attr(not(feature = "afxdp"), allow(unused_mut))]
+        let mut links = Vec::new();
+        let mut ifname = None;
+        // One port object per rx queue (several only for a multi-queue afxdp port).
+        let (ports, memory): (Vec<Box<dyn Port>>, Option<MemoryPortHandle>) = match cfg
+            .port_type
+            .as_str()
         {
             "memory" => {
                 let depth = match cfg.options.get("depth") {
@@ -251,29 +324,48 @@ impl Bridge {
                     ));
                 }
                 let (p, h) = MemoryPort::new(depth);
-                (Box::new(p), Some(h))
+                (vec![Box::new(p)], Some(h))
             }
             #[cfg(feature = "afxdp")]
             "afxdp" => {
                 use crate::port::afxdp::{AfxdpOptions, AfxdpPort};
-                let opts = AfxdpOptions::from_map(&cfg.options)
-                    .map_err(|e| ErrorBody::new(ErrorCode::BadPortConfig, e))?;
-                let p = AfxdpPort::open(&opts)
-                    .map_err(|e| ErrorBody::new(ErrorCode::BadPortConfig, e.to_string()))?;
-                (Box::new(p), None)
+                let bad = |e: String| ErrorBody::new(ErrorCode::BadPortConfig, e);
+                let opts = AfxdpOptions::from_map(&cfg.options).map_err(bad)?;
+                if opts.n_rxq > 1 {
+                    // OVS netdev-afxdp: n_rxq beyond the interface's channels is refused.
+                    if let Some(have) = rx_channels(&opts.ifname).filter(|h| opts.n_rxq > *h) {
+                        return Err(bad(format!(
+                            "afxdp: n_rxq={} but {} has {have} rx queue{} (ethtool -l {}; a veth takes numrxqueues N when created)",
+                            opts.n_rxq,
+                            opts.ifname,
+                            if have == 1 { "" } else { "s" },
+                            opts.ifname
+                        )));
+                    }
+                }
+                let mut ps: Vec<Box<dyn Port>> = Vec::new();
+                for o in opts.per_queue() {
+                    // An error drops the sockets already opened (and their claims).
+                    let p = AfxdpPort::open(&o).map_err(|e| bad(e.to_string()))?;
+                    links.push(p.link_state());
+                    ps.push(Box::new(p));
+                }
+                ifname = Some(opts.ifname.clone());
+                (ps, None)
             }
             "tap" => {
                 let bad = |e: TapError| ErrorBody::new(ErrorCode::BadPortConfig, e.to_string());
                 let opts = TapOptions::from_map(&cfg.options).map_err(bad)?;
                 let p = TapPort::open(&cfg.name, &opts).map_err(bad)?;
-                (Box::new(p), None)
+                ifname = Some(p.ifname().to_string());
+                (vec![Box::new(p)], None)
             }
             "vhost_user" => {
                 let bad = |e: String| ErrorBody::new(ErrorCode::BadPortConfig, e);
                 let opts = VhostOptions::from_map(&cfg.options).map_err(bad)?;
                 let p = VhostUserPort::open(&cfg.name, &opts).map_err(|e| bad(e.to_string()))?;
                 vhost = Some(p.status());
-                (Box::new(p), None)
+                (vec![Box::new(p)], None)
             }
             other => {
                 return Err(ErrorBody::new(
@@ -286,16 +378,21 @@ impl Bridge {
                 .with_input(other.to_string()))
             }
         };
-        let counters = port.counters().clone();
-        self.pmd.add_port(cfg.ofport, port).map_err(|_| {
-            if let Some(v) = &vhost {
-                v.shutdown();
+        let counters: Vec<Arc<PortCounters>> = ports.iter().map(|p| p.counters().clone()).collect();
+        for (q, port) in (0u32..).zip(ports) {
+            if self.pmd.add_rxq(cfg.ofport, q, port).is_err() {
+                if let Some(v) = &vhost {
+                    v.shutdown();
+                }
+                if q > 0 {
+                    self.pmd.del_port(cfg.ofport);
+                }
+                return Err(ErrorBody::new(
+                    ErrorCode::Busy,
+                    "polling thread command queue is full; retry",
+                ));
             }
-            ErrorBody::new(
-                ErrorCode::Busy,
-                "polling thread command queue is full; retry",
-            )
-        })?;
+        }
         self.ports.insert(
             cfg.ofport,
             PortRt {
@@ -304,6 +401,8 @@ impl Bridge {
                 added: Instant::now(),
                 memory,
                 vhost,
+                links,
+                ifname,
             },
         );
         Ok(())
@@ -349,6 +448,17 @@ impl Bridge {
                 ))
             }
             Some(n) => n,
+            // Like OVS's bridge-internal port: a tap port named after the
+            // bridge is the bridge's LOCAL port (`output:LOCAL`, `in_port=LOCAL`).
+            None if port_type == "tap" && name == self.name => {
+                if let Some(p) = self.ports.get(&ofport::LOCAL) {
+                    return Err(ErrorBody::new(
+                        ErrorCode::PortExists,
+                        format!("the LOCAL port is taken by {:?}", p.cfg.name),
+                    ));
+                }
+                ofport::LOCAL
+            }
             None => (1..ofport::MAX)
                 .find(|n| !self.ports.contains_key(n))
                 .unwrap_or(ofport::MAX - 1),
@@ -460,22 +570,23 @@ impl Bridge {
         self.ports
             .iter()
             .filter(|(n, _)| only.is_none_or(|o| o == **n))
-            .map(|(n, p)| PortEntry {
-                ofport: *n,
-                name: p.cfg.name.clone(),
-                port_type: p.cfg.port_type.clone(),
-                options: p.cfg.options.clone(),
-                duration: now.saturating_duration_since(p.added).as_secs_f64(),
-                state: match &p.vhost {
-                    Some(v) if !v.link_up() => "down".into(),
-                    _ => "up".into(),
-                },
-                stats: p.counters.snapshot(),
-                errors: p
-                    .vhost
-                    .as_ref()
-                    .map(|v| v.error_counts())
-                    .unwrap_or_default(),
+            .map(|(n, p)| {
+                let (state, state_reason) = port_state(p);
+                PortEntry {
+                    ofport: *n,
+                    name: p.cfg.name.clone(),
+                    port_type: p.cfg.port_type.clone(),
+                    options: p.cfg.options.clone(),
+                    duration: now.saturating_duration_since(p.added).as_secs_f64(),
+                    state,
+                    state_reason,
+                    stats: sum_stats(&p.counters),
+                    errors: p
+                        .vhost
+                        .as_ref()
+                        .map(|v| v.error_counts())
+                        .unwrap_or_default(),
+                }
             })
             .collect()
     }
@@ -766,6 +877,19 @@ impl Handler for Bridge {
             eprintln!("switchd: expiring flows: {e}");
         }
     }
+}
+
+#[cfg(feature = "afxdp")]
+/// The rx queues (channels) interface `ifname` has: the `rx-N` entries of
+/// /sys/class/net/IFNAME/queues, i.e. the kernel's real_num_rx_queues,
+/// which `ethtool -l` reports as RX channels for veth. None when unknown.
+fn rx_channels(ifname: &str) -> Option<u32> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues")).ok()?;
+    let n = dir
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u32::try_from(n).ok().filter(|n| *n > 0)
 }
 
 /// Lowercase hex of `b`.

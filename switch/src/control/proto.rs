@@ -362,6 +362,9 @@ pub struct PortEntry {
     pub duration: f64,
     /// Link state (`up`, `down`).
     pub state: String,
+    /// Why the port is down (absent when up): `interface X is gone`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
     /// Counters.
     pub stats: PortStats,
     /// Backend-specific error counters by name, non-zero only (vhost_user:

@@ -600,6 +600,11 @@ fn flow_stats(f: &Flow, stats: Option<(Duration, u64, u64, Option<u64>)>) -> Str
     if f.hard_timeout != 0 {
         let _ = write!(s, "hard_timeout={}, ", f.hard_timeout);
     }
+    // Flags follow the timeouts, space-separated (ofputil_flow_stats_format).
+    for name in f.flags.names() {
+        s.push_str(name);
+        s.push(' ');
+    }
     if let Some((_, _, _, Some(age))) = stats {
         let _ = write!(s, "idle_age={}, ", age);
     }

@@ -39,6 +39,8 @@ pub struct Flow {
     pub idle_timeout: u16,
     /// Seconds after installation before removal (0 = never).
     pub hard_timeout: u16,
+    /// The flow-mod flags kept with the flow ([`FlowFlags::state`]).
+    pub flags: FlowFlags,
 }
 
 impl Default for Flow {
@@ -51,6 +53,7 @@ impl Default for Flow {
             actions: Vec::new(),
             idle_timeout: 0,
             hard_timeout: 0,
+            flags: FlowFlags::NONE,
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct FlowSpec {
     pub hard_timeout: u16,
     /// `out_port=N`: select only flows that output to this port (del/dump).
     pub out_port: Option<PortNo>,
+    /// Flow-mod flags given (add and modify).
+    pub flags: FlowFlags,
 }
 
 impl Default for FlowSpec {
@@ -93,6 +98,7 @@ impl Default for FlowSpec {
             idle_timeout: 0,
             hard_timeout: 0,
             out_port: None,
+            flags: FlowFlags::NONE,
         }
     }
 }
@@ -108,6 +114,75 @@ impl FlowSpec {
             actions: self.actions.clone(),
             idle_timeout: self.idle_timeout,
             hard_timeout: self.hard_timeout,
+            flags: self.flags.state(),
         }
+    }
+}
+
+/// OpenFlow flow-mod flags (OpenFlow 1.3.5 §7.3.4.1 `ofp_flow_mod_flags`),
+/// spelled as ovs-ofctl spells them. Following OVS (`OFPUTIL_FF_STATE` in
+/// include/openvswitch/ofp-flow.h), `send_flow_rem`, `no_packet_counts` and
+/// `no_byte_counts` are kept with the flow and printed by dump-flows;
+/// `check_overlap` and `reset_counts` only change how one flow-mod is applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowFlags {
+    /// `send_flow_rem`: tell the controller when the flow is removed (there
+    /// is no controller here, so nothing is sent; the flag is kept and shown).
+    pub send_flow_rem: bool,
+    /// `check_overlap`: refuse an add that overlaps a flow of the same
+    /// priority in the same table (`OFPFMFC_OVERLAP`).
+    pub check_overlap: bool,
+    /// `reset_counts`: the added or modified flow starts with zero counters.
+    pub reset_counts: bool,
+    /// `no_packet_counts`: the switch need not count packets (OVS still counts; so do we).
+    pub no_packet_counts: bool,
+    /// `no_byte_counts`: the switch need not count bytes (OVS still counts; so do we).
+    pub no_byte_counts: bool,
+}
+
+impl FlowFlags {
+    /// No flag set.
+    pub const NONE: FlowFlags = FlowFlags {
+        send_flow_rem: false,
+        check_overlap: false,
+        reset_counts: false,
+        no_packet_counts: false,
+        no_byte_counts: false,
+    };
+
+    /// The flags a flow keeps once installed.
+    pub fn state(self) -> FlowFlags {
+        FlowFlags {
+            check_overlap: false,
+            reset_counts: false,
+            ..self
+        }
+    }
+
+    /// The set flags' names, in the order OVS prints them (`ofp_print_flow_flags`).
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.send_flow_rem, "send_flow_rem"),
+            (self.check_overlap, "check_overlap"),
+            (self.reset_counts, "reset_counts"),
+            (self.no_packet_counts, "no_packet_counts"),
+            (self.no_byte_counts, "no_byte_counts"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+    }
+
+    /// Set the flag called `name`; false when there is no such flag.
+    pub fn set(&mut self, name: &str) -> bool {
+        let slot = match name {
+            "send_flow_rem" => &mut self.send_flow_rem,
+            "check_overlap" => &mut self.check_overlap,
+            "reset_counts" => &mut self.reset_counts,
+            "no_packet_counts" => &mut self.no_packet_counts,
+            "no_byte_counts" => &mut self.no_byte_counts,
+            _ => return false,
+        };
+        *slot = true;
+        true
     }
 }

@@ -728,6 +728,15 @@ const FLOW_KEYWORDS: &[&str] = &[
     "eth",
 ];
 
+/// Flow-mod flags (ovs-ofctl(8) "Flow Syntax": written bare, like a protocol keyword).
+const FLOW_FLAGS: &[&str] = &[
+    "send_flow_rem",
+    "check_overlap",
+    "reset_counts",
+    "no_packet_counts",
+    "no_byte_counts",
+];
+
 const ACTION_NAMES: &[&str] = &[
     "output",
     "drop",
@@ -1095,7 +1104,9 @@ fn prereq_error(tok: &str, off: usize, p: Prereq, k: &FlowKey) -> ParseError {
 /// Parse one flow in ovs-ofctl syntax for `mode`.
 ///
 /// `table=`, `priority=`, `cookie=V[/M]`, `idle_timeout=`, `hard_timeout=`,
-/// `out_port=`, protocol keywords, every field of the registry by any name,
+/// `out_port=`, the flags (`send_flow_rem`, `check_overlap`, `reset_counts`,
+/// `no_packet_counts`, `no_byte_counts`), protocol keywords, every field of
+/// the registry by any name,
 /// `FIELD[a..b]=V` subfield matches, then `actions=...` (last). The
 /// statistics keywords dump-flows prints (`duration`, `n_packets`,
 /// `n_bytes`, `idle_age`, `hard_age`) are ignored, so a dump line can be
@@ -1173,6 +1184,7 @@ fn parse_flow_inner(text: &str, mode: ParseMode) -> PResult<FlowSpec> {
     let mut mb = MatchBuilder::new();
     let (mut table, mut priority, mut cookie, mut cookie_mask) = (None, None, None, None);
     let (mut idle, mut hard, mut out_port) = (None, None, None);
+    let mut flags = super::FlowFlags::NONE;
 
     for t in lex(match_text, 0)? {
         let tok = t.whole(match_text, 0);
@@ -1254,6 +1266,26 @@ fn parse_flow_inner(text: &str, mode: ParseMode) -> PResult<FlowSpec> {
             })?;
             let c = field_contribution(field, v, voff)?;
             mb.add(tok, off, c)?;
+            continue;
+        }
+        if FLOW_FLAGS.contains(&key) {
+            // OVS parse_ofp_str__: flags are accepted by add, modify and
+            // modify_strict (F_FLAGS), bare, without a value.
+            if !mode.has_actions() {
+                return Err(ParseError::new(
+                    format!("{} is not allowed in {}", key, mode.name()),
+                    off,
+                    tok,
+                ));
+            }
+            if t.value.is_some() {
+                return Err(ParseError::new(
+                    format!("{key} is a flag and takes no value (write just {key})"),
+                    off,
+                    tok,
+                ));
+            }
+            flags.set(key);
             continue;
         }
         let Some(v) = t.value else {
@@ -1356,8 +1388,7 @@ fn parse_flow_inner(text: &str, mode: ParseMode) -> PResult<FlowSpec> {
                 }
             }
             "duration" | "n_packets" | "n_bytes" | "idle_age" | "hard_age" => {}
-            "send_flow_rem" | "check_overlap" | "reset_counts" | "no_packet_counts"
-            | "no_byte_counts" | "importance" | "out_group" => {
+            "importance" | "out_group" => {
                 return Err(ParseError::new(
                     format!("\"{}\" is not supported by ferroswitch", key),
                     off,
@@ -1382,6 +1413,7 @@ fn parse_flow_inner(text: &str, mode: ParseMode) -> PResult<FlowSpec> {
     spec.idle_timeout = idle.unwrap_or(0);
     spec.hard_timeout = hard.unwrap_or(0);
     spec.out_port = out_port;
+    spec.flags = flags;
     spec.matches = mb.to_match();
     if let Some((atext, base)) = actions {
         let goto_floor = match (spec.table, mode) {

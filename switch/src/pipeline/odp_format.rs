@@ -73,7 +73,8 @@ fn tci_parts(tci: u16) -> (u16, u16) {
 impl Display for DpAction {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
-            DpAction::Output(p) => write!(f, "{p}"),
+            // Port numbers as the datapath uses them; reserved ones by name (LOCAL).
+            DpAction::Output(p) => f.write_str(&crate::flow::format::format_port(*p)),
             DpAction::SetEth { src, dst } => {
                 let mut p = Parts::new();
                 p.add("src", src.as_ref(), fmt_mac);

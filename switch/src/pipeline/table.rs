@@ -178,7 +178,8 @@ impl FlowModError {
             FlowModError::TableOutOfRange { index, .. }
             | FlowModError::GotoTableOutOfRange { index, .. }
             | FlowModError::GotoTableNotForward { index, .. }
-            | FlowModError::GotoTableNotLast { index } => *index,
+            | FlowModError::GotoTableNotLast { index }
+            | FlowModError::Overlap { index, .. } => *index,
         }
     }
 }
@@ -219,6 +220,15 @@ pub enum FlowModError {
     GotoTableNotLast {
         /// Offending flow-mod.
         index: usize,
+    },
+    /// An add with `check_overlap` overlaps a flow of the same priority in
+    /// the same table (OpenFlow 1.3 §6.4 `OFPFMFC_OVERLAP`, as OVS reports it).
+    #[error("OFPFMFC_OVERLAP: check_overlap: the flow overlaps an existing flow of the same table and priority:{existing}")]
+    Overlap {
+        /// Offending flow-mod.
+        index: usize,
+        /// The existing flow, as dump-flows --no-stats prints it.
+        existing: String,
     },
 }
 
@@ -491,6 +501,21 @@ impl Pipeline {
         replaced
     }
 
+    /// Give the installed flow with `flow`'s table, match and priority fresh
+    /// zero counters (an add with `reset_counts` that replaced a flow: OVS
+    /// replace_rule_start does not carry the old counters over then).
+    fn reset_counts(&mut self, flow: &Flow) {
+        let t = &mut self.tables[usize::from(flow.table)];
+        if let Some(r) = t.classifier.get(&flow.matches, flow.priority) {
+            let rule = Arc::new(Rule {
+                flow: r.flow.clone(),
+                stats: Arc::new(RuleStats::default()),
+                installed: r.installed,
+            });
+            t.classifier.insert(flow.matches, flow.priority, rule);
+        }
+    }
+
     /// Remove one flow, logging the undo.
     fn uninstall(
         &mut self,
@@ -576,8 +601,27 @@ impl Pipeline {
             FlowModCommand::Add => {
                 let flow = spec.to_flow();
                 validate_flow(index, &flow)?;
+                if spec.flags.check_overlap {
+                    // OVS add_flow_start: classifier_rule_overlaps, i.e. a
+                    // rule of the same priority some packet could match too
+                    // (an identical match counts).
+                    let t = &self.tables[usize::from(flow.table)];
+                    if let Some((_, _, r)) = t
+                        .classifier
+                        .iter()
+                        .find(|(m, p, _)| *p == flow.priority && m.overlaps(&flow.matches))
+                    {
+                        return Err(FlowModError::Overlap {
+                            index,
+                            existing: format!(" {}", crate::flow::format_flow(&r.flow)),
+                        });
+                    }
+                }
                 out.added += 1;
                 if self.install(flow, now, undo) {
+                    if spec.flags.reset_counts {
+                        self.reset_counts(&spec.to_flow());
+                    }
                     out.replaced += 1;
                 }
             }
@@ -600,9 +644,15 @@ impl Pipeline {
                         actions: spec.actions.clone(),
                         ..old.flow.clone()
                     };
+                    // OVS modify_flows: counters are kept unless reset_counts.
+                    let stats = if spec.flags.reset_counts {
+                        Arc::new(RuleStats::default())
+                    } else {
+                        Arc::clone(&old.stats)
+                    };
                     let rule = Arc::new(Rule {
                         flow,
-                        stats: Arc::clone(&old.stats),
+                        stats,
                         installed: old.installed,
                     });
                     let (table, m, priority) =

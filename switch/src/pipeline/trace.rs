@@ -33,7 +33,8 @@ use super::xlate::{translate_traced, ActionOutcome, TraceSink, XlateDrop};
 use crate::datapath::DpAction;
 use crate::flow::format::format_port;
 use crate::flow::{
-    format_actions, format_key, format_match, Action, Flow, FlowKey, FlowMask, Match, PortNo,
+    format_actions, format_key, format_match, ofport, Action, Flow, FlowKey, FlowMask, Match,
+    PortNo,
 };
 
 /// The rule a table visit matched.
@@ -278,9 +279,15 @@ fn outcome_node(o: &ActionOutcome) -> Option<Node> {
     let (kind, text) = match o {
         ActionOutcome::Output { .. } | ActionOutcome::DecTtl { .. } => return None,
         ActionOutcome::SkippedInPort { .. } => (Warn, "skipping output to input port".into()),
-        ActionOutcome::NonexistentPort { port } => {
-            (Warn, format!("Nonexistent output port {port}"))
-        }
+        // Reserved numbers by name, as OVS prints ports (`LOCAL`, not 4294967294).
+        ActionOutcome::NonexistentPort { port } if *port == ofport::LOCAL => (
+            Warn,
+            "Nonexistent output port LOCAL (the bridge has no local port: add a tap port named after the bridge)".into(),
+        ),
+        ActionOutcome::NonexistentPort { port } => (
+            Warn,
+            format!("Nonexistent output port {}", format_port(*port)),
+        ),
         ActionOutcome::UnsupportedPort { port } => (
             Warn,
             format!(

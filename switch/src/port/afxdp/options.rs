@@ -2,7 +2,7 @@
 //! (`flowctl add-port ... type=afxdp ifname=eth0 xdp-mode=generic`).
 //!
 //! Keys follow OVS's `options:` for `type=afxdp` (vswitchd/vswitch.xml:
-//! `xdp-mode`, `n_rxq_desc`/`n_txq_desc` spelled with dashes here). Every
+//! `n_rxq`, `xdp-mode`, `n_rxq_desc`/`n_txq_desc` spelled with dashes here). Every
 //! unknown key and every bad value is a clear error naming the key; nothing
 //! here touches the kernel, so checking that the interface exists is
 //! [`super::AfxdpPort::open`]'s job.
@@ -18,6 +18,8 @@ pub const MIN_RING_DESCS: u32 = 64;
 pub const MAX_RING_DESCS: u32 = 16384;
 /// Largest UMEM accepted, in frames (4 KiB each: 256 MiB).
 pub const MAX_UMEM_FRAMES: u32 = 65536;
+/// Most rx queues one port may poll (`n_rxq`).
+pub const MAX_RXQ: u32 = 64;
 
 /// How the XDP program is attached and how the socket binds (OVS `xdp-mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -68,8 +70,11 @@ impl fmt::Display for XdpMode {
 pub struct AfxdpOptions {
     /// Interface to attach to (must exist when the port is opened).
     pub ifname: String,
-    /// Hardware queue to bind (default 0).
+    /// Hardware queue to bind (default 0). With `n_rxq` > 1 the port binds
+    /// queues 0..n_rxq and this is the queue of one socket of them.
     pub queue: u32,
+    /// Queues the port polls, one socket each (OVS `options:n_rxq`, default 1).
+    pub n_rxq: u32,
     /// XDP attach / bind mode.
     pub xdp_mode: XdpMode,
     /// Descriptors in the rx ring and the fill ring (power of two).
@@ -83,10 +88,11 @@ pub struct AfxdpOptions {
 }
 
 /// The keys [`AfxdpOptions::from_map`] accepts (`type` is the port type itself).
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 8] = [
     "type",
     "ifname",
     "queue",
+    "n_rxq",
     "xdp-mode",
     "n-rxq-desc",
     "n-txq-desc",
@@ -94,11 +100,25 @@ pub const KEYS: [&str; 7] = [
 ];
 
 impl AfxdpOptions {
+    /// The options of each socket of the port: one per queue, `queue` set.
+    pub fn per_queue(&self) -> Vec<AfxdpOptions> {
+        if self.n_rxq <= 1 {
+            return vec![self.clone()];
+        }
+        (0..self.n_rxq)
+            .map(|q| AfxdpOptions {
+                queue: q,
+                ..self.clone()
+            })
+            .collect()
+    }
+
     /// Options with defaults for interface `ifname`.
     pub fn new(ifname: &str) -> AfxdpOptions {
         AfxdpOptions {
             ifname: ifname.to_string(),
             queue: 0,
+            n_rxq: 1,
             xdp_mode: XdpMode::BestEffort,
             n_rxq_desc: DEFAULT_RING_DESCS,
             n_txq_desc: DEFAULT_RING_DESCS,
@@ -106,7 +126,7 @@ impl AfxdpOptions {
         }
     }
 
-    /// Parse `ifname` (required), `queue`, `xdp-mode`, `n-rxq-desc`,
+    /// Parse `ifname` (required), `queue`, `n_rxq`, `xdp-mode`, `n-rxq-desc`,
     /// `n-txq-desc`, `umem-frames`. A `type` key, if present, must be `afxdp`.
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<AfxdpOptions, String> {
         for k in map.keys() {
@@ -131,6 +151,22 @@ impl AfxdpOptions {
             o.queue = v
                 .parse::<u32>()
                 .map_err(|_| format!("afxdp: queue={v} is not a queue number (0, 1, ...)"))?;
+        }
+        if let Some(v) = map.get("n_rxq") {
+            o.n_rxq = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_RXQ).contains(n))
+                .ok_or_else(|| {
+                    format!("afxdp: n_rxq={v} must be a number of queues, 1 to {MAX_RXQ}")
+                })?;
+            if o.n_rxq > 1 && map.contains_key("queue") {
+                return Err(format!(
+                    "afxdp: queue= and n_rxq={} do not go together (n_rxq polls queues 0 to {})",
+                    o.n_rxq,
+                    o.n_rxq - 1
+                ));
+            }
         }
         if let Some(v) = map.get("xdp-mode") {
             o.xdp_mode = XdpMode::parse(v).ok_or_else(|| {
@@ -227,6 +263,17 @@ mod tests {
             (o.n_rxq_desc, o.n_txq_desc, o.umem_frames),
             (512, 256, 1024)
         );
+        // n_rxq: one socket per queue, 0..n
+        let o = AfxdpOptions::from_map(&map(&[("ifname", "e"), ("n_rxq", "3")])).unwrap();
+        let qs: Vec<u32> = o.per_queue().iter().map(|q| q.queue).collect();
+        assert_eq!(qs, [0, 1, 2]);
+        assert!(o
+            .per_queue()
+            .iter()
+            .all(|q| q.ifname == "e" && q.n_rxq == 3));
+        let o = AfxdpOptions::from_map(&map(&[("ifname", "e"), ("queue", "5")])).unwrap();
+        assert_eq!(o.per_queue().len(), 1);
+        assert_eq!(o.per_queue()[0].queue, 5);
         // umem-frames defaults to what the rings need
         let o = AfxdpOptions::from_map(&map(&[("ifname", "e"), ("n-rxq-desc", "128")])).unwrap();
         assert_eq!(o.umem_frames, 128 + 2048);
@@ -251,5 +298,11 @@ mod tests {
         assert!(err(&[("ifname", "a/b")]).contains("not a valid interface name"));
         assert!(err(&[("ifname", "")]).contains("not a valid interface name"));
         assert!(err(&[("ifname", "sixteen-chars-xx")]).contains("not a valid interface name"));
+        assert!(err(&[("ifname", "e"), ("n_rxq", "0")]).contains("n_rxq=0"));
+        assert!(err(&[("ifname", "e"), ("n_rxq", "65")]).contains("1 to 64"));
+        assert!(err(&[("ifname", "e"), ("n_rxq", "two")]).contains("n_rxq=two"));
+        assert!(
+            err(&[("ifname", "e"), ("n_rxq", "2"), ("queue", "1")]).contains("do not go together")
+        );
     }
 }
