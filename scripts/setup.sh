@@ -10,6 +10,8 @@ set -euo pipefail
 # veth), iputils-ping, iperf3, ethtool, tcpdump.
 PACKAGES=(build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4
           iproute2 iputils-ping iperf3 ethtool tcpdump)
+# perf/veth/veth_bench.sh compares switchd with OVS's userspace datapath (afxdp ports).
+PACKAGES+=(openvswitch-switch)
 
 need=()
 for p in "${PACKAGES[@]}"; do

@@ -37,6 +37,10 @@
 # private dirs under /tmp/h1-ovs.
 # =============================================================================
 set -u -o pipefail
+# a session (hence an autogroup) of our own, see NICE below
+if [ -z "${FS_H1_SESSION:-}" ] && command -v setsid >/dev/null; then
+  FS_H1_SESSION=1 exec setsid --wait "$0" "$@"
+fi
 
 DPS=${DPS:-"switchd linux-bridge ovs-afxdp-native ovs-afxdp-generic"}
 REPS=${REPS:-3}
@@ -94,8 +98,12 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$SAMPLES"; }
 taskset -pc "$GEN_CPU" $$ >/dev/null   # this script and its children stay off the switch CPU
 # The machine is shared with compilers at normal priority (load average 15-18 on 2 vCPUs was
 # seen): every data plane, the generator and iperf3 inherit this niceness, so they, and not the
-# neighbours' builds, get the CPUs. All data planes are treated the same.
+# neighbours' builds, get the CPUs. All data planes are treated the same. With autogroup
+# scheduling (/proc/sys/kernel/sched_autogroup_enabled) nice only ranks tasks inside one
+# session, so the script runs in a session of its own and gives that session's autogroup the
+# niceness too (it vanishes with the session).
 renice -n "$NICE" -p $$ >/dev/null
+[ -w /proc/self/autogroup ] && echo "$NICE" > /proc/$$/autogroup 2>/dev/null
 
 CUR_STOP=""; SRV_PID=""
 cleanup() {
@@ -233,12 +241,22 @@ cpu_pct() { awk -v s0="$1" -v s1="$2" -v c="$3" 'BEGIN { n = split(s0, x, " "); 
   for (i = 1; i <= n; i += 3) if (x[i] == c) { b = y[i+1] - x[i+1]; t = y[i+2] - x[i+2] }
   printf "%.0f", (t > 0) ? 100 * b / t : 0 }'; }
 
+nic_snap() {   # every ethtool -S and ip -s counter of the four veth ends, one "dev.name value" a line
+  { in_sw ethtool -S "$HOST_A" | sed "s/^ */A-host./"; in_sw ethtool -S "$HOST_B" | sed "s/^ */B-host./"
+    in_a ethtool -S eth0 | sed "s/^ */A-pod./"; in_b ethtool -S eth0 | sed "s/^ */B-pod./"
+    for d in "$HOST_A" "$HOST_B"; do for f in rx_packets rx_dropped tx_packets tx_dropped; do
+      echo "$d.$f: $(in_sw cat /sys/class/net/$d/statistics/$f)"; done; done
+  } 2>/dev/null | awk -F': *' 'NF == 2 && $2 ~ /^[0-9]+$/ {print $1, $2}'
+}
+nic_delta() { awk 'NR == FNR {a[$1] = $2; next} ($2 - a[$1]) != 0 {printf "%-40s %d\n", $1, $2 - a[$1]}' "$1" "$2"; }
+
 udp_test() {   # udp_test DP REP SIZE FLOWS FIRST(0|1)
   local dp=$1 rep=$2 size=$3 flows=$4 first=$5 id=${1//-/_} out c0 c1 t0 t1 rx tx extra=""
   host_gro on
   local ppid=${SD_PID:-$VSW_PID} ptid="" p0=0 p1=0 w0 w1
   [ -n "$ppid" ] && ptid=$(poll_tid "$ppid")
   [ -n "$ptid" ] && p0=$(thread_ticks "$ppid" "$ptid")
+  nic_snap > "$RUN/nic0"
   w0=$(date +%s.%N)
   c0=$(cpu_snap); [ -n "$SD_PID" ] && t0=$(proc_ticks "$SD_PID")
   out=$(taskset -c "$GEN_CPU" "$BIN/fs-pktgen" run --netns "$A_NS" --iface eth0 --dmac $B_MAC --smac $A_MAC \
@@ -247,6 +265,7 @@ udp_test() {   # udp_test DP REP SIZE FLOWS FIRST(0|1)
   c1=$(cpu_snap); [ -n "$SD_PID" ] && t1=$(proc_ticks "$SD_PID")
   [ -n "$ptid" ] && p1=$(thread_ticks "$ppid" "$ptid")
   w1=$(date +%s.%N)
+  nic_snap > "$RUN/nic1"; nic_delta "$RUN/nic0" "$RUN/nic1" > "$DP_DIR/nic-udp${size}_${flows}f.txt"
   host_gro off
   if [ -n "$ptid" ]; then   # the polling thread's own CPU share over the generator's run
     extra="poll_thread_cpu=$(awk -v d=$((p1 - p0)) -v hz="$CLK_TCK" -v a="$w0" -v b="$w1" 'BEGIN {printf "%.1f", 100 * d / hz / (b - a)}')% "
