@@ -89,5 +89,8 @@ fn n_frames_sent_are_n_frames_counted() {
         .output()
         .expect("ip link show");
     let text = String::from_utf8_lossy(&link.stdout);
-    assert!(!text.contains("prog/xdp"), "XDP program left behind:\n{text}");
+    assert!(
+        !text.contains("prog/xdp"),
+        "XDP program left behind:\n{text}"
+    );
 }

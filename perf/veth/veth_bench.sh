@@ -23,7 +23,9 @@
 #   sw_cpu_pct         switchd only: its process CPU % (utime+stime, /proc/PID/stat) while
 #                      forwarding the first UDP test; sw_idle_cpu_pct: same, idle for IDLE_SECONDS
 #                      with its ports attached and no traffic.
-#   cyc_per_pkt        switchd only: from `flowctl pmd-perf-show` after the first UDP test.
+#   pmd-perf-*.txt     switchd's `flowctl pmd-perf-show` / OVS's `dpif-netdev/pmd-perf-show` after the
+#                      first UDP test (in the run dir); nic-*.txt: veth counter deltas per test;
+#                      with --profile, perf-top.txt: where the polling thread's cycles went.
 # Output: INFO lines (stderr), then `fs-pktgen summarize` RESULT lines (median, min-max) and
 # RATIO lines (switchd's median over each other dp's) on stdout. Raw samples and logs stay in
 # the run dir (printed) when --keep or on failure.
@@ -53,7 +55,8 @@ IDLE_SECONDS=${IDLE_SECONDS:-10}
 GEN_CPU=${GEN_CPU:-0}
 SW_CPU=${SW_CPU:-1}
 KEEP=${KEEP:-0}
-NICE=${NICE:--15}                 # niceness of everything measured (see below)
+NICE=${NICE:--15}
+PROFILE=${PROFILE:-0}             # 1: perf record the polling thread during each dp's first UDP test                 # niceness of everything measured (see below)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
 OVS_VSWITCHD=${OVS_VSWITCHD:-/usr/lib/openvswitch-switch/ovs-vswitchd}
@@ -64,7 +67,7 @@ while [ $# -gt 0 ]; do
     --dps) DPS=$2; shift;; --reps) REPS=$2; shift;; --seconds) SECONDS_W=$2; shift;;
     --warmup) WARMUP=$2; shift;; --sizes) SIZES=$2; shift;; --flows) FLOWS=$2; shift;;
     --tcp-seconds) TCP_SECONDS=$2; shift;; --idle-seconds) IDLE_SECONDS=$2; shift;;
-    --bin) BIN=$2; shift;; --keep) KEEP=1;; --nice) NICE=$2; shift;;
+    --bin) BIN=$2; shift;; --keep) KEEP=1;; --nice) NICE=$2; shift;; --profile) PROFILE=1;;
     -h|--help) awk 'NR > 2 && /^# =====/ {exit} NR > 2 {sub(/^# ?/, ""); print}' "$0"; exit 0;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2;;
   esac
@@ -262,12 +265,21 @@ udp_test() {   # udp_test DP REP SIZE FLOWS FIRST(0|1)
   nic_snap > "$RUN/nic0"
   w0=$(date +%s.%N)
   c0=$(cpu_snap); [ -n "$SD_PID" ] && t0=$(proc_ticks "$SD_PID")
+  local prof=""
+  if [ "$PROFILE" = 1 ] && [ "$first" = 1 ] && [ -n "$ptid" ] && command -v perf >/dev/null; then
+    ( sleep "$WARMUP"; exec perf record -q -g -t "$ptid" -o "$DP_DIR/perf.data" -- sleep "$SECONDS_W" ) >/dev/null 2>&1 &
+    prof=$!
+  fi
   out=$(taskset -c "$GEN_CPU" "$BIN/fs-pktgen" run --netns "$A_NS" --iface eth0 --dmac $B_MAC --smac $A_MAC \
         --sip $A_IP --dip $B_IP --size "$size" --flows "$flows" --warmup "$WARMUP" --duration "$SECONDS_W" \
         --rx-netns "$B_NS" --rx-iface eth0 2>>"$RUN/pktgen.err")
   c1=$(cpu_snap); [ -n "$SD_PID" ] && t1=$(proc_ticks "$SD_PID")
   [ -n "$ptid" ] && read -r p1 u1 k1 <<<"$(thread_ticks "$ppid" "$ptid")"
   w1=$(date +%s.%N)
+  if [ -n "$prof" ]; then
+    wait "$prof" 2>/dev/null
+    perf report -i "$DP_DIR/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^#' | grep '%' | head -40 > "$DP_DIR/perf-top.txt"
+  fi
   nic_snap > "$RUN/nic1"; nic_delta "$RUN/nic0" "$RUN/nic1" > "$DP_DIR/nic-udp${size}_${flows}f.txt"
   host_gro off
   if [ -n "$ptid" ]; then   # the polling thread's own CPU share over the generator's run

@@ -27,7 +27,10 @@ use perf::pktgen::progs::{self, RX_MAGIC, RX_OTHER, RX_SLOTS};
 use perf::pktgen::report::{ratios, summarize, Report};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "In-kernel (XDP live frames) UDP generator and XDP frame counter")]
+#[command(
+    version,
+    about = "In-kernel (XDP live frames) UDP generator and XDP frame counter"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -157,7 +160,10 @@ impl Counter {
             bpf::XDP_FLAGS_DRV_MODE
         };
         let link = bpf::attach_xdp(&prog, idx, flags).map_err(|e| {
-            format!("attaching the counter to {iface} ({} mode): {e} (another XDP program there?)", rx.rx_mode)
+            format!(
+                "attaching the counter to {iface} ({} mode): {e} (another XDP program there?)",
+                rx.rx_mode
+            )
         })?;
         let ncpus = bpf::possible_cpus().map_err(|e| e.to_string())?;
         Ok(Some(Counter {
@@ -211,7 +217,8 @@ fn run(a: &RunArgs) -> Result<Report, String> {
     }
     let idx = bpf::ifindex(&a.iface).map_err(|e| e.to_string())?;
     let txmap = bpf::counter_map(1, false).map_err(|e| format!("tx map: {e}"))?;
-    let insns = progs::tx_program(txmap.as_raw_fd(), a.sport, a.flows).map_err(|e| e.to_string())?;
+    let insns =
+        progs::tx_program(txmap.as_raw_fd(), a.sport, a.flows).map_err(|e| e.to_string())?;
     let prog = bpf::load_xdp("fspg_tx", &insns).map_err(|e| e.to_string())?;
     let sent = || bpf::read_counter(&txmap, 0, 1).unwrap_or(0);
     let rx = || counter.as_ref().map(Counter::read).unwrap_or((0, 0));

@@ -178,7 +178,9 @@ mod tests {
             let f = s.build().unwrap();
             assert_eq!(f.len(), size);
             let p = SlicedPacket::from_ethernet(&f).unwrap();
-            let Some(NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
+            let Some(NetSlice::Ipv4(ip)) = p.net else {
+                panic!("not IPv4")
+            };
             let h = ip.header();
             assert_eq!(h.source_addr(), s.sip);
             assert_eq!(h.destination_addr(), s.dip);
@@ -187,7 +189,9 @@ mod tests {
             // The checksum field is right: recomputing over the header gives 0.
             assert_eq!(ipv4_checksum(&f[14..34]), 0);
             assert_eq!(h.to_header().calc_header_checksum(), h.header_checksum());
-            let Some(TransportSlice::Udp(u)) = p.transport else { panic!("not UDP") };
+            let Some(TransportSlice::Udp(u)) = p.transport else {
+                panic!("not UDP")
+            };
             assert_eq!(u.source_port(), 1000);
             assert_eq!(u.destination_port(), 9);
             assert_eq!(usize::from(u.length()), size - 34);
@@ -206,7 +210,8 @@ mod tests {
         assert_eq!(u16::from_be_bytes([f99[34], f99[35]]), 1099);
         assert_eq!(s.sport_of_flow(100), 1000);
         assert_eq!(s.sport_of_flow(199), 1099);
-        let distinct: std::collections::HashSet<u16> = (0..1000).map(|i| s.sport_of_flow(i)).collect();
+        let distinct: std::collections::HashSet<u16> =
+            (0..1000).map(|i| s.sport_of_flow(i)).collect();
         assert_eq!(distinct.len(), 100);
         let one = FrameSpec { flows: 1, ..spec() };
         assert!((0..10).all(|i| one.sport_of_flow(i) == 1000));
@@ -214,11 +219,33 @@ mod tests {
 
     #[test]
     fn bad_specs_are_refused() {
-        assert_eq!(FrameSpec { size: 49, ..spec() }.build(), Err(FrameError::Size(49)));
-        assert_eq!(FrameSpec { size: 1515, ..spec() }.build(), Err(FrameError::Size(1515)));
+        assert_eq!(
+            FrameSpec { size: 49, ..spec() }.build(),
+            Err(FrameError::Size(49))
+        );
+        assert_eq!(
+            FrameSpec {
+                size: 1515,
+                ..spec()
+            }
+            .build(),
+            Err(FrameError::Size(1515))
+        );
         assert!(FrameSpec { flows: 0, ..spec() }.build().is_err());
-        assert!(FrameSpec { sport: 65000, flows: 536, ..spec() }.build().is_ok());
-        assert!(FrameSpec { sport: 65000, flows: 537, ..spec() }.build().is_err());
+        assert!(FrameSpec {
+            sport: 65000,
+            flows: 536,
+            ..spec()
+        }
+        .build()
+        .is_ok());
+        assert!(FrameSpec {
+            sport: 65000,
+            flows: 537,
+            ..spec()
+        }
+        .build()
+        .is_err());
     }
 
     #[test]

@@ -142,7 +142,14 @@ impl Asm {
     }
 
     /// Append a conditional (or, with [`JA`], unconditional) jump to `label`.
-    pub fn jump_to(&mut self, code: u8, dst: u8, src: u8, imm: i32, label: &'static str) -> &mut Asm {
+    pub fn jump_to(
+        &mut self,
+        code: u8,
+        dst: u8,
+        src: u8,
+        imm: i32,
+        label: &'static str,
+    ) -> &mut Asm {
         self.fixups.push((self.insns.len(), label));
         self.op(code, dst, src, 0, imm)
     }
@@ -161,7 +168,10 @@ impl Asm {
             return Err(AsmError::DuplicateLabel(l));
         }
         for (at, label) in &self.fixups {
-            let target = *self.labels.get(label).ok_or(AsmError::UndefinedLabel(label))?;
+            let target = *self
+                .labels
+                .get(label)
+                .ok_or(AsmError::UndefinedLabel(label))?;
             // A jump's offset counts from the instruction after it.
             let off = target as i64 - (*at as i64 + 1);
             let off = i16::try_from(off).map_err(|_| AsmError::OutOfRange(label))?;
@@ -181,8 +191,14 @@ mod tests {
     #[test]
     fn encodes_like_the_kernel_struct() {
         // r0 = 3; exit -- the bytes veth_anchor.sh packs by hand.
-        assert_eq!(Insn::new(MOV64_K, 0, 0, 0, 3).to_bytes(), [0xb7, 0, 0, 0, 3, 0, 0, 0]);
-        assert_eq!(Insn::new(EXIT, 0, 0, 0, 0).to_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Insn::new(MOV64_K, 0, 0, 0, 3).to_bytes(),
+            [0xb7, 0, 0, 0, 3, 0, 0, 0]
+        );
+        assert_eq!(
+            Insn::new(EXIT, 0, 0, 0, 0).to_bytes(),
+            [0x95, 0, 0, 0, 0, 0, 0, 0]
+        );
         // *(u32 *)(r10 - 4) = r9: dst 10 low nibble, src 9 high nibble, off -4.
         assert_eq!(
             Insn::new(STX_W, 10, 9, -4, 0).to_bytes(),

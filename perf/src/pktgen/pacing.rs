@@ -100,7 +100,10 @@ mod tests {
     #[test]
     fn paced_rate_is_kept_on_average() {
         // 100 kpps for 1 s with a kernel that could do 5 Mpps.
-        let p = Pacer { rate: 100_000, count: u64::MAX };
+        let p = Pacer {
+            rate: 100_000,
+            count: u64::MAX,
+        };
         assert_eq!(p.chunk(), 100);
         let (sent, calls) = simulate(p, 1_000_000_000, 200);
         assert!((99_000..=101_000).contains(&sent), "sent {sent}");
@@ -109,7 +112,10 @@ mod tests {
 
     #[test]
     fn small_rates_use_the_minimum_chunk() {
-        let p = Pacer { rate: 1000, count: u64::MAX };
+        let p = Pacer {
+            rate: 1000,
+            count: u64::MAX,
+        };
         assert_eq!(p.chunk(), MIN_CHUNK);
         assert_eq!(p.next(0, 0), Step::Sleep(64_000_000));
         assert_eq!(p.next(0, 64_000_000), Step::Send(64));
@@ -119,10 +125,16 @@ mod tests {
 
     #[test]
     fn count_stops_exactly() {
-        let p = Pacer { rate: 0, count: 1000 };
+        let p = Pacer {
+            rate: 0,
+            count: 1000,
+        };
         assert_eq!(p.next(0, 0), Step::Send(1000));
         assert_eq!(p.next(1000, 5), Step::Done);
-        let p = Pacer { rate: 1_000_000, count: 2500 };
+        let p = Pacer {
+            rate: 1_000_000,
+            count: 2500,
+        };
         let (sent, calls) = simulate(p, u64::MAX / 2, 100);
         assert_eq!(sent, 2500);
         assert_eq!(calls, 3); // 1000 + 1000 + 500
@@ -131,7 +143,10 @@ mod tests {
     #[test]
     fn a_late_caller_catches_up_in_bounded_steps() {
         // 1 Mpps, chunk 1000; the caller comes back 10 ms late: 10000 due.
-        let p = Pacer { rate: 1_000_000, count: u64::MAX };
+        let p = Pacer {
+            rate: 1_000_000,
+            count: u64::MAX,
+        };
         assert_eq!(p.next(0, 10_000_000), Step::Send(10_000));
         // 1 s late: capped at 64 chunks.
         assert_eq!(p.next(0, 1_000_000_000), Step::Send(64_000));
@@ -139,14 +154,20 @@ mod tests {
 
     #[test]
     fn unpaced_sends_big_chunks() {
-        let p = Pacer { rate: 0, count: u64::MAX };
+        let p = Pacer {
+            rate: 0,
+            count: u64::MAX,
+        };
         assert_eq!(p.next(0, 0), Step::Send(UNPACED_CHUNK));
         assert_eq!(p.next(123, 456), Step::Send(UNPACED_CHUNK));
     }
 
     #[test]
     fn huge_rates_do_not_overflow() {
-        let p = Pacer { rate: u64::MAX, count: u64::MAX };
+        let p = Pacer {
+            rate: u64::MAX,
+            count: u64::MAX,
+        };
         assert!(matches!(p.next(0, u64::MAX), Step::Send(_)));
     }
 }

@@ -102,7 +102,9 @@ mod tests {
             assert_eq!(p.last().map(|i| i.code), Some(EXIT));
             // Every map load names fd 5 as a pseudo map fd.
             let loads: Vec<&Insn> = p.iter().filter(|i| i.code == LD_IMM64).collect();
-            assert!(loads.iter().any(|i| i.regs >> 4 == PSEUDO_MAP_FD && i.imm == 5));
+            assert!(loads
+                .iter()
+                .any(|i| i.regs >> 4 == PSEUDO_MAP_FD && i.imm == 5));
         }
     }
 
@@ -119,7 +121,10 @@ mod tests {
     #[test]
     fn count_program_compares_the_magic_as_loaded() {
         let p = count_program(3).unwrap();
-        let i = p.iter().position(|i| i.code == LD_IMM64 && i.regs == 4).unwrap();
+        let i = p
+            .iter()
+            .position(|i| i.code == LD_IMM64 && i.regs == 4)
+            .unwrap();
         let v = u64::from(p[i].imm as u32) | (u64::from(p[i + 1].imm as u32) << 32);
         let mut frame = [0u8; MIN_FRAME];
         frame[MAGIC_OFFSET..].copy_from_slice(&MAGIC);

@@ -183,7 +183,10 @@ pub fn summarize(samples: &str) -> Result<Vec<Stat>, String> {
         }
         let f: Vec<&str> = line.split('\t').collect();
         if f.len() != 4 {
-            return Err(format!("line {}: expected dp<TAB>metric<TAB>rep<TAB>value", i + 1));
+            return Err(format!(
+                "line {}: expected dp<TAB>metric<TAB>rep<TAB>value",
+                i + 1
+            ));
         }
         let v: f64 = f[3]
             .parse()
@@ -230,7 +233,9 @@ mod tests {
 
     #[test]
     fn text_line_round_trips() {
-        let r = Report::new(64, 100, 0, 5.0, 5_000_000, 4_000_000, 3, 6_000_000, 4_800_000);
+        let r = Report::new(
+            64, 100, 0, 5.0, 5_000_000, 4_000_000, 3, 6_000_000, 4_800_000,
+        );
         assert!((r.tx_mpps - 1.0).abs() < 1e-9);
         assert!((r.rx_mpps - 0.8).abs() < 1e-9);
         assert!((r.loss_pct() - 20.0).abs() < 1e-9);
@@ -248,7 +253,9 @@ mod tests {
 
     #[test]
     fn bad_lines_are_errors_not_zeros() {
-        assert!(Report::parse_text("fs-pktgen: size=64").unwrap_err().contains("missing"));
+        assert!(Report::parse_text("fs-pktgen: size=64")
+            .unwrap_err()
+            .contains("missing"));
         assert!(Report::parse_text("size=x").is_err());
         assert!(Report::parse_text("garbage").is_err());
     }
@@ -271,6 +278,8 @@ mod tests {
         assert!((r[0].2 - 2.0 / 0.6).abs() < 1e-9);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert!(summarize("a\tb\tc").unwrap_err().contains("line 1"));
-        assert!(summarize("a\tb\t1\tx").unwrap_err().contains("not a number"));
+        assert!(summarize("a\tb\t1\tx")
+            .unwrap_err()
+            .contains("not a number"));
     }
 }
