@@ -23,6 +23,7 @@
 #   sw_cpu_pct         switchd only: its process CPU % (utime+stime, /proc/PID/stat) while
 #                      forwarding the first UDP test; sw_idle_cpu_pct: same, idle for IDLE_SECONDS
 #                      with its ports attached and no traffic.
+#   switchd-alt        optional dp: switchd again with the binary SWITCHD_ALT (A/B of a change).
 #   pmd-perf-*.txt     switchd's `flowctl pmd-perf-show` / OVS's `dpif-netdev/pmd-perf-show` after the
 #                      first UDP test (in the run dir); nic-*.txt: veth counter deltas per test;
 #                      with --profile, perf-top.txt: where the polling thread's cycles went.
@@ -148,6 +149,7 @@ host_reset() {
 poll_tid() {   # poll_tid PID: the first thread whose name starts with pmd (switchd pmdN, OVS pmd-cNN)
   local t; for t in /proc/"$1"/task/*; do case $(cat "$t/comm" 2>/dev/null) in pmd*) basename "$t"; return;; esac; done
 }
+ctxsw() { awk '/^voluntary_ctxt_switches/ {v=$2} /^nonvoluntary_ctxt_switches/ {n=$2} END {print v+0, n+0}' "/proc/$1/task/$2/status" 2>/dev/null || echo 0 0; }
 thread_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13, $12, $13}' "/proc/$1/task/$2/stat" 2>/dev/null || echo 0 0 0; }
 proc_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }  # utime+stime
 CLK_TCK=$(getconf CLK_TCK)
@@ -161,7 +163,7 @@ dp_switchd_start() {
   # ip netns exec gives a private mount ns with the netns's /sys; libxdp wants a bpffs there.
   # Both CPUs allowed: switchd pins its polling thread to SW_CPU and its control thread to the rest.
   ip netns exec "$SW_NS" sh -c "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf;
-    exec taskset -c $GEN_CPU,$SW_CPU $BIN/switchd --pmd-cpus $SW_CPU --socket $SD_SOCK --state-dir $DP_DIR/state" \
+    exec taskset -c $GEN_CPU,$SW_CPU ${SWITCHD_BIN:-$BIN/switchd} --pmd-cpus $SW_CPU --socket $SD_SOCK --state-dir $DP_DIR/state" \
     >"$DP_DIR/switchd.log" 2>&1 &
   SD_PID=$!
   local t; for t in $(seq 1 100); do [ -S "$SD_SOCK" ] && break; alive "$SD_PID" || break; sleep 0.1; done
@@ -171,6 +173,11 @@ dp_switchd_start() {
   fctl add-flow br0 in_port=1,actions=output:2 && fctl add-flow br0 in_port=2,actions=output:1
 }
 dp_switchd_stop() { stop_pid "$SD_PID" switchd; SD_PID=""; }
+# switchd-alt: another switchd binary (SWITCHD_ALT=path), e.g. before/after a change, same run
+dp_switchd_alt_start() { [ -x "${SWITCHD_ALT:-}" ] || { log "switchd-alt needs SWITCHD_ALT=/path/to/switchd"; return 1; }
+  SWITCHD_BIN=$SWITCHD_ALT dp_switchd_start; }
+dp_switchd_alt_stop() { dp_switchd_stop; }
+dp_switchd_alt_perf() { dp_switchd_perf "$@"; }
 dp_switchd_idle() {   # switchd's CPU use with ports attached and no traffic
   local t0 t1; t0=$(proc_ticks "$SD_PID"); sleep "$IDLE_SECONDS"; t1=$(proc_ticks "$SD_PID")
   awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$IDLE_SECONDS" 'BEGIN {printf "%.1f", 100 * d / hz / s}'
@@ -261,7 +268,8 @@ udp_test() {   # udp_test DP REP SIZE FLOWS FIRST(0|1)
   host_gro on
   local ppid=${SD_PID:-$VSW_PID} ptid="" p0=0 p1=0 u0=0 u1=0 k0=0 k1=0 w0 w1
   [ -n "$ppid" ] && ptid=$(poll_tid "$ppid")
-  [ -n "$ptid" ] && read -r p0 u0 k0 <<<"$(thread_ticks "$ppid" "$ptid")"
+  local v0=0 n0=0 v1=0 n1=0
+  [ -n "$ptid" ] && read -r p0 u0 k0 <<<"$(thread_ticks "$ppid" "$ptid")" && read -r v0 n0 <<<"$(ctxsw "$ppid" "$ptid")"
   nic_snap > "$RUN/nic0"
   w0=$(date +%s.%N)
   c0=$(cpu_snap); [ -n "$SD_PID" ] && t0=$(proc_ticks "$SD_PID")
@@ -274,7 +282,7 @@ udp_test() {   # udp_test DP REP SIZE FLOWS FIRST(0|1)
         --sip $A_IP --dip $B_IP --size "$size" --flows "$flows" --warmup "$WARMUP" --duration "$SECONDS_W" \
         --rx-netns "$B_NS" --rx-iface eth0 2>>"$RUN/pktgen.err")
   c1=$(cpu_snap); [ -n "$SD_PID" ] && t1=$(proc_ticks "$SD_PID")
-  [ -n "$ptid" ] && read -r p1 u1 k1 <<<"$(thread_ticks "$ppid" "$ptid")"
+  [ -n "$ptid" ] && read -r p1 u1 k1 <<<"$(thread_ticks "$ppid" "$ptid")" && read -r v1 n1 <<<"$(ctxsw "$ppid" "$ptid")"
   w1=$(date +%s.%N)
   if [ -n "$prof" ]; then
     wait "$prof" 2>/dev/null
@@ -284,7 +292,7 @@ udp_test() {   # udp_test DP REP SIZE FLOWS FIRST(0|1)
   host_gro off
   if [ -n "$ptid" ]; then   # the polling thread's own CPU share over the generator's run
     local pc; pc=$(awk -v d=$((p1 - p0)) -v hz="$CLK_TCK" -v a="$w0" -v b="$w1" 'BEGIN {printf "%.1f", 100 * d / hz / (b - a)}')
-    extra="poll_thread_cpu=${pc}% (user $((u1 - u0)) sys $((k1 - k0)) ticks) "
+    extra="poll_thread_cpu=${pc}% (user $((u1 - u0)) sys $((k1 - k0)) ticks, ctxsw vol $((v1 - v0)) invol $((n1 - n0))) "
     record "$dp" "poll_cpu_pct_udp${size}_${flows}f" "$rep" "$pc"
   fi
   rx=$(printf '%s' "$out" | tr ' ' '\n' | awk -F= '$1=="rx_mpps" {print $2}')
@@ -322,7 +330,7 @@ run_dp() {   # run_dp DP REP
   CUR_STOP="dp_${id}_stop"
   if ! "dp_${id}_start"; then log "dp $dp failed to start (logs in $DP_DIR)"; $CUR_STOP; CUR_STOP=""; KEEP=1; return 1; fi
   in_a ping -q -c 3 -i 0.1 -W 1 $B_IP >/dev/null 2>&1 || log "WARNING dp=$dp: ping A->B fails"
-  if [ "$dp" = switchd ]; then
+  if [ "$dp" = switchd ] || [ "$dp" = switchd-alt ]; then
     local idle; idle=$(dp_switchd_idle); record "$dp" sw_idle_cpu_pct "$2" "$idle"
     log "INFO dp=$dp rep=$2 idle ${IDLE_SECONDS}s: switchd_cpu=${idle}%"
   fi
@@ -331,7 +339,7 @@ run_dp() {   # run_dp DP REP
     udp_test "$dp" "$2" "$s" "$f" "$first"; first=0
   done; done
   tcp_test "$dp" "$2"
-  [ "$dp" = switchd ] && fctl dump-ports br0 > "$DP_DIR/ports-end.txt" 2>&1
+  [ -n "$SD_PID" ] && fctl dump-ports br0 > "$DP_DIR/ports-end.txt" 2>&1
   $CUR_STOP; CUR_STOP=""; SD_PID=""
 }
 
