@@ -12,7 +12,13 @@
 //! them through the datapath (or not at all), hand the tx batch to the
 //! output port. They never allocate once warm.
 //!
+//! [`pktgen`] is the engine of the `fs-pktgen` packet generator (an
+//! in-kernel XDP transmitter and an XDP frame counter) used by the veth
+//! forwarding harness in `perf/veth/`.
+//!
 //! [`LoopPort`]: switch::port::memory::LoopPort
+
+pub mod pktgen;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
