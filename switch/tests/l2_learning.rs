@@ -55,7 +55,11 @@ struct Rig {
 impl Rig {
     fn new(aging_secs: u32) -> Rig {
         let mut p = Pipeline::new();
-        p.add_flow(parse_flow("actions=NORMAL", ParseMode::Add).unwrap().to_flow());
+        p.add_flow(
+            parse_flow("actions=NORMAL", ParseMode::Add)
+                .unwrap()
+                .to_flow(),
+        );
         let snap = Arc::new(Snapshot {
             generation: 1,
             pipeline: Arc::new(p),
@@ -114,7 +118,11 @@ fn flood_until_learned_then_unicast_at_the_next_batch() {
     // A → B, B unknown: flooded to 2 and 3, twice (the second from the cache).
     assert_eq!(r.send(1, A, B), vec![2, 3]);
     assert_eq!(r.send(1, A, B), vec![2, 3]);
-    assert_eq!(r.dp.stats().misses, 1, "the second flood came from the megaflow");
+    assert_eq!(
+        r.dp.stats().misses,
+        1,
+        "the second flood came from the megaflow"
+    );
     r.control_step(0);
     assert_eq!(r.table.lookup(&at(A)), Some(1));
     // B answers: A is known, so only port 1.
@@ -206,13 +214,12 @@ fn ok(b: &mut Bridge, req: Request) -> Value {
 }
 
 fn start(dir: &Path) -> Bridge {
-    let mut b = Bridge::start(
+    Bridge::start(
         BR,
         StateStore::open(dir).unwrap(),
         DatapathConfig::default(),
     )
-    .unwrap();
-    b
+    .unwrap()
 }
 
 fn setup(b: &mut Bridge) {
@@ -284,8 +291,14 @@ fn bridge_floods_learns_shows_and_ages_out() {
     let text = v["text"].as_str().unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], " port  VLAN  MAC                Age");
-    assert!(lines[1].starts_with("    1     0  02:00:00:00:00:0a  "), "{text}");
-    assert!(lines[2].starts_with("    2     0  02:00:00:00:00:0b  "), "{text}");
+    assert!(
+        lines[1].starts_with("    1     0  02:00:00:00:00:0a  "),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("    2     0  02:00:00:00:00:0b  "),
+        "{text}"
+    );
     assert_eq!(v["entries"].as_array().unwrap().len(), 2);
     assert_eq!(v["mac-aging-time"], 300);
     assert_eq!(v["mac-table-size"], 8192);

@@ -117,7 +117,12 @@ fn broadcast_and_multicast_flood_even_when_known_and_bpdus_drop() {
     assert_eq!(outputs(&x.actions), vec![2, 3, 4]);
     let (x, _) = translate_l2(&p, PORTS, &key(4, mac(1), [0x01, 0, 0x5e, 0, 0, 1], 0), &v);
     assert_eq!(outputs(&x.actions), vec![1, 2, 3]);
-    let (x, _) = translate_l2(&p, PORTS, &key(1, mac(1), [0x01, 0x80, 0xc2, 0, 0, 0], 0), &v);
+    let (x, _) = translate_l2(
+        &p,
+        PORTS,
+        &key(1, mac(1), [0x01, 0x80, 0xc2, 0, 0, 0], 0),
+        &v,
+    );
     assert!(x.actions.is_empty(), "802.1D reserved group: not forwarded");
 }
 
@@ -131,7 +136,13 @@ fn a_tagged_frame_learns_and_looks_up_in_its_own_vlan_and_keeps_its_tag() {
         &key(1, mac(1), mac(3), VLAN_CFI | 10),
         &v,
     );
-    assert_eq!(x.actions, vec![2, 3, 4].into_iter().map(DpAction::Output).collect::<Vec<_>>());
+    assert_eq!(
+        x.actions,
+        vec![2, 3, 4]
+            .into_iter()
+            .map(DpAction::Output)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(uses[0].src.vlan, 10);
     assert_eq!(uses[0].dst.vlan, 10);
     let v = view(&[(10, 3, 4)]);
@@ -222,7 +233,10 @@ fn trace_reports_learning_and_flooding_in_ovs_words() {
         text.contains("learned that 02:00:00:00:00:01 is on port 1 in VLAN 0"),
         "{text}"
     );
-    assert!(text.contains("no learned MAC for destination, flooding"), "{text}");
+    assert!(
+        text.contains("no learned MAC for destination, flooding"),
+        "{text}"
+    );
     let r = trace_l2(
         &normal_pipeline(),
         PORTS,

@@ -876,7 +876,8 @@ pub fn parse_bridge_settings(
     let mut aging = None;
     let mut size = None;
     for (k, v) in settings {
-        let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m).with_input(format!("{k}={v}"));
+        let bad =
+            |m: String| ErrorBody::new(ErrorCode::BadRequest, m).with_input(format!("{k}={v}"));
         match k.trim_start_matches("other_config:") {
             "mac-aging-time" => {
                 aging = Some(

@@ -705,7 +705,10 @@ mod tests {
         assert!(set.is_empty());
         t.flush();
         let v = t.view();
-        assert!(!v.changes_since(g, &mut set), "a flush invalidates everything");
+        assert!(
+            !v.changes_since(g, &mut set),
+            "a flush invalidates everything"
+        );
         assert!(v.is_empty());
     }
 

@@ -332,10 +332,9 @@ fn outcome_node(o: &ActionOutcome) -> Option<Node> {
             format!("learned that {mac} is on port {port} in VLAN {vlan}"),
         ),
         ActionOutcome::NormalKnown { .. } => (Detail, "forwarding to learned port".into()),
-        ActionOutcome::NormalFlood { .. } => (
-            Detail,
-            "no learned MAC for destination, flooding".into(),
-        ),
+        ActionOutcome::NormalFlood { .. } => {
+            (Detail, "no learned MAC for destination, flooding".into())
+        }
         ActionOutcome::NormalDrop { reason } => (Warn, (*reason).into()),
     };
     Some(Node::leaf(kind, text))
