@@ -21,7 +21,9 @@
 //! generation arrives ([`Datapath::set_snapshot`]), pending statistics are
 //! pushed to the old snapshot's rules, then every megaflow and EMC entry is
 //! flushed, since a flow-mod may change any answer. Revalidating megaflows by
-//! re-translation (OVS's revalidators) is a later optimisation.
+//! re-translation (OVS's revalidators) is a later optimisation. The one
+//! exception is L2 learning ([`fdb`]): a new MAC table view removes only the
+//! NORMAL megaflows whose destination changed, checked once per batch.
 
 pub mod actions;
 pub mod emc;
