@@ -197,6 +197,27 @@ enum Cmd {
         #[arg(long)]
         max: Option<usize>,
     },
+    /// Print the MAC learning table of the NORMAL action (`ovs-appctl fdb/show`):
+    /// port, VLAN, MAC and seconds since the MAC was last seen.
+    FdbShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Empty the MAC learning table (`ovs-appctl fdb/flush`); traffic floods until relearned.
+    FdbFlush {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Change bridge settings: `flowctl set-bridge br0 mac-aging-time=10 mac-table-size=4096`
+    /// (OVS: `ovs-vsctl set bridge br0 other_config:mac-aging-time=10`; the
+    /// `other_config:` prefix is accepted). Persisted across restarts.
+    SetBridge {
+        /// Bridge name.
+        bridge: String,
+        /// key=value: mac-aging-time (seconds, default 300), mac-table-size (entries, default 8192).
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
 }
 
 /// The flow lines of FILE (`-`: stdin) with their 1-based line numbers in the
@@ -389,6 +410,25 @@ fn request_lines(cmd: &Cmd) -> Result<(Request, Vec<usize>), String> {
             port: port.clone(),
             max: *max,
         },
+        Cmd::FdbShow { bridge } => Request::FdbShow {
+            bridge: bridge.clone(),
+        },
+        Cmd::FdbFlush { bridge } => Request::FdbFlush {
+            bridge: bridge.clone(),
+        },
+        Cmd::SetBridge { bridge, settings } => {
+            let mut map = std::collections::BTreeMap::new();
+            for s in settings {
+                let (k, v) = s
+                    .split_once('=')
+                    .ok_or_else(|| format!("{s:?}: expected key=value (e.g. mac-aging-time=10)"))?;
+                map.insert(k.to_string(), v.to_string());
+            }
+            Request::SetBridge {
+                bridge: bridge.clone(),
+                settings: map,
+            }
+        }
     };
     Ok((req, nos))
 }

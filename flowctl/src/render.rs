@@ -157,7 +157,7 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 n("iterations")
             );
         }
-        Cmd::Trace { .. } => {
+        Cmd::Trace { .. } | Cmd::FdbShow { .. } | Cmd::FdbFlush { .. } => {
             out += body["text"].as_str().unwrap_or_default();
             if !out.ends_with('\n') {
                 out.push('\n');

@@ -65,6 +65,7 @@ use serde::{Deserialize, Serialize};
 use crate::datapath::{cycles_now, Datapath, DatapathConfig, PortDpStats, Snapshot, TxBatches};
 use crate::flow::PortNo;
 use crate::packet::{Packet, PacketPool};
+use crate::pipeline::l2::L2Shared;
 use crate::port::{DropReason, Port};
 
 /// Frames received per port per iteration (OVS's NETDEV_MAX_BURST).
@@ -424,6 +425,8 @@ struct Wiring {
     snapshot: Arc<ArcSwap<Snapshot>>,
     dir: Arc<ArcSwap<TxDirectory>>,
     free: Arc<ArrayQueue<Packet>>,
+    /// The bridge's L2 learning (NORMAL): MAC table view and learn queue.
+    l2: Arc<L2Shared>,
 }
 
 impl PmdHandle {
@@ -437,6 +440,7 @@ impl PmdHandle {
             snapshot,
             dir: Arc::new(ArcSwap::from_pointee(TxDirectory::default())),
             free: Arc::new(ArrayQueue::new(SHARED_FREE)),
+            l2: Arc::new(L2Shared::new()),
         };
         PmdHandle::spawn_on(0, None, w, cfg)
     }
@@ -568,6 +572,8 @@ pub struct PmdSet {
     queues: BTreeMap<PortNo, Handoff>,
     dir: Arc<ArcSwap<TxDirectory>>,
     assign: RxqAssign,
+    /// L2 learning shared by every thread and the control thread.
+    l2: Arc<L2Shared>,
 }
 
 impl PmdSet {
@@ -579,6 +585,7 @@ impl PmdSet {
     ) -> std::io::Result<PmdSet> {
         let dir = Arc::new(ArcSwap::from_pointee(TxDirectory::default()));
         let free = Arc::new(ArrayQueue::new(SHARED_FREE));
+        let l2 = Arc::new(L2Shared::new());
         let cpus = if pcfg.cpus.is_empty() {
             vec![None]
         } else {
@@ -590,10 +597,12 @@ impl PmdSet {
                 snapshot: snapshot.clone(),
                 dir: dir.clone(),
                 free: free.clone(),
+                l2: l2.clone(),
             };
             pmds.push(PmdHandle::spawn_on(i, *cpu, w, cfg)?);
         }
         Ok(PmdSet {
+            l2,
             pmds,
             cpus,
             owner: BTreeMap::new(),
@@ -601,6 +610,12 @@ impl PmdSet {
             dir,
             assign: pcfg.assign,
         })
+    }
+
+    /// The bridge's L2 learning channel: the control thread drains its learn
+    /// queue and publishes MAC table views through it.
+    pub fn l2(&self) -> &Arc<L2Shared> {
+        &self.l2
     }
 
     /// Number of threads.
@@ -916,10 +931,12 @@ fn run(
         snapshot: snap,
         dir,
         free,
+        l2,
     } = w;
     let mut current = snap.load_full();
     let mut cur_dir = dir.load_full();
     let mut dp = Datapath::new(current.clone(), cfg);
+    dp.attach_l2(l2);
     let mut pool = PacketPool::with_capacity(4096);
     let mut ports: Vec<OwnedPort> = Vec::new();
     // dense snapshot index -> where its frames go
@@ -1078,6 +1095,7 @@ fn run(
         let asked = shared.sync_ack.load(Ordering::Relaxed) < req;
         if asked || last_push.elapsed() >= STATS_PERIOD {
             dp.push_stats();
+            dp.l2_refresh();
             publish_port_counters(&dp, &mut ports);
             let d = dp.stats();
             stats.tx_no_port = d

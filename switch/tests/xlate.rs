@@ -330,15 +330,12 @@ fn local_needs_a_local_port_and_unknown_ports_are_skipped() {
 }
 
 #[test]
-fn normal_and_controller_are_not_supported_yet_and_drop_that_output() {
+fn controller_is_not_supported_yet_and_drops_that_output() {
+    // (NORMAL is the learning switch now: tests in xlate_normal.rs.)
     let p = pipeline(vec![flow(
         0,
         &[],
-        vec![
-            Action::Output(ofport::NORMAL),
-            Action::Output(ofport::CONTROLLER),
-            Action::Output(3),
-        ],
+        vec![Action::Output(ofport::CONTROLLER), Action::Output(3)],
     )]);
     let x = translate(&p, PORTS, &tcp_key(1, 64));
     assert_eq!(x.actions, vec![out(3)]);

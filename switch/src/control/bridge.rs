@@ -25,6 +25,7 @@ use crate::flow::parse::{parse_flow, ParseError, ParseMode};
 use crate::flow::trace_spec::parse_packet;
 use crate::flow::{ofport, Flow, PortNo};
 use crate::packet::Packet;
+use crate::pipeline::l2::{self, MacTable};
 use crate::pipeline::table::{FlowMod, FlowModCommand};
 use crate::pipeline::Pipeline;
 use crate::pmd::{PmdConfig, PmdPerf, PmdSet, PmdStats};
@@ -130,6 +131,14 @@ pub struct Bridge {
     published: Arc<ArcSwap<Snapshot>>,
     pmd: PmdSet,
     store: StateStore,
+    /// L2 learning for NORMAL: the one writable MAC table.
+    fdb: MacTable,
+    /// The MAC table generation last published to the polling threads.
+    fdb_published: u64,
+    /// Time base of the MAC table's ages.
+    fdb_epoch: Instant,
+    /// `set-bridge` settings, persisted as given.
+    other_config: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -185,8 +194,16 @@ impl Bridge {
             published,
             pmd,
             store,
+            fdb: MacTable::default(),
+            fdb_published: 0,
+            fdb_epoch: Instant::now(),
+            other_config: BTreeMap::new(),
         };
         if let Some(bs) = state.bridges.get(name) {
+            let (aging, size) = parse_bridge_settings(&bs.other_config)
+                .map_err(|e| format!("restoring bridge settings: {}", e.message))?;
+            b.apply_bridge_settings(aging, size);
+            b.other_config = bs.other_config.clone();
             for pc in &bs.ports {
                 b.create_port(pc.clone())
                     .map_err(|e| format!("restoring port {}: {}", pc.name, e.message))?;
@@ -230,6 +247,7 @@ impl Bridge {
             BridgeState {
                 ports: self.ports.values().map(|p| p.cfg.clone()).collect(),
                 flows: pipeline.rules().map(|r| flow_to_text(&r.flow)).collect(),
+                other_config: self.other_config.clone(),
             },
         );
         State {
@@ -507,6 +525,10 @@ impl Bridge {
             // path can be added again at once.
             v.shutdown();
         }
+        // OVS flushes a deleted port's MACs (mac_learning_flush_port... via
+        // bundle removal): traffic to them floods again.
+        self.fdb.remove_port(no);
+        self.l2_publish();
         if let Err(e) = self.store.save(&self.state(&self.pipeline)) {
             // The port object is gone from the polling thread; recreate it so state and reality agree.
             if let Some(rt) = rt {
@@ -591,7 +613,99 @@ impl Bridge {
             .collect()
     }
 
+    /// Milliseconds on the MAC table's clock.
+    fn fdb_now(&self) -> u64 {
+        u64::try_from(self.fdb_epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Publish the MAC table to the polling threads if it changed.
+    fn l2_publish(&mut self) {
+        if self.fdb.generation() != self.fdb_published {
+            self.fdb_published = self.fdb.generation();
+            self.pmd.l2().publish(self.fdb.view());
+        }
+    }
+
+    /// Learning's control step (every tick and before every request): apply
+    /// the polling threads' learn and refresh events, age entries out, and
+    /// publish a new view when a binding changed.
+    fn l2_service(&mut self) {
+        let now = self.fdb_now();
+        let shared = self.pmd.l2().clone();
+        // Bounded: at most one queue's worth per step, so a flood of new
+        // sources cannot stall the control thread.
+        for _ in 0..l2::LEARN_QUEUE_DEPTH {
+            let Some(ev) = shared.pop() else { break };
+            self.fdb.apply(&ev, now);
+        }
+        self.fdb.expire(now);
+        self.l2_publish();
+    }
+
+    /// `fdb-show`: the table in OVS `fdb/show` shape, with counters.
+    fn fdb_show(&mut self) -> serde_json::Value {
+        // Let every polling thread finish what it received and queue its
+        // refreshes, so the table reflects traffic already forwarded.
+        self.pmd.sync(SYNC_TIMEOUT);
+        self.l2_service();
+        let rows = self.fdb.rows(self.fdb_now());
+        let mut text = String::from(" port  VLAN  MAC                Age\n");
+        for r in &rows {
+            // OVS prints the OpenFlow port number (ofputil_port_to_string).
+            text.push_str(&format!(
+                "{:>5}  {:>4}  {}  {:>3}\n",
+                r.port, r.vlan, r.mac, r.age
+            ));
+        }
+        json!({
+            "entries": rows,
+            "text": text,
+            "stats": self.fdb.stats(),
+            "mac-aging-time": self.fdb.aging_secs(),
+            "mac-table-size": self.fdb.max_entries(),
+            "learn_queue_full": self.pmd.l2().dropped(),
+        })
+    }
+
+    fn apply_bridge_settings(&mut self, aging: Option<u32>, size: Option<usize>) {
+        if let Some(a) = aging {
+            self.fdb.set_aging_secs(a);
+        }
+        if let Some(n) = size {
+            self.fdb.set_max_entries(n);
+        }
+        let now = self.fdb_now();
+        self.fdb.expire(now);
+        self.l2_publish();
+    }
+
+    /// `set-bridge`: validate every setting, persist, then apply.
+    fn set_bridge(
+        &mut self,
+        settings: BTreeMap<String, String>,
+    ) -> Result<serde_json::Value, ErrorBody> {
+        let (aging, size) = parse_bridge_settings(&settings)?;
+        let mut next = self.other_config.clone();
+        for (k, v) in &settings {
+            next.insert(k.trim_start_matches("other_config:").to_string(), v.clone());
+        }
+        let old = std::mem::replace(&mut self.other_config, next);
+        if let Err(e) = self.store.save(&self.state(&self.pipeline)) {
+            self.other_config = old;
+            return Err(ErrorBody::new(
+                ErrorCode::StateIo,
+                format!("saving state: {e}; settings not applied"),
+            ));
+        }
+        self.apply_bridge_settings(aging, size);
+        Ok(json!({
+            "mac-aging-time": self.fdb.aging_secs(),
+            "mac-table-size": self.fdb.max_entries(),
+        }))
+    }
+
     fn handle_inner(&mut self, req: Request) -> Result<serde_json::Value, ErrorBody> {
+        self.l2_service();
         if let Some(b) = req.bridge() {
             if b != self.name {
                 return Err(ErrorBody::new(
@@ -723,8 +837,13 @@ impl Bridge {
                     index: None,
                 })?;
                 let ports: Vec<PortNo> = self.ports.keys().copied().collect();
-                let report =
-                    crate::pipeline::trace::trace(&self.pipeline, &ports, &key, &self.name);
+                let report = crate::pipeline::trace::trace_l2(
+                    &self.pipeline,
+                    &ports,
+                    &key,
+                    &self.name,
+                    &self.fdb.view(),
+                );
                 Ok(json!({ "text": report.to_string(), "report": report }))
             }
             Request::AddPort {
@@ -833,6 +952,13 @@ impl Bridge {
                 self.pmd.sync(SYNC_TIMEOUT);
                 Ok(json!({ "assign": self.pmd.assign(), "moves": moves }))
             }
+            Request::FdbShow { .. } => Ok(self.fdb_show()),
+            Request::FdbFlush { .. } => {
+                let n = self.fdb.flush();
+                self.l2_publish();
+                Ok(json!({ "flushed": n, "text": "table successfully flushed\n" }))
+            }
+            Request::SetBridge { settings, .. } => self.set_bridge(settings),
             Request::Capture { port, max, .. } => {
                 let no = self.port_by(&port)?;
                 let h = self.ports[&no].memory.clone().ok_or_else(|| {
@@ -869,6 +995,7 @@ impl Handler for Bridge {
     }
 
     fn tick(&mut self) {
+        self.l2_service();
         let mut next = self.pipeline.clone();
         if next.expire(Instant::now()).is_empty() {
             return;
@@ -890,6 +1017,55 @@ fn rx_channels(ifname: &str) -> Option<u32> {
         .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
         .count();
     u32::try_from(n).ok().filter(|n| *n > 0)
+}
+
+/// Validate `set-bridge` settings: `mac-aging-time` (seconds,
+/// 1..=[`l2::MAX_AGING_SECS`]) and `mac-table-size` (entries,
+/// 1..=[`l2::MAX_TABLE_SIZE`]), optionally spelled with OVS's
+/// `other_config:` prefix.
+pub fn parse_bridge_settings(
+    settings: &BTreeMap<String, String>,
+) -> Result<(Option<u32>, Option<usize>), ErrorBody> {
+    let mut aging = None;
+    let mut size = None;
+    for (k, v) in settings {
+        let bad =
+            |m: String| ErrorBody::new(ErrorCode::BadRequest, m).with_input(format!("{k}={v}"));
+        match k.trim_start_matches("other_config:") {
+            "mac-aging-time" => {
+                aging = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=l2::MAX_AGING_SECS).contains(n))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "mac-aging-time must be 1..{} seconds, got {v:?}",
+                                l2::MAX_AGING_SECS
+                            ))
+                        })?,
+                )
+            }
+            "mac-table-size" => {
+                size = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=l2::MAX_TABLE_SIZE).contains(n))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "mac-table-size must be 1..{} entries, got {v:?}",
+                                l2::MAX_TABLE_SIZE
+                            ))
+                        })?,
+                )
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown bridge setting {k:?} (known: mac-aging-time, mac-table-size)"
+                )))
+            }
+        }
+    }
+    Ok((aging, size))
 }
 
 /// Lowercase hex of `b`.

@@ -195,6 +195,24 @@ pub enum Request {
         /// Bridge name.
         bridge: String,
     },
+    /// The MAC learning table of NORMAL (OVS `fdb/show`).
+    FdbShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Empty the MAC learning table (OVS `fdb/flush`).
+    FdbFlush {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Change bridge settings: `mac-aging-time` (seconds) and
+    /// `mac-table-size` (entries), like OVS's bridge `other_config`.
+    SetBridge {
+        /// Bridge name.
+        bridge: String,
+        /// key → value.
+        settings: BTreeMap<String, String>,
+    },
 }
 
 impl Request {
@@ -219,7 +237,10 @@ impl Request {
             | Request::Capture { bridge, .. }
             | Request::PmdRxqShow { bridge }
             | Request::PmdPerfShow { bridge }
-            | Request::PmdRxqRebalance { bridge } => Some(bridge),
+            | Request::PmdRxqRebalance { bridge }
+            | Request::FdbShow { bridge }
+            | Request::FdbFlush { bridge }
+            | Request::SetBridge { bridge, .. } => Some(bridge),
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct BridgeState {
     pub ports: Vec<PortConfig>,
     /// Flows, as `table=..,priority=..,cookie=..,[timeouts,]MATCH,actions=..` text.
     pub flows: Vec<String>,
+    /// Bridge settings from `set-bridge` (`mac-aging-time`, `mac-table-size`),
+    /// as given; absent from files written before they existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other_config: BTreeMap<String, String>,
 }
 
 /// The whole state file.
@@ -139,6 +143,7 @@ mod tests {
                     options: BTreeMap::new(),
                 }],
                 flows: vec!["table=0,priority=10,actions=drop".into()],
+                other_config: BTreeMap::from([("mac-aging-time".into(), "10".into())]),
             },
         );
         store.save(&s).unwrap();

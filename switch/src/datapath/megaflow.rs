@@ -751,6 +751,19 @@ impl MegaflowCache {
         self.live -= 1;
     }
 
+    /// Remove the entry behind `h`, if it is still live, crediting its
+    /// statistics to `pipeline` first (targeted invalidation: a learned MAC
+    /// changed the answer of the NORMAL megaflows that depend on it).
+    /// Counted as flushed. False when `h` was already stale.
+    pub fn invalidate(&mut self, h: MegaflowHandle, pipeline: &Pipeline, epoch: Instant) -> bool {
+        if self.get(h).is_none() {
+            return false;
+        }
+        self.remove(h.idx, pipeline, epoch);
+        self.counters.flushed += 1;
+        true
+    }
+
     /// Credit every entry's statistics since the last push to its rules and
     /// tables in `pipeline`, then zero the deltas.
     pub fn push_stats(&mut self, pipeline: &Pipeline, epoch: Instant) {

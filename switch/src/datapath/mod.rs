@@ -21,11 +21,14 @@
 //! generation arrives ([`Datapath::set_snapshot`]), pending statistics are
 //! pushed to the old snapshot's rules, then every megaflow and EMC entry is
 //! flushed, since a flow-mod may change any answer. Revalidating megaflows by
-//! re-translation (OVS's revalidators) is a later optimisation.
+//! re-translation (OVS's revalidators) is a later optimisation. The one
+//! exception is L2 learning ([`fdb`]): a new MAC table view removes only the
+//! NORMAL megaflows whose destination changed, checked once per batch.
 
 pub mod actions;
 pub mod emc;
 pub mod execute;
+pub mod fdb;
 pub mod megaflow;
 
 use std::sync::Arc;
@@ -34,6 +37,7 @@ use std::time::Instant;
 pub use actions::DpAction;
 pub use emc::{key_hash, Emc};
 pub use execute::{apply, ExecCtx, ExecError, TunnelMeta};
+pub use fdb::{DpL2, L2DpStats};
 pub use megaflow::{
     Megaflow, MegaflowCache, MegaflowCounters, MegaflowHandle, MegaflowInstall, LOOKUP_BATCH,
 };
@@ -422,7 +426,10 @@ pub struct Datapath {
     mf: MegaflowCache,
     stats: DatapathStats,
     scratch: Scratch,
-    translator: Translator,
+    /// A replacement slow path (tests); None: translation with L2 learning.
+    translator: Option<Translator>,
+    /// L2 learning for NORMAL: the MAC table view and tagged megaflows.
+    l2: DpL2,
     epoch: Instant,
     batches_since_resort: u32,
     /// [`cycles_now`] when `now_ms` was last read from the clock (0: never).
@@ -445,7 +452,8 @@ impl Datapath {
             mf: MegaflowCache::new(cfg.megaflow_capacity),
             stats: DatapathStats::default(),
             scratch,
-            translator: crate::pipeline::translate,
+            translator: None,
+            l2: DpL2::default(),
             epoch: Instant::now(),
             batches_since_resort: 0,
             clock_tsc: 0,
@@ -460,8 +468,25 @@ impl Datapath {
     /// Replace the slow-path function (tests, alternative pipelines).
     /// Flushes the caches, whose answers came from the old one.
     pub fn set_translator(&mut self, f: Translator) {
-        self.translator = f;
+        self.translator = Some(f);
         self.flush();
+    }
+
+    /// Connect NORMAL to a bridge's MAC learning (its published view and
+    /// learn queue); without it NORMAL floods and learns nothing.
+    pub fn attach_l2(&mut self, shared: Arc<crate::pipeline::l2::L2Shared>) {
+        self.l2.attach(shared);
+    }
+
+    /// This thread's L2 learning state (counters, view).
+    pub fn l2(&self) -> &DpL2 {
+        &self.l2
+    }
+
+    /// Every stats round: queue refreshes for the sources of NORMAL
+    /// megaflows hit since the last round (see [`DpL2::refresh`]).
+    pub fn l2_refresh(&mut self) {
+        self.l2.refresh(&self.mf);
     }
 
     /// The configuration.
@@ -517,6 +542,7 @@ impl Datapath {
     fn flush_caches(&mut self) {
         self.mf.flush();
         self.emc.flush();
+        self.l2.clear();
     }
 
     /// Credit every megaflow's packets and bytes since the last push to its
@@ -553,6 +579,9 @@ impl Datapath {
             return;
         }
         tx.ensure_ports(self.snapshot.ports.len(), pool);
+        // A new MAC table view: drop the NORMAL megaflows it affects.
+        self.l2
+            .check(&mut self.mf, &self.snapshot.pipeline, self.epoch);
         // The megaflows' last-used time, in ms: reading the clock costs a
         // vDSO call (tens of ns under a hypervisor's clock source), so it
         // is re-read only when the TSC says about a millisecond has passed.
@@ -705,7 +734,15 @@ impl Datapath {
     fn upcall(&mut self, key: &FlowKey) -> MegaflowHandle {
         let t0 = cycles_now();
         let snap = &self.snapshot;
-        let x = (self.translator)(&snap.pipeline, &snap.ports, key);
+        let (x, l2_uses) = match self.translator {
+            Some(t) => (t(&snap.pipeline, &snap.ports, key), Vec::new()),
+            None => crate::pipeline::xlate::translate_l2(
+                &snap.pipeline,
+                &snap.ports,
+                key,
+                self.l2.view(),
+            ),
+        };
         let mut mask = x.mask;
         // The datapath's answer always depends on where the packet came from
         // (output to in_port is skipped, IN_PORT resolves to it).
@@ -737,6 +774,9 @@ impl Datapath {
             tables: x.tables,
         };
         let h = self.mf.install(key, what, &snap.pipeline, self.epoch);
+        if !l2_uses.is_empty() {
+            self.l2.installed(h, &l2_uses);
+        }
         self.stats.slow_path_cycles += cycles_now().wrapping_sub(t0);
         h
     }

@@ -4,7 +4,7 @@
 //!
 //! Data enters as a pipeline, the bridge's ports, a key and the bridge name;
 //! the walk is recorded by a [`TraceLog`] plugged into
-//! [`translate_traced`], the very translation the datapath runs, so the trace
+//! [`super::xlate::translate_traced`], the very translation the datapath runs, so the trace
 //! can never disagree with the megaflow the datapath would install. It
 //! leaves as a report: each table visit (the rule matched, or a miss), each
 //! action with what it did (skipped outputs, TTL exceptions, nested
@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use super::odp_format::format_dp_actions;
 use super::table::{Pipeline, Rule};
-use super::xlate::{translate_traced, ActionOutcome, TraceSink, XlateDrop};
+use super::xlate::{ActionOutcome, TraceSink, XlateDrop};
 use crate::datapath::DpAction;
 use crate::flow::format::format_port;
 use crate::flow::{
@@ -142,8 +142,20 @@ pub struct TraceReport {
 
 /// Trace `key` through `pipeline` on bridge `bridge` (its ports `ports`).
 pub fn trace(pipeline: &Pipeline, ports: &[PortNo], key: &FlowKey, bridge: &str) -> TraceReport {
+    trace_l2(pipeline, ports, key, bridge, &super::l2::FdbView::default())
+}
+
+/// [`trace`] with the bridge's MAC table for `NORMAL` (what the datapath
+/// would do now; the trace itself learns nothing).
+pub fn trace_l2(
+    pipeline: &Pipeline,
+    ports: &[PortNo],
+    key: &FlowKey,
+    bridge: &str,
+    fdb: &super::l2::FdbView,
+) -> TraceReport {
     let mut log = TraceLog::default();
-    let x = translate_traced(pipeline, ports, key, &mut log);
+    let x = super::xlate::translate_traced_l2(pipeline, ports, key, fdb, &mut log);
     let outputs = x
         .outputs
         .iter()
@@ -322,6 +334,15 @@ fn outcome_node(o: &ActionOutcome) -> Option<Node> {
         ActionOutcome::TooManyResubmits { resubmits } => {
             (Error, format!("over {resubmits} resubmit actions"))
         }
+        ActionOutcome::NormalLearn { mac, vlan, port } => (
+            Detail,
+            format!("learned that {mac} is on port {port} in VLAN {vlan}"),
+        ),
+        ActionOutcome::NormalKnown { .. } => (Detail, "forwarding to learned port".into()),
+        ActionOutcome::NormalFlood { .. } => {
+            (Detail, "no learned MAC for destination, flooding".into())
+        }
+        ActionOutcome::NormalDrop { reason } => (Warn, (*reason).into()),
     };
     Some(Node::leaf(kind, text))
 }

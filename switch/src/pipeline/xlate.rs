@@ -26,8 +26,13 @@
 //!   skipped, callers continue;
 //! - `output:N` to the packet's own in_port is skipped (use `IN_PORT`);
 //!   output to a port the bridge does not have is skipped (OVS "Nonexistent
-//!   output port"); `NORMAL` and `CONTROLLER` are not supported yet: that
-//!   output is dropped and reported as [`ActionOutcome::UnsupportedPort`];
+//!   output port"); `CONTROLLER` is not supported yet: that output is
+//!   dropped and reported as [`ActionOutcome::UnsupportedPort`];
+//! - `NORMAL` is a learning switch (OVS `xlate_normal`, see [`super::l2`]):
+//!   it reads `dl_src`, `dl_dst`, the VLAN and `in_port` (all exact in the
+//!   mask), outputs to the destination's learned port or floods every port
+//!   but the ingress one, and reports the source to learn through
+//!   [`translate_l2`];
 //! - header changes are committed lazily, like `commit_odp_actions` in
 //!   `lib/odp-util.c`: just before each output, the working key is compared
 //!   with the packet as the datapath has it so far, and only the fields that
@@ -54,10 +59,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::l2::{self, FdbView, L2Use, NormalOut};
 use super::table::{Pipeline, Rule};
 use crate::datapath::DpAction;
 use crate::flow::action::FieldRange;
-use crate::flow::key::{ethertype, ipproto, FRAG_ANY, FRAG_LATER, VLAN_CFI};
+use crate::flow::key::{ethertype, ipproto, FRAG_ANY, FRAG_LATER, VLAN_CFI, VLAN_VID_MASK};
 use crate::flow::{ofport, Action, FlowKey, FlowMask, PortNo, Prereq};
 
 /// Maximum nesting of lookups into the same or an earlier table (OVS `MAX_DEPTH`).
@@ -198,6 +204,32 @@ pub enum ActionOutcome {
         /// The limit.
         resubmits: u32,
     },
+    /// NORMAL: the source address is new on the ingress port (learned, or
+    /// moved there, when the datapath forwards the packet).
+    NormalLearn {
+        /// The source address.
+        mac: String,
+        /// Its VLAN.
+        vlan: u16,
+        /// The ingress port.
+        port: PortNo,
+    },
+    /// NORMAL: the destination is learned on `port`.
+    NormalKnown {
+        /// The learned port.
+        port: PortNo,
+    },
+    /// NORMAL: unknown unicast, broadcast or multicast destination: flooding
+    /// every port but the ingress one.
+    NormalFlood {
+        /// The VLAN flooded.
+        vlan: u16,
+    },
+    /// NORMAL dropped the packet.
+    NormalDrop {
+        /// Why (OVS's trace wording).
+        reason: &'static str,
+    },
 }
 
 /// Receives the walk of one translation, for `ofproto/trace`. Calls nest:
@@ -220,6 +252,35 @@ pub trait TraceSink {
 /// exist). Never fails: a problem is a drop.
 pub fn translate(pipeline: &Pipeline, ports: &[PortNo], key: &FlowKey) -> Xlation {
     Xlator::new(pipeline, ports, key, None).run()
+}
+
+/// [`translate`] with the bridge's MAC table for `NORMAL`: also returns what
+/// every NORMAL execution read and whether its source is to be learned (the
+/// datapath queues the learning and tags the megaflow with it).
+pub fn translate_l2(
+    pipeline: &Pipeline,
+    ports: &[PortNo],
+    key: &FlowKey,
+    fdb: &FdbView,
+) -> (Xlation, Vec<L2Use>) {
+    let mut uses = Vec::new();
+    let mut x = Xlator::new(pipeline, ports, key, None);
+    x.fdb = Some(fdb);
+    x.l2_uses = Some(&mut uses);
+    (x.run(), uses)
+}
+
+/// [`translate_traced`] with the bridge's MAC table for `NORMAL`.
+pub fn translate_traced_l2(
+    pipeline: &Pipeline,
+    ports: &[PortNo],
+    key: &FlowKey,
+    fdb: &FdbView,
+    sink: &mut dyn TraceSink,
+) -> Xlation {
+    let mut x = Xlator::new(pipeline, ports, key, Some(sink));
+    x.fdb = Some(fdb);
+    x.run()
 }
 
 /// [`translate`], reporting every step to `sink` (the trace uses this; the
@@ -314,6 +375,10 @@ struct Xlator<'a> {
     invalid_ttl: bool,
     /// First NoMatch / ExplicitDrop met.
     first_drop: Option<XlateDrop>,
+    /// The MAC table NORMAL consults (None: an empty one).
+    fdb: Option<&'a FdbView>,
+    /// Where NORMAL records what it read (None: nobody asked).
+    l2_uses: Option<&'a mut Vec<L2Use>>,
 }
 
 impl<'a> Xlator<'a> {
@@ -351,6 +416,8 @@ impl<'a> Xlator<'a> {
             failed: false,
             invalid_ttl: false,
             first_drop: None,
+            fdb: None,
+            l2_uses: None,
         }
     }
 
@@ -683,7 +750,8 @@ impl<'a> Xlator<'a> {
                     }
                 }
             }
-            ofport::NORMAL | ofport::CONTROLLER | ofport::TABLE | ofport::ANY => {
+            ofport::NORMAL => self.normal(),
+            ofport::CONTROLLER | ofport::TABLE | ofport::ANY => {
                 self.note(ActionOutcome::UnsupportedPort { port });
             }
             p if p == self.flow.in_port => self.note(ActionOutcome::SkippedInPort { port: p }),
@@ -879,6 +947,64 @@ impl<'a> Xlator<'a> {
         }
         self.base_vlans = self.flow_vlans;
         self.base.vlan_tci = self.flow.vlan_tci;
+    }
+}
+
+impl Xlator<'_> {
+    /// OVS `xlate_normal`: learn the source, forward to the destination's
+    /// learned port or flood the bridge except the ingress port. Bonds,
+    /// mirrors, per-port VLAN modes and multicast snooping do not exist here:
+    /// every port carries every VLAN (an OVS port without `tag`/`trunks`),
+    /// so a tagged frame learns and floods in its own VLAN with its tag.
+    fn normal(&mut self) {
+        // What NORMAL reads, all exact in the megaflow: both addresses, the
+        // VLAN (VID and presence) and the ingress port.
+        self.wc.dl_src = [0xff; 6];
+        self.wc.dl_dst = [0xff; 6];
+        self.wc.vlan_tci |= VLAN_CFI | VLAN_VID_MASK;
+        self.wc.in_port = u32::MAX;
+        let empty;
+        let fdb = match self.fdb {
+            Some(f) => f,
+            None => {
+                empty = FdbView::default();
+                &empty
+            }
+        };
+        let (out, use_) = l2::normal_decision(fdb, &self.flow);
+        if let Some(u) = self.l2_uses.as_deref_mut() {
+            u.push(use_);
+        }
+        if use_.learn {
+            self.note(ActionOutcome::NormalLearn {
+                mac: l2::format_mac(&use_.src.mac),
+                vlan: use_.src.vlan,
+                port: use_.in_port,
+            });
+        }
+        match out {
+            NormalOut::Unicast(p) => {
+                self.note(ActionOutcome::NormalKnown { port: p });
+                self.emit_output(p);
+            }
+            NormalOut::InputPort(_) => self.note(ActionOutcome::NormalDrop {
+                reason: "learned port is input port, dropping",
+            }),
+            NormalOut::Reserved => self.note(ActionOutcome::NormalDrop {
+                reason: "dropping frame to a reserved (802.1D) group address",
+            }),
+            NormalOut::Flood => {
+                self.note(ActionOutcome::NormalFlood {
+                    vlan: use_.dst.vlan,
+                });
+                let ports = self.ports;
+                for &p in ports {
+                    if p != self.flow.in_port {
+                        self.emit_output(p);
+                    }
+                }
+            }
+        }
     }
 }
 
