@@ -14,6 +14,8 @@
 //!
 //! [`LoopPort`]: switch::port::memory::LoopPort
 
+pub mod pvp;
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
