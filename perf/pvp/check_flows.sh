@@ -64,6 +64,16 @@ fctl add-port br0 p2 type=memory ofport=2 >/dev/null || die "flowctl add-port p2
 pkt() {  # IN_PORT DST [TTL]
   echo "in_port=$1,udp,dl_src=02:aa:00:00:00:01,dl_dst=02:bb:00:00:00:02,nw_src=10.254.0.1,nw_dst=$2,nw_ttl=${3:-64},udp_src=1000,udp_dst=1001"
 }
+# OVS turns a dec_ttl exception into a packet-in for a controller that is not there
+# (`userspace(...controller(...dont_send=1...))`); switchd has no controller and drops
+# (docs/flowctl.md, drop reason invalid_ttl). Both send the packet nowhere: compare them as
+# such. Header sets before an action that outputs nothing are moot, so that line is `drop`.
+ovs_actions_norm() {
+  local l=$1 rest
+  case $l in *"controller("*"dont_send=1"*) ;; *) echo "$l"; return;; esac
+  rest=$(sed -E 's/^Datapath actions: //; s/,?userspace\(pid=0,controller\([^)]*\)\)//; s/set\([a-z0-9_]+\([^)]*\)\)//g; s/,//g' <<<"$l")
+  if [ -z "$rest" ]; then echo "Datapath actions: drop"; else echo "$l"; fi
+}
 FAIL=0; N=0
 compare() {  # FILE-LABEL PACKET
   local o f what a b
@@ -72,6 +82,7 @@ compare() {  # FILE-LABEL PACKET
   N=$((N + 1))
   for what in "Final flow:" "Datapath actions:"; do
     a=$(grep "^$what" <<<"$o"); b=$(grep "^$what" <<<"$f")
+    [ "$what" = "Datapath actions:" ] && a=$(ovs_actions_norm "$a")
     if [ "$a" != "$b" ]; then
       FAIL=1; log "MISMATCH [$1] $2"; echo "  ovs:     $a" >&2; echo "  flowctl: $b" >&2
     fi

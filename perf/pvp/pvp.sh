@@ -317,7 +317,7 @@ run_one() {   # SWITCH CASE REP
   tp_cmd stop >> "$OUT/fwdstats-$CUR.log"
   tp_stop; ${sw}_stop
   echo "$sw $case $rep $mpps ${perf#* }" >> "$RESULTS"
-  log "$CUR: $mpps Mpps, ${perf#* } cycles/pkt (switch rx ${perf%% *} pkts), polling thread waited $(( (w1 - w0) / 10000000 ))% of the window on the run queue"
+  log "$CUR: $mpps Mpps, ${perf#* } cycles/pkt (switch rx ${perf%% *} pkts), polling thread waited $(( (w1 - w0) / 10000000 / DURATION ))% of the window on the run queue"
 }
 
 # ------------------------------------------------------------------ main
