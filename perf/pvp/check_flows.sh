@@ -39,18 +39,20 @@ cleanup() { local rc=$?; trap - EXIT INT TERM
 trap cleanup EXIT; trap 'exit 130' INT TERM
 
 ovs_env() { env OVS_RUNDIR="$D" OVS_LOGDIR="$D" OVS_DBDIR="$D" OVS_SYSCONFDIR="$D" OVS_PKGDATADIR=/usr/share/openvswitch "$@"; }
+# `( ovs_exec CMD ) &`: the subshell execs CMD, so $! is CMD's own PID (stopped by PID later)
+ovs_exec() { exec env OVS_RUNDIR="$D" OVS_LOGDIR="$D" OVS_DBDIR="$D" OVS_SYSCONFDIR="$D" OVS_PKGDATADIR=/usr/share/openvswitch "$@"; }
 vsctl()  { ovs_env ovs-vsctl --timeout=30 --db="unix:$D/db.sock" "$@"; }
 appctl() { ovs_env ovs-appctl --timeout=30 -t "$D/ovs-vswitchd.ctl" "$@"; }
 ofctl()  { ovs_env ovs-ofctl -O OpenFlow13 "$@"; }
 fctl()   { FLOWCTL_SOCKET=$D/switchd.sock "$FLOWCTL" "$@"; }
 
 ovsdb-tool create "$D/conf.db" /usr/share/openvswitch/vswitch.ovsschema || die ovsdb-tool
-ovs_env ovsdb-server "$D/conf.db" --remote="punix:$D/db.sock" --unixctl="$D/ovsdb-server.ctl" \
-    --log-file="$D/ovsdb-server.log" --no-chdir >/dev/null 2>&1 & DB_PID=$!
+( ovs_exec ovsdb-server "$D/conf.db" --remote="punix:$D/db.sock" --unixctl="$D/ovsdb-server.ctl" \
+    --log-file="$D/ovsdb-server.log" --no-chdir >/dev/null 2>&1 ) & DB_PID=$!
 t=0; until [ -S "$D/db.sock" ]; do sleep 0.1; t=$((t + 1)); [ $t -gt 100 ] && die "ovsdb-server"; done
 vsctl --no-wait init
-ovs_env "$OVS_VSWITCHD" --enable-dummy=override --disable-system "unix:$D/db.sock" \
-    --unixctl="$D/ovs-vswitchd.ctl" --log-file="$D/ovs-vswitchd.log" --no-chdir >/dev/null 2>&1 & VS_PID=$!
+( ovs_exec "$OVS_VSWITCHD" --enable-dummy=override --disable-system "unix:$D/db.sock" \
+    --unixctl="$D/ovs-vswitchd.ctl" --log-file="$D/ovs-vswitchd.log" --no-chdir >/dev/null 2>&1 ) & VS_PID=$!
 vsctl add-br br0 -- set bridge br0 datapath_type=dummy fail_mode=secure protocols=OpenFlow13 \
     -- add-port br0 p1 -- set Interface p1 type=dummy ofport_request=1 \
     -- add-port br0 p2 -- set Interface p2 type=dummy ofport_request=2 || die "ovs bridge"

@@ -3,7 +3,7 @@
 # alternately in one run (BENCH.md: a ratio measured in the same run is what counts).
 #
 #   perf/pvp/pvp.sh [--cases LIST] [--switches "switchd ovs"] [--reps N] [--duration S]
-#                   [--warmup S] [--routes N] [--flows N] [--out DIR] [--keep]
+#                   [--warmup S] [--routes N] [--flows N] [--nice N] [--out DIR] [--keep]
 #   perf/pvp/pvp.sh --help
 #
 # Topology (both switches alike): testpmd owns the two vhost-user sockets (virtio-user
@@ -50,6 +50,7 @@ WARMUP=${WARMUP:-3}
 ROUTES=${ROUTES:-1000}
 FLOWS=${FLOWS:-10000}
 QUEUE_SIZE=${QUEUE_SIZE:-1024}
+NICE=${NICE:--10}               # nice of testpmd and the switch: this box is shared with builds
 GEN_CPU=${GEN_CPU:-0}
 SUT_CPU=${SUT_CPU:-1}
 OUT=${OUT:-}
@@ -68,7 +69,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --cases) CASES=$2; shift;; --switches) SWITCHES=$2; shift;; --reps) REPS=$2; shift;;
     --duration) DURATION=$2; shift;; --warmup) WARMUP=$2; shift;; --routes) ROUTES=$2; shift;;
-    --flows) FLOWS=$2; shift;; --out) OUT=$2; shift;; --keep) KEEP=1;;
+    --flows) FLOWS=$2; shift;; --out) OUT=$2; shift;; --keep) KEEP=1;; --nice) NICE=$2; shift;;
     -h|--help) usage; exit 0;;
     *) echo "pvp.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
@@ -145,7 +146,7 @@ tp_start() {   # ENGINE TXPKTS
              --rxd="$QUEUE_SIZE" --txd="$QUEUE_SIZE" --total-num-mbufs=32768 --no-flush-rx
              --tx-ip=10.254.0.1,10.253.0.0 --flowgen-flows="$FLOWS" --record-core-cycles)
   echo "$TESTPMD ${eal[*]} -- ${app[*]}" >> "$OUT/commands.log"
-  ( exec taskset -c "$GEN_CPU" stdbuf -oL -eL "$TESTPMD" "${eal[@]}" -- "${app[@]}" <"$fifo" >"$TP_LOG" 2>&1 ) &
+  ( exec nice -n "$NICE" taskset -c "$GEN_CPU" stdbuf -oL -eL "$TESTPMD" "${eal[@]}" -- "${app[@]}" <"$fifo" >"$TP_LOG" 2>&1 ) &
   TP_PID=$!
   exec {TP_FD}>"$fifo"
   # testpmd's virtio-user in server mode waits in probe until the switch connects.
@@ -184,15 +185,17 @@ tp_stop() {
 # ------------------------------------------------------------------ OVS-DPDK
 OVSD=$OUT/ovs
 ovs_env()    { env OVS_RUNDIR="$OVSD" OVS_LOGDIR="$OVSD" OVS_DBDIR="$OVSD" OVS_SYSCONFDIR="$OVSD" OVS_PKGDATADIR=/usr/share/openvswitch "$@"; }
+# `( ovs_exec CMD ) &`: the subshell execs CMD, so $! is CMD's own PID (stopped by PID later)
+ovs_exec()   { exec env OVS_RUNDIR="$OVSD" OVS_LOGDIR="$OVSD" OVS_DBDIR="$OVSD" OVS_SYSCONFDIR="$OVSD" OVS_PKGDATADIR=/usr/share/openvswitch "$@"; }
 ovs_vsctl()  { ovs_env ovs-vsctl --timeout=60 --db="unix:$OVSD/db.sock" "$@"; }
 ovs_appctl() { ovs_env ovs-appctl --timeout=60 -t "$OVSD/ovs-vswitchd.ctl" "$@"; }
 ovs_ofctl()  { ovs_env ovs-ofctl -O OpenFlow13 "$@"; }
 ovs_start() {  # FLOWFILE
   rm -rf "$OVSD"; mkdir -p "$OVSD"
   ovsdb-tool create "$OVSD/conf.db" "$OVS_SCHEMA" || die "ovsdb-tool create"
-  ovs_env taskset -c "$GEN_CPU" ovsdb-server "$OVSD/conf.db" --remote="punix:$OVSD/db.sock" \
+  ( ovs_exec taskset -c "$GEN_CPU" ovsdb-server "$OVSD/conf.db" --remote="punix:$OVSD/db.sock" \
       --pidfile="$OVSD/ovsdb-server.pid" --log-file="$OVSD/ovsdb-server.log" \
-      --unixctl="$OVSD/ovsdb-server.ctl" --no-chdir >/dev/null 2>&1 &
+      --unixctl="$OVSD/ovsdb-server.ctl" --no-chdir >/dev/null 2>&1 ) &
   OVS_DB_PID=$!
   local t=0; until [ -S "$OVSD/db.sock" ]; do sleep 0.1; t=$((t + 1)); [ $t -gt 100 ] && die "ovsdb-server did not start"; done
   ovs_vsctl --no-wait init
@@ -202,9 +205,9 @@ ovs_start() {  # FLOWFILE
       other_config:dpdk-socket-mem=512 other_config:dpdk-socket-limit=768 \
       other_config:dpdk-extra="--no-pci --in-memory --iova-mode=va --file-prefix=$PREFIX-ovs" || die "ovs other_config"
   # not --detach: our child, stopped by PID
-  ovs_env taskset -c "$GEN_CPU" "$OVS_VSWITCHD" "unix:$OVSD/db.sock" --pidfile="$OVSD/ovs-vswitchd.pid" \
+  ( ovs_exec nice -n "$NICE" taskset -c "$GEN_CPU" "$OVS_VSWITCHD" "unix:$OVSD/db.sock" --pidfile="$OVSD/ovs-vswitchd.pid" \
       --log-file="$OVSD/ovs-vswitchd.log" --unixctl="$OVSD/ovs-vswitchd.ctl" --no-chdir \
-      >"$OVSD/ovs-vswitchd.stdout" 2>&1 &
+      >"$OVSD/ovs-vswitchd.stdout" 2>&1 ) &
   OVS_VS_PID=$!
   t=0
   until grep -q 'DPDK Enabled - initialized' "$OVSD/ovs-vswitchd.log" 2>/dev/null; do
@@ -242,6 +245,12 @@ ovs_stop() {
   [ -f "$OVSD/ovs-vswitchd.log" ] && cp "$OVSD/ovs-vswitchd.log" "$OUT/ovs-vswitchd-$CUR.log" 2>/dev/null
   stop_pid "$OVS_VS_PID" ovs-vswitchd; OVS_VS_PID=""
   stop_pid "$OVS_DB_PID" ovsdb-server; OVS_DB_PID=""
+  local pf p   # belt and braces: a daemon of OUR run dir that outlived its PID (pidfile + cmdline)
+  for pf in "$OVSD"/ovs-vswitchd.pid "$OVSD"/ovsdb-server.pid; do
+    p=$(cat "$pf" 2>/dev/null) || continue
+    grep -qF "$OVSD" "/proc/$p/cmdline" 2>/dev/null && { log "stray $(basename "$pf" .pid) $p: stopping"; stop_pid "$p" stray; }
+  done
+  return 0
 }
 
 # ------------------------------------------------------------------ switchd
@@ -251,7 +260,7 @@ switchd_start() {  # FLOWFILE
   rm -rf "$SWD"; mkdir -p "$SWD/state"
   # CPUs 0 and 1 allowed: switchd pins its polling thread to SUT_CPU and its control thread
   # to the other CPUs itself (switchd --pmd-cpus).
-  taskset -c "$GEN_CPU,$SUT_CPU" "$SWITCHD" --socket "$SWD/switchd.sock" --state-dir "$SWD/state" \
+  nice -n "$NICE" taskset -c "$GEN_CPU,$SUT_CPU" "$SWITCHD" --socket "$SWD/switchd.sock" --state-dir "$SWD/state" \
       --pmd-cpus "$SUT_CPU" >"$SWD/switchd.log" 2>&1 &
   SWD_PID=$!
   local t=0
@@ -280,9 +289,10 @@ switchd_stop() {
 }
 
 # ------------------------------------------------------------------ one window
-rq_wait_ns() {  # PID -> run-queue wait (ns) of its busiest thread (the polling thread)
-  local best=0 tid=0 t r
+rq_wait_ns() {  # PID -> run-queue wait (ns) of its polling thread (comm pmd*; else the busiest)
+  local best=-1 tid="" t r
   for t in /proc/"$1"/task/*; do
+    case $(cat "$t/comm" 2>/dev/null) in pmd*) tid=${t##*/}; break;; esac
     r=$(cut -d' ' -f1 "$t/schedstat" 2>/dev/null) || continue
     [ "${r:-0}" -gt "$best" ] && { best=$r; tid=${t##*/}; }
   done
@@ -305,19 +315,20 @@ run_one() {   # SWITCH CASE REP
   ${sw}_ready || die "$CUR: $sw did not bring both vhost ports up"
   if [ "$engine" = io ]; then tp_cmd "start tx_first 32" >/dev/null; else tp_cmd start >/dev/null; fi
   isleep "$WARMUP"
-  local w0 w1 t0 t1 mpps perf
-  w0=$(rq_wait_ns "$SUT_PID")
-  tp_cmd "show port stats all" > "$OUT/st0-$CUR.txt"; t0=$(now)
+  local w0 w1 t0 t1 tw0 tw1 mpps perf load
+  w0=$(rq_wait_ns "$SUT_PID"); tw0=$(now)
   ${sw}_clear
+  tp_cmd "show port stats all" > "$OUT/st0-$CUR.txt"; t0=$(now)
   isleep "$DURATION"
   tp_cmd "show port stats all" > "$OUT/st1-$CUR.txt"; t1=$(now)
   perf=$(${sw}_collect) || die "$CUR: reading $sw counters"
-  w1=$(rq_wait_ns "$SUT_PID")
+  w1=$(rq_wait_ns "$SUT_PID"); tw1=$(now)
+  load=$(cut -d' ' -f1 /proc/loadavg)
   mpps=$("$PVP_TOOL" rate "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" "$OUT/st0-$CUR.txt" "$OUT/st1-$CUR.txt") || die "$CUR: testpmd stats"
   tp_cmd stop >> "$OUT/fwdstats-$CUR.log"
   tp_stop; ${sw}_stop
   echo "$sw $case $rep $mpps ${perf#* }" >> "$RESULTS"
-  log "$CUR: $mpps Mpps, ${perf#* } cycles/pkt (switch rx ${perf%% *} pkts), polling thread waited $(( (w1 - w0) / 10000000 / DURATION ))% of the window on the run queue"
+  log "$CUR: $mpps Mpps, ${perf#* } cycles/pkt (switch rx ${perf%% *} pkts), polling thread waited $(awk -v a="$w0" -v b="$w1" -v t0="$tw0" -v t1="$tw1" 'BEGIN {printf "%.0f", (b - a) / 1e7 / (t1 - t0)}')% of the window on the run queue; load average $load"
 }
 
 # ------------------------------------------------------------------ main
