@@ -50,7 +50,7 @@ WARMUP=${WARMUP:-3}
 ROUTES=${ROUTES:-1000}
 FLOWS=${FLOWS:-10000}
 QUEUE_SIZE=${QUEUE_SIZE:-1024}
-NICE=${NICE:--10}               # nice of testpmd and the switch: this box is shared with builds
+NICE=${NICE:--19}               # nice of testpmd and the switch: this box is shared with builds
 GEN_CPU=${GEN_CPU:-0}
 SUT_CPU=${SUT_CPU:-1}
 OUT=${OUT:-}
@@ -340,8 +340,10 @@ run_one() {   # SWITCH CASE REP
   mpps=$("$PVP_TOOL" rate "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" "$OUT/st0-$CUR.txt" "$OUT/st1-$CUR.txt") || die "$CUR: testpmd stats"
   tp_cmd stop >> "$OUT/fwdstats-$CUR.log"
   tp_stop; ${sw}_stop
-  echo "$sw $case $rep $mpps ${perf#* }" >> "$RESULTS"
-  log "$CUR: $mpps Mpps, ${perf#* } cycles/pkt (switch rx ${perf%% *} pkts), polling thread waited $(awk -v a="$w0" -v b="$w1" -v t0="$tw0" -v t1="$tw1" 'BEGIN {printf "%.0f", (b - a) / 1e7 / (t1 - t0)}')% of the window on the run queue; load average $load"
+  local prx pcpp pbasis
+  read -r prx pcpp pbasis <<<"$perf"
+  echo "$sw $case $rep $mpps $pcpp" >> "$RESULTS"
+  log "$CUR: $mpps Mpps, $pcpp $pbasis cycles/pkt (switch rx $prx pkts), polling thread waited $(awk -v a="$w0" -v b="$w1" -v t0="$tw0" -v t1="$tw1" 'BEGIN {printf "%.0f", (b - a) / 1e7 / (t1 - t0)}')% of the window on the run queue; load average $load"
 }
 
 # ------------------------------------------------------------------ main

@@ -327,8 +327,19 @@ pub fn parse_ovs_perf(text: &str) -> Result<PmdWindow, String> {
 }
 
 /// Totals of all polling threads from one `flowctl --json pmd-perf-show` (cumulative since
-/// switchd started): packets and datapath cycles.
-pub fn parse_flowctl_perf(json: &str) -> Result<(u64, f64), String> {
+/// switchd started).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FlowctlPerf {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Datapath cycles (`cycles_per_packet` x `rx_packets`): classification and actions only.
+    pub dp_cycles: f64,
+    /// Busy cycles (rx + datapath + tx), when switchd reports them (`busy_cycles`).
+    pub busy_cycles: Option<u64>,
+}
+
+/// Parses one `flowctl --json pmd-perf-show` reply, summing the polling threads.
+pub fn parse_flowctl_perf(json: &str) -> Result<FlowctlPerf, String> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("flowctl --json pmd-perf-show: {e}"))?;
     // The reply is {"ok": {"pmds": [...]}}; accept the bare body too.
@@ -337,8 +348,10 @@ pub fn parse_flowctl_perf(json: &str) -> Result<(u64, f64), String> {
         .get("pmds")
         .and_then(|p| p.as_array())
         .ok_or("flowctl pmd-perf-show: no \"pmds\" array in the reply")?;
-    let mut rx = 0u64;
-    let mut cycles = 0f64;
+    let mut out = FlowctlPerf {
+        busy_cycles: Some(0),
+        ..FlowctlPerf::default()
+    };
     for p in pmds {
         let n = p
             .get("rx_packets")
@@ -348,28 +361,46 @@ pub fn parse_flowctl_perf(json: &str) -> Result<(u64, f64), String> {
             .get("cycles_per_packet")
             .and_then(|x| x.as_f64())
             .ok_or("flowctl pmd-perf-show: a thread without cycles_per_packet")?;
-        rx += n;
-        cycles += cpp * n as f64;
+        out.rx_packets += n;
+        out.dp_cycles += cpp * n as f64;
+        out.busy_cycles = match (out.busy_cycles, p.get("busy_cycles").and_then(|x| x.as_u64())) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
     }
-    Ok((rx, cycles))
+    Ok(out)
+}
+
+/// Which cycles a [`PmdWindow`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CycleBasis {
+    /// Busy cycles: rx + processing + tx, what OVS's pmd-perf-show divides by packets.
+    Busy,
+    /// Datapath cycles only (a switchd without raw `busy_cycles`): not comparable with OVS.
+    Datapath,
 }
 
 /// The window between two `flowctl --json pmd-perf-show` snapshots (switchd has no
-/// stats-clear; the difference of cumulative counters is the window).
-pub fn flowctl_window(before: &str, after: &str) -> Result<PmdWindow, String> {
-    let (r0, c0) = parse_flowctl_perf(before)?;
-    let (r1, c1) = parse_flowctl_perf(after)?;
-    let rx = r1
-        .checked_sub(r0)
+/// stats-clear; the difference of cumulative counters is the window). Busy cycles per packet
+/// when both snapshots carry them, else datapath cycles per packet.
+pub fn flowctl_window(before: &str, after: &str) -> Result<(PmdWindow, CycleBasis), String> {
+    let a = parse_flowctl_perf(before)?;
+    let b = parse_flowctl_perf(after)?;
+    let rx = b
+        .rx_packets
+        .checked_sub(a.rx_packets)
         .ok_or("flowctl pmd-perf-show: rx_packets went backwards (switchd restarted?)")?;
-    Ok(PmdWindow {
-        rx_packets: rx,
-        cycles_per_packet: if rx == 0 {
-            0.0
-        } else {
-            ((c1 - c0) / rx as f64).max(0.0)
+    let (cycles, basis) = match (a.busy_cycles, b.busy_cycles) {
+        (Some(x), Some(y)) if y >= x && y > 0 => ((y - x) as f64, CycleBasis::Busy),
+        _ => ((b.dp_cycles - a.dp_cycles).max(0.0), CycleBasis::Datapath),
+    };
+    Ok((
+        PmdWindow {
+            rx_packets: rx,
+            cycles_per_packet: if rx == 0 { 0.0 } else { cycles / rx as f64 },
         },
-    })
+        basis,
+    ))
 }
 
 /// One measured window, as the harness appends it to `results.tsv`:
@@ -613,12 +644,22 @@ pmd thread numa_id 0 core_id 1:
 
     #[test]
     fn flowctl_window_is_the_difference_of_cumulative_counters() {
+        // an older switchd: datapath cycles only
         let a = r#"{"ok":{"pmds":[{"pmd":0,"rx_packets":1000,"cycles_per_packet":500.0}]}}"#;
         let b = r#"{"ok":{"pmds":[{"pmd":0,"rx_packets":3000,"cycles_per_packet":300.0}]}}"#;
-        let w = flowctl_window(a, b).unwrap();
+        let (w, basis) = flowctl_window(a, b).unwrap();
         assert_eq!(w.rx_packets, 2000);
+        assert_eq!(basis, CycleBasis::Datapath);
         // (3000*300 - 1000*500) / 2000 = 200
         assert!((w.cycles_per_packet - 200.0).abs() < 1e-9);
+        // busy cycles, two threads: (900000 + 100000 - 400000 - 0) / (2500 + 500 - 1000 - 0)
+        let a = r#"{"ok":{"pmds":[{"rx_packets":1000,"cycles_per_packet":1.0,"busy_cycles":400000},
+                                  {"rx_packets":0,"cycles_per_packet":0.0,"busy_cycles":0}]}}"#;
+        let b = r#"{"ok":{"pmds":[{"rx_packets":2500,"cycles_per_packet":1.0,"busy_cycles":900000},
+                                  {"rx_packets":500,"cycles_per_packet":1.0,"busy_cycles":100000}]}}"#;
+        let (w, basis) = flowctl_window(a, b).unwrap();
+        assert_eq!((w.rx_packets, basis), (2000, CycleBasis::Busy));
+        assert!((w.cycles_per_packet - 300.0).abs() < 1e-9, "{}", w.cycles_per_packet);
         assert!(flowctl_window(b, a).is_err());
         assert!(flowctl_window("{}", b).is_err());
         assert!(flowctl_window("not json", b).is_err());

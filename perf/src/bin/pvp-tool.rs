@@ -8,8 +8,8 @@
 //! ```text
 //! pvp-tool flows inport|route both|oneway [--base 10.253.0.0/16] [--routes 1000]
 //! pvp-tool rate SECONDS BEFORE AFTER        # testpmd `show port stats all` snapshots -> Mpps
-//! pvp-tool ovs-perf FILE                    # ovs-appctl dpif-netdev/pmd-perf-show -> "rx cpp"
-//! pvp-tool flowctl-perf BEFORE AFTER        # flowctl --json pmd-perf-show x2 -> "rx cpp"
+//! pvp-tool ovs-perf FILE                    # ovs-appctl dpif-netdev/pmd-perf-show -> "rx cpp busy"
+//! pvp-tool flowctl-perf BEFORE AFTER        # flowctl --json pmd-perf-show x2 -> "rx cpp busy|datapath-only"
 //! pvp-tool report RESULTS.tsv               # Markdown table: medians, min-max, ratio
 //! ```
 
@@ -65,11 +65,15 @@ fn run(args: &[String]) -> Result<String, String> {
         }
         ["ovs-perf", file] => {
             let w = pvp::parse_ovs_perf(&read(file)?)?;
-            Ok(format!("{} {:.0}\n", w.rx_packets, w.cycles_per_packet))
+            Ok(format!("{} {:.0} busy\n", w.rx_packets, w.cycles_per_packet))
         }
         ["flowctl-perf", before, after] => {
-            let w = pvp::flowctl_window(&read(before)?, &read(after)?)?;
-            Ok(format!("{} {:.0}\n", w.rx_packets, w.cycles_per_packet))
+            let (w, basis) = pvp::flowctl_window(&read(before)?, &read(after)?)?;
+            let basis = match basis {
+                pvp::CycleBasis::Busy => "busy",
+                pvp::CycleBasis::Datapath => "datapath-only",
+            };
+            Ok(format!("{} {:.0} {basis}\n", w.rx_packets, w.cycles_per_packet))
         }
         ["report", file] => Ok(pvp::report(&pvp::parse_results(&read(file)?)?)),
         _ => Err("usage: pvp-tool flows|rate|ovs-perf|flowctl-perf|report ... (see perf/pvp/README.md)".into()),
