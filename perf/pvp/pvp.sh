@@ -137,8 +137,9 @@ fi
 # weighs against its own session: every other helper's build is a session of its own, so a
 # nice -10 polling thread still got ~14 % of its CPU here. So testpmd and the switch run in a
 # session of their own (setsid) and that session's autogroup gets NICE (/proc/PID/autogroup).
-boost() {  # PID
-  [ -w "/proc/$1/autogroup" ] && echo "$NICE" > "/proc/$1/autogroup" 2>/dev/null
+boost() {  # PID, called once PID is up: before its setsid, the write would hit OUR autogroup
+  [ "$(ps -o sid= -p "$1" | tr -d ' ')" = "$1" ] || { log "WARNING: $1 is not a session leader; not boosted"; return 0; }
+  echo "$NICE" > "/proc/$1/autogroup" 2>/dev/null || log "WARNING: cannot set the autogroup nice of $1"
   return 0
 }
 
@@ -159,13 +160,13 @@ tp_start() {   # ENGINE TXPKTS
   ( exec setsid nice -n "$NICE" taskset -c "$GEN_CPU" stdbuf -oL -eL "$TESTPMD" "${eal[@]}" -- "${app[@]}" <"$fifo" >"$TP_LOG" 2>&1 ) &
   TP_PID=$!
   exec {TP_FD}>"$fifo"
-  boost "$TP_PID"
   # testpmd's virtio-user in server mode waits in probe until the switch connects.
   local t=0
   until grep -q 'testpmd> ' "$TP_LOG" 2>/dev/null; do
     kill -0 "$TP_PID" 2>/dev/null || { tail -15 "$TP_LOG" >&2; die "testpmd died at start"; }
     sleep 0.2; t=$((t + 1)); [ $t -gt 300 ] && die "testpmd: no prompt after 60 s (switch did not connect?)"
   done
+  boost "$TP_PID"
 }
 tp_cmd() {     # "COMMAND" [TIMEOUT_S] -> prints the command's output once the prompt returns
   local off t=0 to=${2:-30}
@@ -220,12 +221,12 @@ ovs_start() {  # FLOWFILE
       --log-file="$OVSD/ovs-vswitchd.log" --unixctl="$OVSD/ovs-vswitchd.ctl" --no-chdir \
       >"$OVSD/ovs-vswitchd.stdout" 2>&1 ) &
   OVS_VS_PID=$!
-  boost "$OVS_VS_PID"
   t=0
   until grep -q 'DPDK Enabled - initialized' "$OVSD/ovs-vswitchd.log" 2>/dev/null; do
     kill -0 "$OVS_VS_PID" 2>/dev/null || { tail -20 "$OVSD/ovs-vswitchd.log" >&2; die "ovs-vswitchd died"; }
     sleep 0.2; t=$((t + 1)); [ $t -gt 300 ] && die "ovs-vswitchd: DPDK init timeout"
   done
+  boost "$OVS_VS_PID"
   ovs_vsctl add-br br0 -- set bridge br0 datapath_type=netdev protocols=OpenFlow13 fail_mode=secure || die "ovs add-br"
   ovs_vsctl add-port br0 vhu0 -- set Interface vhu0 type=dpdkvhostuserclient options:vhost-server-path="$SOCK0" ofport_request=1 || die "ovs add-port vhu0"
   ovs_vsctl add-port br0 vhu1 -- set Interface vhu1 type=dpdkvhostuserclient options:vhost-server-path="$SOCK1" ofport_request=2 || die "ovs add-port vhu1"
@@ -275,12 +276,12 @@ switchd_start() {  # FLOWFILE
   setsid nice -n "$NICE" taskset -c "$GEN_CPU,$SUT_CPU" "$SWITCHD" --socket "$SWD/switchd.sock" --state-dir "$SWD/state" \
       --pmd-cpus "$SUT_CPU" >"$SWD/switchd.log" 2>&1 &
   SWD_PID=$!
-  boost "$SWD_PID"
   local t=0
   until [ -S "$SWD/switchd.sock" ]; do
     kill -0 "$SWD_PID" 2>/dev/null || { cat "$SWD/switchd.log" >&2; die "switchd died at start"; }
     sleep 0.1; t=$((t + 1)); [ $t -gt 100 ] && die "switchd: no control socket after 10 s"
   done
+  boost "$SWD_PID"
   fctl add-port br0 vhu0 type=vhost_user socket="$SOCK0" mode=client ofport=1 >/dev/null ||
     die "flowctl add-port vhu0 type=vhost_user failed (is the vhost_user port merged?)"
   fctl add-port br0 vhu1 type=vhost_user socket="$SOCK1" mode=client ofport=2 >/dev/null ||
