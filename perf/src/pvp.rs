@@ -271,10 +271,9 @@ pub fn rx_mpps(before: &[PortStats], after: &[PortStats], dt: f64) -> Result<f64
             .iter()
             .find(|b| b.port == a.port)
             .ok_or_else(|| format!("port {} missing from the first snapshot", a.port))?;
-        total += a
-            .rx
-            .checked_sub(b.rx)
-            .ok_or_else(|| format!("port {}: RX-packets went backwards", a.port))?;
+        total +=
+            a.rx.checked_sub(b.rx)
+                .ok_or_else(|| format!("port {}: RX-packets went backwards", a.port))?;
     }
     Ok(total as f64 / dt / 1e6)
 }
@@ -363,7 +362,10 @@ pub fn parse_flowctl_perf(json: &str) -> Result<FlowctlPerf, String> {
             .ok_or("flowctl pmd-perf-show: a thread without cycles_per_packet")?;
         out.rx_packets += n;
         out.dp_cycles += cpp * n as f64;
-        out.busy_cycles = match (out.busy_cycles, p.get("busy_cycles").and_then(|x| x.as_u64())) {
+        out.busy_cycles = match (
+            out.busy_cycles,
+            p.get("busy_cycles").and_then(|x| x.as_u64()),
+        ) {
             (Some(a), Some(b)) => Some(a + b),
             _ => None,
         };
@@ -427,7 +429,10 @@ pub fn parse_results(text: &str) -> Result<Vec<Sample>, String> {
         }
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() != 5 {
-            return Err(format!("results line {}: expected 5 fields: {line:?}", n + 1));
+            return Err(format!(
+                "results line {}: expected 5 fields: {line:?}",
+                n + 1
+            ));
         }
         let num = |s: &str| -> Result<f64, String> {
             if s == "nan" || s == "-" {
@@ -482,7 +487,10 @@ pub fn report(samples: &[Sample]) -> String {
             None => ("not run".into(), "-".into(), None),
             Some((m, c)) => {
                 let mpps = match stats(m) {
-                    Some((med, lo, hi)) => (format!("{med:.2} ({lo:.2}-{hi:.2}), n={}", m.len()), Some(med)),
+                    Some((med, lo, hi)) => (
+                        format!("{med:.2} ({lo:.2}-{hi:.2}), n={}", m.len()),
+                        Some(med),
+                    ),
                     None => ("failed".into(), None),
                 };
                 let cpp = stats(c).map_or("-".into(), |(med, _, _)| format!("{med:.0}"));
@@ -557,9 +565,15 @@ mod tests {
         let t1: Vec<&str> = f.lines().filter(|l| l.starts_with("table=1,")).collect();
         assert_eq!(t1.len(), 1001); // 1000 routes + the miss rule
         assert!(t1[0].contains("nw_dst=10.253.0.0/26"), "{}", t1[0]);
-        assert!(t1[0].contains("mod_dl_src:02:00:00:00:00:00,mod_dl_dst:02:00:01:00:00:00,dec_ttl,goto_table:2"));
+        assert!(t1[0].contains(
+            "mod_dl_src:02:00:00:00:00:00,mod_dl_dst:02:00:01:00:00:00,dec_ttl,goto_table:2"
+        ));
         assert!(t1[999].contains("nw_dst=10.253.255.128/25"), "{}", t1[999]);
-        assert!(t1[999].contains("mod_dl_dst:02:00:01:00:03:e7"), "{}", t1[999]);
+        assert!(
+            t1[999].contains("mod_dl_dst:02:00:01:00:03:e7"),
+            "{}",
+            t1[999]
+        );
         assert!(f.contains("table=2,priority=10,in_port=2,actions=output:1\n"));
         let one = flow_file(Pipeline::InPort, Direction::OneWay, &[]);
         assert!(one.contains("in_port=1,actions=output:2\n"));
@@ -601,13 +615,24 @@ testpmd> ";
         assert_eq!(
             s,
             vec![
-                PortStats { port: 0, rx: 123_456_789, tx: 123_450_000 },
-                PortStats { port: 1, rx: 1000, tx: 2000 },
+                PortStats {
+                    port: 0,
+                    rx: 123_456_789,
+                    tx: 123_450_000
+                },
+                PortStats {
+                    port: 1,
+                    rx: 1000,
+                    tx: 2000
+                },
             ]
         );
         let later: Vec<PortStats> = s
             .iter()
-            .map(|p| PortStats { rx: p.rx + 30_000_000, ..*p })
+            .map(|p| PortStats {
+                rx: p.rx + 30_000_000,
+                ..*p
+            })
             .collect();
         let m = rx_mpps(&s, &later, 10.0).unwrap();
         assert!((m - 6.0).abs() < 1e-9, "{m}");
@@ -615,7 +640,10 @@ testpmd> ";
         assert!(rx_mpps(&s, &later, 0.0).is_err());
         assert!(parse_testpmd_stats("testpmd> ").is_err());
         assert!(parse_testpmd_stats("  NIC statistics for port 0\n  RX-packets: 5\n").is_err());
-        assert!(parse_testpmd_stats("  NIC statistics for port 0\n  RX-packets: x TX-packets: 1\n").is_err());
+        assert!(parse_testpmd_stats(
+            "  NIC statistics for port 0\n  RX-packets: x TX-packets: 1\n"
+        )
+        .is_err());
     }
 
     #[test]
@@ -659,7 +687,11 @@ pmd thread numa_id 0 core_id 1:
                                   {"rx_packets":500,"cycles_per_packet":1.0,"busy_cycles":100000}]}}"#;
         let (w, basis) = flowctl_window(a, b).unwrap();
         assert_eq!((w.rx_packets, basis), (2000, CycleBasis::Busy));
-        assert!((w.cycles_per_packet - 300.0).abs() < 1e-9, "{}", w.cycles_per_packet);
+        assert!(
+            (w.cycles_per_packet - 300.0).abs() < 1e-9,
+            "{}",
+            w.cycles_per_packet
+        );
         assert!(flowctl_window(b, a).is_err());
         assert!(flowctl_window("{}", b).is_err());
         assert!(flowctl_window("not json", b).is_err());
@@ -678,8 +710,16 @@ ovs flows-64B 1 3.0 800
 ";
         let s = parse_results(tsv).unwrap();
         let r = report(&s);
-        assert!(r.contains("| loop-64B | 8.00 (7.00-9.00), n=3 | 255 | 6.00 (5.00-7.00), n=3 | 400 | 1.33x |"), "{r}");
-        assert!(r.contains("| flows-64B | not run | - | 3.00 (3.00-3.00), n=1 | 800 | - |"), "{r}");
+        assert!(
+            r.contains(
+                "| loop-64B | 8.00 (7.00-9.00), n=3 | 255 | 6.00 (5.00-7.00), n=3 | 400 | 1.33x |"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains("| flows-64B | not run | - | 3.00 (3.00-3.00), n=1 | 800 | - |"),
+            "{r}"
+        );
         assert!(parse_results("ovs x 1 fast 3").is_err());
         assert!(parse_results("ovs x 1").is_err());
         assert_eq!(stats(&[f64::NAN]), None);

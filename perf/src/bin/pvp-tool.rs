@@ -65,7 +65,10 @@ fn run(args: &[String]) -> Result<String, String> {
         }
         ["ovs-perf", file] => {
             let w = pvp::parse_ovs_perf(&read(file)?)?;
-            Ok(format!("{} {:.0} busy\n", w.rx_packets, w.cycles_per_packet))
+            Ok(format!(
+                "{} {:.0} busy\n",
+                w.rx_packets, w.cycles_per_packet
+            ))
         }
         ["flowctl-perf", before, after] => {
             let (w, basis) = pvp::flowctl_window(&read(before)?, &read(after)?)?;
@@ -73,10 +76,16 @@ fn run(args: &[String]) -> Result<String, String> {
                 pvp::CycleBasis::Busy => "busy",
                 pvp::CycleBasis::Datapath => "datapath-only",
             };
-            Ok(format!("{} {:.0} {basis}\n", w.rx_packets, w.cycles_per_packet))
+            Ok(format!(
+                "{} {:.0} {basis}\n",
+                w.rx_packets, w.cycles_per_packet
+            ))
         }
         ["report", file] => Ok(pvp::report(&pvp::parse_results(&read(file)?)?)),
-        _ => Err("usage: pvp-tool flows|rate|ovs-perf|flowctl-perf|report ... (see perf/pvp/README.md)".into()),
+        _ => Err(
+            "usage: pvp-tool flows|rate|ovs-perf|flowctl-perf|report ... (see perf/pvp/README.md)"
+                .into(),
+        ),
     }
 }
 
