@@ -468,12 +468,15 @@ pub fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
     Some((med, v[0], v[n - 1]))
 }
 
+/// One switch's windows in one case: (Mpps, cycles/packet) series.
+type Series = (Vec<f64>, Vec<f64>);
+
 /// The Markdown table of a run: per case, each switch's Mpps median (min-max) and cycles per
 /// packet median, and the switchd / OVS ratio of the Mpps medians. Cases keep the order in
 /// which they first appear.
 pub fn report(samples: &[Sample]) -> String {
     let mut order: Vec<&str> = Vec::new();
-    let mut by: BTreeMap<(&str, &str), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut by: BTreeMap<(&str, &str), Series> = BTreeMap::new();
     for s in samples {
         if !order.contains(&s.case.as_str()) {
             order.push(&s.case);
