@@ -14,11 +14,13 @@
 //!
 //! [`pktgen`] is the engine of the `fs-pktgen` packet generator (an
 //! in-kernel XDP transmitter and an XDP frame counter) used by the veth
-//! forwarding harness in `perf/veth/`.
+//! forwarding harness in `perf/veth/`; [`pvp`] generates the flows and parses
+//! the statistics of the PVP harness against OVS-DPDK in `perf/pvp/`.
 //!
 //! [`LoopPort`]: switch::port::memory::LoopPort
 
 pub mod pktgen;
+pub mod pvp;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

@@ -1319,6 +1319,14 @@ pub struct PmdPerf {
     pub handoff_drops: u64,
     /// Frames for a port no thread polls (dropped).
     pub tx_unpolled: u64,
+    /// Raw busy cycles (rx, processing and tx of iterations that received frames): with
+    /// `rx_packets` from two snapshots, a window's busy cycles per packet, which is the figure
+    /// OVS's pmd-perf-show prints (perf/pvp compares the two).
+    #[serde(default)]
+    pub busy_cycles: u64,
+    /// Raw cycles since the thread started (busy + idle).
+    #[serde(default)]
+    pub total_cycles: u64,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -1350,6 +1358,8 @@ impl From<&PmdStats> for PmdPerf {
             handed_off: s.handed_off,
             handoff_drops: s.handoff_drops,
             tx_unpolled: s.tx_unpolled,
+            busy_cycles: s.busy_cycles,
+            total_cycles: s.total_cycles,
         }
     }
 }
