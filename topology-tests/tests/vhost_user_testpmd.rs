@@ -115,12 +115,10 @@ impl Testpmd {
             .map_err(|e| err(format!("starting dpdk-testpmd: {e}")))?;
         let stdin = child.stdin.take();
         let out = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
+        for pipe in [child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)]
         .into_iter()
         .flatten()
         {

@@ -204,13 +204,13 @@ impl Vring {
         let up = mem
             .uaddr(u, 6 + 8 * n)
             .ok_or(RingError::Outside("used", u))?;
-        if dp as usize % 16 != 0 {
+        if !(dp as usize).is_multiple_of(16) {
             return Err(RingError::Align("descriptor", d));
         }
-        if ap as usize % 2 != 0 {
+        if !(ap as usize).is_multiple_of(2) {
             return Err(RingError::Align("available", a));
         }
-        if up as usize % 4 != 0 {
+        if !(up as usize).is_multiple_of(4) {
             return Err(RingError::Align("used", u));
         }
         let v = Vring {
@@ -683,7 +683,7 @@ impl<'a> Chain<'a> {
                 if self.indirect
                     || d.flags & VRING_DESC_F_NEXT != 0
                     || d.len == 0
-                    || d.len % 16 != 0
+                    || !d.len.is_multiple_of(16)
                 {
                     return Err(VqError::BadIndirect);
                 }
