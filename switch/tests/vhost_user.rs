@@ -23,6 +23,8 @@ const F_PROTOCOL: u64 = 1 << 30;
 const F_VERSION_1: u64 = 1 << 32;
 const PF_REPLY_ACK: u64 = 1 << 3;
 const QSIZE: u16 = 256;
+/// A descriptor to write: (index, addr, len, flags, next).
+type Desc = (u16, u64, u32, u16, u16);
 const MEM: usize = 4 << 20;
 /// Guest-physical base of region 0 (region 1 follows it).
 const GPA0: u64 = 0x4000_0000;
@@ -579,7 +581,7 @@ fn bad_descriptors_are_counted_returned_and_never_crash() {
     g.write(o, &hf);
     let mem_end = GPA0 + MEM as u64;
     // (head, descriptors (index, addr, len, flags, next)) and the error each must count.
-    let cases: Vec<(Vec<(u16, u64, u32, u16, u16)>, VqError)> = vec![
+    let cases: Vec<(Vec<Desc>, VqError)> = vec![
         (vec![(30, mem_end - 8, 112, 0, 0)], VqError::BadAddr),
         (vec![(30, 0x1000, 112, 0, 0)], VqError::BadAddr),
         (vec![(30, a, u32::MAX, 0, 0)], VqError::BadAddr),

@@ -435,9 +435,23 @@ impl<'a> Backend<'a> {
                     self.epochs[i]
                 };
                 match Vring::new(mem, addr, v.num, v.base, epoch, v.call.clone()) {
-                    Ok(r) => {
+                    Ok(mut r) => {
                         if epoch != self.epochs[i] {
-                            self.shared.last_avail[i].store(v.base, Ordering::Relaxed);
+                            // A front-end that reconnects keeps its rings but
+                            // sends base 0 (DPDK virtio-user in server mode):
+                            // the used index in guest memory is the truth, as
+                            // DPDK's vhost library decides too
+                            // (translate_ring_addresses: last_used_idx mismatch).
+                            let used = r.used_index();
+                            if used != r.base {
+                                eprintln!(
+                                    "switchd: vhost_user: queue {i}: base {} but used index {used}; resuming at {used}",
+                                    r.base
+                                );
+                                r.base = used;
+                                self.vqs[i].base = used;
+                            }
+                            self.shared.last_avail[i].store(r.base, Ordering::Relaxed);
                         }
                         self.epochs[i] = epoch;
                         ring = Some(r);
