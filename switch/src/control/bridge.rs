@@ -40,6 +40,8 @@ pub const PORT_TYPES: &[&str] = &[
     "tap",
     #[cfg(feature = "afxdp")]
     "afxdp",
+    #[cfg(feature = "afxdp")]
+    "vxlan",
 ];
 
 struct PortRt {
@@ -47,6 +49,8 @@ struct PortRt {
     counters: Arc<PortCounters>,
     added: Instant,
     memory: Option<MemoryPortHandle>,
+    /// The control view of a vxlan port (counters, neighbour table).
+    tunnel: Option<crate::tunnel::VxlanHandle>,
 }
 
 /// One bridge and its polling thread.
@@ -223,6 +227,8 @@ impl Bridge {
     }
 
     fn create_port(&mut self, cfg: PortConfig) -> Result<(), ErrorBody> {
+        #[allow(unused_mut)]
+        let mut tunnel = None;
         let (port, memory): (Box<dyn Port>, Option<MemoryPortHandle>) = match cfg.port_type.as_str()
         {
             "memory" => {
@@ -257,6 +263,24 @@ impl Bridge {
                     .map_err(|e| ErrorBody::new(ErrorCode::BadPortConfig, e.to_string()))?;
                 (Box::new(p), None)
             }
+            #[cfg(feature = "afxdp")]
+            "vxlan" => {
+                use crate::tunnel::{VxlanOptions, VxlanPort};
+                let bad = |e: String| ErrorBody::new(ErrorCode::BadPortConfig, e);
+                let opts = VxlanOptions::from_map(&cfg.options).map_err(bad)?;
+                if let Some((_, other)) = self.ports.iter().find(|(_, p)| {
+                    p.cfg.options.get("underlay") == Some(&opts.underlay)
+                        || p.cfg.options.get("ifname") == Some(&opts.underlay)
+                }) {
+                    return Err(bad(format!(
+                        "underlay {:?} is already used by port {:?}",
+                        opts.underlay, other.cfg.name
+                    )));
+                }
+                let p = VxlanPort::open(opts).map_err(bad)?;
+                tunnel = Some(p.handle());
+                (Box::new(p), None)
+            }
             "tap" => {
                 let bad = |e: TapError| ErrorBody::new(ErrorCode::BadPortConfig, e.to_string());
                 let opts = TapOptions::from_map(&cfg.options).map_err(bad)?;
@@ -288,6 +312,7 @@ impl Bridge {
                 counters,
                 added: Instant::now(),
                 memory,
+                tunnel,
             },
         );
         Ok(())
@@ -653,6 +678,39 @@ impl Bridge {
                 }
                 self.pmd.sync(SYNC_TIMEOUT);
                 Ok(json!({ "injected": queued }))
+            }
+            Request::TnlNeighShow { .. } => {
+                let mut rows = Vec::new();
+                for p in self.ports.values() {
+                    let Some(t) = &p.tunnel else { continue };
+                    for n in t.neighbours() {
+                        let mut v = serde_json::to_value(&n).unwrap_or(json!({}));
+                        v["port"] = json!(p.cfg.name);
+                        rows.push(v);
+                    }
+                }
+                Ok(json!({ "neighbours": rows }))
+            }
+            Request::DumpTunnels { .. } => {
+                self.pmd.sync(SYNC_TIMEOUT);
+                let tunnels: Vec<serde_json::Value> = self
+                    .ports
+                    .iter()
+                    .filter_map(|(no, p)| {
+                        let t = p.tunnel.as_ref()?;
+                        Some(json!({
+                            "name": p.cfg.name,
+                            "ofport": no,
+                            "type": p.cfg.port_type,
+                            "info": t.info(),
+                            "stats": t.stats(),
+                            "port": p.counters.snapshot(),
+                            "underlay": t.underlay_stats(),
+                            "neighbours": t.neighbours(),
+                        }))
+                    })
+                    .collect();
+                Ok(json!({ "tunnels": tunnels }))
             }
             Request::PmdRxqShow { .. } => {
                 self.pmd.sync(SYNC_TIMEOUT);

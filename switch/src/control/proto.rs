@@ -195,6 +195,18 @@ pub enum Request {
         /// Bridge name.
         bridge: String,
     },
+    /// The tunnel ports' underlay neighbour (ARP) caches
+    /// (OVS `ovs-appctl tnl/neigh/show`).
+    TnlNeighShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Every tunnel port: configuration, named encap/decap/ARP counters,
+    /// underlay counters and neighbour cache.
+    DumpTunnels {
+        /// Bridge name.
+        bridge: String,
+    },
 }
 
 impl Request {
@@ -219,7 +231,9 @@ impl Request {
             | Request::Capture { bridge, .. }
             | Request::PmdRxqShow { bridge }
             | Request::PmdPerfShow { bridge }
-            | Request::PmdRxqRebalance { bridge } => Some(bridge),
+            | Request::PmdRxqRebalance { bridge }
+            | Request::TnlNeighShow { bridge }
+            | Request::DumpTunnels { bridge } => Some(bridge),
         }
     }
 }
