@@ -288,12 +288,22 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 let st = &t["stats"];
                 let _ = writeln!(out, "  rx: {}", kv(st, "rx_"));
                 let _ = writeln!(out, "  tx: {}", kv(st, "tx_"));
-                let _ = writeln!(out, "  arp: {} pool_empty={}", kv(st, "arp_"), st["pool_empty"]);
+                let _ = writeln!(
+                    out,
+                    "  arp: {} pool_empty={}",
+                    kv(st, "arp_"),
+                    st["pool_empty"]
+                );
                 let u = &t["underlay"];
                 let _ = writeln!(
                     out,
                     "  underlay: rx pkts={} bytes={} drop={}, tx pkts={} bytes={} drop={}",
-                    u["rx_packets"], u["rx_bytes"], u["rx_dropped"], u["tx_packets"], u["tx_bytes"], u["tx_dropped"]
+                    u["rx_packets"],
+                    u["rx_bytes"],
+                    u["rx_dropped"],
+                    u["tx_packets"],
+                    u["tx_bytes"],
+                    u["tx_dropped"]
                 );
                 let ns = t["neighbours"]
                     .as_array()

@@ -68,8 +68,9 @@ fn bench_vxlan(c: &mut Criterion) {
         g.bench_function(format!("decap_{len}B"), |b| {
             let mut p = enc.clone();
             b.iter(|| {
-                if let Underlay::Vxlan { header_len, vni, .. } =
-                    classify(black_box(p.data()), local, 4789)
+                if let Underlay::Vxlan {
+                    header_len, vni, ..
+                } = classify(black_box(p.data()), local, 4789)
                 {
                     p.pull_head(header_len);
                     black_box((vni, p.data().as_ptr()));

@@ -60,14 +60,24 @@ fn kernel_vxlan_vtep_and_switchd_ping_both_ways() -> Result<()> {
     k.disable_ipv6()?;
     let up_if = guard.ifname("up")?;
     let _uv = VethPair::new(&up_if, None, "eth1", Some(&k))?;
-    let _ = std::fs::write(
-        format!("/proc/sys/net/ipv6/conf/{up_if}/disable_ipv6"),
-        "1",
-    );
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{up_if}/disable_ipv6"), "1");
     k.addr_add("eth1", "192.168.10.2/24")?;
     k.ip(&[
-        "link", "add", "vxk", "type", "vxlan", "id", "42", "local", "192.168.10.2", "remote",
-        "192.168.10.1", "dstport", "4789", "dev", "eth1",
+        "link",
+        "add",
+        "vxk",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "local",
+        "192.168.10.2",
+        "remote",
+        "192.168.10.1",
+        "dstport",
+        "4789",
+        "dev",
+        "eth1",
     ])?;
     k.set_mtu("vxk", 1450)?;
     k.addr_add("vxk", "10.244.1.10/24")?;
@@ -171,7 +181,11 @@ fn kernel_vxlan_vtep_and_switchd_ping_both_ways() -> Result<()> {
         "ip.checksum.status",
     ])?;
     let rows: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(rows.len() >= 3, "tshark decoded {} VXLAN/ICMP frames: {out}", rows.len());
+    assert!(
+        rows.len() >= 3,
+        "tshark decoded {} VXLAN/ICMP frames: {out}",
+        rows.len()
+    );
     for row in &rows {
         let f: Vec<&str> = row.split(';').collect();
         assert_eq!(f.len(), 7, "{row}");
@@ -184,7 +198,10 @@ fn kernel_vxlan_vtep_and_switchd_ping_both_ways() -> Result<()> {
         assert_eq!(f[4], "42", "VNI: {row}");
         assert!(f[5].ends_with(POD_MAC), "inner source MAC: {row}");
         // 1 = good (outer, then inner).
-        assert!(f[6].starts_with("1"), "outer IPv4 checksum verified good: {row}");
+        assert!(
+            f[6].starts_with("1"),
+            "outer IPv4 checksum verified good: {row}"
+        );
     }
 
     // The neighbour cache and the counters, as an operator sees them.
@@ -204,13 +221,33 @@ fn kernel_vxlan_vtep_and_switchd_ping_both_ways() -> Result<()> {
     assert_eq!(st["tx_oversize"].as_u64(), Some(0), "{t}");
     // The kernel learned our MAC for 192.168.10.1 from our ARP reply.
     let kn = k.ip(&["neigh", "show", "192.168.10.1", "dev", "eth1"])?;
-    assert!(kn.contains(&t["info"]["underlay_mac"].as_str().unwrap_or("?").to_string()), "{kn}");
+    assert!(
+        kn.contains(
+            &t["info"]["underlay_mac"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        ),
+        "{kn}"
+    );
 
     // Oversize: a 1450-byte inner IP packet + 14 fits the 1500 underlay;
     // a pod that sends larger (MTU raised past the overlay's) is counted.
     pod.set_mtu("eth0", 1500)?;
     let _ = pod.exec(&[
-        "ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "-M", "do", "-s", "1472", "10.244.1.10",
+        "ping",
+        "-n",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-M",
+        "do",
+        "-s",
+        "1472",
+        "10.244.1.10",
     ])?;
     let t = dump_tunnels(&sd)?;
     assert!(t["stats"]["tx_oversize"].as_u64() >= Some(2), "{t}");

@@ -23,8 +23,7 @@
 use std::time::Duration;
 
 use topology_tests::{
-    iperf3, ping, require_root, switchd_bin, LeakGuard, Netns, Result, Switchd, TopoError,
-    VethPair,
+    iperf3, ping, require_root, switchd_bin, LeakGuard, Netns, Result, Switchd, TopoError, VethPair,
 };
 
 const ROUTER_MAC: &str = "0a:58:0a:f4:00:01";
@@ -131,11 +130,20 @@ fn node(guard: &LeakGuard, ul: &Netns, n: u8) -> Result<Node> {
              set_field:192.168.10.{other}->tun_dst,set_field:1->tun_id,output:{VX0}"
         ),
         format!("priority=150,ip,dl_dst={ROUTER_MAC},actions=goto_table:1"),
-        format!("priority=100,in_port={},arp,actions=output:{}", a.ofport, b.ofport),
-        format!("priority=100,in_port={},arp,actions=output:{}", b.ofport, a.ofport),
+        format!(
+            "priority=100,in_port={},arp,actions=output:{}",
+            a.ofport, b.ofport
+        ),
+        format!(
+            "priority=100,in_port={},arp,actions=output:{}",
+            b.ofport, a.ofport
+        ),
     ];
     for p in &pods {
-        flows.push(format!("priority=100,dl_dst={},actions=output:{}", p.mac, p.ofport));
+        flows.push(format!(
+            "priority=100,dl_dst={},actions=output:{}",
+            p.mac, p.ofport
+        ));
         flows.push(format!(
             "table=1,priority=100,ip,nw_dst={},actions=mod_dl_src:{ROUTER_MAC},\
              mod_dl_dst:{},dec_ttl,output:{}",
@@ -213,7 +221,12 @@ fn two_nodes_pods_talk_on_one_node_and_across_the_overlay() -> Result<()> {
         let st = &t["stats"];
         assert!(st["tx_encap"].as_u64() > Some(100), "{t}");
         assert!(st["rx_decap"].as_u64() > Some(100), "{t}");
-        for k in ["tx_oversize", "tx_no_remote", "rx_bad_vxlan", "rx_bad_outer"] {
+        for k in [
+            "tx_oversize",
+            "tx_no_remote",
+            "rx_bad_vxlan",
+            "rx_bad_outer",
+        ] {
             assert_eq!(st[k].as_u64(), Some(0), "{k}: {t}");
         }
     }

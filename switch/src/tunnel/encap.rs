@@ -337,9 +337,11 @@ mod tests {
         encap(&mut p, &outer(), 1500, 0).unwrap();
         assert_eq!(p.len(), inner.len() + ENCAP_OVERHEAD);
         let s = SlicedPacket::from_ethernet(p.data()).unwrap();
-        let eth = s.link.as_ref().unwrap().to_header().unwrap();
-        assert_eq!(eth.destination, outer().dst_mac);
-        assert_eq!(eth.source, outer().src_mac);
+        let Some(etherparse::LinkSlice::Ethernet2(eth)) = &s.link else {
+            panic!("not Ethernet II")
+        };
+        assert_eq!(eth.destination(), outer().dst_mac);
+        assert_eq!(eth.source(), outer().src_mac);
         let Some(NetSlice::Ipv4(ip)) = &s.net else {
             panic!("not IPv4")
         };

@@ -113,8 +113,7 @@ impl VxlanOptions {
             Some("flow") => FromFlow::Flow,
             Some(v) => {
                 let r = ip("remote_ip", v)?;
-                if r == 0 || Ipv4Addr::from(r).is_multicast() || Ipv4Addr::from(r).is_broadcast()
-                {
+                if r == 0 || Ipv4Addr::from(r).is_multicast() || Ipv4Addr::from(r).is_broadcast() {
                     return Err(format!(
                         "remote_ip: {v:?} must be a unicast address (multicast VTEP groups are not supported)"
                     ));

@@ -74,7 +74,8 @@ vxlan_counters! {
     rx_fragment,
     /// ARP requests for local_ip answered.
     arp_replies_sent,
-    /// ARP frames learned from (replies, and requests from neighbours).
+    /// ARP frames that created or refreshed a neighbour entry (replies,
+    /// requests for local_ip, gratuitous ARP of a known neighbour).
     arp_learned,
     /// ARP frames neither for local_ip nor about a known neighbour.
     arp_ignored,
@@ -361,12 +362,14 @@ impl VxlanPort {
         let for_us = tpa == local && spa != local;
         let before = self.released.len();
         // RFC 826 merge: update a known sender; add it when we are the target.
-        self.neigh
-            .learn(spa, sha, for_us, now, &mut self.released);
+        self.neigh.learn(spa, sha, for_us, now, &mut self.released);
         let learned = self.neigh.peek(spa) == Some(sha);
         for mut r in self.released.drain(before..) {
             set_outer_dst_mac(&mut r, &sha);
             self.utx.push(r);
+        }
+        if learned {
+            c.arp_learned.add(1);
         }
         if for_us && op == 1 {
             // Turn the request into the reply in place.
@@ -383,9 +386,7 @@ impl VxlanPort {
             c.arp_replies_sent.add(1);
             return;
         }
-        if learned {
-            c.arp_learned.add(1);
-        } else {
+        if !learned {
             c.arp_ignored.add(1);
         }
         pool.put(p);
@@ -674,13 +675,15 @@ mod tests {
         assert_eq!(a.sender_hw_addr(), &MAC_L);
         assert_eq!(p.handle().stats().tx_neigh_queued, 2);
         // The reply releases both frames, with the learned MAC.
-        h.inject(arp(2, MAC_R, REMOTE, MAC_L, LOCAL, MAC_L)).unwrap();
+        h.inject(arp(2, MAC_R, REMOTE, MAC_L, LOCAL, MAC_L))
+            .unwrap();
         assert!(rx(&mut p, &mut pool).is_empty());
         for _ in 0..2 {
             let f = h.capture().expect("released frame");
             assert_eq!(&f.data()[0..6], &MAC_R);
-            let Underlay::Vxlan { vni, header_len, .. } =
-                classify(f.data(), u32::from_be_bytes(REMOTE), 4789)
+            let Underlay::Vxlan {
+                vni, header_len, ..
+            } = classify(f.data(), u32::from_be_bytes(REMOTE), 4789)
             else {
                 panic!("not VXLAN")
             };
@@ -712,8 +715,10 @@ mod tests {
         let rep = h.capture().expect("ARP reply");
         assert!(h.capture().is_none(), "only one reply");
         let r = etherparse::SlicedPacket::from_ethernet(rep.data()).unwrap();
-        let eth = r.link.as_ref().unwrap().to_header().unwrap();
-        assert_eq!((eth.destination, eth.source), (MAC_R, MAC_L));
+        let Some(etherparse::LinkSlice::Ethernet2(eth)) = &r.link else {
+            panic!("not Ethernet II")
+        };
+        assert_eq!((eth.destination(), eth.source()), (MAC_R, MAC_L));
         let Some(etherparse::NetSlice::Arp(a)) = r.net else {
             panic!()
         };
@@ -728,7 +733,7 @@ mod tests {
         );
         assert_eq!(p.neigh().peek(u32::from_be_bytes(REMOTE)), Some(MAC_R));
         let s = p.handle().stats();
-        assert_eq!((s.arp_replies_sent, s.arp_learned), (1, 1));
+        assert_eq!((s.arp_replies_sent, s.arp_learned, s.arp_ignored), (1, 2, 0));
         // The asker was learned: a frame to it needs no request.
         let mut b = vec![tunnelled(meta(1))];
         p.tx_batch(&mut b, &mut pool);
