@@ -132,7 +132,10 @@ fn decapsulated_frames_match_on_tunnel_fields_and_set_field_drives_encapsulation
     dp.process_batch(POD, &mut b, &mut tx, &mut pool);
     let mut out: Vec<Packet> = tx.drain(1).collect();
     assert_eq!(out.len(), 1);
-    let m = out[0].tunnel().copied().expect("SetTunnel metadata on the frame");
+    let m = out[0]
+        .tunnel()
+        .copied()
+        .expect("SetTunnel metadata on the frame");
     assert_eq!((m.tun_id, m.dst), (7, REMOTE));
     assert_eq!(vx.tx_batch(&mut out, &mut pool), 1);
     let f = h.capture().expect("encapsulated frame");

@@ -733,7 +733,10 @@ mod tests {
         );
         assert_eq!(p.neigh().peek(u32::from_be_bytes(REMOTE)), Some(MAC_R));
         let s = p.handle().stats();
-        assert_eq!((s.arp_replies_sent, s.arp_learned, s.arp_ignored), (1, 2, 0));
+        assert_eq!(
+            (s.arp_replies_sent, s.arp_learned, s.arp_ignored),
+            (1, 2, 0)
+        );
         // The asker was learned: a frame to it needs no request.
         let mut b = vec![tunnelled(meta(1))];
         p.tx_batch(&mut b, &mut pool);
