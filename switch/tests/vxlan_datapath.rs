@@ -99,7 +99,7 @@ fn decapsulated_frames_match_on_tunnel_fields_and_set_field_drives_encapsulation
     let (mut vx, h) = vx_port();
 
     // The remote VTEP asks for us first (so our reply teaches us its MAC).
-    let mut arp = vec![0u8; 60];
+    let mut arp = [0u8; 60];
     arp[0..6].fill(0xff);
     arp[6..12].copy_from_slice(&MAC_R);
     arp[12..14].copy_from_slice(&[8, 6]);
@@ -152,5 +152,4 @@ fn decapsulated_frames_match_on_tunnel_fields_and_set_field_drives_encapsulation
         }
         other => panic!("{other:?}"),
     }
-    let _ = pool.available();
 }

@@ -465,7 +465,7 @@ mod tests {
             .eth([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 2, 2])
             .ipv4([10, 244, 1, 2], [10, 244, 2, 2])
             .udp(1, 2)
-            .payload(&vec![0u8; 1450 - 28])
+            .payload(&[0u8; 1450 - 28])
             .build();
         assert_eq!(fits.len(), 1464);
         let mut p = Packet::from_slice(&fits).unwrap();

@@ -637,7 +637,7 @@ mod tests {
     }
 
     fn arp(op: u16, sha: Mac, spa: [u8; 4], tha: Mac, tpa: [u8; 4], dst: Mac) -> Packet {
-        let mut f = vec![0u8; 60];
+        let mut f = [0u8; 60];
         f[0..6].copy_from_slice(&dst);
         f[6..12].copy_from_slice(&sha);
         f[12..14].copy_from_slice(&[8, 6]);
@@ -808,7 +808,7 @@ mod tests {
             .eth([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 2, 2])
             .ipv4([10, 244, 1, 2], [10, 244, 2, 2])
             .udp(1, 2)
-            .payload(&vec![0u8; 1500 - 28])
+            .payload(&[0u8; 1500 - 28])
             .build();
         let mut q = Packet::from_slice(&big).unwrap();
         q.set_tunnel(meta(1));
