@@ -137,6 +137,17 @@ enum Cmd {
         /// Bridge name.
         bridge: String,
     },
+    /// The tunnel ports' underlay ARP caches (`ovs-appctl tnl/neigh/show`).
+    TnlNeighShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Every vxlan port: options, encap/decap/ARP counters with every drop's
+    /// reason, underlay counters and neighbour cache.
+    DumpTunnels {
+        /// Bridge name.
+        bridge: String,
+    },
     /// Trace a packet through the tables: `flowctl trace br0 'in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_ttl=64,tcp_dst=80'`.
     ///
     /// Prints what `ovs-appctl ofproto/trace` prints. Fields not given are zero
@@ -348,6 +359,12 @@ fn request_lines(cmd: &Cmd) -> Result<(Request, Vec<usize>), String> {
             bridge: bridge.clone(),
         },
         Cmd::PmdRxqRebalance { bridge } => Request::PmdRxqRebalance {
+            bridge: bridge.clone(),
+        },
+        Cmd::TnlNeighShow { bridge } => Request::TnlNeighShow {
+            bridge: bridge.clone(),
+        },
+        Cmd::DumpTunnels { bridge } => Request::DumpTunnels {
             bridge: bridge.clone(),
         },
         Cmd::Trace { bridge, packet } => Request::Trace {

@@ -252,6 +252,87 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 );
             }
         }
+        Cmd::TnlNeighShow { .. } => {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<17} {:<10} {:>6} {:>6}  Port",
+                "IP", "MAC", "State", "Age", "Queued"
+            );
+            let _ = writeln!(out, "{}", "=".repeat(68));
+            for n in body["neighbours"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                neigh_row(&mut out, n, n["port"].as_str().unwrap_or("?"));
+            }
+        }
+        Cmd::DumpTunnels { .. } => {
+            for t in body["tunnels"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let i = &t["info"];
+                let s = |k: &str| i[k].as_str().unwrap_or("?").to_string();
+                let _ = writeln!(
+                    out,
+                    "{} (ofport {}): vxlan local_ip={} remote_ip={} key={} dst_port={}\n  \
+                     underlay {} ({}, mtu {}, next hop {}): largest inner frame {} bytes",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["ofport"],
+                    s("local_ip"),
+                    s("remote_ip"),
+                    s("key"),
+                    i["dst_port"],
+                    s("underlay"),
+                    s("underlay_mac"),
+                    i["underlay_mtu"],
+                    s("gw"),
+                    i["max_inner_frame"],
+                );
+                let kv = |v: &Value, prefix: &str| -> String {
+                    v.as_object()
+                        .map(|o| {
+                            o.iter()
+                                .filter(|(k, _)| k.starts_with(prefix))
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default()
+                };
+                let st = &t["stats"];
+                let _ = writeln!(out, "  rx: {}", kv(st, "rx_"));
+                let _ = writeln!(out, "  tx: {}", kv(st, "tx_"));
+                let _ = writeln!(
+                    out,
+                    "  arp: {} pool_empty={}",
+                    kv(st, "arp_"),
+                    st["pool_empty"]
+                );
+                let u = &t["underlay"];
+                let _ = writeln!(
+                    out,
+                    "  underlay: rx pkts={} bytes={} drop={}, tx pkts={} bytes={} drop={}",
+                    u["rx_packets"],
+                    u["rx_bytes"],
+                    u["rx_dropped"],
+                    u["tx_packets"],
+                    u["tx_bytes"],
+                    u["tx_dropped"]
+                );
+                let ns = t["neighbours"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  neighbours: {}", ns.len());
+                for n in ns {
+                    let _ = write!(out, "    ");
+                    neigh_row(&mut out, n, "");
+                }
+            }
+        }
         Cmd::PmdRxqRebalance { .. } => {
             let moves = body["moves"]
                 .as_array()
@@ -287,4 +368,17 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
 fn core(cpu: &Value) -> String {
     cpu.as_u64()
         .map_or_else(|| "unpinned".to_string(), |c| c.to_string())
+}
+
+/// One neighbour row (`tnl-neigh-show`, `dump-tunnels`).
+fn neigh_row(out: &mut String, n: &Value, port: &str) {
+    let _ = writeln!(
+        out,
+        "{:<16} {:<17} {:<10} {:>5}s {:>6}  {port}",
+        n["ip"].as_str().unwrap_or("?"),
+        n["mac"].as_str().unwrap_or("?"),
+        n["state"].as_str().unwrap_or("?"),
+        n["age_s"].as_u64().unwrap_or(0),
+        n["queued"].as_u64().unwrap_or(0),
+    );
 }

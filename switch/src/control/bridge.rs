@@ -44,6 +44,8 @@ pub const PORT_TYPES: &[&str] = &[
     "vhost_user",
     #[cfg(feature = "afxdp")]
     "afxdp",
+    #[cfg(feature = "afxdp")]
+    "vxlan",
 ];
 
 struct PortRt {
@@ -58,6 +60,8 @@ struct PortRt {
     links: Vec<Arc<AtomicBool>>,
     /// The kernel interface behind the port, checked when reporting its state.
     ifname: Option<String>,
+    /// The control view of a vxlan port (counters, neighbour table).
+    tunnel: Option<crate::tunnel::VxlanHandle>,
 }
 
 /// A port's state as `show` and `dump-ports` report it: `up`, or `down` with why.
@@ -316,6 +320,8 @@ impl Bridge {
         #[cfg_attr(not(feature = "afxdp"), allow(unused_mut))]
         let mut links = Vec::new();
         let mut ifname = None;
+        #[allow(unused_mut)]
+        let mut tunnel = None;
         // One port object per rx queue (several only for a multi-queue afxdp port).
         let (ports, memory): (Vec<Box<dyn Port>>, Option<MemoryPortHandle>) = match cfg
             .port_type
@@ -371,6 +377,24 @@ impl Bridge {
                 ifname = Some(opts.ifname.clone());
                 (ps, None)
             }
+            #[cfg(feature = "afxdp")]
+            "vxlan" => {
+                use crate::tunnel::{VxlanOptions, VxlanPort};
+                let bad = |e: String| ErrorBody::new(ErrorCode::BadPortConfig, e);
+                let opts = VxlanOptions::from_map(&cfg.options).map_err(bad)?;
+                if let Some((_, other)) = self.ports.iter().find(|(_, p)| {
+                    p.cfg.options.get("underlay") == Some(&opts.underlay)
+                        || p.cfg.options.get("ifname") == Some(&opts.underlay)
+                }) {
+                    return Err(bad(format!(
+                        "underlay {:?} is already used by port {:?}",
+                        opts.underlay, other.cfg.name
+                    )));
+                }
+                let p = VxlanPort::open(opts).map_err(bad)?;
+                tunnel = Some(p.handle());
+                (vec![Box::new(p)], None)
+            }
             "tap" => {
                 let bad = |e: TapError| ErrorBody::new(ErrorCode::BadPortConfig, e.to_string());
                 let opts = TapOptions::from_map(&cfg.options).map_err(bad)?;
@@ -421,6 +445,7 @@ impl Bridge {
                 vhost,
                 links,
                 ifname,
+                tunnel,
             },
         );
         Ok(())
@@ -912,6 +937,39 @@ impl Bridge {
                 }
                 self.pmd.sync(SYNC_TIMEOUT);
                 Ok(json!({ "injected": queued }))
+            }
+            Request::TnlNeighShow { .. } => {
+                let mut rows = Vec::new();
+                for p in self.ports.values() {
+                    let Some(t) = &p.tunnel else { continue };
+                    for n in t.neighbours() {
+                        let mut v = serde_json::to_value(&n).unwrap_or(json!({}));
+                        v["port"] = json!(p.cfg.name);
+                        rows.push(v);
+                    }
+                }
+                Ok(json!({ "neighbours": rows }))
+            }
+            Request::DumpTunnels { .. } => {
+                self.pmd.sync(SYNC_TIMEOUT);
+                let tunnels: Vec<serde_json::Value> = self
+                    .ports
+                    .iter()
+                    .filter_map(|(no, p)| {
+                        let t = p.tunnel.as_ref()?;
+                        Some(json!({
+                            "name": p.cfg.name,
+                            "ofport": no,
+                            "type": p.cfg.port_type,
+                            "info": t.info(),
+                            "stats": t.stats(),
+                            "port": sum_stats(&p.counters),
+                            "underlay": t.underlay_stats(),
+                            "neighbours": t.neighbours(),
+                        }))
+                    })
+                    .collect();
+                Ok(json!({ "tunnels": tunnels }))
             }
             Request::PmdRxqShow { .. } => {
                 self.pmd.sync(SYNC_TIMEOUT);

@@ -213,6 +213,18 @@ pub enum Request {
         /// key → value.
         settings: BTreeMap<String, String>,
     },
+    /// The tunnel ports' underlay neighbour (ARP) caches
+    /// (OVS `ovs-appctl tnl/neigh/show`).
+    TnlNeighShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Every tunnel port: configuration, named encap/decap/ARP counters,
+    /// underlay counters and neighbour cache.
+    DumpTunnels {
+        /// Bridge name.
+        bridge: String,
+    },
 }
 
 impl Request {
@@ -240,7 +252,9 @@ impl Request {
             | Request::PmdRxqRebalance { bridge }
             | Request::FdbShow { bridge }
             | Request::FdbFlush { bridge }
-            | Request::SetBridge { bridge, .. } => Some(bridge),
+            | Request::SetBridge { bridge, .. }
+            | Request::TnlNeighShow { bridge }
+            | Request::DumpTunnels { bridge } => Some(bridge),
         }
     }
 }

@@ -602,6 +602,14 @@ impl Datapath {
             ps.rx_packets += n as u64;
             for (i, p) in batch.iter().enumerate() {
                 let lay = extract(p.data(), in_port, &mut scratch.keys[i]);
+                // A tunnel port's decapsulation left the outer header's
+                // fields on the packet (RFC 7348: VNI, outer addresses).
+                if let Some(t) = p.tunnel() {
+                    let k = &mut scratch.keys[i];
+                    k.tun_id = t.tun_id;
+                    k.tun_src = t.src;
+                    k.tun_dst = t.dst;
+                }
                 match lay.status {
                     ParseStatus::Ok => {}
                     ParseStatus::Truncated => ps.rx_truncated += 1,
@@ -843,6 +851,9 @@ fn run_actions(
             }
             let oi = oi as usize;
             if ai == last {
+                // The tunnel metadata travels with the frame to a tunnel
+                // port's encapsulation; rx metadata never leaks to an output.
+                pkt.set_tunnel(ctx.tunnel);
                 match tx.push(oi, pkt) {
                     Ok(()) => *tx_packets += 1,
                     Err(p) => {
@@ -857,6 +868,7 @@ fn run_actions(
                 continue;
             };
             c.copy_from(&pkt);
+            c.set_tunnel(ctx.tunnel);
             *copies += 1;
             match tx.push(oi, c) {
                 Ok(()) => *tx_packets += 1,

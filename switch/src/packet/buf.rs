@@ -5,6 +5,8 @@
 //! front in place. Buffers are allocated once (pool creation) and then only
 //! move between the pool, rx batches, tx queues and back.
 
+use crate::datapath::TunnelMeta;
+
 /// Bytes reserved in front of the frame for pushed headers (VLAN tags, VXLAN's 50-byte outer headers).
 pub const HEADROOM: usize = 128;
 /// Largest frame a buffer holds (an MTU-9000 jumbo frame does not fit; MTU 1500 + tags + encap does).
@@ -17,6 +19,11 @@ pub struct Packet {
     buf: Box<[u8; BUF_CAP]>,
     head: u16,
     len: u16,
+    /// Tunnel metadata (OVS `pkt_metadata.tunnel`): set by a tunnel port on
+    /// decapsulation (read into the `FlowKey`), and by the datapath on output
+    /// after `SetTunnel` (read by the tunnel port's encapsulation). Cleared
+    /// whenever the buffer is refilled or returned to a pool.
+    tunnel: Option<TunnelMeta>,
 }
 
 impl core::fmt::Debug for Packet {
@@ -40,6 +47,7 @@ impl Clone for Packet {
         p.buf.copy_from_slice(&self.buf[..]);
         p.head = self.head;
         p.len = self.len;
+        p.tunnel = self.tunnel;
         p
     }
 }
@@ -51,6 +59,7 @@ impl Packet {
             buf: Box::new([0u8; BUF_CAP]),
             head: HEADROOM as u16,
             len: 0,
+            tunnel: None,
         }
     }
 
@@ -69,6 +78,7 @@ impl Packet {
         }
         self.head = HEADROOM as u16;
         self.len = frame.len() as u16;
+        self.tunnel = None;
         self.buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
         true
     }
@@ -92,6 +102,7 @@ impl Packet {
     pub fn copy_from(&mut self, other: &Packet) {
         self.head = other.head;
         self.len = other.len;
+        self.tunnel = other.tunnel;
         let r = usize::from(other.head)..usize::from(other.head) + usize::from(other.len);
         self.buf[r.clone()].copy_from_slice(&other.buf[r]);
     }
@@ -160,6 +171,24 @@ impl Packet {
         true
     }
 
+    /// The tunnel metadata (see the field's documentation).
+    #[inline(always)]
+    pub fn tunnel(&self) -> Option<&TunnelMeta> {
+        self.tunnel.as_ref()
+    }
+
+    /// Set or clear the tunnel metadata.
+    #[inline(always)]
+    pub fn set_tunnel(&mut self, t: Option<TunnelMeta>) {
+        self.tunnel = t;
+    }
+
+    /// Take the tunnel metadata, leaving none.
+    #[inline(always)]
+    pub fn take_tunnel(&mut self) -> Option<TunnelMeta> {
+        self.tunnel.take()
+    }
+
     /// Shorten the frame to `n` bytes (no-op when already shorter).
     pub fn truncate(&mut self, n: usize) {
         if n < usize::from(self.len) {
@@ -186,12 +215,16 @@ impl PacketPool {
     /// the caller counts a drop, it never allocates on the hot path.
     #[inline]
     pub fn get(&mut self) -> Option<Packet> {
-        self.free.pop()
+        let mut p = self.free.pop()?;
+        p.tunnel = None;
+        Some(p)
     }
 
-    /// Return a buffer.
+    /// Return a buffer (its tunnel metadata is cleared, so a reused buffer
+    /// never carries a previous packet's tunnel).
     #[inline]
-    pub fn put(&mut self, p: Packet) {
+    pub fn put(&mut self, mut p: Packet) {
+        p.tunnel = None;
         self.free.push(p);
     }
 
