@@ -11,3 +11,4 @@ pub mod packet;
 pub mod pipeline;
 pub mod pmd;
 pub mod port;
+pub mod route;

@@ -40,6 +40,9 @@ pub struct BridgeState {
     pub ports: Vec<PortConfig>,
     /// Flows, as `table=..,priority=..,cookie=..,[timeouts,]MATCH,actions=..` text.
     pub flows: Vec<String>,
+    /// Routes, neighbours and router MACs (omitted when none).
+    #[serde(default, skip_serializing_if = "crate::route::RouteState::is_empty")]
+    pub routing: crate::route::RouteState,
 }
 
 /// The whole state file.
@@ -139,6 +142,7 @@ mod tests {
                     options: BTreeMap::new(),
                 }],
                 flows: vec!["table=0,priority=10,actions=drop".into()],
+                ..Default::default()
             },
         );
         store.save(&s).unwrap();
