@@ -308,7 +308,10 @@ fn ecmp_spreads_flows_and_keeps_each_flow_on_one_next_hop() {
     let used: BTreeSet<&String> = first.values().collect();
     assert_eq!(used.len(), 2, "both next hops carry flows: {first:?}");
     let n1 = first.values().filter(|p| *p == "up1").count();
-    assert!((12..=52).contains(&n1), "roughly even spread, up1 got {n1} of 64");
+    assert!(
+        (12..=52).contains(&n1),
+        "roughly even spread, up1 got {n1} of 64"
+    );
     // The same flows again (now from the caches): each on the same next hop.
     s.inject("pod-a", &frames);
     assert_eq!(side(&mut s), first);
@@ -343,7 +346,11 @@ fn route_add_and_delete_change_forwarding_and_survive_a_restart() {
     s.route("172.16.0.0/16 via 10.244.2.2 port=2");
     s.inject("pod-a", &[tcp(MAC_A, ROUTER, IP_A, to, 64, 7)]);
     let out = s.capture_all();
-    assert_eq!(out.keys().collect::<Vec<_>>(), ["pod-c"], "via the neighbour 10.244.2.2");
+    assert_eq!(
+        out.keys().collect::<Vec<_>>(),
+        ["pod-c"],
+        "via the neighbour 10.244.2.2"
+    );
     assert_eq!(out["pod-c"], vec![tcp(ROUTER, MAC_C, IP_A, to, 63, 7)]);
     // A longer prefix wins.
     s.route("172.16.5.0/24 via 192.168.0.2 port=4 mac=02:00:00:00:aa:02");
@@ -358,15 +365,27 @@ fn route_add_and_delete_change_forwarding_and_survive_a_restart() {
     assert_eq!(s.capture_all().keys().collect::<Vec<_>>(), ["pod-c"]);
 
     let before = s.routes_text();
-    assert!(before.contains(&"172.16.0.0/16 via 10.244.2.2 port 2".to_string()), "{before:?}");
-    assert!(before.contains(&"10.244.1.0/24 port 1 scope link".to_string()), "{before:?}");
+    assert!(
+        before.contains(&"172.16.0.0/16 via 10.244.2.2 port 2".to_string()),
+        "{before:?}"
+    );
+    assert!(
+        before.contains(&"10.244.1.0/24 port 1 scope link".to_string()),
+        "{before:?}"
+    );
     // Restart from the state directory: routes, neighbours and router MAC come back.
     let Sw { b, dir } = s;
     drop(b);
-    let mut s = Sw { b: Sw::start(&dir), dir };
+    let mut s = Sw {
+        b: Sw::start(&dir),
+        dir,
+    };
     assert_eq!(s.routes_text(), before);
     s.inject("pod-a", &[tcp(MAC_A, ROUTER, IP_A, to, 64, 7)]);
-    assert_eq!(s.capture_all()["pod-c"], vec![tcp(ROUTER, MAC_C, IP_A, to, 63, 7)]);
+    assert_eq!(
+        s.capture_all()["pod-c"],
+        vec![tcp(ROUTER, MAC_C, IP_A, to, 63, 7)]
+    );
 }
 
 #[test]
@@ -424,6 +443,12 @@ fn trace_shows_the_route_decision() {
         packet: "in_port=1,tcp,dl_src=02:00:00:00:01:02,dl_dst=02:00:00:00:ff:00,nw_src=10.244.1.2,nw_dst=10.244.2.2,nw_ttl=64,tcp_src=1,tcp_dst=80".into(),
     });
     let text = v["text"].as_str().unwrap();
-    assert!(text.contains("route table 0: /24 matched, ttl now 63, output to port 2"), "{text}");
-    assert!(text.contains("set(eth(src=02:00:00:00:ff:00,dst=02:00:00:00:02:02)),set(ipv4(ttl=63)),2"), "{text}");
+    assert!(
+        text.contains("route table 0: /24 matched, ttl now 63, output to port 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("set(eth(src=02:00:00:00:ff:00,dst=02:00:00:00:02:02)),set(ipv4(ttl=63)),2"),
+        "{text}"
+    );
 }

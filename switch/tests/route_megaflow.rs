@@ -31,7 +31,11 @@ fn v4_addr() -> impl Strategy<Value = u32> {
     )
         .prop_map(|(base, r, keep)| {
             // Keep the top `keep` bits of the base, random below.
-            let m = if keep == 0 { 0 } else { u32::MAX << (32 - keep) };
+            let m = if keep == 0 {
+                0
+            } else {
+                u32::MAX << (32 - keep)
+            };
             (base & m) | (r & !m)
         })
 }
@@ -192,7 +196,7 @@ fn key() -> impl Strategy<Value = FlowKey> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn route_megaflow_is_sound(
@@ -229,6 +233,7 @@ proptest! {
             .into_iter()
             .map(|mut g| {
                 g.v6 = false;
+                g.len = g.len.min(32);
                 g.table = 0;
                 g.hops.truncate(1);
                 g.hops[0].2 = true;

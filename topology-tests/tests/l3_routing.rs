@@ -12,7 +12,9 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use topology_tests::{ping, require_root, switchd_bin, LeakGuard, Netns, Result, Switchd, VethPair};
+use topology_tests::{
+    ping, require_root, switchd_bin, LeakGuard, Netns, Result, Switchd, VethPair,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -91,8 +93,20 @@ fn pods_in_two_subnets_route_through_the_route_table() -> Result<()> {
     }
     let _serial = serial();
     let guard = LeakGuard::new("l3")?;
-    let a = Pod::new(&guard, "a", "10.211.1.2/24", "02:00:00:00:01:02", "10.211.1.1")?;
-    let c = Pod::new(&guard, "c", "10.211.2.2/24", "02:00:00:00:02:02", "10.211.2.1")?;
+    let a = Pod::new(
+        &guard,
+        "a",
+        "10.211.1.2/24",
+        "02:00:00:00:01:02",
+        "10.211.1.1",
+    )?;
+    let c = Pod::new(
+        &guard,
+        "c",
+        "10.211.2.2/24",
+        "02:00:00:00:02:02",
+        "10.211.2.1",
+    )?;
     let mut sd = Switchd::start(
         &switchd_bin()?,
         &guard.path("sd.sock"),
@@ -111,8 +125,20 @@ fn pods_in_two_subnets_route_through_the_route_table() -> Result<()> {
     sd.flowctl_ok(&["set-router-mac", "br0", ROUTER_MAC])?;
     sd.flowctl_ok(&["add-route", "br0", "10.211.1.0/24", "port=1"])?;
     sd.flowctl_ok(&["add-route", "br0", "10.211.2.0/24", "port=2"])?;
-    sd.flowctl_ok(&["add-neigh", "br0", "10.211.1.2", "02:00:00:00:01:02", "port=1"])?;
-    sd.flowctl_ok(&["add-neigh", "br0", "10.211.2.2", "02:00:00:00:02:02", "port=2"])?;
+    sd.flowctl_ok(&[
+        "add-neigh",
+        "br0",
+        "10.211.1.2",
+        "02:00:00:00:01:02",
+        "port=1",
+    ])?;
+    sd.flowctl_ok(&[
+        "add-neigh",
+        "br0",
+        "10.211.2.2",
+        "02:00:00:00:02:02",
+        "port=2",
+    ])?;
 
     // Across subnets: the pods ARP for their gateway (answered by the
     // responder flows), the switch routes, the kernel on the far side sees
@@ -122,10 +148,16 @@ fn pods_in_two_subnets_route_through_the_route_table() -> Result<()> {
     assert_eq!(reply_ttl(&a.ns, "10.211.2.2")?, Some(63));
     assert_eq!(reply_ttl(&c.ns, "10.211.1.2")?, Some(63));
     let neigh = a.ns.ip(&["neigh", "show", "10.211.1.1", "dev", "eth0"])?;
-    assert!(neigh.contains(ROUTER_MAC), "gateway resolved to the router MAC: {neigh}");
+    assert!(
+        neigh.contains(ROUTER_MAC),
+        "gateway resolved to the router MAC: {neigh}"
+    );
 
     let routes = sd.flowctl_ok(&["dump-routes", "br0"])?;
-    assert!(routes.contains("10.211.2.0/24 port 2 scope link"), "{routes}");
+    assert!(
+        routes.contains("10.211.2.0/24 port 2 scope link"),
+        "{routes}"
+    );
 
     // Remove the route to the second subnet: unreachable, counted no_route.
     sd.flowctl_ok(&["del-route", "br0", "10.211.2.0/24"])?;
@@ -135,7 +167,14 @@ fn pods_in_two_subnets_route_through_the_route_table() -> Result<()> {
     assert!(ports.contains("no_route"), "drop counted: {ports}");
 
     // Add it back (now as a host route via the pod itself): reachable again.
-    sd.flowctl_ok(&["add-route", "br0", "10.211.2.2/32", "via", "10.211.2.2", "port=2"])?;
+    sd.flowctl_ok(&[
+        "add-route",
+        "br0",
+        "10.211.2.2/32",
+        "via",
+        "10.211.2.2",
+        "port=2",
+    ])?;
     let r = ping(Some(&a.ns), "10.211.2.2", 3)?;
     assert_eq!(r.received, 3, "route restored: {r:?}");
 

@@ -754,8 +754,11 @@ impl Bridge {
                 for t in route.split_whitespace() {
                     if let Some(v) = t.strip_prefix("table=") {
                         table = v.parse().map_err(|_| {
-                            ErrorBody::new(ErrorCode::BadRoute, format!("table {v:?} must be 0 to 255"))
-                                .with_input(route.clone())
+                            ErrorBody::new(
+                                ErrorCode::BadRoute,
+                                format!("table {v:?} must be 0 to 255"),
+                            )
+                            .with_input(route.clone())
                         })?;
                     } else if prefix.is_none() {
                         prefix = Some(parse_prefix(t).map_err(|e| bad_route(e, &route))?);
@@ -771,7 +774,10 @@ impl Bridge {
                     ErrorBody::new(ErrorCode::BadRoute, "del-route needs a prefix")
                         .with_input(route.clone())
                 })?;
-                if !rs.del_route(table, addr, len).map_err(|e| bad_route(e, &route))? {
+                if !rs
+                    .del_route(table, addr, len)
+                    .map_err(|e| bad_route(e, &route))?
+                {
                     return Err(ErrorBody::new(
                         ErrorCode::BadRoute,
                         format!("no route {addr}/{len} in table {table}"),

@@ -413,11 +413,31 @@ mod tests {
     #[test]
     fn basic_ipv4() {
         let ps = [
-            Prefix { addr: v4([10, 0, 0, 0]), len: 8, value: 1 },
-            Prefix { addr: v4([10, 1, 0, 0]), len: 16, value: 2 },
-            Prefix { addr: v4([10, 1, 2, 0]), len: 24, value: 3 },
-            Prefix { addr: v4([10, 1, 2, 128]), len: 25, value: 4 },
-            Prefix { addr: v4([10, 1, 2, 3]), len: 32, value: 5 },
+            Prefix {
+                addr: v4([10, 0, 0, 0]),
+                len: 8,
+                value: 1,
+            },
+            Prefix {
+                addr: v4([10, 1, 0, 0]),
+                len: 16,
+                value: 2,
+            },
+            Prefix {
+                addr: v4([10, 1, 2, 0]),
+                len: 24,
+                value: 3,
+            },
+            Prefix {
+                addr: v4([10, 1, 2, 128]),
+                len: 25,
+                value: 4,
+            },
+            Prefix {
+                addr: v4([10, 1, 2, 3]),
+                len: 32,
+                value: 5,
+            },
         ];
         let t = Lpm::build(32, &ps).unwrap();
         assert_eq!(t.lookup(v4([10, 9, 9, 9])), 1);
@@ -435,7 +455,15 @@ mod tests {
 
     #[test]
     fn default_route_only_needs_no_bits() {
-        let t = Lpm::build(32, &[Prefix { addr: 0, len: 0, value: 7 }]).unwrap();
+        let t = Lpm::build(
+            32,
+            &[Prefix {
+                addr: 0,
+                len: 0,
+                value: 7,
+            }],
+        )
+        .unwrap();
         assert_eq!(t.lookup_with_bits(v4([1, 2, 3, 4])), (7, 0));
         let e = Lpm::empty(128);
         assert_eq!(e.lookup_with_bits(1), (NO_ROUTE, 0));
@@ -446,18 +474,41 @@ mod tests {
         let t = Lpm::build(
             32,
             &[
-                Prefix { addr: v4([10, 0, 0, 1]), len: 8, value: 1 },
-                Prefix { addr: v4([10, 0, 0, 0]), len: 8, value: 2 },
+                Prefix {
+                    addr: v4([10, 0, 0, 1]),
+                    len: 8,
+                    value: 1,
+                },
+                Prefix {
+                    addr: v4([10, 0, 0, 0]),
+                    len: 8,
+                    value: 2,
+                },
             ],
         )
         .unwrap();
         assert_eq!(t.lookup(v4([10, 5, 5, 5])), 2);
         assert_eq!(t.len(), 1);
         assert!(matches!(
-            Lpm::build(32, &[Prefix { addr: 0, len: 33, value: 1 }]),
+            Lpm::build(
+                32,
+                &[Prefix {
+                    addr: 0,
+                    len: 33,
+                    value: 1
+                }]
+            ),
             Err(LpmError::TooLong { .. })
         ));
-        assert!(Lpm::build(32, &[Prefix { addr: 0, len: 3, value: NO_ROUTE }]).is_err());
+        assert!(Lpm::build(
+            32,
+            &[Prefix {
+                addr: 0,
+                len: 3,
+                value: NO_ROUTE
+            }]
+        )
+        .is_err());
     }
 
     fn prefixes(width: u32, max: usize) -> impl Strategy<Value = Vec<Prefix>> {
@@ -471,7 +522,11 @@ mod tests {
                     2 => 0xfd00_0000_0000_0000_0000_0000_0000_0000,
                     _ => a,
                 };
-                let full = if cluster < 3 { base ^ (a >> (16 + (a as u32 % 64))) } else { a };
+                let full = if cluster < 3 {
+                    base ^ (a >> (16 + (a as u32 % 64)))
+                } else {
+                    a
+                };
                 let addr = if width == 32 { full >> 96 } else { full };
                 Prefix { addr, len, value }
             },
@@ -488,7 +543,11 @@ mod tests {
                 move |v| {
                     v.into_iter()
                         .map(|(r, i, flip)| {
-                            let keep = if width == 128 { u128::MAX } else { (1 << width) - 1 };
+                            let keep = if width == 128 {
+                                u128::MAX
+                            } else {
+                                (1 << width) - 1
+                            };
                             match ps2.get(i) {
                                 // Near a prefix: its address with a random bit flipped.
                                 Some(p) if flip % 3 != 0 => {
@@ -510,12 +569,21 @@ mod tests {
         let mut norm: Vec<Prefix> = Vec::new();
         for p in ps {
             let l = u32::from(p.len);
-            let addr = if l == 0 { 0 } else { head(p.addr, width, l) << (width - l) };
+            let addr = if l == 0 {
+                0
+            } else {
+                head(p.addr, width, l) << (width - l)
+            };
             norm.retain(|q| !(q.len == p.len && q.addr == addr));
             norm.push(Prefix { addr, ..*p });
         }
         for &a in addrs {
-            prop_assert_eq!(t.lookup_with_bits(a), naive_lookup(width, &norm, a), "addr {:#x}", a);
+            prop_assert_eq!(
+                t.lookup_with_bits(a),
+                naive_lookup(width, &norm, a),
+                "addr {:#x}",
+                a
+            );
         }
         Ok(())
     }

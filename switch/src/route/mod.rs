@@ -240,12 +240,19 @@ impl Route {
                     _ => return Err(err(format!("unknown route option {k:?}"), t)),
                 }
             } else {
-                return Err(err(format!("unexpected {t:?} (expected via, port=, mac= or weight=)"), t));
+                return Err(err(
+                    format!("unexpected {t:?} (expected via, port=, mac= or weight=)"),
+                    t,
+                ));
             }
         }
-        let (addr, len) = prefix.ok_or_else(|| err("missing the prefix (e.g. 10.244.2.0/24)", text))?;
+        let (addr, len) =
+            prefix.ok_or_else(|| err("missing the prefix (e.g. 10.244.2.0/24)", text))?;
         if hops.is_empty() {
-            return Err(err("a route needs a next hop: via IP port=N, or port=N", text));
+            return Err(err(
+                "a route needs a next hop: via IP port=N, or port=N",
+                text,
+            ));
         }
         if hops.len() > MAX_NEXTHOPS {
             return Err(err(format!("at most {MAX_NEXTHOPS} next hops"), text));
@@ -544,7 +551,10 @@ impl RouteSet {
     /// Longest-prefix match of an IPv4 destination in `table`.
     pub fn lookup_v4(&self, table: u8, dst: u32) -> RouteHit<'_> {
         match self.fibs.get(&table) {
-            None => RouteHit { route: None, bits: 0 },
+            None => RouteHit {
+                route: None,
+                bits: 0,
+            },
             Some(f) => {
                 let (v, bits) = f.v4.lookup_with_bits(u128::from(dst));
                 RouteHit {
@@ -558,7 +568,10 @@ impl RouteSet {
     /// Longest-prefix match of an IPv6 destination in `table`.
     pub fn lookup_v6(&self, table: u8, dst: [u8; 16]) -> RouteHit<'_> {
         match self.fibs.get(&table) {
-            None => RouteHit { route: None, bits: 0 },
+            None => RouteHit {
+                route: None,
+                bits: 0,
+            },
             Some(f) => {
                 let (v, bits) = f.v6.lookup_with_bits(u128::from_be_bytes(dst));
                 RouteHit {
@@ -643,7 +656,8 @@ mod tests {
             assert_eq!(r.to_string(), t);
             assert_eq!(Route::parse(&r.to_string()).unwrap(), r);
         }
-        let r = Route::parse("10.0.0.0/8 via 10.1.0.1 port=2 weight=2 via 10.1.0.2 port=3").unwrap();
+        let r =
+            Route::parse("10.0.0.0/8 via 10.1.0.1 port=2 weight=2 via 10.1.0.2 port=3").unwrap();
         assert_eq!(
             r.ip_route_text(),
             "10.0.0.0/8\n\tnexthop via 10.1.0.1 port 2 weight 2\n\tnexthop via 10.1.0.2 port 3 weight 1"
@@ -663,7 +677,10 @@ mod tests {
             ("10.0.0.0/8 via 1.1.1.1 port=1 weight=0", "weight"),
             ("10.0.0.0/8 via 1.1.1.1 port=x", "port"),
             ("10.0.0.0/8 via 1.1.1.1 port=1 mac=zz", "mac"),
-            ("10.0.0.0/8 via 1.1.1.1 port=1 colour=red", "unknown route option"),
+            (
+                "10.0.0.0/8 via 1.1.1.1 port=1 colour=red",
+                "unknown route option",
+            ),
             ("table=300 10.0.0.0/8 port=1", "table"),
             ("nonsense port=1", "not an IPv4 or IPv6"),
             ("10.0.0.0/8 port=1 via 1.1.1.1 port=2", "ECMP"),
@@ -687,13 +704,19 @@ mod tests {
         assert_eq!(hit.bits, 16);
         let hit = rs.lookup_v4(0, u32::from(Ipv4Addr::new(10, 3, 3, 4)));
         assert_eq!(hit.route.unwrap().len, 8);
-        assert!(rs.lookup_v4(0, u32::from(Ipv4Addr::new(11, 0, 0, 1))).route.is_none());
+        assert!(rs
+            .lookup_v4(0, u32::from(Ipv4Addr::new(11, 0, 0, 1)))
+            .route
+            .is_none());
         assert!(rs.lookup_v4(1, 0).route.is_none());
         let hit = rs.lookup_v6(0, "fd00::7".parse::<Ipv6Addr>().unwrap().octets());
         assert_eq!(hit.route.unwrap().nexthops[0].port, 5);
         let r = hit.route.unwrap();
         assert_eq!(r.select(12345), r.select(12345));
-        let ecmp = rs.lookup_v4(0, u32::from(Ipv4Addr::new(10, 3, 3, 4))).route.unwrap();
+        let ecmp = rs
+            .lookup_v4(0, u32::from(Ipv4Addr::new(10, 3, 3, 4)))
+            .route
+            .unwrap();
         let ports: std::collections::BTreeSet<u32> =
             (0..64).map(|h| ecmp.select(h).unwrap().port).collect();
         assert_eq!(ports.len(), 2);
@@ -706,8 +729,10 @@ mod tests {
     #[test]
     fn state_round_trip() {
         let mut rs = RouteSet::new();
-        rs.add_route(Route::parse("table=3 10.0.0.0/8 via 10.1.0.1 port=2 mac=02:00:00:00:00:09").unwrap())
-            .unwrap();
+        rs.add_route(
+            Route::parse("table=3 10.0.0.0/8 via 10.1.0.1 port=2 mac=02:00:00:00:00:09").unwrap(),
+        )
+        .unwrap();
         rs.add_neighbour("10.1.0.1".parse().unwrap(), [2, 0, 0, 0, 0, 1], Some(2));
         rs.set_router_mac(None, Some([2, 0, 0, 0, 0, 0xfe]));
         rs.set_router_mac(Some(2), Some([2, 0, 0, 0, 0, 0xfd]));
@@ -716,7 +741,10 @@ mod tests {
         assert_eq!(back.to_state(), st);
         assert_eq!(back.router_mac(2), Some([2, 0, 0, 0, 0, 0xfd]));
         assert_eq!(back.router_mac(7), Some([2, 0, 0, 0, 0, 0xfe]));
-        assert_eq!(back.neighbour("10.1.0.1".parse().unwrap()), Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            back.neighbour("10.1.0.1".parse().unwrap()),
+            Some([2, 0, 0, 0, 0, 1])
+        );
         assert!(back.lookup_v4(3, 0x0a05_0505).route.is_some());
     }
 }
