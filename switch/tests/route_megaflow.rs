@@ -224,7 +224,7 @@ proptest! {
 
     #[test]
     fn route_mask_is_minimal_for_a_plain_route(
-        gens in prop::collection::vec(route_gen(), 1..24),
+        gens in prop::collection::vec(route_gen(), 1..12),
         k in key(),
     ) {
         // Only IPv4, single next hop with a MAC, TTL 64, table 0, source
