@@ -198,6 +198,67 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         payload: usize,
     },
+    /// Add or replace a route: `flowctl add-route br0 [table=N] PREFIX via IP port=N [mac=MAC] [weight=W] [via IP port=N ...]`.
+    ///
+    /// Several `via` next hops make an ECMP route (chosen per flow by a hash of
+    /// its addresses, protocol and ports). Without `via` the route is directly
+    /// connected: the destination itself is the next hop. The next hop's MAC
+    /// comes from `mac=` or from the neighbour table (add-neigh).
+    AddRoute {
+        /// Bridge name.
+        bridge: String,
+        /// `[table=N] PREFIX via IP port=N [mac=MAC] [weight=W] ...`
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        route: Vec<String>,
+    },
+    /// Delete a route: `flowctl del-route br0 [table=N] PREFIX`.
+    DelRoute {
+        /// Bridge name.
+        bridge: String,
+        /// `[table=N] PREFIX`
+        #[arg(required = true, num_args = 1..)]
+        route: Vec<String>,
+    },
+    /// List routes like `ip route show`: `flowctl dump-routes br0 [table=N]`.
+    DumpRoutes {
+        /// Bridge name.
+        bridge: String,
+        /// `table=N`: only this route table.
+        table: Option<String>,
+    },
+    /// Add or replace a static neighbour: `flowctl add-neigh br0 IP MAC [port=N]`.
+    AddNeigh {
+        /// Bridge name.
+        bridge: String,
+        /// The neighbour's IP address.
+        ip: String,
+        /// Its MAC.
+        mac: String,
+        /// `port=N`: the port it is behind (informational).
+        port: Option<String>,
+    },
+    /// Delete a neighbour: `flowctl del-neigh br0 IP`.
+    DelNeigh {
+        /// Bridge name.
+        bridge: String,
+        /// The neighbour's IP address.
+        ip: String,
+    },
+    /// List neighbours like `ip neigh show`.
+    DumpNeigh {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Set the source MAC of routed packets: `flowctl set-router-mac br0 MAC [port=N]`
+    /// (without port=, the default for every port; MAC `none` clears it).
+    SetRouterMac {
+        /// Bridge name.
+        bridge: String,
+        /// The router MAC, or `none`.
+        mac: String,
+        /// `port=N`: only for packets leaving port N.
+        port: Option<String>,
+    },
     /// Print (and consume) the frames a memory port transmitted.
     Capture {
         /// Bridge name.
@@ -288,6 +349,17 @@ fn parse_bundle(lines: Vec<(usize, String)>) -> Result<Vec<BundleMod>, String> {
             Ok(BundleMod { op, flow: rest.trim().to_string() })
         })
         .collect()
+}
+
+/// `port=N` (or a bare N) as a port number.
+fn port_arg(s: &Option<String>) -> Result<Option<u32>, String> {
+    s.as_deref()
+        .map(|p| {
+            let v = p.strip_prefix("port=").unwrap_or(p);
+            v.parse::<u32>()
+                .map_err(|_| format!("{p:?}: expected port=N with N a port number"))
+        })
+        .transpose()
 }
 
 #[cfg(test)]
@@ -422,6 +494,49 @@ fn request_lines(cmd: &Cmd) -> Result<(Request, Vec<usize>), String> {
                 .collect::<Result<_, _>>()?,
         },
         Cmd::ComposePacket { .. } => unreachable!("handled locally"),
+        Cmd::AddRoute { bridge, route } => Request::AddRoute {
+            bridge: bridge.clone(),
+            route: route.join(" "),
+        },
+        Cmd::DelRoute { bridge, route } => Request::DelRoute {
+            bridge: bridge.clone(),
+            route: route.join(" "),
+        },
+        Cmd::DumpRoutes { bridge, table } => Request::DumpRoutes {
+            bridge: bridge.clone(),
+            table: table
+                .as_deref()
+                .map(|t| {
+                    t.strip_prefix("table=")
+                        .unwrap_or(t)
+                        .parse::<u8>()
+                        .map_err(|_| format!("{t:?}: expected table=N with N from 0 to 255"))
+                })
+                .transpose()?,
+        },
+        Cmd::AddNeigh {
+            bridge,
+            ip,
+            mac,
+            port,
+        } => Request::AddNeigh {
+            bridge: bridge.clone(),
+            ip: ip.clone(),
+            mac: mac.clone(),
+            port: port_arg(port)?,
+        },
+        Cmd::DelNeigh { bridge, ip } => Request::DelNeigh {
+            bridge: bridge.clone(),
+            ip: ip.clone(),
+        },
+        Cmd::DumpNeigh { bridge } => Request::DumpNeigh {
+            bridge: bridge.clone(),
+        },
+        Cmd::SetRouterMac { bridge, mac, port } => Request::SetRouterMac {
+            bridge: bridge.clone(),
+            mac: (mac != "none").then(|| mac.clone()),
+            port: port_arg(port)?,
+        },
         Cmd::Capture { bridge, port, max } => Request::Capture {
             bridge: bridge.clone(),
             port: port.clone(),

@@ -359,6 +359,35 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
         Cmd::AddPort { name, .. } => {
             let _ = writeln!(out, "{name}: ofport {}", body["ofport"]);
         }
+        Cmd::DumpRoutes { .. } => {
+            for r in body["routes"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "{}", r["text"].as_str().unwrap_or_default());
+            }
+            for m in body["router_macs"].as_array().into_iter().flatten() {
+                let port = m["port"]
+                    .as_u64()
+                    .map_or_else(|| "default".to_string(), |p| format!("port {p}"));
+                let _ = writeln!(
+                    out,
+                    "router mac {} ({port})",
+                    m["mac"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        Cmd::DumpNeigh { .. } => {
+            for n in body["neighbours"].as_array().into_iter().flatten() {
+                let _ = write!(
+                    out,
+                    "{} lladdr {}",
+                    n["ip"].as_str().unwrap_or_default(),
+                    n["mac"].as_str().unwrap_or_default()
+                );
+                if let Some(p) = n["port"].as_u64() {
+                    let _ = write!(out, " port {p}");
+                }
+                let _ = writeln!(out, " PERMANENT");
+            }
+        }
         _ => {}
     }
     out

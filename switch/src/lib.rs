@@ -11,4 +11,5 @@ pub mod packet;
 pub mod pipeline;
 pub mod pmd;
 pub mod port;
+pub mod route;
 pub mod tunnel;

@@ -224,6 +224,9 @@ impl Bridge {
             b.pipeline
                 .apply(&mods)
                 .map_err(|e| format!("restoring flows: {e}"))?;
+            let routes = crate::route::RouteSet::from_state(&bs.routing)
+                .map_err(|e| format!("restoring routes: {e} ({:?})", e.token))?;
+            b.pipeline.set_routes(routes);
         }
         b.publish();
         Ok(b)
@@ -252,6 +255,7 @@ impl Bridge {
                 ports: self.ports.values().map(|p| p.cfg.clone()).collect(),
                 flows: pipeline.rules().map(|r| flow_to_text(&r.flow)).collect(),
                 other_config: self.other_config.clone(),
+                routing: pipeline.routes().to_state(),
             },
         );
         State {
@@ -1017,6 +1021,13 @@ impl Bridge {
                 Ok(json!({ "flushed": n, "text": "table successfully flushed\n" }))
             }
             Request::SetBridge { settings, .. } => self.set_bridge(settings),
+            Request::AddRoute { .. }
+            | Request::DelRoute { .. }
+            | Request::DumpRoutes { .. }
+            | Request::AddNeigh { .. }
+            | Request::DelNeigh { .. }
+            | Request::DumpNeigh { .. }
+            | Request::SetRouterMac { .. } => self.routing_request(req),
             Request::Capture { port, max, .. } => {
                 let no = self.port_by(&port)?;
                 let h = self.ports[&no].memory.clone().ok_or_else(|| {
@@ -1041,6 +1052,135 @@ impl Bridge {
                 Ok(json!({ "frames": frames }))
             }
         }
+    }
+}
+
+fn bad_route(e: crate::route::RouteError, input: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::BadRoute, e.message).with_input(input)
+}
+
+impl Bridge {
+    /// Route, neighbour and router-MAC requests: applied to a copy of the
+    /// routing state, persisted, then published with the pipeline.
+    fn routing_request(&mut self, req: Request) -> Result<serde_json::Value, ErrorBody> {
+        use crate::route::{parse_mac, parse_prefix, Route, RouteSet};
+        let mut rs: RouteSet = self.pipeline.routes().clone();
+        let reply = match req {
+            Request::AddRoute { route, .. } => {
+                let r = Route::parse(&route).map_err(|e| bad_route(e, &route))?;
+                let text = r.ip_route_text();
+                let replaced = rs.add_route(r).map_err(|e| bad_route(e, &route))?;
+                json!({ "route": text, "replaced": replaced })
+            }
+            Request::DelRoute { route, .. } => {
+                let mut table = 0u8;
+                let mut prefix = None;
+                for t in route.split_whitespace() {
+                    if let Some(v) = t.strip_prefix("table=") {
+                        table = v.parse().map_err(|_| {
+                            ErrorBody::new(
+                                ErrorCode::BadRoute,
+                                format!("table {v:?} must be 0 to 255"),
+                            )
+                            .with_input(route.clone())
+                        })?;
+                    } else if prefix.is_none() {
+                        prefix = Some(parse_prefix(t).map_err(|e| bad_route(e, &route))?);
+                    } else {
+                        return Err(ErrorBody::new(
+                            ErrorCode::BadRoute,
+                            format!("del-route takes [table=N] PREFIX; unexpected {t:?}"),
+                        )
+                        .with_input(route.clone()));
+                    }
+                }
+                let (addr, len) = prefix.ok_or_else(|| {
+                    ErrorBody::new(ErrorCode::BadRoute, "del-route needs a prefix")
+                        .with_input(route.clone())
+                })?;
+                if !rs
+                    .del_route(table, addr, len)
+                    .map_err(|e| bad_route(e, &route))?
+                {
+                    return Err(ErrorBody::new(
+                        ErrorCode::BadRoute,
+                        format!("no route {addr}/{len} in table {table}"),
+                    )
+                    .with_input(route));
+                }
+                json!({ "deleted": format!("{addr}/{len}"), "table": table })
+            }
+            Request::DumpRoutes { table, .. } => {
+                let routes: Vec<serde_json::Value> = rs
+                    .routes()
+                    .filter(|r| table.is_none_or(|t| t == r.table))
+                    .map(|r| {
+                        json!({
+                            "table": r.table,
+                            "prefix": r.prefix(),
+                            "nexthops": r.nexthops.iter().map(|h| json!({
+                                "via": h.via.map(|v| v.to_string()),
+                                "port": h.port,
+                                "mac": h.mac.map(|m| crate::route::format_mac(&m)),
+                                "weight": h.weight,
+                            })).collect::<Vec<_>>(),
+                            "text": r.ip_route_text(),
+                            "spec": r.to_string(),
+                        })
+                    })
+                    .collect();
+                let macs: Vec<serde_json::Value> = rs
+                    .router_macs()
+                    .map(|(p, m)| json!({ "port": p, "mac": crate::route::format_mac(&m) }))
+                    .collect();
+                return Ok(json!({ "routes": routes, "router_macs": macs }));
+            }
+            Request::AddNeigh { ip, mac, port, .. } => {
+                let addr: std::net::IpAddr = ip.parse().map_err(|_| {
+                    ErrorBody::new(ErrorCode::BadRoute, format!("{ip:?} is not an IP address"))
+                        .with_input(ip.clone())
+                })?;
+                let m = parse_mac(&mac).ok_or_else(|| {
+                    ErrorBody::new(ErrorCode::BadRoute, format!("{mac:?} is not a MAC address"))
+                        .with_input(mac.clone())
+                })?;
+                rs.add_neighbour(addr, m, port);
+                json!({ "ip": addr.to_string(), "mac": crate::route::format_mac(&m) })
+            }
+            Request::DelNeigh { ip, .. } => {
+                let addr: std::net::IpAddr = ip.parse().map_err(|_| {
+                    ErrorBody::new(ErrorCode::BadRoute, format!("{ip:?} is not an IP address"))
+                        .with_input(ip.clone())
+                })?;
+                if !rs.del_neighbour(addr) {
+                    return Err(ErrorBody::new(
+                        ErrorCode::BadRoute,
+                        format!("no neighbour {addr}"),
+                    )
+                    .with_input(ip));
+                }
+                json!({ "deleted": addr.to_string() })
+            }
+            Request::DumpNeigh { .. } => {
+                return Ok(json!({ "neighbours": rs.neighbours().collect::<Vec<_>>() }));
+            }
+            Request::SetRouterMac { mac, port, .. } => {
+                let m = match &mac {
+                    None => None,
+                    Some(t) => Some(parse_mac(t).ok_or_else(|| {
+                        ErrorBody::new(ErrorCode::BadRoute, format!("{t:?} is not a MAC address"))
+                            .with_input(t.clone())
+                    })?),
+                };
+                rs.set_router_mac(port, m);
+                json!({ "port": port, "mac": m.map(|m| crate::route::format_mac(&m)) })
+            }
+            _ => return Err(ErrorBody::new(ErrorCode::Internal, "not a routing request")),
+        };
+        let mut next = self.pipeline.clone();
+        next.set_routes(rs);
+        self.commit(next)?;
+        Ok(reply)
     }
 }
 

@@ -189,6 +189,65 @@ pub enum Request {
         /// Bridge name.
         bridge: String,
     },
+    /// Add (or replace) a route: `[table=N] PREFIX via IP port=N [mac=MAC]
+    /// [weight=W] [via ...]` (see `crate::route::Route::parse`).
+    AddRoute {
+        /// Bridge name.
+        bridge: String,
+        /// The route, in add-route syntax.
+        route: String,
+    },
+    /// Delete a route: `[table=N] PREFIX`.
+    DelRoute {
+        /// Bridge name.
+        bridge: String,
+        /// `[table=N] PREFIX`.
+        route: String,
+    },
+    /// List routes (one table, or all).
+    DumpRoutes {
+        /// Bridge name.
+        bridge: String,
+        /// Only this table.
+        #[serde(default)]
+        table: Option<u8>,
+    },
+    /// Add (or replace) a static neighbour.
+    AddNeigh {
+        /// Bridge name.
+        bridge: String,
+        /// Its IP address.
+        ip: String,
+        /// Its MAC.
+        mac: String,
+        /// The port it is behind (informational).
+        #[serde(default)]
+        port: Option<u32>,
+    },
+    /// Delete a neighbour.
+    DelNeigh {
+        /// Bridge name.
+        bridge: String,
+        /// Its IP address.
+        ip: String,
+    },
+    /// List neighbours.
+    DumpNeigh {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Set the router MAC routed packets leave with (per port, or the
+    /// bridge default when `port` is None); `mac` None clears it.
+    SetRouterMac {
+        /// Bridge name.
+        bridge: String,
+        /// The MAC (None: clear).
+        #[serde(default)]
+        mac: Option<String>,
+        /// The egress port (None: the default for every port).
+        #[serde(default)]
+        port: Option<u32>,
+    },
     /// Re-assign ports to polling threads by the configured policy
     /// (OVS `dpif-netdev/pmd-rxq-rebalance`).
     PmdRxqRebalance {
@@ -254,7 +313,14 @@ impl Request {
             | Request::FdbFlush { bridge }
             | Request::SetBridge { bridge, .. }
             | Request::TnlNeighShow { bridge }
-            | Request::DumpTunnels { bridge } => Some(bridge),
+            | Request::DumpTunnels { bridge }
+            | Request::AddRoute { bridge, .. }
+            | Request::DelRoute { bridge, .. }
+            | Request::DumpRoutes { bridge, .. }
+            | Request::AddNeigh { bridge, .. }
+            | Request::DelNeigh { bridge, .. }
+            | Request::DumpNeigh { bridge }
+            | Request::SetRouterMac { bridge, .. } => Some(bridge),
         }
     }
 }
@@ -281,6 +347,8 @@ pub enum ErrorCode {
     BadPacket,
     /// A queue is full.
     Busy,
+    /// A route, neighbour or router MAC request is invalid.
+    BadRoute,
     /// Persisting state failed; the change was not applied.
     StateIo,
     /// Something else went wrong inside switchd.

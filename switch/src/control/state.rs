@@ -44,6 +44,9 @@ pub struct BridgeState {
     /// as given; absent from files written before they existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub other_config: BTreeMap<String, String>,
+    /// Routes, neighbours and router MACs (omitted when none).
+    #[serde(default, skip_serializing_if = "crate::route::RouteState::is_empty")]
+    pub routing: crate::route::RouteState,
 }
 
 /// The whole state file.
@@ -144,6 +147,7 @@ mod tests {
                 }],
                 flows: vec!["table=0,priority=10,actions=drop".into()],
                 other_config: BTreeMap::from([("mac-aging-time".into(), "10".into())]),
+                ..Default::default()
             },
         );
         store.save(&s).unwrap();

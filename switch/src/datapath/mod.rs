@@ -92,11 +92,17 @@ pub enum DropReason {
     Oversize,
     /// The port is down (its interface vanished, or its peer is gone).
     PortDown,
+    /// `route` on TTL / hop limit 0 or 1 (RFC 1812 §5.3.1 time exceeded).
+    TtlExceeded,
+    /// `route` found no route to the destination.
+    NoRoute,
+    /// `route`'s next hop has no known MAC (no `mac=`, no neighbour entry).
+    NoNeighbour,
 }
 
 impl DropReason {
     /// Number of reasons (size of per-reason counter arrays).
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 17;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::NoFlow,
@@ -113,6 +119,9 @@ impl DropReason {
         DropReason::TxRingFull,
         DropReason::Oversize,
         DropReason::PortDown,
+        DropReason::TtlExceeded,
+        DropReason::NoRoute,
+        DropReason::NoNeighbour,
     ];
 
     /// The counter name operators see (`no_flow`, `invalid_ttl`...).
@@ -132,6 +141,9 @@ impl DropReason {
             DropReason::TxRingFull => "tx_ring_full",
             DropReason::Oversize => "oversize",
             DropReason::PortDown => "port_down",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoNeighbour => "no_neighbour",
         }
     }
 
@@ -148,6 +160,9 @@ impl DropReason {
             XlateDrop::InvalidTtl => DropReason::InvalidTtl,
             XlateDrop::ResubmitDepth => DropReason::ResubmitDepth,
             XlateDrop::ExplicitDrop => DropReason::ExplicitDrop,
+            XlateDrop::TtlExceeded => DropReason::TtlExceeded,
+            XlateDrop::NoRoute => DropReason::NoRoute,
+            XlateDrop::NoNeighbour => DropReason::NoNeighbour,
         }
     }
 }

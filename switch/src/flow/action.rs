@@ -78,6 +78,15 @@ pub enum Action {
     /// `dec_ttl`: decrement the IPv4 TTL / IPv6 hop limit; at 0 or 1, an
     /// `invalid_ttl` exception ends the current flow's actions.
     DecTtl,
+    /// `route` / `route(table=N)` (ferroswitch extension): longest-prefix
+    /// match of the IPv4/IPv6 destination in route table N, ECMP next-hop
+    /// choice by flow hash, TTL decrement (TTL 0/1: dropped as
+    /// `ttl_exceeded`), Ethernet rewrite to the router MAC and the next hop's
+    /// MAC, and output to the next hop's port (see `crate::route`).
+    Route {
+        /// Route table.
+        table: u8,
+    },
     /// `push_vlan:ETHERTYPE`: push a tag with vid 0, pcp 0.
     PushVlan(u16),
     /// `pop_vlan` (`strip_vlan`).

@@ -531,6 +531,10 @@ fn format_action(a: &Action, s: &mut String) {
             let _ = write!(s, "move:{}->{}", format_subfield(src), format_subfield(dst));
         }
         Action::DecTtl => s.push_str("dec_ttl"),
+        Action::Route { table: 0 } => s.push_str("route"),
+        Action::Route { table } => {
+            let _ = write!(s, "route(table={table})");
+        }
         Action::PushVlan(t) => {
             let _ = write!(s, "push_vlan:{:#x}", t);
         }

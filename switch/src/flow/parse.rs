@@ -754,6 +754,7 @@ const ACTION_NAMES: &[&str] = &[
     "mod_tp_src",
     "mod_tp_dst",
     "dec_ttl",
+    "route",
     "mod_vlan_vid",
     "mod_vlan_pcp",
     "push_vlan",
@@ -1722,6 +1723,10 @@ fn parse_actions(
                 ctx.need(ctx.ip_any(), tok, off, "IPv4 or IPv6", "ip")?;
                 acts.push(Action::DecTtl);
             }
+            "route" => {
+                ctx.need(ctx.ip_any(), tok, off, "IPv4 or IPv6", "ip")?;
+                acts.push(parse_route_action(t.value, t.value_off)?);
+            }
             "mod_vlan_vid" => {
                 let v = value_of(t, tok)?;
                 let vid = parse_uint_max(v, 0xffff, "mod_vlan_vid", t.value_off)?;
@@ -2035,6 +2040,23 @@ fn parse_set_field(
         };
     }
     Ok(())
+}
+
+/// `route`, `route()` or `route(table=N)` (the ferroswitch routing action).
+fn parse_route_action(v: Option<&str>, off: usize) -> Result<Action, ParseError> {
+    let v = v.unwrap_or("").trim();
+    if v.is_empty() {
+        return Ok(Action::Route { table: 0 });
+    }
+    let t = v.strip_prefix("table=").unwrap_or(v);
+    let table = t.parse::<u8>().map_err(|_| {
+        ParseError::new(
+            format!("route({v}): expected route(table=N) with N from 0 to 255"),
+            off,
+            v,
+        )
+    })?;
+    Ok(Action::Route { table })
 }
 
 #[cfg(test)]

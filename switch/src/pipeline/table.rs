@@ -293,12 +293,16 @@ pub struct Pipeline {
     /// (OFPTT_ALL is not a table), so `table(255)` and `lookup(255, ..)`
     /// answer "empty" instead of panicking.
     tables: Vec<Table>,
+    /// Route tables, neighbours and router MACs for the `route` action
+    /// (shared between snapshots until a routing change replaces them).
+    routes: Arc<crate::route::RouteSet>,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
         Pipeline {
             tables: (0..=N_TABLES).map(|_| Table::default()).collect(),
+            routes: Arc::default(),
         }
     }
 }
@@ -370,6 +374,21 @@ impl Pipeline {
     /// An empty pipeline (255 empty tables).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The routing state the `route` action consults.
+    pub fn routes(&self) -> &crate::route::RouteSet {
+        &self.routes
+    }
+
+    /// The routing state, shared.
+    pub fn routes_arc(&self) -> Arc<crate::route::RouteSet> {
+        Arc::clone(&self.routes)
+    }
+
+    /// Replace the routing state.
+    pub fn set_routes(&mut self, routes: crate::route::RouteSet) {
+        self.routes = Arc::new(routes);
     }
 
     /// Table `id` (255, which is not a table, is always empty).

@@ -343,6 +343,37 @@ fn outcome_node(o: &ActionOutcome) -> Option<Node> {
             (Detail, "no learned MAC for destination, flooding".into())
         }
         ActionOutcome::NormalDrop { reason } => (Warn, (*reason).into()),
+        ActionOutcome::Routed {
+            table,
+            prefix_len,
+            nexthop,
+            n_nexthops,
+            port,
+            ttl,
+        } => (
+            Detail,
+            if *n_nexthops > 1 {
+                format!(
+                    "route table {table}: /{prefix_len} matched, ECMP next hop {} of {n_nexthops} by flow hash, ttl now {ttl}, output to port {port}",
+                    u32::from(*nexthop) + 1
+                )
+            } else {
+                format!("route table {table}: /{prefix_len} matched, ttl now {ttl}, output to port {port}")
+            },
+        ),
+        ActionOutcome::NoRoute { table } => (
+            Warn,
+            format!("route table {table}: no route to the destination, packet dropped (no_route)"),
+        ),
+        ActionOutcome::TtlExceeded { ttl } => (
+            Warn,
+            format!("route: ttl {ttl} would expire, packet dropped (ttl_exceeded)"),
+        ),
+        ActionOutcome::NoNeighbour { table } => (
+            Warn,
+            format!("route table {table}: next hop MAC unknown (no mac= on the route, no neighbour entry), packet dropped (no_neighbour)"),
+        ),
+        ActionOutcome::RouteNotIp => (Detail, "not an IP packet: route does nothing".into()),
     };
     Some(Node::leaf(kind, text))
 }

@@ -93,6 +93,12 @@ pub enum XlateDrop {
     ResubmitDepth,
     /// The matching flow has an empty action list.
     ExplicitDrop,
+    /// `route` on TTL / hop limit 0 or 1 (a router's "time exceeded").
+    TtlExceeded,
+    /// `route` found no route for the destination.
+    NoRoute,
+    /// `route` found a route whose next hop has no known MAC.
+    NoNeighbour,
 }
 
 /// The result of translating one key.
@@ -180,6 +186,42 @@ pub enum ActionOutcome {
     },
     /// `dec_ttl` on a packet that is neither IPv4 nor IPv6: no-op.
     DecTtlNotIp,
+    /// `route` matched `prefix_len` bits in `table` and chose next hop
+    /// `nexthop` (of `n_nexthops`, by flow hash when more than one) on `port`.
+    Routed {
+        /// Route table.
+        table: u8,
+        /// Length of the matching prefix.
+        prefix_len: u8,
+        /// Index of the chosen next hop.
+        nexthop: u8,
+        /// Number of next hops (ECMP when more than one).
+        n_nexthops: u8,
+        /// Egress port.
+        port: PortNo,
+        /// The TTL / hop limit after the decrement.
+        ttl: u8,
+    },
+    /// `route`: no route in `table`; the packet is dropped (`no_route`) and
+    /// the rest of this flow's actions are skipped.
+    NoRoute {
+        /// Route table.
+        table: u8,
+    },
+    /// `route` on TTL / hop limit 0 or 1: dropped (`ttl_exceeded`), the rest
+    /// of this flow's actions skipped.
+    TtlExceeded {
+        /// The TTL found.
+        ttl: u8,
+    },
+    /// `route`: the next hop's MAC is neither on the route nor in the
+    /// neighbour table: dropped (`no_neighbour`).
+    NoNeighbour {
+        /// Route table.
+        table: u8,
+    },
+    /// `route` on a packet that is neither IPv4 nor IPv6: no-op.
+    RouteNotIp,
     /// `pop_vlan` on an untagged packet: no-op.
     PopVlanUntagged,
     /// `push_vlan` with [`MAX_VLAN_TAGS`] tags already: ignored.
@@ -373,6 +415,8 @@ struct Xlator<'a> {
     /// Translation failed (resource limit): drop everything.
     failed: bool,
     invalid_ttl: bool,
+    /// A `route` action dropped the packet (TtlExceeded, NoRoute, NoNeighbour).
+    route_drop: Option<XlateDrop>,
     /// First NoMatch / ExplicitDrop met.
     first_drop: Option<XlateDrop>,
     /// The MAC table NORMAL consults (None: an empty one).
@@ -415,6 +459,7 @@ impl<'a> Xlator<'a> {
             resubmits: 0,
             failed: false,
             invalid_ttl: false,
+            route_drop: None,
             first_drop: None,
             fdb: None,
             l2_uses: None,
@@ -477,6 +522,8 @@ impl<'a> Xlator<'a> {
             (Vec::new(), Vec::new(), Some(XlateDrop::ResubmitDepth))
         } else if self.invalid_ttl {
             (self.actions, self.outputs, Some(XlateDrop::InvalidTtl))
+        } else if let Some(d) = self.route_drop {
+            (self.actions, self.outputs, Some(d))
         } else if self.outputs.is_empty() {
             (self.actions, self.outputs, self.first_drop)
         } else {
@@ -619,6 +666,7 @@ impl<'a> Xlator<'a> {
                 di.set_bits(&mut self.written, dst.ofs, n, u128::MAX);
             }
             Action::DecTtl => self.dec_ttl(),
+            Action::Route { table: t } => self.route(*t),
             Action::PushVlan(tpid) => self.push_vlan(*tpid),
             Action::PopVlan => self.pop_vlan(),
             Action::Resubmit { in_port, table: t } => {
@@ -699,6 +747,104 @@ impl<'a> Xlator<'a> {
             self.note(ActionOutcome::InvalidTtl { ttl, ipv6 });
             self.end_current_frame();
         }
+    }
+
+    /// The `route` action (see `crate::route`). Un-wildcards exactly the
+    /// destination bits that decided the longest-prefix match (all of them
+    /// for a directly connected route, whose next hop is the destination
+    /// itself), the 5-tuple when ECMP hashed it, and the TTL.
+    fn route(&mut self, table: u8) {
+        if !is_ip(&self.flow) {
+            self.note(ActionOutcome::RouteNotIp);
+            return;
+        }
+        let routes = self.pipeline.routes_arc();
+        let v6 = self.flow.dl_type == ethertype::IPV6;
+        let hit = if v6 {
+            routes.lookup_v6(table, self.flow.ipv6_dst)
+        } else {
+            routes.lookup_v4(table, self.flow.nw_dst)
+        };
+        if v6 {
+            let m = if hit.bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - hit.bits.min(128))
+            };
+            let w = u128::from_be_bytes(self.wc.ipv6_dst) | m;
+            self.wc.ipv6_dst = w.to_be_bytes();
+        } else if hit.bits > 0 {
+            self.wc.nw_dst |= u32::MAX << (32 - hit.bits.min(32));
+        }
+        let Some(route) = hit.route else {
+            self.note(ActionOutcome::NoRoute { table });
+            self.route_drop.get_or_insert(XlateDrop::NoRoute);
+            self.end_current_frame();
+            return;
+        };
+        let (idx, hop) = if route.nexthops.len() > 1 {
+            crate::route::ecmp_hash_mask(&self.flow, &mut self.wc);
+            let h = crate::route::ecmp_hash(&self.flow);
+            let Some(hop) = route.select(h) else {
+                return;
+            };
+            let idx = route.nexthops.iter().position(|x| x == hop).unwrap_or(0);
+            (idx, hop.clone())
+        } else {
+            let Some(hop) = route.nexthops.first() else {
+                return;
+            };
+            (0, hop.clone())
+        };
+        // RFC 1812 §5.3.1 / RFC 8200 §3: a router never forwards a packet
+        // whose TTL / hop limit would reach 0.
+        self.wc.nw_ttl = u8::MAX;
+        let ttl = self.flow.nw_ttl;
+        if ttl <= 1 {
+            self.note(ActionOutcome::TtlExceeded { ttl });
+            self.route_drop.get_or_insert(XlateDrop::TtlExceeded);
+            self.end_current_frame();
+            return;
+        }
+        let dst_mac = match (hop.mac, hop.via) {
+            (Some(m), _) => Some(m),
+            (None, Some(gw)) => routes.neighbour(gw),
+            (None, None) => {
+                // Connected: the destination itself is the neighbour.
+                if v6 {
+                    self.wc.ipv6_dst = [0xff; 16];
+                    routes.neighbour(crate::route::v6(self.flow.ipv6_dst))
+                } else {
+                    self.wc.nw_dst = u32::MAX;
+                    routes.neighbour(crate::route::v4(self.flow.nw_dst))
+                }
+            }
+        };
+        let Some(dst_mac) = dst_mac else {
+            self.note(ActionOutcome::NoNeighbour { table });
+            self.route_drop.get_or_insert(XlateDrop::NoNeighbour);
+            self.end_current_frame();
+            return;
+        };
+        self.flow.nw_ttl = ttl - 1;
+        self.written.nw_ttl = u8::MAX;
+        if let Some(src) = routes.router_mac(hop.port) {
+            self.flow.dl_src = src;
+            self.written.dl_src = [0xff; 6];
+        }
+        self.flow.dl_dst = dst_mac;
+        self.written.dl_dst = [0xff; 6];
+        self.note(ActionOutcome::Routed {
+            table,
+            prefix_len: route.len,
+            nexthop: u8::try_from(idx).unwrap_or(u8::MAX),
+            n_nexthops: u8::try_from(route.nexthops.len()).unwrap_or(u8::MAX),
+            port: hop.port,
+            ttl: ttl - 1,
+        });
+        // A router may send a packet back out of the port it came in on
+        // (two subnets behind one port): no in_port check here.
+        self.emit_output(hop.port);
     }
 
     fn push_vlan(&mut self, tpid: u16) {
