@@ -318,6 +318,27 @@ pub struct PmdStats {
     pub handoff_drops: u64,
     /// Per-port load on this thread.
     pub rxqs: Vec<RxqStats>,
+    /// The thread's AF_XDP UMEM frames by where they are (all 0 until an
+    /// AF_XDP port joined the thread).
+    #[serde(default)]
+    pub umem: UmemFrames,
+}
+
+/// Where a thread's UMEM frames are (see `packet/buf.rs`): free + fill + user
+/// + tx = total always; a leak would show as frames that never come back to
+/// `free` once traffic stops and the ports are gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UmemFrames {
+    /// Frames in the UMEM.
+    pub total: u32,
+    /// In the thread's free list.
+    pub free: u32,
+    /// In sockets' fill and rx rings.
+    pub fill: u32,
+    /// Packets in userspace (batches, tx queues).
+    pub user: u32,
+    /// In sockets' tx and completion rings.
+    pub tx: u32,
 }
 
 impl PmdStats {
@@ -342,6 +363,11 @@ impl PmdStats {
             t.handed_off += s.handed_off;
             t.handoff_drops += s.handoff_drops;
             t.rxqs.extend(s.rxqs.iter().cloned());
+            t.umem.total += s.umem.total;
+            t.umem.free += s.umem.free;
+            t.umem.fill += s.umem.fill;
+            t.umem.user += s.umem.user;
+            t.umem.tx += s.umem.tx;
         }
         t
     }
@@ -545,6 +571,10 @@ pub struct PmdSet {
     queues: BTreeMap<PortNo, Handoff>,
     dir: Arc<ArcSwap<TxDirectory>>,
     assign: RxqAssign,
+    /// Each thread's AF_XDP UMEM, created when its first AF_XDP port is
+    /// opened (the thread's pool adopts it when that port attaches).
+    #[cfg(feature = "afxdp")]
+    umems: Vec<Option<crate::port::afxdp::AfxdpUmem>>,
 }
 
 impl PmdSet {
@@ -562,6 +592,8 @@ impl PmdSet {
             pcfg.cpus.clone()
         };
         let mut pmds = Vec::with_capacity(cpus.len());
+        #[cfg(feature = "afxdp")]
+        let cpus_len = cpus.len();
         for (i, cpu) in cpus.iter().enumerate() {
             let w = Wiring {
                 snapshot: snapshot.clone(),
@@ -577,6 +609,8 @@ impl PmdSet {
             queues: BTreeMap::new(),
             dir,
             assign: pcfg.assign,
+            #[cfg(feature = "afxdp")]
+            umems: vec![None; cpus_len],
         })
     }
 
@@ -605,17 +639,42 @@ impl PmdSet {
         self.dir.store(Arc::new(TxDirectory { queues }));
     }
 
-    /// Give a new port to the thread with the fewest ports (lowest index on
-    /// ties), which is round robin for ports added one by one. On a full
-    /// command queue the port comes back.
-    pub fn add_port(&mut self, no: PortNo, port: Box<dyn Port>) -> Result<usize, Box<dyn Port>> {
+    /// The thread the next [`Self::add_port`] gives its port to: the one with
+    /// the fewest ports (lowest index on ties).
+    pub fn next_target(&self) -> usize {
         let mut count = vec![0usize; self.pmds.len()];
         for o in self.owner.values() {
             count[*o] += 1;
         }
-        let target = (0..self.pmds.len())
+        (0..self.pmds.len())
             .min_by_key(|i| (count[*i], *i))
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+
+    /// The AF_XDP UMEM of thread `pmd` (created on first use), on which a
+    /// port for that thread must be opened so that forwarding between its
+    /// AF_XDP ports needs no copy.
+    #[cfg(feature = "afxdp")]
+    pub fn afxdp_umem(
+        &mut self,
+        pmd: usize,
+    ) -> Result<crate::port::afxdp::AfxdpUmem, crate::port::afxdp::AfxdpError> {
+        let slot = self.umems.get_mut(pmd).ok_or_else(|| {
+            crate::port::afxdp::AfxdpError::Umem(format!("no polling thread {pmd}"))
+        })?;
+        if let Some(u) = slot {
+            return Ok(u.clone());
+        }
+        let u = crate::port::afxdp::AfxdpUmem::for_thread()?;
+        *slot = Some(u.clone());
+        Ok(u)
+    }
+
+    /// Give a new port to the thread with the fewest ports (lowest index on
+    /// ties, [`Self::next_target`]), which is round robin for ports added one
+    /// by one. On a full command queue the port comes back.
+    pub fn add_port(&mut self, no: PortNo, port: Box<dyn Port>) -> Result<usize, Box<dyn Port>> {
+        let target = self.next_target();
         if let std::collections::btree_map::Entry::Vacant(e) = self.queues.entry(no) {
             e.insert(Arc::new(ArrayQueue::new(HANDOFF_DEPTH)));
             self.publish_dir();
@@ -875,8 +934,13 @@ fn run(
         let req = shared.sync_req.load(Ordering::SeqCst);
         while let Some(cmd) = cmds.pop() {
             match cmd {
-                PmdCommand::AddPort(no, p) => {
-                    ports.retain(|o| o.no != no);
+                PmdCommand::AddPort(no, mut p) => {
+                    if let Some(i) = ports.iter().position(|o| o.no == no) {
+                        ports.remove(i).port.detach(&mut pool);
+                    }
+                    // Buffers the port needs from this thread (AF_XDP: the
+                    // thread's UMEM frames) are taken here.
+                    p.attach(&mut pool);
                     // The datapath keeps per-port counters by port number for
                     // as long as the number stays in consecutive snapshots; the
                     // port reports what it had when it arrived (zero for a new
@@ -910,7 +974,10 @@ fn run(
                     });
                 }
                 PmdCommand::DelPort(no) => {
-                    ports.retain(|o| o.no != no);
+                    if let Some(i) = ports.iter().position(|o| o.no == no) {
+                        // Every frame the port holds comes back before it goes.
+                        ports.remove(i).port.detach(&mut pool);
+                    }
                 }
                 PmdCommand::ReleasePort(no) => {
                     // tx is empty here: every iteration flushes what it queued.
@@ -919,14 +986,19 @@ fn run(
                         publish_port_counters(&dp, &mut ports[i..=i]);
                         let OwnedPort {
                             no,
-                            port,
+                            mut port,
                             handoff,
                             at_add,
                             carried,
                             rx_packets,
                             busy_cycles,
                         } = ports.remove(i);
-                        if let Err((no, port)) = shared.returned.push((no, port)) {
+                        // Its buffers stay with this thread; the next owner
+                        // attaches it to its own (AF_XDP: a new socket on
+                        // that thread's UMEM).
+                        port.detach(&mut pool);
+                        if let Err((no, mut port)) = shared.returned.push((no, port)) {
+                            port.attach(&mut pool);
                             // The return queue is full (the control thread
                             // releases one port at a time, so not in practice):
                             // keep polling the port rather than lose it.
@@ -1074,6 +1146,14 @@ fn run(
                 rx_packets: o.rx_packets,
                 busy_cycles: o.busy_cycles,
             }));
+            let fc = pool.frame_counts();
+            stats.umem = UmemFrames {
+                total: fc.total,
+                free: fc.free,
+                fill: fc.fill,
+                user: fc.user,
+                tx: fc.tx,
+            };
             if let Ok(mut s) = shared.stats.lock() {
                 s.clone_from(&stats);
             }
@@ -1149,6 +1229,11 @@ fn flush(
             }
             TxTarget::Remote(h) => {
                 for p in q.drain(..) {
+                    // UMEM frames never leave their thread: a heap copy goes.
+                    let Some(p) = pool.to_heap(p) else {
+                        stats.handoff_drops += 1;
+                        continue;
+                    };
                     match h.push(p) {
                         Ok(()) => stats.handed_off += 1,
                         Err(p) => {
@@ -1207,6 +1292,9 @@ pub struct PmdPerf {
     pub handoff_drops: u64,
     /// Frames for a port no thread polls (dropped).
     pub tx_unpolled: u64,
+    /// The thread's AF_XDP UMEM frames by where they are.
+    #[serde(default)]
+    pub umem: UmemFrames,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -1238,6 +1326,7 @@ impl From<&PmdStats> for PmdPerf {
             handed_off: s.handed_off,
             handoff_drops: s.handoff_drops,
             tx_unpolled: s.tx_unpolled,
+            umem: s.umem,
         }
     }
 }

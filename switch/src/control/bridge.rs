@@ -253,8 +253,19 @@ impl Bridge {
                 use crate::port::afxdp::{AfxdpOptions, AfxdpPort};
                 let opts = AfxdpOptions::from_map(&cfg.options)
                     .map_err(|e| ErrorBody::new(ErrorCode::BadPortConfig, e))?;
-                let p = AfxdpPort::open(&opts)
-                    .map_err(|e| ErrorBody::new(ErrorCode::BadPortConfig, e.to_string()))?;
+                // On the UMEM of the thread that will poll it (the one
+                // add_port picks), so AF_XDP ports of one thread forward
+                // without a copy.
+                let bad = |e: crate::port::afxdp::AfxdpError| {
+                    ErrorBody::new(ErrorCode::BadPortConfig, e.to_string())
+                };
+                if crate::port::afxdp::xdp_prog::ifindex(&opts.ifname).is_none() {
+                    return Err(bad(crate::port::afxdp::AfxdpError::NoSuchInterface(
+                        opts.ifname.clone(),
+                    )));
+                }
+                let umem = self.pmd.afxdp_umem(self.pmd.next_target()).map_err(bad)?;
+                let p = AfxdpPort::open_shared(&opts, &umem).map_err(bad)?;
                 (Box::new(p), None)
             }
             "tap" => {
