@@ -1292,6 +1292,12 @@ pub struct PmdPerf {
     pub handoff_drops: u64,
     /// Frames for a port no thread polls (dropped).
     pub tx_unpolled: u64,
+    /// Cycles spent receiving, processing and transmitting (rx batches that
+    /// got frames and their flushes): divided by `rx_packets`, the whole
+    /// userspace cost per packet, rx and tx copies included, which
+    /// `cycles_per_packet` (datapath only) leaves out.
+    #[serde(default)]
+    pub busy_cycles: u64,
     /// The thread's AF_XDP UMEM frames by where they are.
     #[serde(default)]
     pub umem: UmemFrames,
@@ -1326,6 +1332,7 @@ impl From<&PmdStats> for PmdPerf {
             handed_off: s.handed_off,
             handoff_drops: s.handoff_drops,
             tx_unpolled: s.tx_unpolled,
+            busy_cycles: s.busy_cycles,
             umem: s.umem,
         }
     }
