@@ -299,6 +299,9 @@ fn receives_frames_sent_in_the_namespace_and_transmits_into_it() {
     }
     let t = Topo::new(1500);
     let mut port = AfxdpPort::open(&t.opts()).expect("open");
+    let mut pool = PacketPool::with_capacity(256);
+    // Joining a pool stocks the fill ring (switchd: when a thread takes the port).
+    port.attach(&mut pool);
     let (mode, zc) = port.attached_mode();
     assert!(matches!(mode, XdpMode::Native | XdpMode::Generic));
     assert!(!zc, "veth has no zero-copy");
@@ -307,7 +310,6 @@ fn receives_frames_sent_in_the_namespace_and_transmits_into_it() {
         ids != (0, 0),
         "an XDP program is attached while the port is open"
     );
-    let mut pool = PacketPool::with_capacity(256);
 
     // rx: three frames of different sizes, byte for byte.
     let sent: Vec<Vec<u8>> = (0..3)
@@ -382,6 +384,7 @@ fn generic_mode_no_pool_buffer_and_oversize_are_counted_drops() {
 
     // Zero-copy receive needs no heap buffer: an empty heap pool still receives.
     let mut pool = PacketPool::default();
+    port.attach(&mut pool);
     t.send_from_ns(&[
         frame(HOST_MAC, PEER_MAC, b"fsx-nobuf-0", 60),
         frame(HOST_MAC, PEER_MAC, b"fsx-nobuf-1", 60),
@@ -502,6 +505,7 @@ fn stale_program_is_replaced() {
     );
     let mut port = AfxdpPort::open(&t.opts()).expect("open over a stale program");
     let mut pool = PacketPool::with_capacity(16);
+    port.attach(&mut pool);
     let f = frame(HOST_MAC, PEER_MAC, b"fsx-after-stale", 60);
     t.send_from_ns(std::slice::from_ref(&f));
     assert_eq!(receive(&mut port, &mut pool, 1), vec![f]);
@@ -561,9 +565,9 @@ fn forwarding_between_two_ports_of_one_umem_does_not_copy() {
     // a's namespace sends; the frame arrives on pa as a UMEM packet and
     // leaves pb without a copy, byte for byte.
     let fa = frame(PEER_MAC, HOST_MAC, b"fsx-zc-a", 200);
-    let cap = b.capture_in_ns(b"fsx-zc-a");
     a.send_from_ns(std::slice::from_ref(&fa));
     let mut got = receive_packets(&mut pa, &mut pool, 1);
+    let cap = b.capture_in_ns(b"fsx-zc-a");
     assert_eq!(got.len(), 1);
     assert!(got[0].is_umem(), "received without a copy");
     assert_eq!(got[0].data(), &fa[..]);
@@ -585,9 +589,9 @@ fn forwarding_between_two_ports_of_one_umem_does_not_copy() {
     // A pushed header (a VLAN tag) moves the frame's start: it is moved back
     // inside the frame and still sent without taking another frame.
     let fv = frame(PEER_MAC, HOST_MAC, b"fsx-zc-vlan", 100);
-    let cap = b.capture_in_ns(b"fsx-zc-vlan");
     a.send_from_ns(std::slice::from_ref(&fv));
     let mut got = receive_packets(&mut pa, &mut pool, 1);
+    let cap = b.capture_in_ns(b"fsx-zc-vlan");
     assert_eq!(got.len(), 1);
     {
         let p = &mut got[0];
@@ -700,9 +704,9 @@ fn a_port_moved_to_another_pool_rebinds_on_its_umem() {
     assert_eq!(got[0].data(), &fb[..]);
     got.into_iter().for_each(|p| pool2.put(p));
     let fa = frame(PEER_MAC, HOST_MAC, b"fsx-moved-a", 80);
-    let cap = b.capture_in_ns(b"fsx-moved-a");
     a.send_from_ns(std::slice::from_ref(&fa));
     let got = receive_packets(&mut pa, &mut pool1, 1);
+    let cap = b.capture_in_ns(b"fsx-moved-a");
     assert_eq!(got.len(), 1);
     // Across threads a UMEM packet travels as a heap copy (pmd hand-off).
     let mut batch: Vec<Packet> = got.into_iter().map(|p| pool1.to_heap(p).unwrap()).collect();

@@ -662,7 +662,13 @@ fn pods_on_one_polling_thread_forward_without_a_copy_and_leak_no_frame() -> Resu
     // Traffic no flow matches (UDP to pod b is not in the L2 flows: it is
     // IPv4, so it matches by MAC; use an unknown destination MAC instead).
     a.ns.ip(&[
-        "neigh", "replace", "10.231.7.99", "lladdr", "02:00:00:00:09:09", "dev", "eth0",
+        "neigh",
+        "replace",
+        "10.231.7.99",
+        "lladdr",
+        "02:00:00:00:09:09",
+        "dev",
+        "eth0",
     ])?;
     let _ = ping(Some(&a.ns), "10.231.7.99", 5)?;
 

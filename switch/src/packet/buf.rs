@@ -908,7 +908,7 @@ mod tests {
             "offsets past the frame"
         );
         assert!(pool.fill_to_free(me, all[0]));
-        assert_eq!(ok(&pool).refused, 5);
+        assert_eq!(ok(&pool).refused, 4);
         assert_eq!(ok(&other).free, 8);
         assert_eq!(umem_packets_dropped(), 0);
     }

@@ -329,7 +329,20 @@ impl AfxdpPort {
     fn rebind(&mut self, umem: AfxdpUmem) {
         self.rings = None;
         self.stats.rebinds.add(1);
-        match bind(&self.opts, &umem, self.sole) {
+        // The kernel frees the old socket's hold on the queue in a deferred
+        // work item (net/xdp/xsk_buff_pool.c xp_release_deferred), so a bind
+        // right after the close may see EBUSY for a few milliseconds.
+        let mut res = bind(&self.opts, &umem, self.sole);
+        for _ in 0..50 {
+            match &res {
+                Err(AfxdpError::Bind { detail, .. }) if detail.contains("busy") => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    res = bind(&self.opts, &umem, self.sole);
+                }
+                _ => break,
+            }
+        }
+        match res {
             Ok((rings, mode, zc)) => {
                 self.rings = Some(rings);
                 (self.mode, self.zerocopy) = (mode, zc);
