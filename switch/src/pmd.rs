@@ -324,9 +324,9 @@ pub struct PmdStats {
     pub umem: UmemFrames,
 }
 
-/// Where a thread's UMEM frames are (see `packet/buf.rs`): free + fill + user
-/// + tx = total always; a leak would show as frames that never come back to
-/// `free` once traffic stops and the ports are gone.
+/// Where a thread's UMEM frames are (see `packet/buf.rs`): the four counts
+/// always add up to the total; a leak would show as frames that never come
+/// back to `free` once traffic stops and the ports are gone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UmemFrames {
     /// Frames in the UMEM.
