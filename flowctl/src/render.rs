@@ -88,6 +88,13 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     let why = p.state_reason.as_deref().unwrap_or("link down");
                     let _ = writeln!(out, "{pad}state: LINK_DOWN ({why})");
                 }
+                if s.tx_zerocopy + s.tx_copied > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{pad}tx zerocopy={}, copied={}",
+                        s.tx_zerocopy, s.tx_copied
+                    );
+                }
                 let _ = writeln!(out, "{pad}duration={:.3}s", p.duration);
             }
         }
@@ -250,6 +257,18 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     n("handed_off"),
                     n("handoff_drops"),
                 );
+                let u = |k: &str| t["umem"][k].as_u64().unwrap_or(0);
+                if u("total") > 0 {
+                    let _ = writeln!(
+                        out,
+                        "  AF_XDP UMEM frames: {} (free {}, fill/rx {}, in use {}, tx/comp {})",
+                        u("total"),
+                        u("free"),
+                        u("fill"),
+                        u("user"),
+                        u("tx")
+                    );
+                }
             }
         }
         Cmd::TnlNeighShow { .. } => {

@@ -336,6 +336,27 @@ pub struct PmdStats {
     pub handoff_drops: u64,
     /// Per-port load on this thread.
     pub rxqs: Vec<RxqStats>,
+    /// The thread's AF_XDP UMEM frames by where they are (all 0 until an
+    /// AF_XDP port joined the thread).
+    #[serde(default)]
+    pub umem: UmemFrames,
+}
+
+/// Where a thread's UMEM frames are (see `packet/buf.rs`): the four counts
+/// always add up to the total; a leak would show as frames that never come
+/// back to `free` once traffic stops and the ports are gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UmemFrames {
+    /// Frames in the UMEM.
+    pub total: u32,
+    /// In the thread's free list.
+    pub free: u32,
+    /// In sockets' fill and rx rings.
+    pub fill: u32,
+    /// Packets in userspace (batches, tx queues).
+    pub user: u32,
+    /// In sockets' tx and completion rings.
+    pub tx: u32,
 }
 
 impl PmdStats {
@@ -360,6 +381,11 @@ impl PmdStats {
             t.handed_off += s.handed_off;
             t.handoff_drops += s.handoff_drops;
             t.rxqs.extend(s.rxqs.iter().cloned());
+            t.umem.total += s.umem.total;
+            t.umem.free += s.umem.free;
+            t.umem.fill += s.umem.fill;
+            t.umem.user += s.umem.user;
+            t.umem.tx += s.umem.tx;
         }
         t
     }
@@ -574,6 +600,10 @@ pub struct PmdSet {
     assign: RxqAssign,
     /// L2 learning shared by every thread and the control thread.
     l2: Arc<L2Shared>,
+    /// Each thread's AF_XDP UMEM, created when its first AF_XDP port is
+    /// opened (the thread's pool adopts it when that port attaches).
+    #[cfg(feature = "afxdp")]
+    umems: Vec<Option<crate::port::afxdp::AfxdpUmem>>,
 }
 
 impl PmdSet {
@@ -592,6 +622,8 @@ impl PmdSet {
             pcfg.cpus.clone()
         };
         let mut pmds = Vec::with_capacity(cpus.len());
+        #[cfg(feature = "afxdp")]
+        let cpus_len = cpus.len();
         for (i, cpu) in cpus.iter().enumerate() {
             let w = Wiring {
                 snapshot: snapshot.clone(),
@@ -609,6 +641,8 @@ impl PmdSet {
             queues: BTreeMap::new(),
             dir,
             assign: pcfg.assign,
+            #[cfg(feature = "afxdp")]
+            umems: vec![None; cpus_len],
         })
     }
 
@@ -651,29 +685,69 @@ impl PmdSet {
         self.dir.store(Arc::new(TxDirectory { queues }));
     }
 
-    /// Give a new port to the thread with the fewest ports (lowest index on
-    /// ties), which is round robin for ports added one by one. On a full
-    /// command queue the port comes back.
+    /// The thread the next [`Self::add_rxq`] gives its rx queue to: the one
+    /// with the fewest rx queues (lowest index on ties).
+    pub fn next_target(&self) -> usize {
+        self.next_targets(1).first().copied().unwrap_or(0)
+    }
+
+    /// The threads the next `n` calls of [`Self::add_rxq`] give their queues
+    /// to, in order (so a multi-queue port can open each queue's socket on
+    /// the UMEM of the thread that will poll it).
+    pub fn next_targets(&self, n: usize) -> Vec<usize> {
+        let mut count = vec![0usize; self.pmds.len()];
+        for o in self.owner.values() {
+            count[*o] += 1;
+        }
+        (0..n)
+            .map(|_| {
+                let t = (0..count.len())
+                    .min_by_key(|i| (count[*i], *i))
+                    .unwrap_or(0);
+                if let Some(c) = count.get_mut(t) {
+                    *c += 1;
+                }
+                t
+            })
+            .collect()
+    }
+
+    /// The AF_XDP UMEM of thread `pmd` (created on first use), on which a
+    /// port for that thread must be opened so that forwarding between its
+    /// AF_XDP ports needs no copy.
+    #[cfg(feature = "afxdp")]
+    pub fn afxdp_umem(
+        &mut self,
+        pmd: usize,
+    ) -> Result<crate::port::afxdp::AfxdpUmem, crate::port::afxdp::AfxdpError> {
+        let slot = self.umems.get_mut(pmd).ok_or_else(|| {
+            crate::port::afxdp::AfxdpError::Umem(format!("no polling thread {pmd}"))
+        })?;
+        if let Some(u) = slot {
+            return Ok(u.clone());
+        }
+        let u = crate::port::afxdp::AfxdpUmem::for_thread()?;
+        *slot = Some(u.clone());
+        Ok(u)
+    }
+
+    /// Give a new port to the thread with the fewest rx queues (lowest index
+    /// on ties, [`Self::next_target`]), which is round robin for ports added
+    /// one by one. On a full command queue the port comes back.
     pub fn add_port(&mut self, no: PortNo, port: Box<dyn Port>) -> Result<usize, Box<dyn Port>> {
         self.add_rxq(no, 0, port)
     }
 
-    /// Give rx queue `queue` of port `no` (its own port object) to the
-    /// thread with the fewest rx queues (lowest index on ties): the queues of
-    /// a multi-queue port added one after another spread over the threads.
+    /// Give rx queue `queue` of port `no` (its own port object) to
+    /// [`Self::next_target`]: the queues of a multi-queue port added one
+    /// after another spread over the threads.
     pub fn add_rxq(
         &mut self,
         no: PortNo,
         queue: u32,
         port: Box<dyn Port>,
     ) -> Result<usize, Box<dyn Port>> {
-        let mut count = vec![0usize; self.pmds.len()];
-        for o in self.owner.values() {
-            count[*o] += 1;
-        }
-        let target = (0..self.pmds.len())
-            .min_by_key(|i| (count[*i], *i))
-            .unwrap_or(0);
+        let target = self.next_target();
         if let std::collections::btree_map::Entry::Vacant(e) = self.queues.entry(no) {
             e.insert(Arc::new(ArrayQueue::new(HANDOFF_DEPTH)));
             self.publish_dir();
@@ -959,13 +1033,21 @@ fn run(
         while let Some(cmd) = cmds.pop() {
             match cmd {
                 PmdCommand::AddPort(no, p) => {
-                    add_rxq(&dp, &current, &mut ports, no, 0, p);
+                    add_rxq(&dp, &current, &mut ports, &mut pool, no, 0, p);
                 }
                 PmdCommand::AddRxq(no, q, p) => {
-                    add_rxq(&dp, &current, &mut ports, no, q, p);
+                    add_rxq(&dp, &current, &mut ports, &mut pool, no, q, p);
                 }
                 PmdCommand::DelPort(no) => {
-                    ports.retain(|o| o.no != no);
+                    // Every frame a queue object holds comes back before it goes.
+                    let mut i = 0;
+                    while i < ports.len() {
+                        if ports[i].no == no {
+                            ports.remove(i).port.detach(&mut pool);
+                        } else {
+                            i += 1;
+                        }
+                    }
                     elect_carriers(&dp, &current, &mut ports);
                 }
                 PmdCommand::ReleasePort(no, q) => {
@@ -974,11 +1056,16 @@ fn run(
                         dp.push_stats();
                         publish_port_counters(&dp, &mut ports);
                         let o = ports.remove(i);
-                        if let Err((no, q, port)) = shared.returned.push((o.no, o.queue, o.port)) {
+                        let mut port = o.port;
+                        // Its buffers stay with this thread; the next owner
+                        // attaches it to its own (AF_XDP: a new socket on
+                        // that thread's UMEM).
+                        port.detach(&mut pool);
+                        if let Err((no, q, port)) = shared.returned.push((o.no, o.queue, port)) {
                             // The return queue is full (the control thread
                             // releases one queue at a time, so not in practice):
                             // keep polling it rather than lose it.
-                            add_rxq(&dp, &current, &mut ports, no, q, port);
+                            add_rxq(&dp, &current, &mut ports, &mut pool, no, q, port);
                         }
                         elect_carriers(&dp, &current, &mut ports);
                     }
@@ -1117,6 +1204,14 @@ fn run(
                 rx_packets: o.rx_packets,
                 busy_cycles: o.busy_cycles,
             }));
+            let fc = pool.frame_counts();
+            stats.umem = UmemFrames {
+                total: fc.total,
+                free: fc.free,
+                fill: fc.fill,
+                user: fc.user,
+                tx: fc.tx,
+            };
             if let Ok(mut s) = shared.stats.lock() {
                 s.clone_from(&stats);
             }
@@ -1144,11 +1239,17 @@ fn add_rxq(
     dp: &Datapath,
     current: &Snapshot,
     ports: &mut Vec<OwnedPort>,
+    pool: &mut PacketPool,
     no: PortNo,
     q: u32,
-    p: Box<dyn Port>,
+    mut p: Box<dyn Port>,
 ) {
-    ports.retain(|o| !(o.no == no && o.queue == q));
+    if let Some(i) = ports.iter().position(|o| o.no == no && o.queue == q) {
+        ports.remove(i).port.detach(pool);
+    }
+    // Buffers the port needs from this thread (AF_XDP: the thread's UMEM
+    // frames) are taken here.
+    p.attach(pool);
     let c = p.counters();
     let mut carried = PortDpStats {
         port: no,
@@ -1261,6 +1362,11 @@ fn flush(
             }
             TxTarget::Remote(h) => {
                 for p in q.drain(..) {
+                    // UMEM frames never leave their thread: a heap copy goes.
+                    let Some(p) = pool.to_heap(p) else {
+                        stats.handoff_drops += 1;
+                        continue;
+                    };
                     match h.push(p) {
                         Ok(()) => stats.handed_off += 1,
                         Err(p) => {
@@ -1327,6 +1433,9 @@ pub struct PmdPerf {
     /// Raw cycles since the thread started (busy + idle).
     #[serde(default)]
     pub total_cycles: u64,
+    /// The thread's AF_XDP UMEM frames by where they are.
+    #[serde(default)]
+    pub umem: UmemFrames,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -1360,6 +1469,7 @@ impl From<&PmdStats> for PmdPerf {
             tx_unpolled: s.tx_unpolled,
             busy_cycles: s.busy_cycles,
             total_cycles: s.total_cycles,
+            umem: s.umem,
         }
     }
 }

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use switch::packet::buf::{umem_packets_dropped, FrameCounts};
 use switch::packet::{Packet, PacketPool};
 use switch::port::afxdp::{
     xdp_program_ids, AfxdpError, AfxdpOptions, AfxdpPort, AfxdpUmem, XdpMode,
@@ -298,6 +299,9 @@ fn receives_frames_sent_in_the_namespace_and_transmits_into_it() {
     }
     let t = Topo::new(1500);
     let mut port = AfxdpPort::open(&t.opts()).expect("open");
+    let mut pool = PacketPool::with_capacity(256);
+    // Joining a pool stocks the fill ring (switchd: when a thread takes the port).
+    port.attach(&mut pool);
     let (mode, zc) = port.attached_mode();
     assert!(matches!(mode, XdpMode::Native | XdpMode::Generic));
     assert!(!zc, "veth has no zero-copy");
@@ -306,7 +310,6 @@ fn receives_frames_sent_in_the_namespace_and_transmits_into_it() {
         ids != (0, 0),
         "an XDP program is attached while the port is open"
     );
-    let mut pool = PacketPool::with_capacity(256);
 
     // rx: three frames of different sizes, byte for byte.
     let sent: Vec<Vec<u8>> = (0..3)
@@ -379,21 +382,17 @@ fn generic_mode_no_pool_buffer_and_oversize_are_counted_drops() {
     let (_, skb) = xdp_program_ids(&t.host).unwrap();
     assert_ne!(skb, 0, "generic-mode program attached");
 
-    // No buffer in the pool: counted pool_empty drops, frames recycled.
+    // Zero-copy receive needs no heap buffer: an empty heap pool still receives.
+    let mut pool = PacketPool::default();
+    port.attach(&mut pool);
     t.send_from_ns(&[
         frame(HOST_MAC, PEER_MAC, b"fsx-nobuf-0", 60),
         frame(HOST_MAC, PEER_MAC, b"fsx-nobuf-1", 60),
     ]);
-    let mut empty = PacketPool::default();
-    let mut batch = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while drops(&port, true, DropReason::PoolEmpty) < 2 && Instant::now() < deadline {
-        assert_eq!(port.rx_batch(&mut empty, &mut batch, 32), 0);
-    }
-    assert!(drops(&port, true, DropReason::PoolEmpty) >= 2);
+    assert_eq!(receive(&mut port, &mut pool, 2).len(), 2);
+    assert_eq!(drops(&port, true, DropReason::PoolEmpty), 0);
 
     // A 2500-byte frame does not fit a Packet (MAX_FRAME 2048): oversize drop.
-    let mut pool = PacketPool::with_capacity(64);
     t.send_from_ns(&[
         frame(HOST_MAC, PEER_MAC, b"fsx-big", 2500),
         frame(HOST_MAC, PEER_MAC, b"fsx-small", 100),
@@ -412,6 +411,13 @@ fn generic_mode_no_pool_buffer_and_oversize_are_counted_drops() {
         let got = receive(&mut port, &mut pool, chunk.len());
         assert_eq!(got, chunk);
     }
+    port.detach(&mut pool);
+    let c = pool.check_frames().unwrap();
+    assert_eq!(
+        (c.free, c.total),
+        (256, 256),
+        "oversize frames went back too"
+    );
 }
 
 #[test]
@@ -441,12 +447,13 @@ fn interface_deleted_under_an_open_port_marks_it_down() {
     drop(t);
 
     // Detected while only receiving (the socket error, checked when idle).
+    let mut pool2 = PacketPool::with_capacity(0);
     let t = Topo::new(1500);
     let mut port = AfxdpPort::open(&t.opts()).expect("open");
     sh(&["ip", "link", "del", &t.host]);
     let deadline = Instant::now() + Duration::from_secs(2);
     while port.is_up() && Instant::now() < deadline {
-        assert_eq!(port.rx_batch(&mut pool, &mut rx, 32), 0);
+        assert_eq!(port.rx_batch(&mut pool2, &mut rx, 32), 0);
     }
     assert!(!port.is_up(), "an idle port notices its interface vanished");
     assert_eq!(
@@ -498,6 +505,7 @@ fn stale_program_is_replaced() {
     );
     let mut port = AfxdpPort::open(&t.opts()).expect("open over a stale program");
     let mut pool = PacketPool::with_capacity(16);
+    port.attach(&mut pool);
     let f = frame(HOST_MAC, PEER_MAC, b"fsx-after-stale", 60);
     t.send_from_ns(std::slice::from_ref(&f));
     assert_eq!(receive(&mut port, &mut pool, 1), vec![f]);
@@ -505,44 +513,216 @@ fn stale_program_is_replaced() {
     assert_eq!(xdp_program_ids(&t.host).unwrap(), (0, 0));
 }
 
+/// Two ports on one UMEM, attached to one pool (as on one polling thread).
+fn zc_pair(a: &Topo, b: &Topo, frames: u32) -> (AfxdpPort, AfxdpPort, AfxdpUmem) {
+    let umem = AfxdpUmem::new(frames, 256, 256).expect("umem");
+    let mut o = a.opts();
+    (o.n_rxq_desc, o.n_txq_desc) = (256, 256);
+    let pa = AfxdpPort::open_shared(&o, &umem).expect("port a");
+    let mut o = b.opts();
+    (o.n_rxq_desc, o.n_txq_desc) = (256, 256);
+    let pb = AfxdpPort::open_shared(&o, &umem).expect("port b on the same UMEM");
+    (pa, pb, umem)
+}
+
+fn books(pool: &PacketPool) -> FrameCounts {
+    pool.check_frames().expect("frame books add up")
+}
+
+/// Poll `port` until `want` of our frames arrived (others go back to the pool).
+fn receive_packets(port: &mut AfxdpPort, pool: &mut PacketPool, want: usize) -> Vec<Packet> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut got = Vec::new();
+    let mut batch = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        port.rx_batch(pool, &mut batch, 32);
+        for p in batch.drain(..) {
+            if p.data().get(12..14) == Some(&ETHERTYPE.to_be_bytes()[..]) {
+                got.push(p);
+            } else {
+                pool.put(p);
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    got
+}
+
 #[test]
-fn two_interfaces_share_one_umem() {
+fn forwarding_between_two_ports_of_one_umem_does_not_copy() {
     if !root() {
         return;
     }
     let (a, b) = (Topo::new(1500), Topo::new(1500));
-    let umem = AfxdpUmem::new(1024, 256, 256).expect("umem");
-    let mut o = a.opts();
-    (o.n_rxq_desc, o.n_txq_desc, o.umem_frames) = (256, 256, 512);
-    let mut pa = AfxdpPort::open_shared(&o, &umem).expect("port a");
-    let mut o = b.opts();
-    (o.n_rxq_desc, o.n_txq_desc, o.umem_frames) = (256, 256, 512);
-    let mut pb = AfxdpPort::open_shared(&o, &umem).expect("port b on the same UMEM");
-    assert_eq!(umem.free_frames(), 0);
-    // A third port finds no frames left: a clear error, nothing leaked.
-    let mut o = a.opts();
-    o.queue = 1;
-    o.umem_frames = 512;
-    assert!(AfxdpPort::open_shared(&o, &umem).is_err());
-
+    let (mut pa, mut pb, umem) = zc_pair(&a, &b, 1024);
     let mut pool = PacketPool::with_capacity(64);
-    let fa = frame(HOST_MAC, PEER_MAC, b"fsx-shared-a", 60);
-    let fb = frame(HOST_MAC, PEER_MAC, b"fsx-shared-b", 60);
+    pa.attach(&mut pool);
+    pb.attach(&mut pool);
+    assert!(umem.is_claimed(), "the pool owns the UMEM's frames");
+    let c = books(&pool);
+    assert_eq!((c.total, c.fill), (1024, 512), "both fill rings filled");
+
+    // a's namespace sends; the frame arrives on pa as a UMEM packet and
+    // leaves pb without a copy, byte for byte.
+    let fa = frame(PEER_MAC, HOST_MAC, b"fsx-zc-a", 200);
     a.send_from_ns(std::slice::from_ref(&fa));
-    b.send_from_ns(std::slice::from_ref(&fb));
-    assert_eq!(receive(&mut pa, &mut pool, 1), vec![fa.clone()]);
-    assert_eq!(receive(&mut pb, &mut pool, 1), vec![fb]);
-
-    // Forward a's frame out of b: it arrives in b's namespace.
-    let cap = b.capture_in_ns(b"fsx-shared-a");
-    let mut batch = vec![Packet::from_slice(&fa).unwrap()];
-    assert_eq!(pb.tx_batch(&mut batch, &mut pool), 1);
+    let mut got = receive_packets(&mut pa, &mut pool, 1);
+    let cap = b.capture_in_ns(b"fsx-zc-a");
+    assert_eq!(got.len(), 1);
+    assert!(got[0].is_umem(), "received without a copy");
+    assert_eq!(got[0].data(), &fa[..]);
+    assert_eq!(books(&pool).user, 1);
+    assert_eq!(pb.tx_batch(&mut got, &mut pool), 1);
     assert_eq!(cap.frame().as_deref(), Some(&fa[..]));
+    let s = pb.counters().snapshot();
+    assert_eq!((s.tx_zerocopy, s.tx_copied, s.tx_packets), (1, 0, 1));
 
+    // A heap packet (from a tap or memory port) is copied into a frame.
+    let fh = frame(PEER_MAC, HOST_MAC, b"fsx-zc-heap", 90);
+    let cap = b.capture_in_ns(b"fsx-zc-heap");
+    let mut batch = vec![Packet::from_slice(&fh).unwrap()];
+    assert_eq!(pb.tx_batch(&mut batch, &mut pool), 1);
+    assert_eq!(cap.frame().as_deref(), Some(&fh[..]));
+    let s = pb.counters().snapshot();
+    assert_eq!((s.tx_zerocopy, s.tx_copied), (1, 1));
+
+    // A pushed header (a VLAN tag) moves the frame's start: it is moved back
+    // inside the frame and still sent without taking another frame.
+    let fv = frame(PEER_MAC, HOST_MAC, b"fsx-zc-vlan", 100);
+    a.send_from_ns(std::slice::from_ref(&fv));
+    let mut got = receive_packets(&mut pa, &mut pool, 1);
+    let cap = b.capture_in_ns(b"fsx-zc-vlan");
+    assert_eq!(got.len(), 1);
+    {
+        let p = &mut got[0];
+        let d = p.push_head(4).expect("headroom for a tag");
+        d.copy_within(4..16, 0);
+        d[12..16].copy_from_slice(&[0x81, 0x00, 0x00, 0x00]);
+    }
+    let tagged = got[0].data().to_vec();
+    assert_eq!(pb.tx_batch(&mut got, &mut pool), 1);
+    // The peer sees the tag (AF_PACKET may strip it into metadata, so check
+    // the payload and marker only).
+    let seen = cap.frame().expect("tagged frame arrives");
+    assert!(seen.windows(11).any(|w| w == b"fsx-zc-vlan"));
+    assert_eq!(tagged.len(), 104);
+    assert_eq!(pb.stats().tx_realigned.get(), 1);
+    assert_eq!(pb.counters().snapshot().tx_zerocopy, 2);
+
+    // Heavy traffic: 600 frames, a third dropped by "the datapath", a third
+    // copied to the heap (another thread's port), a third forwarded zero-copy.
+    let many: Vec<Vec<u8>> = (0..600)
+        .map(|i| {
+            frame(
+                PEER_MAC,
+                HOST_MAC,
+                format!("fsx-zh{i:04}").as_bytes(),
+                60 + i % 300,
+            )
+        })
+        .collect();
+    let mut forwarded = 0;
+    for chunk in many.chunks(100) {
+        a.send_from_ns(chunk);
+        let got = receive_packets(&mut pa, &mut pool, chunk.len());
+        assert_eq!(got.len(), chunk.len(), "every frame arrives");
+        let mut out = Vec::new();
+        for (k, p) in got.into_iter().enumerate() {
+            match k % 3 {
+                0 => pool.put(p),
+                1 => {
+                    let h = pool.to_heap(p).expect("heap buffer");
+                    assert!(!h.is_umem());
+                    pool.put(h);
+                }
+                _ => out.push(p),
+            }
+        }
+        forwarded += out.len();
+        pb.tx_batch(&mut out, &mut pool);
+        books(&pool);
+    }
+    let s = pb.counters().snapshot();
+    assert_eq!(s.tx_zerocopy as usize, 2 + forwarded);
+    assert_eq!(s.tx_dropped, 0);
+    // Completions come back; nothing stays in userspace.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pb.frames_in_kernel().1 > 0 && Instant::now() < deadline {
+        pb.tx_batch(&mut Vec::new(), &mut pool);
+        let mut rx = Vec::new();
+        pb.rx_batch(&mut pool, &mut rx, 32);
+        rx.into_iter().for_each(|p| pool.put(p));
+    }
+    let c = books(&pool);
+    assert_eq!(c.user, 0);
+    assert_eq!(c.refused, 0);
+
+    // Port deletion: every frame a socket held comes back.
+    pa.detach(&mut pool);
     drop(pa);
-    assert_eq!(umem.free_frames(), 512, "a's frames are back");
+    pb.detach(&mut pool);
     drop(pb);
-    assert_eq!(umem.free_frames(), 1024);
+    let c = books(&pool);
+    assert_eq!((c.free, c.total), (1024, 1024), "no frame leaked: {c:?}");
+    assert_eq!(umem_packets_dropped(), 0);
+}
+
+#[test]
+fn a_port_moved_to_another_pool_rebinds_on_its_umem() {
+    if !root() {
+        return;
+    }
+    let (a, b) = (Topo::new(1500), Topo::new(1500));
+    // Thread 1 owns a UMEM with port a; port b starts on thread 1 too.
+    let (mut pa, mut pb, u1) = zc_pair(&a, &b, 1024);
+    let mut pool1 = PacketPool::with_capacity(16);
+    pa.attach(&mut pool1);
+    pb.attach(&mut pool1);
+    // Thread 2 has a UMEM of its own (its first port was elsewhere).
+    let u2 = AfxdpUmem::new(512, 256, 256).unwrap();
+    let mut pool2 = PacketPool::with_capacity(16);
+    assert!(u2.adopt_into(&mut pool2));
+    assert!(!u1.adopt_into(&mut pool2), "a pool owns one UMEM");
+
+    // Move b: detach from thread 1 (socket closed, frames swept back),
+    // attach to thread 2 (socket re-created on u2).
+    pb.detach(&mut pool1);
+    let c = books(&pool1);
+    assert_eq!(c.fill, 256, "only a's fill ring holds frames now");
+    pb.attach(&mut pool2);
+    assert!(pb.umem().same(&u2));
+    assert_eq!(pb.stats().rebinds.get(), 1);
+    assert!(pb.is_up());
+    assert_eq!(books(&pool2).fill, 256);
+
+    // b still receives, now into thread 2's frames, and a frame from a
+    // (thread 1's UMEM) is copied, not posted, on b.
+    let fb = frame(PEER_MAC, HOST_MAC, b"fsx-moved-b", 80);
+    b.send_from_ns(std::slice::from_ref(&fb));
+    let got = receive_packets(&mut pb, &mut pool2, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data(), &fb[..]);
+    got.into_iter().for_each(|p| pool2.put(p));
+    let fa = frame(PEER_MAC, HOST_MAC, b"fsx-moved-a", 80);
+    a.send_from_ns(std::slice::from_ref(&fa));
+    let got = receive_packets(&mut pa, &mut pool1, 1);
+    let cap = b.capture_in_ns(b"fsx-moved-a");
+    assert_eq!(got.len(), 1);
+    // Across threads a UMEM packet travels as a heap copy (pmd hand-off).
+    let mut batch: Vec<Packet> = got.into_iter().map(|p| pool1.to_heap(p).unwrap()).collect();
+    assert_eq!(pb.tx_batch(&mut batch, &mut pool2), 1);
+    assert_eq!(cap.frame().as_deref(), Some(&fa[..]));
+    let s = pb.counters().snapshot();
+    assert_eq!((s.tx_zerocopy, s.tx_copied), (0, 1));
+
+    pa.detach(&mut pool1);
+    pb.detach(&mut pool2);
+    assert_eq!(books(&pool1).free, 1024);
+    assert_eq!(books(&pool2).free, 512);
+    drop(pa);
+    drop(pb);
+    assert_eq!(xdp_program_ids(&a.host).unwrap(), (0, 0));
+    assert_eq!(xdp_program_ids(&b.host).unwrap(), (0, 0));
 }
 
 #[test]

@@ -371,10 +371,22 @@ impl Bridge {
                         )));
                     }
                 }
+                if crate::port::afxdp::xdp_prog::ifindex(&opts.ifname).is_none() {
+                    return Err(bad(crate::port::afxdp::AfxdpError::NoSuchInterface(
+                        opts.ifname.clone(),
+                    )
+                    .to_string()));
+                }
                 let mut ps: Vec<Box<dyn Port>> = Vec::new();
-                for o in opts.per_queue() {
+                let queues = opts.per_queue();
+                let targets = self.pmd.next_targets(queues.len());
+                for (o, t) in queues.iter().zip(targets) {
+                    // Each queue's socket on the UMEM of the thread that will
+                    // poll it (add_rxq hands queues out in this order), so
+                    // AF_XDP ports of one thread forward without a copy.
                     // An error drops the sockets already opened (and their claims).
-                    let p = AfxdpPort::open(&o).map_err(|e| bad(e.to_string()))?;
+                    let umem = self.pmd.afxdp_umem(t).map_err(|e| bad(e.to_string()))?;
+                    let p = AfxdpPort::open_shared(o, &umem).map_err(|e| bad(e.to_string()))?;
                     links.push(p.link_state());
                     ps.push(Box::new(p));
                 }

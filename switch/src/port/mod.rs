@@ -81,6 +81,12 @@ pub struct PortCounters {
     pub rx_malformed: Counter,
     /// Frames received that ended inside a header (still forwarded as far as parsed).
     pub rx_truncated: Counter,
+    /// Frames transmitted without a copy (AF_XDP: a frame of the same UMEM
+    /// posted as is).
+    pub tx_zerocopy: Counter,
+    /// Frames copied into a port-side buffer to be transmitted (AF_XDP: into
+    /// a free UMEM frame).
+    pub tx_copied: Counter,
 }
 
 impl PortCounters {
@@ -123,6 +129,8 @@ impl PortCounters {
             tx_dropped: tx_drop_reasons.iter().map(|(_, n)| n).sum(),
             rx_malformed: self.rx_malformed.get(),
             rx_truncated: self.rx_truncated.get(),
+            tx_zerocopy: self.tx_zerocopy.get(),
+            tx_copied: self.tx_copied.get(),
             rx_drop_reasons,
             tx_drop_reasons,
         }
@@ -152,6 +160,12 @@ pub struct PortStats {
     pub rx_malformed: u64,
     /// Frames received that ended inside a header.
     pub rx_truncated: u64,
+    /// Frames transmitted without a copy (AF_XDP zero-copy forwarding).
+    #[serde(default)]
+    pub tx_zerocopy: u64,
+    /// Frames copied into a port-side buffer to be transmitted.
+    #[serde(default)]
+    pub tx_copied: u64,
     /// Non-zero rx-side drops by reason name.
     pub rx_drop_reasons: Vec<(String, u64)>,
     /// Non-zero tx-side drops by reason name.
@@ -171,4 +185,18 @@ pub trait Port: Send + fmt::Debug {
 
     /// The port's shared counters.
     fn counters(&self) -> &std::sync::Arc<PortCounters>;
+
+    /// The port joins the polling thread that owns `pool` (before its first
+    /// rx/tx there): a backend whose buffers belong to the thread (AF_XDP
+    /// and the thread's UMEM) takes them here. Control path, not per packet.
+    fn attach(&mut self, pool: &mut PacketPool) {
+        let _ = pool;
+    }
+
+    /// The port leaves the thread that owns `pool` (deleted, or moving to
+    /// another thread): every buffer of the thread it holds goes back to
+    /// `pool`. Control path, not per packet.
+    fn detach(&mut self, pool: &mut PacketPool) {
+        let _ = pool;
+    }
 }

@@ -494,6 +494,17 @@ impl VxlanPort {
 }
 
 impl Port for VxlanPort {
+    /// The underlay joins the thread too: an AF_XDP underlay takes its frames
+    /// from (and binds its socket to) the thread's UMEM.
+    fn attach(&mut self, pool: &mut PacketPool) {
+        self.underlay.attach(pool);
+    }
+
+    /// Every frame the underlay holds goes back to the thread's pool.
+    fn detach(&mut self, pool: &mut PacketPool) {
+        self.underlay.detach(pool);
+    }
+
     fn rx_batch(&mut self, pool: &mut PacketPool, out: &mut Vec<Packet>, max: usize) -> usize {
         let now = Instant::now();
         self.maintain(pool, now);

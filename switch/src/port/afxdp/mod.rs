@@ -2,22 +2,42 @@
 //! an AF_XDP socket bound to one of its queues (kernel
 //! Documentation/networking/af_xdp.rst), as OVS's `type=afxdp` does.
 //!
-//! Data enters through the rx ring: the kernel's XDP program (libxdp's
-//! default, attached when the socket binds) redirects every frame of the
-//! queue into UMEM frames that userspace handed it on the fill ring;
-//! [`AfxdpPort::rx_batch`] copies each into a [`Packet`] from the thread's
-//! pool and puts the frame straight back on the fill ring. Data leaves
-//! through the tx ring: [`AfxdpPort::tx_batch`] copies each `Packet` into a
-//! free UMEM frame, posts the descriptors, and kicks the kernel; frames come
-//! back on the completion ring, drained on every call.
+//! **Buffers: the polling thread's UMEM, zero-copy between its ports.** Every
+//! AF_XDP port served by one polling thread binds its socket to that thread's
+//! [`AfxdpUmem`], whose frames the thread's
+//! [`PacketPool`] owns (see `umem.rs` and `packet/buf.rs` for the books).
+//! - rx: the kernel's XDP program (libxdp's default, attached when the socket
+//!   binds) redirects each frame of the queue into a UMEM frame userspace put
+//!   on the fill ring; [`AfxdpPort::rx_batch`] turns each rx descriptor into
+//!   a [`Packet`] that *is* that frame (no copy) and tops the fill ring up
+//!   from the pool's free frames.
+//! - tx of a packet that is a frame of the same UMEM (received on any AF_XDP
+//!   port of this thread): its descriptor goes straight onto this socket's tx
+//!   ring (counted `tx_zerocopy`); the frame comes back on this socket's
+//!   completion ring, which returns it to the pool's free list. A frame whose
+//!   data start moved (a pushed or popped header) is first moved back to the
+//!   canonical offset inside the frame (xsk-rs posts only canonical
+//!   addresses).
+//! - tx of any other packet (a heap packet from a tap or memory port, a
+//!   datapath copy for a multi-output action, a frame handed over from
+//!   another thread, which arrives as a heap copy): copied into a free frame
+//!   (counted `tx_copied`), as a NIC driver would DMA it.
+//! - A packet the datapath drops, or sends to a port that keeps or copies
+//!   packets, goes back to the pool and its frame to the free list.
 //!
-//! **Current design: one copy each way.** A `Packet` owns a boxed buffer, so
-//! frames are copied between UMEM and `Packet` at rx and tx, like a NIC's
-//! DMA into host memory. Forwarding between two AF_XDP ports of one thread
-//! without any copy would need `Packet` to be able to borrow a UMEM frame
-//! (a buffer kind whose storage is a frame of the thread's shared
-//! [`AfxdpUmem`], returned to the right fill ring or posted on another port's
-//! tx ring when sent, with headroom taken from the frame's own headroom).
+//! In veth copy mode the kernel still copies between the skb and the UMEM at
+//! rx and tx; what zero-copy removes is the userspace copy in between.
+//!
+//! **Joining and leaving a thread.** A port is opened (bound) on the control
+//! thread, on the UMEM of the polling thread it is assigned to, with empty
+//! rings. [`Port::attach`] on the polling thread gives it an identity in the
+//! pool's books and fills its fill ring. [`Port::detach`] (port deleted or
+//! moving to another thread) closes the socket, so the kernel lets go of
+//! every frame in its four rings, and sweeps exactly those frames back to the
+//! pool. A port that joins a thread whose UMEM is not the one it is bound to
+//! (a `pmd-rxq-rebalance` move) re-creates its socket on the new thread's
+//! UMEM during `attach` (control-path syscalls once, never per packet); if
+//! that fails (the interface vanished) the port is marked down.
 //!
 //! Syscalls follow `XDP_USE_NEED_WAKEUP` (af_xdp.rst "XDP_USE_NEED_WAKEUP
 //! bind flag"): the rx path polls the socket only when it found nothing and
@@ -45,7 +65,6 @@ pub use options::{AfxdpOptions, XdpMode};
 pub use umem::AfxdpUmem;
 pub use xdp_prog::xdp_program_ids;
 
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -56,8 +75,9 @@ use xsk_rs::umem::frame::FrameDesc;
 use xsk_rs::{CompQueue, FillQueue};
 
 use super::{Counter, DropReason, Port, PortCounters};
-use crate::packet::buf::MAX_FRAME;
+use crate::packet::buf::{MAX_FRAME, UMEM_HEADROOM};
 use crate::packet::{Packet, PacketPool};
+use umem::FRAME_SIZE;
 
 /// Descriptors moved per ring operation (af_xdp.rst examples and OVS use 32;
 /// the kernel's copy-mode transmit handles at most 32 per `sendto`).
@@ -119,6 +139,12 @@ pub struct AfxdpStats {
     pub tx_wakeups: Counter,
     /// Transmit batches posted to the tx ring.
     pub tx_batches: Counter,
+    /// Frames whose data start had moved (pushed/popped header) and were
+    /// moved back inside their frame before a zero-copy transmit.
+    pub tx_realigned: Counter,
+    /// Times the socket was re-created on another UMEM (the port moved to
+    /// another polling thread).
+    pub rebinds: Counter,
 }
 
 /// The rings of one bound socket. Dropping all four deletes the socket.
@@ -133,18 +159,17 @@ struct Rings {
 /// One AF_XDP socket on one interface queue, as a switch port.
 #[derive(Debug)]
 pub struct AfxdpPort {
-    ifname: String,
-    queue: u32,
+    opts: AfxdpOptions,
     mode: XdpMode,
     zerocopy: bool,
     // Declared before `umem` and `claim`; taken in Drop so the socket is
-    // deleted before the frames go back and the program is detached.
+    // deleted before the UMEM handle goes and the program is detached.
     rings: Option<Rings>,
+    /// The UMEM the socket is bound to.
     umem: AfxdpUmem,
-    /// Every frame this port took from the UMEM (returned on drop).
-    owned: Vec<FrameDesc>,
-    /// Frames in userspace, free for tx or for the fill ring.
-    free: Vec<FrameDesc>,
+    /// This socket's identity in the books of the pool it is attached to
+    /// (0: not attached; it then holds no frame).
+    me: u32,
     /// Frames the kernel holds for receiving (fill ring + rx ring).
     in_fill: usize,
     /// Target for `in_fill`: the fill ring's size.
@@ -152,6 +177,7 @@ pub struct AfxdpPort {
     /// Frames posted on the tx ring not yet back on the completion ring.
     tx_outstanding: usize,
     scratch: Vec<FrameDesc>,
+    idx: Vec<u32>,
     /// A `sendto` left frames in the tx ring (EAGAIN/EBUSY/ENOBUFS): kick again.
     kick_pending: bool,
     /// The socket is unbound (interface vanished): nothing will ever work again.
@@ -159,6 +185,8 @@ pub struct AfxdpPort {
     idle_polls: u32,
     counters: Arc<PortCounters>,
     stats: Arc<AfxdpStats>,
+    /// No other socket of this process used the interface when it was claimed.
+    sole: bool,
     claim: Option<xdp_prog::Claim>,
 }
 
@@ -171,8 +199,15 @@ enum Kick {
     Error,
 }
 
+/// Free frames a port leaves in the pool when it fills its fill ring, so
+/// transmit copies always find one: an eighth of the UMEM, at most 1024.
+fn fill_reserve(total: u32) -> usize {
+    (total as usize / 8).min(1024)
+}
+
 impl AfxdpPort {
-    /// Open a port with a UMEM of its own (`opts.umem_frames` frames).
+    /// Open a port with a UMEM of its own (`opts.umem_frames` frames); the
+    /// pool it is first used with adopts that UMEM.
     pub fn open(opts: &AfxdpOptions) -> Result<AfxdpPort, AfxdpError> {
         // Check the interface before allocating anything.
         if xdp_prog::ifindex(&opts.ifname).is_none() {
@@ -183,16 +218,17 @@ impl AfxdpPort {
     }
 
     /// Open a port on a UMEM shared with other ports of the same polling
-    /// thread, taking `opts.umem_frames` of its frames. The UMEM's fill and
-    /// completion ring sizes apply (`n-rxq-desc` sizes only the rx ring).
+    /// thread (the thread's pool owns its frames; the port takes them when
+    /// it is attached). The UMEM's fill and completion ring sizes apply
+    /// (`n-rxq-desc` sizes only the rx ring).
     pub fn open_shared(opts: &AfxdpOptions, umem: &AfxdpUmem) -> Result<AfxdpPort, AfxdpError> {
         let ifindex = xdp_prog::ifindex(&opts.ifname)
             .ok_or_else(|| AfxdpError::NoSuchInterface(opts.ifname.clone()))?;
-        let want = opts.umem_frames as usize;
         let fill_target = (umem.fill_descs() as usize).min(opts.n_rxq_desc as usize);
-        if want <= fill_target {
+        if umem.frames() as usize <= fill_target {
             return Err(AfxdpError::Umem(format!(
-                "umem-frames={want} leaves no frame for transmit (the fill ring takes {fill_target})"
+                "a UMEM of {} frames leaves no frame for transmit (the fill ring takes {fill_target})",
+                umem.frames()
             )));
         }
         let claim = xdp_prog::Claim::new(ifindex, opts.queue).map_err(|e| match e {
@@ -205,34 +241,20 @@ impl AfxdpPort {
                 err,
             },
         })?;
-        let frames = umem.take(want).ok_or_else(|| {
-            AfxdpError::Umem(format!(
-                "the shared UMEM has {} free frames, {} wanted for {}",
-                umem.free_frames(),
-                want,
-                opts.ifname
-            ))
-        })?;
-        let (rings, mode, zerocopy) = match bind(opts, umem, claim.first()) {
-            Ok(r) => r,
-            Err(e) => {
-                umem.give_back(frames);
-                return Err(e);
-            }
-        };
-        let mut port = AfxdpPort {
-            ifname: opts.ifname.clone(),
-            queue: opts.queue,
+        let sole = claim.first();
+        let (rings, mode, zerocopy) = bind(opts, umem, sole)?;
+        Ok(AfxdpPort {
+            opts: opts.clone(),
             mode,
             zerocopy,
             rings: Some(rings),
             umem: umem.clone(),
-            owned: frames.clone(),
-            free: frames,
+            me: 0,
             in_fill: 0,
             fill_target,
             tx_outstanding: 0,
             scratch: vec![FrameDesc::default(); BATCH.max(64)],
+            idx: vec![0; BATCH.max(64)],
             kick_pending: false,
             dead: false,
             idle_polls: 0,
@@ -242,21 +264,22 @@ impl AfxdpPort {
                 rx_wakeups: Counter::default(),
                 tx_wakeups: Counter::default(),
                 tx_batches: Counter::default(),
+                tx_realigned: Counter::default(),
+                rebinds: Counter::default(),
             }),
+            sole,
             claim: Some(claim),
-        };
-        port.refill();
-        Ok(port)
+        })
     }
 
     /// Interface name.
     pub fn ifname(&self) -> &str {
-        &self.ifname
+        &self.opts.ifname
     }
 
     /// Queue id.
     pub fn queue(&self) -> u32 {
-        self.queue
+        self.opts.queue
     }
 
     /// The mode the socket actually bound in (`Native` or `Generic`; a
@@ -281,9 +304,15 @@ impl AfxdpPort {
         &self.stats
     }
 
-    /// Frames currently free in userspace (for tests and diagnostics).
-    pub fn free_frames(&self) -> usize {
-        self.free.len()
+    /// The UMEM the socket is bound to.
+    pub fn umem(&self) -> &AfxdpUmem {
+        &self.umem
+    }
+
+    /// Frames this socket holds in the kernel: `(fill + rx rings, tx +
+    /// completion rings)` (for tests and diagnostics).
+    pub fn frames_in_kernel(&self) -> (usize, usize) {
+        (self.in_fill, self.tx_outstanding)
     }
 
     fn set_link(&self, up: bool) {
@@ -295,36 +324,84 @@ impl AfxdpPort {
         self.set_link(false);
     }
 
-    /// Top the fill ring up to its target from the free frames.
-    fn refill(&mut self) {
+    /// Close the socket and bind a new one on `umem` (a port moving to a
+    /// thread with another UMEM). Control path only.
+    fn rebind(&mut self, umem: AfxdpUmem) {
+        self.rings = None;
+        self.stats.rebinds.add(1);
+        // The kernel frees the old socket's hold on the queue in a deferred
+        // work item (net/xdp/xsk_buff_pool.c xp_release_deferred), so a bind
+        // right after the close may see EBUSY for a few milliseconds.
+        let mut res = bind(&self.opts, &umem, self.sole);
+        for _ in 0..50 {
+            match &res {
+                Err(AfxdpError::Bind { detail, .. }) if detail.contains("busy") => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    res = bind(&self.opts, &umem, self.sole);
+                }
+                _ => break,
+            }
+        }
+        match res {
+            Ok((rings, mode, zc)) => {
+                self.rings = Some(rings);
+                (self.mode, self.zerocopy) = (mode, zc);
+                self.fill_target = (umem.fill_descs() as usize).min(self.opts.n_rxq_desc as usize);
+            }
+            Err(e) => {
+                eprintln!(
+                    "afxdp {} queue {}: re-creating the socket on the new thread's UMEM failed, port down: {e}",
+                    self.opts.ifname, self.opts.queue
+                );
+                self.mark_dead();
+            }
+        }
+        self.umem = umem;
+    }
+
+    /// Top the fill ring up to its target from the pool's free frames.
+    fn refill(&mut self, pool: &mut PacketPool) {
+        let reserve = fill_reserve(self.umem.frames());
         let Some(r) = self.rings.as_mut() else { return };
-        while self.in_fill < self.fill_target && !self.free.is_empty() {
-            let n = (self.fill_target - self.in_fill)
-                .min(self.free.len())
-                .min(self.scratch.len());
-            let at = self.free.len() - n;
-            // SAFETY: the frames come from this port's share of the UMEM the
-            // fill queue belongs to, and are in no ring (they are in `free`).
-            let done = unsafe { r.fq.produce(&self.free[at..]) };
-            if done == 0 {
+        while self.in_fill < self.fill_target {
+            let want = (self.fill_target - self.in_fill).min(self.idx.len());
+            let n = pool.frames_to_fill(self.me, &mut self.idx[..want], reserve);
+            if n == 0 {
                 break;
             }
-            self.free.truncate(at);
-            self.in_fill += done;
+            for (d, i) in self.scratch.iter_mut().zip(&self.idx[..n]) {
+                // Frames of the pool are frames of this UMEM (attach checks).
+                *d = self.umem.desc(*i).unwrap_or_default();
+            }
+            // SAFETY: the frames were free in the pool's books, so in no ring
+            // and no packet; they belong to the UMEM the fill ring belongs to.
+            let done = unsafe { r.fq.produce(&self.scratch[..n]) };
+            if done < n {
+                // produce is all-or-nothing: give back what was not posted.
+                for i in &self.idx[done..n] {
+                    pool.fill_to_free(self.me, *i);
+                }
+                self.in_fill += done;
+                break;
+            }
+            self.in_fill += n;
         }
     }
 
     /// Drain the completion ring: transmitted frames become free again.
-    fn reclaim(&mut self) {
+    fn reclaim(&mut self, pool: &mut PacketPool) {
         let Some(r) = self.rings.as_mut() else { return };
         while self.tx_outstanding > 0 {
-            // SAFETY: the completion ring only returns frames this port posted
-            // on its tx ring, which belong to the UMEM the ring belongs to.
+            // SAFETY: the completion ring only returns frames this socket
+            // posted on its tx ring, which belong to the ring's UMEM.
             let n = unsafe { r.cq.consume(&mut self.scratch) };
             if n == 0 {
                 break;
             }
-            self.free.extend_from_slice(&self.scratch[..n]);
+            for d in &self.scratch[..n] {
+                let idx = u32::try_from(d.addr() / FRAME_SIZE as usize).unwrap_or(u32::MAX);
+                pool.tx_complete(self.me, idx);
+            }
             self.tx_outstanding = self.tx_outstanding.saturating_sub(n);
         }
     }
@@ -386,6 +463,37 @@ impl AfxdpPort {
             pool.put(p);
         }
         self.counters.tx_drop(DropReason::PortDown, n);
+    }
+
+    /// Post `scratch[..n]` (frames `idx[..n]`) on the tx ring and kick the
+    /// kernel if it asks. Returns how the kick went and how many were posted.
+    fn post(&mut self, pool: &mut PacketPool, n: usize) -> (Kick, usize) {
+        if n == 0 {
+            return (Kick::Done, 0);
+        }
+        let Some(r) = self.rings.as_mut() else {
+            for i in &self.idx[..n] {
+                pool.tx_complete(self.me, *i);
+            }
+            return (Kick::Gone, 0);
+        };
+        // SAFETY: frames of this UMEM in state `tx` for this socket: in no
+        // other ring and in no packet.
+        let posted = unsafe { r.tx.produce(&self.scratch[..n]) };
+        if posted < n {
+            // `nb_free` said there was room; never lose frames if the kernel
+            // disagrees.
+            for i in &self.idx[posted..n] {
+                pool.tx_complete(self.me, *i);
+            }
+        }
+        if posted == 0 {
+            return (Kick::Done, 0);
+        }
+        self.tx_outstanding += posted;
+        self.stats.tx_batches.add(1);
+        let wake = r.tx.needs_wakeup();
+        (if wake { self.kick() } else { Kick::Done }, posted)
     }
 }
 
@@ -479,11 +587,62 @@ fn mode_name(mode: XdpMode, zc: bool) -> &'static str {
 }
 
 impl Port for AfxdpPort {
+    fn attach(&mut self, pool: &mut PacketPool) {
+        if self.me != 0 {
+            return;
+        }
+        match AfxdpUmem::of_pool(pool) {
+            Some(u) if u.same(&self.umem) => {}
+            Some(u) => self.rebind(u),
+            None => {
+                if !self.umem.adopt_into(pool) {
+                    // Our UMEM belongs to another thread's pool (a move) and
+                    // this thread has none yet: give it one of the same size.
+                    let fresh = AfxdpUmem::new(
+                        self.umem.frames(),
+                        self.umem.fill_descs(),
+                        self.umem.comp_descs(),
+                    );
+                    match fresh {
+                        Ok(u) if u.adopt_into(pool) => self.rebind(u),
+                        Ok(_) => self.mark_dead(),
+                        Err(e) => {
+                            eprintln!("afxdp {}: {e}; port down", self.opts.ifname);
+                            self.mark_dead();
+                        }
+                    }
+                }
+            }
+        }
+        if self.rings.is_none() && !self.dead {
+            // Detached earlier on this thread: a new socket on the same UMEM.
+            self.rebind(self.umem.clone());
+        }
+        self.me = pool.new_frame_user();
+        (self.in_fill, self.tx_outstanding, self.kick_pending) = (0, 0, false);
+        self.refill(pool);
+    }
+
+    fn detach(&mut self, pool: &mut PacketPool) {
+        if self.me == 0 {
+            return;
+        }
+        // Deleting the socket makes the kernel let go of its four rings;
+        // then every frame they held is this socket's to sweep back.
+        self.rings = None;
+        pool.sweep(self.me);
+        self.me = 0;
+        (self.in_fill, self.tx_outstanding, self.kick_pending) = (0, 0, false);
+    }
+
     fn rx_batch(&mut self, pool: &mut PacketPool, out: &mut Vec<Packet>, max: usize) -> usize {
+        if self.me == 0 {
+            self.attach(pool);
+        }
         if self.dead {
             return 0;
         }
-        self.reclaim();
+        self.reclaim(pool);
         if self.kick_pending {
             self.kick_pending = false;
             let pending = self.rings.as_ref().is_some_and(|r| r.tx.needs_wakeup());
@@ -498,46 +657,36 @@ impl Port for AfxdpPort {
         let Some(r) = self.rings.as_mut() else {
             return 0;
         };
-        let umem = self.umem.umem();
         let (mut got, mut bytes, mut seen) = (0usize, 0u64, 0usize);
-        let (mut oversize, mut no_buf) = (0u64, 0u64);
+        let (mut oversize, mut bad) = (0u64, 0u64);
+        let fs = FRAME_SIZE as usize;
         while got < max {
             let want = (max - got).min(BATCH);
-            // SAFETY: the rx ring only returns frames this port put on its
+            // SAFETY: the rx ring only returns frames this socket put on its
             // fill ring, all from the UMEM this ring belongs to.
             let n = unsafe { r.rx.consume(&mut self.scratch[..want]) };
             if n == 0 {
                 break;
             }
             seen += n;
+            self.in_fill = self.in_fill.saturating_sub(n);
             for d in &self.scratch[..n] {
-                // SAFETY: `d` came off the rx ring, so userspace owns the frame
-                // until it goes back on the fill ring below; nobody writes it meanwhile.
-                let data = unsafe { umem.data(d) };
-                let frame = data.contents();
-                if frame.len() > MAX_FRAME {
+                let (addr, len) = (d.addr(), d.lengths().data());
+                let idx = u32::try_from(addr / fs).unwrap_or(u32::MAX);
+                if len > MAX_FRAME {
                     oversize += 1;
+                    pool.fill_to_free(self.me, idx);
                     continue;
                 }
-                let Some(mut p) = pool.get() else {
-                    no_buf += 1;
-                    continue;
-                };
-                if !p.set_data(frame) {
-                    pool.put(p);
-                    oversize += 1;
-                    continue;
+                // The frame becomes the packet: no copy.
+                match pool.rx_frame(self.me, idx, addr % fs, len) {
+                    Some(p) => {
+                        bytes += len as u64;
+                        out.push(p);
+                        got += 1;
+                    }
+                    None => bad += 1,
                 }
-                bytes += frame.len() as u64;
-                out.push(p);
-                got += 1;
-            }
-            // The frames were copied: hand them straight back to the kernel.
-            // SAFETY: same frames, same UMEM, no longer referenced.
-            let back = unsafe { r.fq.produce(&self.scratch[..n]) };
-            if back == 0 {
-                self.free.extend_from_slice(&self.scratch[..n]);
-                self.in_fill = self.in_fill.saturating_sub(n);
             }
             if n < want {
                 break;
@@ -550,11 +699,11 @@ impl Port for AfxdpPort {
         if oversize > 0 {
             self.counters.rx_drop(DropReason::Oversize, oversize);
         }
-        if no_buf > 0 {
-            self.counters.rx_drop(DropReason::PoolEmpty, no_buf);
+        if bad > 0 {
+            self.counters.rx_errors.add(bad);
         }
         if self.in_fill < self.fill_target {
-            self.refill();
+            self.refill(pool);
         }
         if seen == 0 {
             // need_wakeup: only when the ring is empty and the kernel asks.
@@ -587,6 +736,9 @@ impl Port for AfxdpPort {
         if pkts.is_empty() {
             return 0;
         }
+        if self.me == 0 {
+            self.attach(pool);
+        }
         if self.dead {
             self.drop_all_down(pkts, pool);
             return 0;
@@ -603,100 +755,137 @@ impl Port for AfxdpPort {
                 return 0;
             }
         }
-        self.reclaim();
+        self.reclaim(pool);
         let (mut sent, mut sent_bytes) = (0u64, 0u64);
-        let (mut full, mut oversize, mut down) = (0u64, 0u64, 0u64);
-        let mut i = 0;
-        while i < pkts.len() {
-            let end = (i + BATCH).min(pkts.len());
-            if self.free.len() < end - i {
-                self.reclaim();
+        let (mut full, mut no_frame, mut down) = (0u64, 0u64, 0u64);
+        let (mut zc, mut copied, mut realigned) = (0u64, 0u64, 0u64);
+        let (mut n, mut room, mut bytes) = (0usize, 0usize, 0u64);
+        let mut stopped = false;
+        let total = pkts.len();
+        for (i, mut p) in pkts.drain(..).enumerate() {
+            if stopped {
+                down += 1;
+                pool.put(p);
+                continue;
             }
-            let Some(r) = self.rings.as_mut() else { break };
-            let room = (r.tx.nb_free((end - i) as u32) as usize).min(end - i);
-            let umem = self.umem.umem();
-            let (mut n, mut bytes) = (0usize, 0u64);
-            for p in &pkts[i..end] {
-                let len = p.len();
-                if n >= room {
-                    full += 1;
-                    continue;
+            if n == 0 {
+                let left = (total - i).min(BATCH);
+                room = match self.rings.as_mut() {
+                    Some(r) => (r.tx.nb_free(left as u32) as usize).min(left),
+                    None => 0,
+                };
+            }
+            if n >= room {
+                full += 1;
+                pool.put(p);
+                continue;
+            }
+            let len = p.len();
+            let idx = if pool.own_frame(&p).is_some() {
+                // Zero-copy: the packet is a frame of this UMEM. Descriptors
+                // start at the canonical offset; move the data there if a
+                // header was pushed or popped (always fits: len <= BUF_CAP).
+                if p.headroom() != UMEM_HEADROOM {
+                    if !p.set_headroom(UMEM_HEADROOM) {
+                        full += 1;
+                        pool.put(p);
+                        continue;
+                    }
+                    realigned += 1;
                 }
-                let Some(mut d) = self.free.pop() else {
-                    full += 1;
+                match pool.frame_to_tx(self.me, p) {
+                    Ok((idx, _, _)) => {
+                        zc += 1;
+                        idx
+                    }
+                    Err(p) => {
+                        pool.put(p);
+                        continue;
+                    }
+                }
+            } else {
+                // Copy into a free frame of this UMEM.
+                let Some(idx) = pool.free_to_tx(self.me) else {
+                    no_frame += 1;
+                    pool.put(p);
                     continue;
                 };
-                // SAFETY: `d` is a free frame of this port (in no ring), of
-                // the UMEM this port's tx ring belongs to.
-                let mut data = unsafe { umem.data_mut(&mut d) };
-                let mut cur = data.cursor();
-                cur.set_pos(0);
-                if len > cur.buf_len() || cur.write_all(p.data()).is_err() {
-                    self.free.push(d);
-                    oversize += 1;
+                let Some(dst) = pool.frame_ptr(idx) else {
+                    pool.tx_complete(self.me, idx);
+                    no_frame += 1;
+                    pool.put(p);
                     continue;
+                };
+                // SAFETY: frame `idx` is in state `tx` for this socket and not
+                // yet posted: nobody else reads or writes it; UMEM_HEADROOM +
+                // len <= UMEM_HEADROOM + BUF_CAP <= FRAME_SIZE.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        p.data().as_ptr(),
+                        dst.as_ptr().add(UMEM_HEADROOM),
+                        p.len(),
+                    );
                 }
-                self.scratch[n] = d;
-                n += 1;
-                bytes += len as u64;
-            }
-            let posted = if n > 0 {
-                // SAFETY: frames of this port's UMEM share, filled above and in no ring.
-                unsafe { r.tx.produce(&self.scratch[..n]) }
-            } else {
-                0
+                copied += 1;
+                pool.put(p);
+                idx
             };
-            if posted < n {
-                // produce is all-or-nothing; `room` said there was space, but
-                // never lose frames if the kernel disagrees.
-                self.free.extend_from_slice(&self.scratch[..n]);
-                full += n as u64;
-                bytes = 0;
-            }
-            if posted > 0 {
-                self.tx_outstanding += posted;
-                self.stats.tx_batches.add(1);
-                let wake = r.tx.needs_wakeup();
-                let outcome = if wake { self.kick() } else { Kick::Done };
+            let mut d = self.umem.desc(idx).unwrap_or_default();
+            // SAFETY: frame `idx` is this socket's (state `tx`, not posted
+            // yet); the view is used only to set the descriptor's length
+            // (capped at the frame's data capacity, 3840 >= len).
+            unsafe { self.umem.umem().data_mut(&mut d) }
+                .cursor()
+                .set_pos(len);
+            self.scratch[n] = d;
+            self.idx[n] = idx;
+            n += 1;
+            bytes += len as u64;
+            if n == room || i + 1 == total {
+                let (outcome, posted) = self.post(pool, n);
+                full += (n - posted) as u64;
+                if posted < n {
+                    bytes = 0;
+                }
                 match outcome {
-                    Kick::Done | Kick::Error => {
+                    Kick::Done | Kick::Error | Kick::Retry => {
                         if matches!(outcome, Kick::Error) {
                             self.counters.tx_errors.add(1);
                         }
-                        sent += posted as u64;
-                        sent_bytes += bytes;
-                    }
-                    Kick::Retry => {
-                        self.kick_pending = true;
+                        if matches!(outcome, Kick::Retry) {
+                            self.kick_pending = true;
+                        }
                         sent += posted as u64;
                         sent_bytes += bytes;
                     }
                     Kick::LinkDown => {
                         self.set_link(false);
                         down += posted as u64;
+                        stopped = true;
                     }
                     Kick::Gone => {
                         self.mark_dead();
                         down += posted as u64;
+                        stopped = true;
                     }
                 }
-            }
-            i = end;
-            if self.dead || !self.is_up() {
-                down += (pkts.len() - i) as u64;
-                break;
+                (n, bytes) = (0, 0);
             }
         }
-        for p in pkts.drain(..) {
-            pool.put(p);
-        }
+        // Frames a failed kick left in the tx ring are swept back when the
+        // socket closes (detach); the port is down, so none are reused meanwhile.
         self.counters.tx_packets.add(sent);
         self.counters.tx_bytes.add(sent_bytes);
+        self.counters.tx_zerocopy.add(zc);
+        self.counters.tx_copied.add(copied);
+        if realigned > 0 {
+            self.stats.tx_realigned.add(realigned);
+        }
         if full > 0 {
             self.counters.tx_drop(DropReason::TxRingFull, full);
         }
-        if oversize > 0 {
-            self.counters.tx_drop(DropReason::Oversize, oversize);
+        if no_frame > 0 {
+            self.counters.tx_drop(DropReason::PoolEmpty, no_frame);
         }
         if down > 0 {
             self.counters.tx_drop(DropReason::PortDown, down);
@@ -712,10 +901,11 @@ impl Port for AfxdpPort {
 impl Drop for AfxdpPort {
     fn drop(&mut self) {
         // Delete the socket first (the kernel lets go of every frame of ours
-        // in its rings), then return the frames, then release the interface
-        // (which detaches the program when this was its last socket).
+        // in its rings), then release the interface (which detaches the
+        // program when this was its last socket). Frames it held stay marked
+        // in its pool's books unless it was detached first (the polling
+        // thread always detaches before dropping a port).
         self.rings = None;
-        self.umem.give_back(std::mem::take(&mut self.owned));
         self.claim = None;
     }
 }

@@ -81,9 +81,11 @@ pub struct AfxdpOptions {
     pub n_rxq_desc: u32,
     /// Descriptors in the tx ring and the completion ring (power of two).
     pub n_txq_desc: u32,
-    /// UMEM frames (4 KiB each) this port owns; at least
-    /// `n_rxq_desc + n_txq_desc` so the fill ring can be full while a whole tx
-    /// ring is in flight.
+    /// UMEM frames (4 KiB each) of the port's own UMEM when it is opened
+    /// alone ([`super::AfxdpPort::open`]); at least `n_rxq_desc + n_txq_desc`
+    /// so the fill ring can be full while a whole tx ring is in flight. In
+    /// switchd a port shares its polling thread's UMEM
+    /// ([`super::umem::THREAD_UMEM_FRAMES`]) and this is only validated.
     pub umem_frames: u32,
 }
 

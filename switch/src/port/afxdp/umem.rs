@@ -1,39 +1,58 @@
-//! A UMEM that several AF_XDP ports of one polling thread can share.
+//! The UMEM of one polling thread, shared by all the AF_XDP sockets that
+//! thread serves, so a frame received on one of them can be transmitted on
+//! another without a copy.
 //!
 //! One memory region of 4 KiB frames is registered with the kernel once
-//! (`XDP_UMEM_REG`, kernel af_xdp.rst "UMEM"). Each port opened on it takes a
-//! disjoint set of frames at open time and gives them back when it is
-//! dropped (after its socket is gone, so the kernel holds none of them). The
-//! free-frame list is behind a mutex touched only at open and close; on the
-//! hot path every port works on its own frames, lock-free.
+//! (`XDP_UMEM_REG`, kernel af_xdp.rst "UMEM"). Sockets on different
+//! interfaces or queues bound to it each get their own fill and completion
+//! rings (af_xdp.rst "XDP_SHARED_UMEM bind flag": since Linux 5.10 a UMEM may
+//! be shared across queue ids and netdevs, one fill/completion ring pair per
+//! unique (netdev, queue) pair); libxdp's `xsk_socket__create_shared` sets
+//! that up and xsk-rs's `Socket::new` returns the new pair.
 //!
-//! Sockets on different interfaces or queues sharing a UMEM each get their
-//! own fill and completion rings (af_xdp.rst "XDP_SHARED_UMEM bind flag":
-//! since Linux 5.10 a UMEM may be shared across queue ids and netdevs, one
-//! fill/completion ring pair per unique (netdev, queue) pair); libxdp's
-//! `xsk_socket__create_shared` sets that up and xsk-rs's `Socket::new`
-//! returns the new pair.
+//! **Who owns which frame.** This type only describes the region; it keeps
+//! no free list. The frames belong to the polling thread's
+//! [`PacketPool`](crate::packet::PacketPool), which adopts the UMEM when the
+//! first AF_XDP port joins the thread ([`AfxdpUmem::adopt_into`]) and from
+//! then on records where each frame is: free, in a socket's fill/rx rings, a
+//! `Packet` in userspace, or in a socket's tx/completion rings. Ports take
+//! frames from the pool for their fill rings and for transmit copies, and
+//! give them back from the completion ring and when their socket closes. A
+//! UMEM is adopted by at most one pool (`claimed`), so two threads never
+//! hand out the same frame.
 //!
-//! What sharing buys today: one registration and one mapping per thread
-//! instead of one per port. What it does not buy yet: zero-copy forwarding
-//! between two AF_XDP ports. Frames are copied into `Packet` buffers at rx and
-//! out of them at tx (see the `afxdp` module documentation).
+//! Addresses: every frame is addressed by its canonical descriptor, the
+//! address where received data starts (frame start + `XDP_PACKET_HEADROOM`,
+//! 256). xsk-rs builds transmit descriptors only from descriptors it handed
+//! out, so a frame whose data was moved (a pushed VLAN tag) is moved back to
+//! that offset before it is posted (one `memmove` inside the frame).
+//!
+//! Created and registered on the control thread (never per packet); the
+//! region is unmapped when the last clone and the last socket are gone.
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use xsk_rs::config::{FrameSize, QueueSize, UmemConfig};
 use xsk_rs::umem::frame::FrameDesc;
 use xsk_rs::umem::Umem;
 
 use super::AfxdpError;
+use crate::packet::buf::{BUF_CAP, UMEM_HEADROOM};
+use crate::packet::PacketPool;
 
 /// Size of one UMEM frame: a page, so a 1500-byte MTU frame plus XDP's
 /// 256-byte headroom fits with room to spare, and so is any
 /// [`crate::packet::buf::MAX_FRAME`] frame.
 pub const FRAME_SIZE: u32 = 4096;
 
-/// A UMEM shared by the AF_XDP ports of one polling thread (cheap to clone).
+/// Frames of a polling thread's UMEM (64 MiB): fill rings of 2048 for a few
+/// ports, their tx rings, and the packets in flight between them.
+pub const THREAD_UMEM_FRAMES: u32 = 16384;
+
+/// A UMEM (cheap to clone: all clones are the same region).
 #[derive(Clone, Debug)]
 pub struct AfxdpUmem {
     inner: Arc<Shared>,
@@ -42,11 +61,23 @@ pub struct AfxdpUmem {
 #[derive(Debug)]
 struct Shared {
     umem: Umem,
-    free: Mutex<Vec<FrameDesc>>,
+    /// Canonical descriptor of each frame (data at frame start + 256).
+    descs: Box<[FrameDesc]>,
+    /// Start of the mapping.
+    base: NonNull<u8>,
     frames: u32,
     fill_descs: u32,
     comp_descs: u32,
+    /// Adopted by a pool.
+    claimed: AtomicBool,
 }
+
+// SAFETY: `base` is the address of the mapping `umem` owns; it is only
+// dereferenced by the pool that adopted the region (one thread), under the
+// frame books described in the module documentation.
+unsafe impl Send for Shared {}
+// SAFETY: as above; the shared fields are read-only or atomic.
+unsafe impl Sync for Shared {}
 
 impl AfxdpUmem {
     /// A UMEM of `frames` frames whose sockets get fill rings of `fill_descs`
@@ -70,24 +101,43 @@ impl AfxdpUmem {
                 source_text(&e)
             ))
         })?;
+        let first = descs
+            .first()
+            .copied()
+            .ok_or_else(|| bad("the UMEM has no frames".into()))?;
+        let canonical = |i: usize, d: &FrameDesc| {
+            d.addr() == i * FRAME_SIZE as usize + UMEM_HEADROOM && d.lengths().data() == 0
+        };
+        if !descs.iter().enumerate().all(|(i, d)| canonical(i, d)) {
+            return Err(bad(
+                "unexpected UMEM frame layout (data must start 256 bytes into each frame)".into(),
+            ));
+        }
+        let mut d0 = first;
+        // SAFETY: frame 0 is in no ring yet (the UMEM was just created);
+        // the slice is only used for its address.
+        let data0 = unsafe { umem.data_mut(&mut d0) }
+            .contents_mut()
+            .as_mut_ptr();
+        let base = NonNull::new(data0.wrapping_sub(first.addr()))
+            .ok_or_else(|| bad("the UMEM mapping is at address 0".into()))?;
         Ok(AfxdpUmem {
             inner: Arc::new(Shared {
                 umem,
-                free: Mutex::new(descs),
+                descs: descs.into_boxed_slice(),
+                base,
                 frames,
                 fill_descs,
                 comp_descs,
+                claimed: AtomicBool::new(false),
             }),
         })
     }
 
-    /// Frames not taken by any port.
-    pub fn free_frames(&self) -> usize {
-        self.inner
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+    /// A UMEM sized for a polling thread ([`THREAD_UMEM_FRAMES`], rings of 2048).
+    pub fn for_thread() -> Result<AfxdpUmem, AfxdpError> {
+        let d = super::options::DEFAULT_RING_DESCS;
+        AfxdpUmem::new(THREAD_UMEM_FRAMES, d, d)
     }
 
     /// Frames in the UMEM.
@@ -105,32 +155,64 @@ impl AfxdpUmem {
         self.inner.comp_descs
     }
 
+    /// True when both handles are the same region.
+    pub fn same(&self, other: &AfxdpUmem) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// True once a pool adopted the region.
+    pub fn is_claimed(&self) -> bool {
+        self.inner.claimed.load(Ordering::Acquire)
+    }
+
     /// The xsk-rs UMEM (socket creation and frame access).
     pub(super) fn umem(&self) -> &Umem {
         &self.inner.umem
     }
 
-    /// Take `n` frames for a port, or None when fewer are free.
-    pub(super) fn take(&self, n: usize) -> Option<Vec<FrameDesc>> {
-        let mut f = self
-            .inner
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if f.len() < n {
-            return None;
-        }
-        let at = f.len() - n;
-        Some(f.split_off(at))
+    /// The canonical descriptor of frame `idx`.
+    #[inline(always)]
+    pub(super) fn desc(&self, idx: u32) -> Option<FrameDesc> {
+        self.inner.descs.get(idx as usize).copied()
     }
 
-    /// Give frames back (their port's socket must be deleted already).
-    pub(super) fn give_back(&self, frames: Vec<FrameDesc>) {
-        self.inner
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(frames);
+    /// Make `pool` the owner of every frame of this UMEM. False when the
+    /// pool already owns a UMEM or this one already has an owner.
+    pub fn adopt_into(&self, pool: &mut PacketPool) -> bool {
+        if pool.has_frames() {
+            return false;
+        }
+        if self
+            .inner
+            .claimed
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        const _: () = assert!(FRAME_SIZE as usize >= UMEM_HEADROOM + BUF_CAP);
+        let keep: Arc<dyn std::any::Any + Send + Sync> = Arc::new(self.clone());
+        // SAFETY: the mapping is `frames * FRAME_SIZE` bytes at `base`, kept
+        // alive by the AfxdpUmem clone in `keep`; `claimed` makes this pool
+        // its only owner; sockets on it get frames only from this pool
+        // (AfxdpPort), and FRAME_SIZE satisfies the size bounds (asserted).
+        let adopted = unsafe {
+            pool.adopt_frames(
+                self.inner.base,
+                FRAME_SIZE as usize,
+                self.inner.frames,
+                Some(keep),
+            )
+        };
+        if !adopted {
+            self.inner.claimed.store(false, Ordering::Release);
+        }
+        adopted
+    }
+
+    /// The UMEM `pool` adopted, if any.
+    pub fn of_pool(pool: &PacketPool) -> Option<AfxdpUmem> {
+        pool.frames_owner()?.downcast_ref::<AfxdpUmem>().cloned()
     }
 }
 

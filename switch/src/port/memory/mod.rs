@@ -146,6 +146,12 @@ impl Port for MemoryPort {
         let (mut sent, mut bytes, mut full) = (0u64, 0u64, 0u64);
         for p in pkts.drain(..) {
             let len = p.len() as u64;
+            // The queue is read on another thread and keeps packets: a UMEM
+            // frame (AF_XDP zero-copy rx) never goes there, a heap copy does.
+            let Some(p) = pool.to_heap(p) else {
+                self.counters.tx_drop(DropReason::PoolEmpty, 1);
+                continue;
+            };
             match self.tx.push(p) {
                 Ok(()) => {
                     sent += 1;
