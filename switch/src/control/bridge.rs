@@ -103,19 +103,37 @@ fn sum_stats(counters: &[Arc<PortCounters>]) -> PortStats {
         }
     };
     for c in counters {
-        let s = c.snapshot();
-        t.rx_packets += s.rx_packets;
-        t.rx_bytes += s.rx_bytes;
-        t.tx_packets += s.tx_packets;
-        t.tx_bytes += s.tx_bytes;
-        t.rx_errors += s.rx_errors;
-        t.tx_errors += s.tx_errors;
-        t.rx_dropped += s.rx_dropped;
-        t.tx_dropped += s.tx_dropped;
-        t.rx_malformed += s.rx_malformed;
-        t.rx_truncated += s.rx_truncated;
-        merge(&mut t.rx_drop_reasons, &s.rx_drop_reasons);
-        merge(&mut t.tx_drop_reasons, &s.tx_drop_reasons);
+        // Destructured in full so a new counter cannot be left out of the sum.
+        let PortStats {
+            rx_packets,
+            rx_bytes,
+            tx_packets,
+            tx_bytes,
+            rx_errors,
+            tx_errors,
+            rx_dropped,
+            tx_dropped,
+            rx_malformed,
+            rx_truncated,
+            tx_zerocopy,
+            tx_copied,
+            rx_drop_reasons,
+            tx_drop_reasons,
+        } = c.snapshot();
+        t.rx_packets += rx_packets;
+        t.rx_bytes += rx_bytes;
+        t.tx_packets += tx_packets;
+        t.tx_bytes += tx_bytes;
+        t.rx_errors += rx_errors;
+        t.tx_errors += tx_errors;
+        t.rx_dropped += rx_dropped;
+        t.tx_dropped += tx_dropped;
+        t.rx_malformed += rx_malformed;
+        t.rx_truncated += rx_truncated;
+        t.tx_zerocopy += tx_zerocopy;
+        t.tx_copied += tx_copied;
+        merge(&mut t.rx_drop_reasons, &rx_drop_reasons);
+        merge(&mut t.tx_drop_reasons, &tx_drop_reasons);
     }
     // Reasons in DropReason order, as a single port's snapshot lists them.
     let order = |r: &str| DropReason::ALL.iter().position(|d| d.name() == r);
@@ -386,7 +404,23 @@ impl Bridge {
                     // AF_XDP ports of one thread forward without a copy.
                     // An error drops the sockets already opened (and their claims).
                     let umem = self.pmd.afxdp_umem(t).map_err(|e| bad(e.to_string()))?;
-                    let p = AfxdpPort::open_shared(o, &umem).map_err(|e| bad(e.to_string()))?;
+                    let p = AfxdpPort::open_shared(o, &umem).map_err(|e| {
+                        let e = e.to_string();
+                        if e.contains("os error 22") {
+                            // libxdp binds a UMEM's first socket on the UMEM's own fd
+                            // and never closes it while the UMEM lives, so the kernel
+                            // keeps that (interface, queue) bound to the thread's
+                            // UMEM after its port is deleted (known limitation).
+                            bad(format!(
+                                "{e}; if a port on {} queue {} was deleted earlier, this polling \
+                                 thread's UMEM still holds that queue (a known limitation: \
+                                 restart switchd to re-add it)",
+                                o.ifname, o.queue
+                            ))
+                        } else {
+                            bad(e)
+                        }
+                    })?;
                     links.push(p.link_state());
                     ps.push(Box::new(p));
                 }
