@@ -219,6 +219,10 @@ fn a_two_queue_afxdp_port_spreads_flows_over_two_polling_threads() -> Result<()>
             assert_eq!(rxq(&show, name, q).1, 1, "{name} queue {q}: {show}");
         }
     }
+    // A moved queue re-creates its socket on the new thread's UMEM (a bind
+    // the kernel may refuse for a few ms while it releases the old one), so
+    // wait for the path before judging it.
+    wait_reachable(&a.ns, &b.ip, Duration::from_secs(4))?;
     let r = ping(Some(&a.ns), &b.ip, 3)?;
     assert_eq!(r.received, 3, "{}", r.output);
     let t = iperf3(Some(&b.ns), &b.ip, Some(&a.ns), 3, &["-P", "4"])?;

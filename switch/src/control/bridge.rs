@@ -155,6 +155,10 @@ pub struct Bridge {
     store: StateStore,
     /// L2 learning for NORMAL: the one writable MAC table.
     fdb: MacTable,
+    /// AF_XDP (interface, queue) pairs this process has bound a socket to:
+    /// re-binding one after its port was deleted can hit the UMEM-owner
+    /// limitation (docs/architecture.md), and the error says so.
+    afxdp_bound: std::collections::BTreeSet<(String, u32)>,
     /// The MAC table generation last published to the polling threads.
     fdb_published: u64,
     /// Time base of the MAC table's ages.
@@ -217,6 +221,7 @@ impl Bridge {
             pmd,
             store,
             fdb: MacTable::default(),
+            afxdp_bound: Default::default(),
             fdb_published: 0,
             fdb_epoch: Instant::now(),
             other_config: BTreeMap::new(),
@@ -404,23 +409,24 @@ impl Bridge {
                     // AF_XDP ports of one thread forward without a copy.
                     // An error drops the sockets already opened (and their claims).
                     let umem = self.pmd.afxdp_umem(t).map_err(|e| bad(e.to_string()))?;
+                    let rebound = self.afxdp_bound.contains(&(o.ifname.clone(), o.queue));
                     let p = AfxdpPort::open_shared(o, &umem).map_err(|e| {
-                        let e = e.to_string();
-                        if e.contains("os error 22") {
+                        if rebound {
                             // libxdp binds a UMEM's first socket on the UMEM's own fd
                             // and never closes it while the UMEM lives, so the kernel
-                            // keeps that (interface, queue) bound to the thread's
-                            // UMEM after its port is deleted (known limitation).
+                            // may still hold this (interface, queue) for the thread's
+                            // UMEM after its port was deleted (known limitation).
                             bad(format!(
-                                "{e}; if a port on {} queue {} was deleted earlier, this polling \
-                                 thread's UMEM still holds that queue (a known limitation: \
-                                 restart switchd to re-add it)",
+                                "{e}; a deleted port used {} queue {} before, and this polling \
+                                 thread's UMEM may still hold it (a known limitation: restart \
+                                 switchd to re-add it)",
                                 o.ifname, o.queue
                             ))
                         } else {
-                            bad(e)
+                            bad(e.to_string())
                         }
                     })?;
+                    self.afxdp_bound.insert((o.ifname.clone(), o.queue));
                     links.push(p.link_state());
                     ps.push(Box::new(p));
                 }
