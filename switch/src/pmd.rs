@@ -600,6 +600,11 @@ pub struct PmdSet {
     assign: RxqAssign,
     /// L2 learning shared by every thread and the control thread.
     l2: Arc<L2Shared>,
+    /// Ports whose rx queues stay on the thread they were given to: AF_XDP
+    /// sockets are bound to their thread's UMEM, and libxdp keeps a UMEM's
+    /// first socket bound for the UMEM's life, so a moved queue could not
+    /// always bind again on another thread (docs/architecture.md).
+    pinned: std::collections::BTreeSet<PortNo>,
     /// Each thread's AF_XDP UMEM, created when its first AF_XDP port is
     /// opened (the thread's pool adopts it when that port attaches).
     #[cfg(feature = "afxdp")]
@@ -635,6 +640,7 @@ impl PmdSet {
         }
         Ok(PmdSet {
             l2,
+            pinned: Default::default(),
             pmds,
             cpus,
             owner: BTreeMap::new(),
@@ -762,6 +768,18 @@ impl PmdSet {
         }
     }
 
+    /// Keep every rx queue of `no` on the thread it was given to (`true`):
+    /// rebalance plans around it (its load still counts on its thread).
+    /// Set when a port is added; a port number reused by another kind of
+    /// port is set again then.
+    pub fn set_pinned(&mut self, no: PortNo, pinned: bool) {
+        if pinned {
+            self.pinned.insert(no);
+        } else {
+            self.pinned.remove(&no);
+        }
+    }
+
     /// Stop polling `no` and drop it. False when the command queue is full
     /// (nothing changed) or no thread owns it.
     pub fn del_port(&mut self, no: PortNo) -> bool {
@@ -863,9 +881,16 @@ impl PmdSet {
     fn plan(&self) -> BTreeMap<RxqId, usize> {
         let n = self.pmds.len();
         let mut plan = BTreeMap::new();
+        // Pinned queues stay where they are; the others are planned around them.
+        for (id, o) in &self.owner {
+            if self.pinned.contains(&id.0) {
+                plan.insert(*id, *o);
+            }
+        }
+        let free = || self.owner.keys().filter(|id| !self.pinned.contains(&id.0));
         match self.assign {
             RxqAssign::RoundRobin => {
-                for (i, no) in self.owner.keys().enumerate() {
+                for (i, no) in free().enumerate() {
                     plan.insert(*no, i % n);
                 }
             }
@@ -878,11 +903,16 @@ impl PmdSet {
                         .and_then(|s| s.rxqs.iter().find(|r| r.port == no && r.queue == q))
                         .map_or(0, |r| r.busy_cycles)
                 };
-                let mut ports: Vec<(u64, RxqId)> =
-                    self.owner.keys().map(|no| (load_of(*no), *no)).collect();
+                let mut load = vec![(0u64, 0usize); n];
+                for (id, t) in &plan {
+                    if let Some(l) = load.get_mut(*t) {
+                        l.0 += load_of(*id);
+                        l.1 += 1;
+                    }
+                }
+                let mut ports: Vec<(u64, RxqId)> = free().map(|no| (load_of(*no), *no)).collect();
                 // Busiest first; equal loads in port order (OVS sorts rxqs by cycles).
                 ports.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-                let mut load = vec![(0u64, 0usize); n];
                 for (c, no) in ports {
                     let t = (0..n).min_by_key(|i| (load[*i], *i)).unwrap_or(0);
                     load[t].0 += c;
