@@ -1525,6 +1525,36 @@ mod tests {
     }
 
     #[test]
+    fn rebalance_plans_around_pinned_ports() {
+        use crate::port::memory::MemoryPort;
+        let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let mut set = PmdSet::spawn(
+            snap,
+            DatapathConfig::default(),
+            &PmdConfig::unpinned(2, RxqAssign::RoundRobin),
+        )
+        .unwrap();
+        // Ports 1, 2, 3 land on pmd 0, 1, 0. Delete 1: round robin over 2, 3
+        // would move both (2 -> 0, 3 -> 1).
+        for no in 1..=3u32 {
+            set.add_port(no, Box::new(MemoryPort::new(8).0)).unwrap();
+        }
+        assert!(set.del_port(1));
+        assert_eq!(set.owner(2), Some(1));
+        assert_eq!(set.owner(3), Some(0));
+        // Pinned, port 2 stays on pmd 1 and port 3 is planned around it.
+        set.set_pinned(2, true);
+        let plan = set.plan();
+        assert_eq!(plan.get(&(2, 0)), Some(&1));
+        assert_eq!(plan.get(&(3, 0)), Some(&0));
+        // Unpinned again, round robin in port order moves both.
+        set.set_pinned(2, false);
+        let plan = set.plan();
+        assert_eq!(plan.get(&(2, 0)), Some(&0));
+        assert_eq!(plan.get(&(3, 0)), Some(&1));
+    }
+
+    #[test]
     fn cpu_lists_format_back() {
         for s in ["1", "2-5", "0,2-3", "0-1,4,6-9"] {
             assert_eq!(format_cpu_list(&parse_cpu_list(s).unwrap()), s);

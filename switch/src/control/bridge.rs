@@ -158,6 +158,7 @@ pub struct Bridge {
     /// AF_XDP (interface, queue) pairs this process has bound a socket to:
     /// re-binding one after its port was deleted can hit the UMEM-owner
     /// limitation (docs/architecture.md), and the error says so.
+    #[cfg_attr(not(feature = "afxdp"), allow(dead_code))]
     afxdp_bound: std::collections::BTreeSet<(String, u32)>,
     /// The MAC table generation last published to the polling threads.
     fdb_published: u64,
@@ -447,7 +448,12 @@ impl Bridge {
                         opts.underlay, other.cfg.name
                     )));
                 }
-                let p = VxlanPort::open(opts).map_err(bad)?;
+                // On the UMEM of the thread that will poll it (see the afxdp arm).
+                let umem = self
+                    .pmd
+                    .afxdp_umem(self.pmd.next_target())
+                    .map_err(|e| bad(e.to_string()))?;
+                let p = VxlanPort::open(opts, &umem).map_err(bad)?;
                 tunnel = Some(p.handle());
                 (vec![Box::new(p)], None)
             }

@@ -262,10 +262,15 @@ impl VxlanPort {
         }
     }
 
-    /// Open the underlay interface `opts.underlay` with AF_XDP (its MAC and
-    /// MTU read from sysfs unless overridden) and build the port.
+    /// Open the underlay interface `opts.underlay` with AF_XDP on `umem`
+    /// (the UMEM of the polling thread that will own the port, so the
+    /// socket need not be re-created there; its MAC and MTU read from sysfs
+    /// unless overridden) and build the port.
     #[cfg(feature = "afxdp")]
-    pub fn open(opts: VxlanOptions) -> Result<VxlanPort, String> {
+    pub fn open(
+        opts: VxlanOptions,
+        umem: &crate::port::afxdp::AfxdpUmem,
+    ) -> Result<VxlanPort, String> {
         use crate::port::afxdp::{AfxdpOptions, AfxdpPort, XdpMode};
         let sys = |f: &str| {
             std::fs::read_to_string(format!("/sys/class/net/{}/{f}", opts.underlay))
@@ -293,7 +298,7 @@ impl VxlanPort {
             ao.xdp_mode = XdpMode::parse(m)
                 .ok_or_else(|| format!("underlay_xdp_mode: unknown mode {m:?}"))?;
         }
-        let u = AfxdpPort::open(&ao).map_err(|e| format!("underlay: {e}"))?;
+        let u = AfxdpPort::open_shared(&ao, umem).map_err(|e| format!("underlay: {e}"))?;
         Ok(VxlanPort::with_underlay(
             opts,
             Box::new(u),
