@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::netns::{destroy_netns, kill9, list_netns, netns_pids};
-use crate::{pid36, Netns, Result, TopoError};
+use crate::{pid36, Netns, Result, TopoError, VethPair};
 
 /// What a test left behind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,6 +85,26 @@ impl LeakGuard {
             )));
         }
         Ok(n)
+    }
+
+    /// A pod's network as a CNI would set it up: namespace `name`, a veth
+    /// with `eth0` inside and [`Self::ifname`]`(name)` outside (IPv6 off on
+    /// both ends, so no chatter reaches the switch), `mac` and `cidr` on eth0,
+    /// and the pod's transmit checksum offload off (AF_XDP on veth needs
+    /// full checksums). Routes and switch ports are the caller's.
+    pub fn pod_link(&self, name: &str, cidr: &str, mac: &str) -> Result<PodLink> {
+        let ns = self.netns(name)?;
+        ns.disable_ipv6()?;
+        let host_if = self.ifname(name)?;
+        let veth = VethPair::new(&host_if, None, "eth0", Some(&ns))?;
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"),
+            "1",
+        );
+        ns.ip(&["link", "set", "dev", "eth0", "address", mac])?;
+        ns.addr_add("eth0", cidr)?;
+        ns.run(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        Ok(PodLink { ns, veth, host_if })
     }
 
     fn link_prefix(&self) -> String {
@@ -167,4 +187,15 @@ impl Drop for LeakGuard {
             Err(e) => eprintln!("topology-tests: leak check {:?}: {e}", self.tag),
         }
     }
+}
+
+/// What [`LeakGuard::pod_link`] made. Fields drop in order: the namespace
+/// first, then the veth.
+pub struct PodLink {
+    /// The pod's namespace (`eth0` inside).
+    pub ns: Netns,
+    /// The veth pair.
+    pub veth: VethPair,
+    /// The veth end in the host's namespace.
+    pub host_if: String,
 }

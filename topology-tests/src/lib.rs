@@ -38,7 +38,7 @@ mod tools;
 
 use std::process::{Command, Output};
 
-pub use guard::{LeakGuard, Leftovers};
+pub use guard::{LeakGuard, Leftovers, PodLink};
 pub use netns::{LinkStats, Netns, VethPair};
 pub use switchd::{bin_dir, flowctl_bin, switchd_bin, Switchd};
 pub use tools::{iperf3, ping, ChildGuard, Iperf3Result, PingResult};

@@ -20,8 +20,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use topology_tests::{
-    iperf3, ping, require_root, switchd_bin, LeakGuard, Netns, PingResult, Result, Switchd,
-    TopoError, VethPair,
+    iperf3, ping, require_root, switchd_bin, LeakGuard, Netns, PingResult, PodLink, Result,
+    Switchd, TopoError, VethPair,
 };
 
 /// One test of this file at a time (see the module documentation).
@@ -58,18 +58,7 @@ impl Pod {
         gw: Option<&str>,
         ofport: u16,
     ) -> Result<Pod> {
-        let ns = guard.netns(name)?;
-        ns.disable_ipv6()?;
-        let host_if = guard.ifname(name)?;
-        let veth = VethPair::new(&host_if, None, "eth0", Some(&ns))?;
-        // The host end stays silent: no IPv6 chatter into the pod or the switch.
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"),
-            "1",
-        );
-        ns.ip(&["link", "set", "dev", "eth0", "address", mac])?;
-        ns.addr_add("eth0", cidr)?;
-        ns.run(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        let PodLink { ns, veth, host_if } = guard.pod_link(name, cidr, mac)?;
         if let Some(gw) = gw {
             ns.route_add("default", gw)?;
         }

@@ -18,7 +18,8 @@
 use std::time::{Duration, Instant};
 
 use topology_tests::{
-    ping, require_root, switchd_bin, LeakGuard, Netns, Result, Switchd, TopoError, VethPair,
+    ping, require_root, switchd_bin, LeakGuard, Netns, PodLink, Result, Switchd, TopoError,
+    VethPair,
 };
 
 const MAC_A: &str = "02:00:00:00:05:0a";
@@ -35,18 +36,7 @@ struct Pod {
 
 impl Pod {
     fn new(guard: &LeakGuard, name: &str, ip: &str, mac: &str) -> Result<Pod> {
-        let ns = guard.netns(name)?;
-        ns.disable_ipv6()?;
-        let host_if = guard.ifname(name)?;
-        let veth = VethPair::new(&host_if, None, "eth0", Some(&ns))?;
-        // The host end stays silent: no IPv6 chatter into the switch.
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"),
-            "1",
-        );
-        ns.ip(&["link", "set", "dev", "eth0", "address", mac])?;
-        ns.addr_add("eth0", &format!("{ip}/24"))?;
-        ns.run(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        let PodLink { ns, veth, host_if } = guard.pod_link(name, &format!("{ip}/24"), mac)?;
         Ok(Pod {
             ns,
             _veth: veth,

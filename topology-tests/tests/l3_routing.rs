@@ -13,7 +13,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use topology_tests::{
-    ping, require_root, switchd_bin, LeakGuard, Netns, Result, Switchd, VethPair,
+    ping, require_root, switchd_bin, LeakGuard, Netns, PodLink, Result, Switchd, VethPair,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -33,17 +33,7 @@ struct Pod {
 
 impl Pod {
     fn new(guard: &LeakGuard, name: &str, cidr: &str, mac: &str, gw: &str) -> Result<Pod> {
-        let ns = guard.netns(name)?;
-        ns.disable_ipv6()?;
-        let host_if = guard.ifname(name)?;
-        let veth = VethPair::new(&host_if, None, "eth0", Some(&ns))?;
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"),
-            "1",
-        );
-        ns.ip(&["link", "set", "dev", "eth0", "address", mac])?;
-        ns.addr_add("eth0", cidr)?;
-        ns.run(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        let PodLink { ns, veth, host_if } = guard.pod_link(name, cidr, mac)?;
         ns.route_add("default", gw)?;
         Ok(Pod {
             ns,

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use topology_tests::{
-    ping, require_root, switchd_bin, ChildGuard, LeakGuard, Netns, Result, Switchd, TopoError,
-    VethPair,
+    ping, require_root, switchd_bin, ChildGuard, LeakGuard, Netns, PodLink, Result, Switchd,
+    TopoError, VethPair,
 };
 
 struct Pod {
@@ -31,19 +31,9 @@ struct Pod {
 
 impl Pod {
     fn new(guard: &LeakGuard, name: &str, n: u32) -> Result<Pod> {
-        let ns = guard.netns(name)?;
-        ns.disable_ipv6()?;
-        let host_if = guard.ifname(name)?;
-        let veth = VethPair::new(&host_if, None, "eth0", Some(&ns))?;
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"),
-            "1",
-        );
         let mac = format!("02:00:00:00:03:{n:02x}");
         let ip = format!("10.233.1.{n}");
-        ns.ip(&["link", "set", "dev", "eth0", "address", &mac])?;
-        ns.addr_add("eth0", &format!("{ip}/24"))?;
-        ns.run(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        let PodLink { ns, veth, host_if } = guard.pod_link(name, &format!("{ip}/24"), &mac)?;
         Ok(Pod {
             ns,
             _veth: veth,
