@@ -191,6 +191,7 @@ impl Drop for LeakGuard {
 
 /// What [`LeakGuard::pod_link`] made. Fields drop in order: the namespace
 /// first, then the veth.
+#[derive(Debug)]
 pub struct PodLink {
     /// The pod's namespace (`eth0` inside).
     pub ns: Netns,
