@@ -155,11 +155,6 @@ pub struct Bridge {
     store: StateStore,
     /// L2 learning for NORMAL: the one writable MAC table.
     fdb: MacTable,
-    /// AF_XDP (interface, queue) pairs this process has bound a socket to:
-    /// re-binding one after its port was deleted can hit the UMEM-owner
-    /// limitation (docs/architecture.md), and the error says so.
-    #[cfg_attr(not(feature = "afxdp"), allow(dead_code))]
-    afxdp_bound: std::collections::BTreeSet<(String, u32)>,
     /// The MAC table generation last published to the polling threads.
     fdb_published: u64,
     /// Time base of the MAC table's ages.
@@ -222,7 +217,6 @@ impl Bridge {
             pmd,
             store,
             fdb: MacTable::default(),
-            afxdp_bound: Default::default(),
             fdb_published: 0,
             fdb_epoch: Instant::now(),
             other_config: BTreeMap::new(),
@@ -410,24 +404,7 @@ impl Bridge {
                     // AF_XDP ports of one thread forward without a copy.
                     // An error drops the sockets already opened (and their claims).
                     let umem = self.pmd.afxdp_umem(t).map_err(|e| bad(e.to_string()))?;
-                    let rebound = self.afxdp_bound.contains(&(o.ifname.clone(), o.queue));
-                    let p = AfxdpPort::open_shared(o, &umem).map_err(|e| {
-                        if rebound {
-                            // libxdp binds a UMEM's first socket on the UMEM's own fd
-                            // and never closes it while the UMEM lives, so the kernel
-                            // may still hold this (interface, queue) for the thread's
-                            // UMEM after its port was deleted (known limitation).
-                            bad(format!(
-                                "{e}; a deleted port used {} queue {} before, and this polling \
-                                 thread's UMEM may still hold it (a known limitation: restart \
-                                 switchd to re-add it)",
-                                o.ifname, o.queue
-                            ))
-                        } else {
-                            bad(e.to_string())
-                        }
-                    })?;
-                    self.afxdp_bound.insert((o.ifname.clone(), o.queue));
+                    let p = AfxdpPort::open_shared(o, &umem).map_err(|e| bad(e.to_string()))?;
                     links.push(p.link_state());
                     ps.push(Box::new(p));
                 }
@@ -612,6 +589,11 @@ impl Bridge {
                 "polling thread command queue is full; retry",
             ));
         }
+        // The polling threads drop the port object (an AF_XDP socket, its
+        // claim on the queue and its XDP program) when they read DelPort:
+        // wait for that, so del-port returns with the interface released
+        // and an add-port right after it finds the queue free.
+        self.pmd.sync(SYNC_TIMEOUT);
         let rt = self.ports.remove(&no);
         if let Some(v) = rt.as_ref().and_then(|r| r.vhost.as_ref()) {
             // Close the connection and remove the socket now, so the same

@@ -242,7 +242,7 @@ impl AfxdpPort {
             },
         })?;
         let sole = claim.first();
-        let (rings, mode, zerocopy) = bind(opts, umem, sole)?;
+        let (rings, mode, zerocopy) = bind_retrying(opts, umem, sole)?;
         Ok(AfxdpPort {
             opts: opts.clone(),
             mode,
@@ -329,20 +329,7 @@ impl AfxdpPort {
     fn rebind(&mut self, umem: AfxdpUmem) {
         self.rings = None;
         self.stats.rebinds.add(1);
-        // The kernel frees the old socket's hold on the queue in a deferred
-        // work item (net/xdp/xsk_buff_pool.c xp_release_deferred), so a bind
-        // right after the close may see EBUSY for a few milliseconds.
-        let mut res = bind(&self.opts, &umem, self.sole);
-        for _ in 0..50 {
-            match &res {
-                Err(AfxdpError::Bind { detail, .. }) if detail.contains("busy") => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    res = bind(&self.opts, &umem, self.sole);
-                }
-                _ => break,
-            }
-        }
-        match res {
+        match bind_retrying(&self.opts, &umem, self.sole) {
             Ok((rings, mode, zc)) => {
                 self.rings = Some(rings);
                 (self.mode, self.zerocopy) = (mode, zc);
@@ -497,6 +484,29 @@ impl AfxdpPort {
     }
 }
 
+/// [`bind`], retried for up to a quarter of a second while the kernel says
+/// the queue is busy: it frees a closed socket's hold on its queue in a
+/// deferred work item (net/xdp/xsk_buff_pool.c `xp_release_deferred`), so
+/// a bind right after a port on the same queue was deleted (or moved to
+/// another thread) may see EBUSY for a few milliseconds. Control path only.
+fn bind_retrying(
+    opts: &AfxdpOptions,
+    umem: &AfxdpUmem,
+    sole: bool,
+) -> Result<(Rings, XdpMode, bool), AfxdpError> {
+    let mut res = bind(opts, umem, sole);
+    for _ in 0..50 {
+        match &res {
+            Err(AfxdpError::Bind { detail, .. }) if detail.contains("busy") => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                res = bind(opts, umem, sole);
+            }
+            _ => break,
+        }
+    }
+    res
+}
+
 /// Create and bind the socket in the mode(s) `opts.xdp_mode` allows.
 ///
 /// `sole` says no other socket of this process uses the interface, so a
@@ -544,7 +554,23 @@ fn bind(
         // this UMEM already has a socket on the same (interface, queue); the
         // Claim taken by the caller guarantees this process has none there.
         match unsafe { Socket::new(config, umem.umem(), &iface, opts.queue) } {
-            Ok((tx, rx, Some((fq, cq)))) => return Ok((Rings { tx, rx, fq, cq }, mode, zc)),
+            Ok((tx, rx, Some((fq, cq)))) => {
+                // A socket sharing the thread's UMEM takes the bind flags of
+                // the UMEM's owner socket (copy mode, umem.rs), not its own:
+                // ask the kernel what it got.
+                let got_zc = socket_zerocopy(rx.fd().as_raw_fd());
+                if zc && !got_zc {
+                    drop((tx, rx, fq, cq));
+                    errors.push(format!(
+                        "{}: the socket shares its polling thread's UMEM, whose owner \
+                         socket is copy mode, so the kernel bound it in copy mode \
+                         (use xdp-mode=native or best-effort)",
+                        mode_name(mode, zc)
+                    ));
+                } else {
+                    return Ok((Rings { tx, rx, fq, cq }, mode, got_zc));
+                }
+            }
             Ok((_, _, None)) => {
                 errors.push(format!(
                     "{}: the UMEM is already bound to this queue",
@@ -577,6 +603,25 @@ fn bind(
         }
     }
     Err(fail(errors.join("; ")))
+}
+
+/// True when the kernel bound socket `fd` in zero-copy mode
+/// (`getsockopt(XDP_OPTIONS)`, include/uapi/linux/if_xdp.h).
+fn socket_zerocopy(fd: std::os::fd::RawFd) -> bool {
+    let mut opts: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `opts` (struct
+    // xdp_options is one __u32).
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_OPTIONS,
+            (&mut opts as *mut u32).cast(),
+            &mut len,
+        )
+    };
+    ret == 0 && opts & libc::XDP_OPTIONS_ZEROCOPY != 0
 }
 
 fn mode_name(mode: XdpMode, zc: bool) -> &'static str {

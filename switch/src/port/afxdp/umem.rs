@@ -27,6 +27,28 @@
 //! out, so a frame whose data was moved (a pushed VLAN tag) is moved back to
 //! that offset before it is posted (one `memmove` inside the frame).
 //!
+//! **The owner socket.** libxdp (xsk.c `xsk_socket__create_shared`) binds
+//! the first socket created on a UMEM on the UMEM's own fd, the one
+//! `XDP_UMEM_REG` registered the region on, and never closes that fd while
+//! the UMEM lives (`xsk_socket__delete` skips `close` for it). Had a port
+//! been that first socket, deleting the port would leave its (interface,
+//! queue) bound to this UMEM for good (a re-add fails), and once every
+//! other socket went, the next port would be handed the same, still bound,
+//! fd (it fails). So every UMEM is created with an owner socket that
+//! is that first socket and never a port: on a private network namespace's
+//! loopback (`unshare(CLONE_NEWNET)` on a short-lived thread; the kernel
+//! resolves a bind's ifindex in the socket's namespace, net/xdp/xsk.c
+//! `xsk_bind`), copy mode, need_wakeup, no XDP program, no frame ever on its
+//! rings. Every port socket is then a second socket with its own fd
+//! (`XDP_SHARED_UMEM` with the owner's fd, its own fill and completion rings
+//! per (netdev, queue)): deleting it closes the fd and frees the queue. The
+//! namespace has no name and nothing in it but the socket: it lives as long
+//! as the socket and vanishes with it, even when switchd is killed, so
+//! nothing leaks into the host's namespaces. Consequence (kernel
+//! `xp_assign_dev_shared`): a shared socket inherits the owner's bind
+//! flags, so every port socket is copy mode with need_wakeup; a zero-copy
+//! request is refused by the port (see `bind` in mod.rs).
+//!
 //! Created and registered on the control thread (never per packet); the
 //! region is unmapped when the last clone and the last socket are gone.
 
@@ -35,9 +57,13 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use xsk_rs::config::{FrameSize, QueueSize, UmemConfig};
+use xsk_rs::config::{
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
+};
+use xsk_rs::socket::{RxQueue, Socket, TxQueue};
 use xsk_rs::umem::frame::FrameDesc;
 use xsk_rs::umem::Umem;
+use xsk_rs::{CompQueue, FillQueue};
 
 use super::AfxdpError;
 use crate::packet::buf::{BUF_CAP, UMEM_HEADROOM};
@@ -58,8 +84,25 @@ pub struct AfxdpUmem {
     inner: Arc<Shared>,
 }
 
+/// The owner socket's rings (module documentation): held, never used.
+/// Dropping the last of them deletes the socket, and with it the private
+/// namespace.
+#[derive(Debug)]
+struct Owner {
+    _tx: TxQueue,
+    _rx: RxQueue,
+    _fq: FillQueue,
+    _cq: CompQueue,
+}
+
+/// Ring size of the owner socket (it carries nothing).
+const OWNER_RING: u32 = 64;
+
 #[derive(Debug)]
 struct Shared {
+    /// Declared first: dropped before `umem` (xsk-rs also keeps the UMEM
+    /// alive while a socket on it lives).
+    _owner: Owner,
     umem: Umem,
     /// Canonical descriptor of each frame (data at frame start + 256).
     descs: Box<[FrameDesc]>,
@@ -95,12 +138,12 @@ impl AfxdpUmem {
             .comp_queue_size(cq)
             .build()
             .map_err(|e| bad(format!("UMEM config: {e}")))?;
-        let (umem, descs) = Umem::new(config, n, false).map_err(|e| {
-            bad(format!(
-                "creating a UMEM of {frames} frames: {e}{}",
-                source_text(&e)
-            ))
-        })?;
+        let (umem, descs, owner) = std::thread::Builder::new()
+            .name("afxdp-umem".into())
+            .spawn(move || create_owned(config, n))
+            .map_err(|e| bad(format!("starting the UMEM setup thread: {e}")))?
+            .join()
+            .map_err(|_| bad("the UMEM setup thread panicked".into()))??;
         let first = descs
             .first()
             .copied()
@@ -123,6 +166,7 @@ impl AfxdpUmem {
             .ok_or_else(|| bad("the UMEM mapping is at address 0".into()))?;
         Ok(AfxdpUmem {
             inner: Arc::new(Shared {
+                _owner: owner,
                 umem,
                 descs: descs.into_boxed_slice(),
                 base,
@@ -213,6 +257,62 @@ impl AfxdpUmem {
     /// The UMEM `pool` adopted, if any.
     pub fn of_pool(pool: &PacketPool) -> Option<AfxdpUmem> {
         pool.frames_owner()?.downcast_ref::<AfxdpUmem>().cloned()
+    }
+}
+
+/// Create the UMEM and its owner socket in a private network namespace.
+/// Runs on a thread of its own, which leaves the namespace when it ends
+/// (`unshare` moves only the calling thread).
+fn create_owned(
+    config: UmemConfig,
+    frames: NonZeroU32,
+) -> Result<(Umem, Vec<FrameDesc>, Owner), AfxdpError> {
+    let bad = |what: String| AfxdpError::Umem(what);
+    // SAFETY: unshare(2) changes only this thread's network namespace; the
+    // thread makes nothing but the UMEM and its owner socket and then ends.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(bad(format!(
+            "creating the private network namespace of a UMEM's owner socket: {e} \
+             (AF_XDP ports need root, or CAP_SYS_ADMIN besides CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF)"
+        )));
+    }
+    let (umem, descs) = Umem::new(config, frames, false).map_err(|e| {
+        bad(format!(
+            "creating a UMEM of {frames} frames: {e}{}",
+            source_text(&e)
+        ))
+    })?;
+    let ring = QueueSize::new(OWNER_RING).map_err(|e| bad(format!("owner ring: {e}")))?;
+    let cfg = SocketConfig::builder()
+        .rx_queue_size(ring)
+        .tx_queue_size(ring)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP | BindFlags::XDP_COPY)
+        .build();
+    let lo: Interface = "lo"
+        .parse()
+        .map_err(|_| bad("interface name `lo`".into()))?;
+    // SAFETY: the first socket on a fresh UMEM, program loading inhibited
+    // (xsk-rs's requirement concerns an already bound pair).
+    match unsafe { Socket::new(cfg, &umem, &lo, 0) } {
+        Ok((tx, rx, Some((fq, cq)))) => Ok((
+            umem,
+            descs,
+            Owner {
+                _tx: tx,
+                _rx: rx,
+                _fq: fq,
+                _cq: cq,
+            },
+        )),
+        Ok((_, _, None)) => Err(bad(
+            "the UMEM's owner socket got no fill and completion rings".into(),
+        )),
+        Err(e) => Err(bad(format!(
+            "binding the UMEM's owner socket: {e}{}",
+            source_text(&e)
+        ))),
     }
 }
 
