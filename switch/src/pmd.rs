@@ -971,6 +971,23 @@ impl PmdSet {
                 }
                 std::thread::sleep(Duration::from_micros(200));
             };
+            // An AF_XDP socket moves to the target thread's UMEM here, on
+            // the control thread (its old socket closed when the old thread
+            // detached it); traffic to it is lost only meanwhile.
+            #[cfg(feature = "afxdp")]
+            let port = {
+                let mut port = port;
+                if port.moves_with_umem() {
+                    match self.afxdp_umem(m.to) {
+                        Ok(u) => {
+                            port.move_to_umem(&u);
+                        }
+                        // attach on the target thread tries again.
+                        Err(e) => eprintln!("pmd{}: AF_XDP UMEM: {e}", m.to),
+                    }
+                }
+                port
+            };
             self.owner.remove(&(m.port, m.queue));
             if let Err(PmdCommand::AddRxq(no, q, p)) =
                 self.pmds[m.to].send(PmdCommand::AddRxq(m.port, m.queue, port))

@@ -252,3 +252,93 @@ fn a_thread_whose_afxdp_ports_were_all_deleted_takes_new_ones() -> Result<()> {
     assert!(sd.stop().is_some_and(|s| s.success()), "{}", sd.log());
     Ok(())
 }
+
+/// The `ok` body of `flowctl --json ARGS...`.
+fn json(sd: &Switchd, args: &[&str]) -> Result<serde_json::Value> {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = sd.flowctl_ok(&a)?;
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .map_err(|e| TopoError::Other(format!("flowctl --json {args:?}: {e}: {out}")))?;
+    Ok(v["ok"].clone())
+}
+
+/// The threads `pmd-rxq-show` lists queue 0 of port `name` on.
+fn threads_of(show: &serde_json::Value, name: &str) -> Vec<u64> {
+    let mut found = Vec::new();
+    for t in show["pmds"].as_array().into_iter().flatten() {
+        for q in t["rxqs"].as_array().into_iter().flatten() {
+            if q["name"].as_str() == Some(name) && q["queue"].as_u64() == Some(0) {
+                found.push(t["pmd"].as_u64().unwrap_or(u64::MAX));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn rebalance_moves_afxdp_ports_to_another_thread_and_they_keep_forwarding() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let _s = serial();
+    let guard = LeakGuard::new("xlm")?;
+    // Two polling threads, round robin: ports 2 and 4 on pmd0, 3 and 5 on pmd1.
+    let mut sd = switchd(&guard, &["--pmd-cpus", "0-1"])?;
+    let net = "10.234.3";
+    let pods = [
+        Pod::new(&guard, "a", net, 2)?,
+        Pod::new(&guard, "b", net, 3)?,
+        Pod::new(&guard, "c", net, 4)?,
+        Pod::new(&guard, "d", net, 5)?,
+    ];
+    for p in &pods {
+        p.attach(&sd)?;
+    }
+    let [a, b, c, d] = &pods;
+    let show = json(&sd, &["pmd-rxq-show", "br0"])?;
+    for (p, t) in [(a, 0), (b, 1), (c, 0), (d, 1)] {
+        assert_eq!(threads_of(&show, &p.name), vec![t], "{show}");
+    }
+    wait_reachable(&b.ns, &c.ip, Duration::from_secs(4))?;
+
+    // Without port 2, round robin over ports 3, 4, 5 wants them on pmd0,
+    // pmd1, pmd0: all three move, each socket re-created on the UMEM of
+    // its new thread.
+    a.detach(&sd)?;
+    let moved = json(&sd, &["pmd-rxq-rebalance", "br0"])?;
+    let show = json(&sd, &["pmd-rxq-show", "br0"])?;
+    for (p, t) in [(b, 0), (c, 1), (d, 0)] {
+        assert_eq!(
+            threads_of(&show, &p.name),
+            vec![t],
+            "moves {moved}: {show}"
+        );
+    }
+    // They forward to each other across and within threads.
+    for (from, to) in [(b, c), (c, d), (d, b)] {
+        wait_reachable(&from.ns, &to.ip, Duration::from_secs(4))?;
+        let r = ping(Some(&from.ns), &to.ip, 3)?;
+        assert_eq!(r.received, 3, "{} -> {}: {}", from.name, to.name, r.output);
+    }
+    let (total, free, fill, user, tx) = umem_frames(&sd)?;
+    assert_eq!(free + fill + user + tx, total, "books after the moves");
+
+    // Moved back (port 2 again: 2, 3, 4, 5 on pmd0, pmd1, pmd0, pmd1).
+    a.attach(&sd)?;
+    json(&sd, &["pmd-rxq-rebalance", "br0"])?;
+    let show = json(&sd, &["pmd-rxq-show", "br0"])?;
+    for (p, t) in [(a, 0), (b, 1), (c, 0), (d, 1)] {
+        assert_eq!(threads_of(&show, &p.name), vec![t], "{show}");
+    }
+    wait_reachable(&a.ns, &d.ip, Duration::from_secs(4))?;
+    wait_reachable(&b.ns, &c.ip, Duration::from_secs(4))?;
+
+    for p in &pods {
+        p.detach(&sd)?;
+        assert_eq!(xdp_prog_id(&p.host_if)?, None, "{}", p.host_if);
+    }
+    assert_books_empty(&sd, "after two rebalances and deleting every port")?;
+    assert!(sd.stop().is_some_and(|s| s.success()), "{}", sd.log());
+    Ok(())
+}

@@ -460,12 +460,11 @@ impl Bridge {
             }
         };
         let counters: Vec<Arc<PortCounters>> = ports.iter().map(|p| p.counters().clone()).collect();
-        // AF_XDP sockets (afxdp ports, a vxlan port's underlay) are bound to
-        // their thread's UMEM: rebalance leaves them where they are.
-        self.pmd.set_pinned(
-            cfg.ofport,
-            matches!(cfg.port_type.as_str(), "afxdp" | "vxlan"),
-        );
+        // A vxlan port's underlay socket is bound to its thread's UMEM:
+        // rebalance leaves it where it is. An afxdp port's socket moves to
+        // the target thread's UMEM (Port::move_to_umem), so it is not pinned.
+        self.pmd
+            .set_pinned(cfg.ofport, matches!(cfg.port_type.as_str(), "vxlan"));
         for (q, port) in (0u32..).zip(ports) {
             if self.pmd.add_rxq(cfg.ofport, q, port).is_err() {
                 if let Some(v) = &vhost {

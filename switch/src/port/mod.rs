@@ -199,4 +199,22 @@ pub trait Port: Send + fmt::Debug {
     fn detach(&mut self, pool: &mut PacketPool) {
         let _ = pool;
     }
+
+    /// The port, detached from its thread, is about to be polled by a
+    /// thread whose AF_XDP UMEM is `umem` (`pmd-rxq-rebalance`): a port
+    /// whose socket is bound to a UMEM re-creates it on `umem` here, on the
+    /// control thread, and says so (true). Ports without an AF_XDP socket,
+    /// or whose socket cannot move, return false and keep what they have.
+    #[cfg(feature = "afxdp")]
+    fn move_to_umem(&mut self, umem: &crate::port::afxdp::AfxdpUmem) -> bool {
+        let _ = umem;
+        false
+    }
+
+    /// True when [`Port::move_to_umem`] moves this port's socket (the
+    /// control thread then gets the target thread's UMEM for it).
+    #[cfg(feature = "afxdp")]
+    fn moves_with_umem(&self) -> bool {
+        false
+    }
 }

@@ -941,6 +941,22 @@ impl Port for AfxdpPort {
     fn counters(&self) -> &Arc<PortCounters> {
         &self.counters
     }
+
+    fn move_to_umem(&mut self, umem: &AfxdpUmem) -> bool {
+        if self.me != 0 || self.dead {
+            // Still attached (never the case after a release), or gone for
+            // good: nothing to move.
+            return false;
+        }
+        if !umem.same(&self.umem) {
+            self.rebind(umem.clone());
+        }
+        !self.dead
+    }
+
+    fn moves_with_umem(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for AfxdpPort {
