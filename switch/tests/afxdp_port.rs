@@ -843,3 +843,55 @@ fn zero_copy_request_on_veth_fails_clearly_and_leaves_nothing_behind() {
     let port = AfxdpPort::open(&o).expect("best-effort after a failed zero-copy open");
     assert_eq!(port.attached_mode(), (XdpMode::Native, false));
 }
+
+/// The UMEM's owner socket (umem.rs) is never a port: a port deleted and
+/// opened again on the same queue of the same UMEM binds, and so does a
+/// port on a UMEM whose every port socket went. Neither was possible while
+/// a port could be libxdp's first socket on the UMEM's own fd (never closed).
+#[test]
+fn a_queue_is_free_again_on_its_umem_once_its_port_is_gone() {
+    if !root() {
+        return;
+    }
+    let (a, b) = (Topo::new(1500), Topo::new(1500));
+    let umem = AfxdpUmem::new(1024, 256, 256).expect("umem");
+    let mut pool = PacketPool::with_capacity(16);
+    assert!(umem.adopt_into(&mut pool));
+    let opts = |t: &Topo| {
+        let mut o = t.opts();
+        (o.n_rxq_desc, o.n_txq_desc) = (256, 256);
+        o
+    };
+    let mut pb = AfxdpPort::open_shared(&opts(&b), &umem).expect("port b");
+    pb.attach(&mut pool);
+    for round in 0..3 {
+        // The first port of the UMEM included: deleted, its queue frees.
+        let mut pa = AfxdpPort::open_shared(&opts(&a), &umem)
+            .unwrap_or_else(|e| panic!("round {round}: port a on its queue again: {e}"));
+        pa.attach(&mut pool);
+        let fa = frame(PEER_MAC, HOST_MAC, b"fsx-again", 80);
+        a.send_from_ns(std::slice::from_ref(&fa));
+        let got = receive_packets(&mut pa, &mut pool, 1);
+        assert_eq!(got.len(), 1, "round {round}");
+        assert_eq!(got[0].data(), &fa[..]);
+        got.into_iter().for_each(|p| pool.put(p));
+        pa.detach(&mut pool);
+        drop(pa);
+        assert_eq!(xdp_program_ids(&a.host).unwrap(), (0, 0), "round {round}");
+    }
+    // Every port socket of the UMEM gone, then a new one: it binds.
+    pb.detach(&mut pool);
+    drop(pb);
+    assert_eq!(books(&pool).free, 1024);
+    let mut pb = AfxdpPort::open_shared(&opts(&b), &umem).expect("a port after all went");
+    pb.attach(&mut pool);
+    let fb = frame(PEER_MAC, HOST_MAC, b"fsx-after-all", 80);
+    b.send_from_ns(std::slice::from_ref(&fb));
+    let got = receive_packets(&mut pb, &mut pool, 1);
+    assert_eq!(got.len(), 1);
+    got.into_iter().for_each(|p| pool.put(p));
+    pb.detach(&mut pool);
+    drop(pb);
+    assert_eq!(books(&pool).free, 1024, "no frame leaked");
+    assert_eq!(xdp_program_ids(&b.host).unwrap(), (0, 0));
+}

@@ -228,7 +228,10 @@ fn a_thread_whose_afxdp_ports_were_all_deleted_takes_new_ones() -> Result<()> {
     let guard = LeakGuard::new("xla")?;
     let mut sd = switchd(&guard, &[])?;
     let net = "10.234.2";
-    let (a, b) = (Pod::new(&guard, "a", net, 2)?, Pod::new(&guard, "b", net, 3)?);
+    let (a, b) = (
+        Pod::new(&guard, "a", net, 2)?,
+        Pod::new(&guard, "b", net, 3)?,
+    );
     for cycle in 1..=3 {
         a.attach(&sd)
             .and_then(|_| b.attach(&sd))
@@ -242,7 +245,10 @@ fn a_thread_whose_afxdp_ports_were_all_deleted_takes_new_ones() -> Result<()> {
         assert_books_empty(&sd, &format!("cycle {cycle}: both ports deleted"))?;
     }
     // New pods on new veths, on the thread that has no AF_XDP port left.
-    let (c, d) = (Pod::new(&guard, "c", net, 4)?, Pod::new(&guard, "d", net, 5)?);
+    let (c, d) = (
+        Pod::new(&guard, "c", net, 4)?,
+        Pod::new(&guard, "d", net, 5)?,
+    );
     c.attach(&sd)?;
     d.attach(&sd)?;
     wait_reachable(&c.ns, &d.ip, Duration::from_secs(4))?;
@@ -309,11 +315,7 @@ fn rebalance_moves_afxdp_ports_to_another_thread_and_they_keep_forwarding() -> R
     let moved = json(&sd, &["pmd-rxq-rebalance", "br0"])?;
     let show = json(&sd, &["pmd-rxq-show", "br0"])?;
     for (p, t) in [(b, 0), (c, 1), (d, 0)] {
-        assert_eq!(
-            threads_of(&show, &p.name),
-            vec![t],
-            "moves {moved}: {show}"
-        );
+        assert_eq!(threads_of(&show, &p.name), vec![t], "moves {moved}: {show}");
     }
     // They forward to each other across and within threads.
     for (from, to) in [(b, c), (c, d), (d, b)] {

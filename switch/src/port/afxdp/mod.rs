@@ -484,18 +484,21 @@ impl AfxdpPort {
     }
 }
 
-/// [`bind`], retried for up to a quarter of a second while the kernel says
-/// the queue is busy: it frees a closed socket's hold on its queue in a
-/// deferred work item (net/xdp/xsk_buff_pool.c `xp_release_deferred`), so
-/// a bind right after a port on the same queue was deleted (or moved to
-/// another thread) may see EBUSY for a few milliseconds. Control path only.
+/// [`bind`], retried for up to two seconds while the kernel says the queue
+/// is busy: it frees a closed socket's hold on its queue after an RCU grace
+/// period, in a deferred work item (net/xdp/xsk_buff_pool.c
+/// `xp_release_deferred`), so a bind right after a port on the same queue
+/// was deleted (or moved to another thread) may see EBUSY for a while:
+/// usually not at all, ~30 ms now and then, longer on a loaded machine.
+/// A queue held by another process is reported after those two seconds.
+/// Control path only.
 fn bind_retrying(
     opts: &AfxdpOptions,
     umem: &AfxdpUmem,
     sole: bool,
 ) -> Result<(Rings, XdpMode, bool), AfxdpError> {
     let mut res = bind(opts, umem, sole);
-    for _ in 0..50 {
+    for _ in 0..400 {
         match &res {
             Err(AfxdpError::Bind { detail, .. }) if detail.contains("busy") => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
