@@ -34,10 +34,15 @@
 //! pool's books and fills its fill ring. [`Port::detach`] (port deleted or
 //! moving to another thread) closes the socket, so the kernel lets go of
 //! every frame in its four rings, and sweeps exactly those frames back to the
-//! pool. A port that joins a thread whose UMEM is not the one it is bound to
-//! (a `pmd-rxq-rebalance` move) re-creates its socket on the new thread's
-//! UMEM during `attach` (control-path syscalls once, never per packet); if
-//! that fails (the interface vanished) the port is marked down.
+//! pool. A port moved by `pmd-rxq-rebalance` gets its socket re-created on
+//! the target thread's UMEM by the control thread between the two
+//! ([`Port::move_to_umem`]); one that still joins a thread whose UMEM is
+//! not the one it is bound to re-creates its socket during `attach`
+//! (control-path syscalls once, never per packet). If that fails (the
+//! interface vanished) the port is marked down. A deleted port's queue is
+//! free again at once: port sockets are never the UMEM's first socket,
+//! which libxdp keeps bound for the UMEM's life (see the owner socket in
+//! `umem.rs`).
 //!
 //! Syscalls follow `XDP_USE_NEED_WAKEUP` (af_xdp.rst "XDP_USE_NEED_WAKEUP
 //! bind flag"): the rx path polls the socket only when it found nothing and

@@ -27,8 +27,9 @@ pub enum XdpMode {
     /// Try `native`, fall back to `generic` (the default, as in OVS).
     #[default]
     BestEffort,
-    /// Driver-mode XDP with zero-copy binding; fails where the driver has no
-    /// zero-copy support (veth has none).
+    /// Driver-mode XDP with zero-copy binding. Refused at bind: every port
+    /// socket shares its thread's UMEM, whose owner socket is copy mode,
+    /// and a shared socket takes the owner's mode (umem.rs).
     NativeWithZerocopy,
     /// Driver-mode XDP, copy binding.
     Native,
