@@ -895,3 +895,47 @@ fn a_queue_is_free_again_on_its_umem_once_its_port_is_gone() {
     assert_eq!(books(&pool).free, 1024, "no frame leaked");
     assert_eq!(xdp_program_ids(&b.host).unwrap(), (0, 0));
 }
+
+/// `pmd-rxq-rebalance`'s path: the control thread moves a released port's
+/// socket onto the target thread's UMEM (not yet adopted by any pool), and
+/// the target thread's pool adopts that UMEM when the port attaches there.
+#[test]
+fn move_to_umem_rebinds_on_the_target_umem_before_the_port_attaches() {
+    if !root() {
+        return;
+    }
+    let (a, b) = (Topo::new(1500), Topo::new(1500));
+    let (mut pa, mut pb, _u1) = zc_pair(&a, &b, 1024);
+    let mut pool1 = PacketPool::with_capacity(16);
+    pa.attach(&mut pool1);
+    pb.attach(&mut pool1);
+    assert!(pb.moves_with_umem());
+    // Attached ports do not move.
+    let u2 = AfxdpUmem::new(512, 256, 256).unwrap();
+    assert!(!pb.move_to_umem(&u2));
+    pb.detach(&mut pool1);
+    assert!(pb.move_to_umem(&u2), "re-created on the target UMEM");
+    assert!(pb.umem().same(&u2));
+    assert_eq!(pb.stats().rebinds.get(), 1);
+    let mut pool2 = PacketPool::with_capacity(16);
+    pb.attach(&mut pool2);
+    assert!(
+        u2.is_claimed(),
+        "the target pool adopted the port's new UMEM"
+    );
+    assert_eq!(pb.stats().rebinds.get(), 1, "no second bind on attach");
+    let fb = frame(PEER_MAC, HOST_MAC, b"fsx-move-to", 80);
+    b.send_from_ns(std::slice::from_ref(&fb));
+    let got = receive_packets(&mut pb, &mut pool2, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data(), &fb[..]);
+    got.into_iter().for_each(|p| pool2.put(p));
+    pa.detach(&mut pool1);
+    pb.detach(&mut pool2);
+    assert_eq!(books(&pool1).free, 1024);
+    assert_eq!(books(&pool2).free, 512);
+    drop(pa);
+    drop(pb);
+    assert_eq!(xdp_program_ids(&a.host).unwrap(), (0, 0));
+    assert_eq!(xdp_program_ids(&b.host).unwrap(), (0, 0));
+}
