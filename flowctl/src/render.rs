@@ -95,6 +95,19 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                         s.tx_zerocopy, s.tx_copied
                     );
                 }
+                if s.tx_kicks + s.rx_wakeups > 0 {
+                    // Kernel entries per frame: the syscall pattern of an AF_XDP port.
+                    let per = if s.tx_kicks > 0 {
+                        format!(" ({:.1} tx pkts/kick)", s.tx_packets as f64 / s.tx_kicks as f64)
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{pad}tx kicks={}{per}, rx wakeups={}",
+                        s.tx_kicks, s.rx_wakeups
+                    );
+                }
                 let _ = writeln!(out, "{pad}duration={:.3}s", p.duration);
             }
         }
