@@ -247,7 +247,7 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     "pmd thread pmd{} core_id {}:\n\
                      \x20 Iterations:        {:>12}  ({} busy)\n\
                      \x20 - busy cycles:     {:>11.1} %\n\
-                     \x20 Rx packets:        {:>12}  ({:.0} cycles/pkt)\n\
+                     \x20 Rx packets:        {:>12}  ({:.0} busy cycles/pkt, {:.0} in the datapath)\n\
                      \x20 - EMC hits:        {:>12}  ({:5.1} %)\n\
                      \x20 - Megaflow hits:   {:>12}  ({:5.1} %, {:.2} subtbl lookups/hit)\n\
                      \x20 - Misses:          {:>12}  ({:5.1} %, {:.0} cycles/miss)\n\
@@ -258,6 +258,7 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     n("busy_iterations"),
                     f("busy_pct"),
                     n("rx_packets"),
+                    f("busy_cycles_per_packet"),
                     f("cycles_per_packet"),
                     n("emc_hits"),
                     f("emc_hit_pct"),

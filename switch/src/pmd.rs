@@ -1511,6 +1511,10 @@ pub struct PmdPerf {
     pub rx_packets: u64,
     /// Datapath cycles per received frame.
     pub cycles_per_packet: f64,
+    /// Busy cycles (rx, processing, tx and the tx syscalls) per received
+    /// frame: the figure OVS's pmd-perf-show prints as cycles/pkt.
+    #[serde(default)]
+    pub busy_cycles_per_packet: f64,
     /// Exact-match cache hits.
     pub emc_hits: u64,
     /// EMC hits / frames, percent.
@@ -1564,6 +1568,7 @@ impl From<&PmdStats> for PmdPerf {
             busy_pct: pct(s.busy_cycles, s.total_cycles),
             rx_packets: s.rx_packets,
             cycles_per_packet: ratio(s.dp_cycles, s.rx_packets),
+            busy_cycles_per_packet: ratio(s.busy_cycles, s.rx_packets),
             emc_hits: s.emc_hits,
             emc_hit_pct: pct(s.emc_hits, s.rx_packets),
             megaflow_hits: s.megaflow_hits,

@@ -45,6 +45,12 @@
 //! batch of at most 32 descriptors, and only when the tx ring's flag is set.
 //! No path makes a syscall per packet. In copy mode the kernel transmits only
 //! from `sendto`, so there the tx flag is always set: one syscall per batch.
+//! A kick the kernel refuses for now (`EAGAIN`: its copy-mode budget of 32
+//! frames per call, net/xdp/xsk.c `TX_BATCH_SIZE`, or a full completion
+//! ring) is retried by [`Port::tx_flush`] at the end of the same polling
+//! iteration, where the polling loop counts it as busy time. Every kick and
+//! every rx wakeup is counted in the port's `tx_kicks` / `rx_wakeups`
+//! (`flowctl dump-ports`), so kernel entries per frame are visible.
 //!
 //! An interface that vanishes unbinds the socket (the kernel's xsk_notifier
 //! sets `ENETDOWN` as the socket error on `NETDEV_UNREGISTER`; `sendto` then
