@@ -98,7 +98,10 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 if s.tx_kicks + s.rx_wakeups > 0 {
                     // Kernel entries per frame: the syscall pattern of an AF_XDP port.
                     let per = if s.tx_kicks > 0 {
-                        format!(" ({:.1} tx pkts/kick)", s.tx_packets as f64 / s.tx_kicks as f64)
+                        format!(
+                            " ({:.1} tx pkts/kick)",
+                            s.tx_packets as f64 / s.tx_kicks as f64
+                        )
                     } else {
                         String::new()
                     };
