@@ -95,6 +95,22 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                         s.tx_zerocopy, s.tx_copied
                     );
                 }
+                if s.tx_kicks + s.rx_wakeups > 0 {
+                    // Kernel entries per frame: the syscall pattern of an AF_XDP port.
+                    let per = if s.tx_kicks > 0 {
+                        format!(
+                            " ({:.1} tx pkts/kick)",
+                            s.tx_packets as f64 / s.tx_kicks as f64
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{pad}tx kicks={}{per}, rx wakeups={}",
+                        s.tx_kicks, s.rx_wakeups
+                    );
+                }
                 let _ = writeln!(out, "{pad}duration={:.3}s", p.duration);
             }
         }
@@ -234,7 +250,7 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     "pmd thread pmd{} core_id {}:\n\
                      \x20 Iterations:        {:>12}  ({} busy)\n\
                      \x20 - busy cycles:     {:>11.1} %\n\
-                     \x20 Rx packets:        {:>12}  ({:.0} cycles/pkt)\n\
+                     \x20 Rx packets:        {:>12}  ({:.0} busy cycles/pkt, {:.0} in the datapath)\n\
                      \x20 - EMC hits:        {:>12}  ({:5.1} %)\n\
                      \x20 - Megaflow hits:   {:>12}  ({:5.1} %, {:.2} subtbl lookups/hit)\n\
                      \x20 - Misses:          {:>12}  ({:5.1} %, {:.0} cycles/miss)\n\
@@ -245,6 +261,7 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     n("busy_iterations"),
                     f("busy_pct"),
                     n("rx_packets"),
+                    f("busy_cycles_per_packet"),
                     f("cycles_per_packet"),
                     n("emc_hits"),
                     f("emc_hit_pct"),

@@ -24,6 +24,11 @@
 #                      forwarding the first UDP test; sw_idle_cpu_pct: same, idle for IDLE_SECONDS
 #                      with its ports attached and no traffic.
 #   switchd-alt        optional dp: switchd again with the binary SWITCHD_ALT (A/B of a change).
+#   window_*           the polling thread during the measured window only (after WARMUP): its
+#                      CPU share, voluntary/involuntary context switches per second, and the CPU
+#                      time of ksoftirqd on SW_CPU (softirq work the kernel deferred to a thread
+#                      that competes with the polling thread). Recorded as win_poll_cpu_pct,
+#                      win_vol_cs_per_s, win_ksoftirqd_pct.
 #   pmd-perf-*.txt     switchd's `flowctl pmd-perf-show` / OVS's `dpif-netdev/pmd-perf-show` after the
 #                      first UDP test (in the run dir); nic-*.txt: veth counter deltas per test;
 #                      with --profile, perf-top.txt: where the polling thread's cycles went.
@@ -86,7 +91,7 @@ stop_pid() {   # TERM, wait up to 5 s, KILL -- by PID only
 }
 
 [ "$(id -u)" = 0 ] || die "must run as root"
-for b in switchd flowctl fs-pktgen; do [ -x "$BIN/$b" ] || die "$BIN/$b missing: cargo build --release -p switch --bin switchd -p flowctl -p perf"; done
+for b in switchd flowctl fs-pktgen; do [ -x "$BIN/$b" ] || die "$BIN/$b missing: cargo build --release --bin switchd --bin flowctl --bin fs-pktgen"; done
 # Packages (iperf3, OVS) from the project's own setup script, so a fresh machine can run this.
 "$(dirname "$0")/../../scripts/setup.sh" --bench >/dev/null || die "scripts/setup.sh --bench failed"
 command -v iperf3 >/dev/null || die "iperf3 missing (scripts/setup.sh)"
@@ -155,6 +160,17 @@ ctxsw() { awk '/^voluntary_ctxt_switches/ {v=$2} /^nonvoluntary_ctxt_switches/ {
 thread_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13, $12, $13}' "/proc/$1/task/$2/stat" 2>/dev/null || echo 0 0 0; }
 proc_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }  # utime+stime
 CLK_TCK=$(getconf CLK_TCK)
+KSOFTIRQD=$(pgrep -x "ksoftirqd/$SW_CPU" | head -1)
+window_probe() {   # window_probe PID TID OUT: thread ticks + ctxsw + ksoftirqd ticks, WARMUP..end
+  local a b ka kb
+  sleep "$WARMUP"; sleep 0.2
+  a="$(date +%s.%N) $(thread_ticks "$1" "$2") $(ctxsw "$1" "$2")"
+  ka=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$KSOFTIRQD/stat" 2>/dev/null || echo 0)
+  sleep "$(awk -v d="$SECONDS_W" 'BEGIN {print (d > 1) ? d - 0.5 : d / 2}')"
+  b="$(date +%s.%N) $(thread_ticks "$1" "$2") $(ctxsw "$1" "$2")"
+  kb=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$KSOFTIRQD/stat" 2>/dev/null || echo 0)
+  echo "$a $ka $b $kb" > "$3"
+}
 
 # ----------------------------------------------------------------------------- data planes
 # --- switchd (ours): afxdp ports in native mode, one polling thread on SW_CPU ---
@@ -164,12 +180,18 @@ dp_switchd_start() {
   SD_SOCK=$DP_DIR/sd.sock
   # ip netns exec gives a private mount ns with the netns's /sys; libxdp wants a bpffs there.
   # Both CPUs allowed: switchd pins its polling thread to SW_CPU and its control thread to the rest.
+  # A session (autogroup) of its own with our niceness, exactly as OVS gets (it --detach-es):
+  # sharing the script's autogroup would split that group's weight between the generator on
+  # GEN_CPU and the polling thread on SW_CPU, and give switchd's polling thread about half the
+  # weight OVS's PMD has on SW_CPU against the neighbours' compilers (see docs/perf.md).
   ip netns exec "$SW_NS" sh -c "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf;
-    exec taskset -c $GEN_CPU,$SW_CPU ${SWITCHD_BIN:-$BIN/switchd} --pmd-cpus $SW_CPU --socket $SD_SOCK --state-dir $DP_DIR/state" \
+    exec setsid taskset -c $GEN_CPU,$SW_CPU ${SWITCHD_BIN:-$BIN/switchd} --pmd-cpus $SW_CPU --socket $SD_SOCK --state-dir $DP_DIR/state" \
     >"$DP_DIR/switchd.log" 2>&1 &
   SD_PID=$!
   local t; for t in $(seq 1 100); do [ -S "$SD_SOCK" ] && break; alive "$SD_PID" || break; sleep 0.1; done
   [ -S "$SD_SOCK" ] || { cat "$DP_DIR/switchd.log" >&2; return 1; }
+  [ "$(cat /proc/$SD_PID/comm 2>/dev/null)" = switchd ] || log "WARNING: pid $SD_PID is not switchd"
+  [ -w "/proc/$SD_PID/autogroup" ] && echo "$NICE" > "/proc/$SD_PID/autogroup" 2>/dev/null
   fctl add-port br0 pa type=afxdp ifname="$HOST_A" xdp-mode=native ofport=1 &&
   fctl add-port br0 pb type=afxdp ifname="$HOST_B" xdp-mode=native ofport=2 &&
   fctl add-flow br0 in_port=1,actions=output:2 && fctl add-flow br0 in_port=2,actions=output:1
@@ -275,7 +297,8 @@ udp_test() {   # udp_test DP REP SIZE FLOWS FIRST(0|1)
   nic_snap > "$RUN/nic0"
   w0=$(date +%s.%N)
   c0=$(cpu_snap); [ -n "$SD_PID" ] && t0=$(proc_ticks "$SD_PID")
-  local prof=""
+  local prof="" probe=""
+  [ -n "$ptid" ] && { window_probe "$ppid" "$ptid" "$RUN/window" & probe=$!; }
   if [ "$PROFILE" = 1 ] && [ "$first" = 1 ] && [ -n "$ptid" ] && command -v perf >/dev/null; then
     ( sleep "$WARMUP"; exec perf record -q -g -t "$ptid" -o "$DP_DIR/perf.data" -- sleep "$SECONDS_W" ) >/dev/null 2>&1 &
     prof=$!
@@ -292,9 +315,21 @@ udp_test() {   # udp_test DP REP SIZE FLOWS FIRST(0|1)
   fi
   nic_snap > "$RUN/nic1"; nic_delta "$RUN/nic0" "$RUN/nic1" > "$DP_DIR/nic-udp${size}_${flows}f.txt"
   host_gro off
+  if [ -n "$probe" ]; then   # the measured window only (the generator's setup excluded)
+    wait "$probe" 2>/dev/null
+    local wv; wv=$(awk -v hz="$CLK_TCK" '{ t = $8 - $1; if (t <= 0) exit;
+      printf "%.1f %.0f %.0f %.1f", 100 * ($9 - $2) / hz / t, ($12 - $5) / t, ($13 - $6) / t, 100 * ($14 - $7) / hz / t }' "$RUN/window" 2>/dev/null)
+    if [ -n "$wv" ]; then
+      read -r wc wvol winv wks <<<"$wv"
+      record "$dp" "win_poll_cpu_pct_udp${size}_${flows}f" "$rep" "$wc"
+      record "$dp" "win_vol_cs_per_s_udp${size}_${flows}f" "$rep" "$wvol"
+      record "$dp" "win_ksoftirqd_pct_udp${size}_${flows}f" "$rep" "$wks"
+      extra="window: poll_thread_cpu=${wc}% vol_cs=${wvol}/s invol_cs=${winv}/s ksoftirqd${SW_CPU}=${wks}%; "
+    fi
+  fi
   if [ -n "$ptid" ]; then   # the polling thread's own CPU share over the generator's run
     local pc; pc=$(awk -v d=$((p1 - p0)) -v hz="$CLK_TCK" -v a="$w0" -v b="$w1" 'BEGIN {printf "%.1f", 100 * d / hz / (b - a)}')
-    extra="poll_thread_cpu=${pc}% (user $((u1 - u0)) sys $((k1 - k0)) ticks, ctxsw vol $((v1 - v0)) invol $((n1 - n0))) "
+    extra="${extra}poll_thread_cpu=${pc}% (user $((u1 - u0)) sys $((k1 - k0)) ticks, ctxsw vol $((v1 - v0)) invol $((n1 - n0))) "
     record "$dp" "poll_cpu_pct_udp${size}_${flows}f" "$rep" "$pc"
   fi
   rx=$(printf '%s' "$out" | tr ' ' '\n' | awk -F= '$1=="rx_mpps" {print $2}')

@@ -49,8 +49,18 @@
 //!
 //! Nothing here allocates, locks or makes a syscall per packet. Statistics are
 //! published under a mutex at most every 250 ms (or when a sync asks), never
-//! per packet. When idle a thread backs off from spinning to yielding to
-//! short sleeps, so an idle switch does not burn its cores.
+//! per packet, and never waited for (`try_lock`: a busy mutex postpones the
+//! publication by one iteration rather than putting the thread to sleep).
+//! When idle a thread spins for [`IDLE_SPIN`] of measured idle time, then
+//! takes short sleeps ([`Backoff`]), so an idle switch does not burn its
+//! cores and a loaded one never leaves its CPU on its own.
+//!
+//! Busy cycles (pmd-perf-show, pmd-rxq-show) are the cycles of rx batches
+//! that returned frames and their processing, of transmitting them, of
+//! frames handed over by other threads, and of transmit work a port
+//! finished at the end of the iteration ([`Port::tx_flush`], e.g. an AF_XDP
+//! `sendto` retry): as in OVS, an iteration's tx work is busy time wherever
+//! the syscall happens.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,6 +96,48 @@ const SHARED_FREE: usize = 16384;
 const POOL_MOVE: usize = 256;
 /// Largest CPU number `--pmd-cpus` accepts (the size of a `cpu_set_t`).
 pub const MAX_CPU: usize = 1024;
+/// Idle time a polling thread spins through before it starts sleeping.
+pub const IDLE_SPIN: Duration = Duration::from_millis(1);
+/// Idle time after which the short sleeps become long ones.
+pub const IDLE_DEEP: Duration = Duration::from_millis(100);
+/// The short and the long idle sleep.
+const SLEEP_SHORT: Duration = Duration::from_micros(50);
+const SLEEP_LONG: Duration = Duration::from_micros(500);
+/// At most this much of one iteration counts as idle time: a longer
+/// iteration was preempted (or slept), and time off the CPU is not idleness.
+const IDLE_STEP_CAP: Duration = Duration::from_micros(100);
+
+/// The polling loop's idle back-off: spin, then short sleeps, then long
+/// ones. Idle time is measured, not counted in iterations (an empty
+/// iteration lasts 0.1-1 µs depending on the ports), and each iteration adds
+/// at most [`IDLE_STEP_CAP`], so a thread preempted for milliseconds under
+/// load (the CPU shared with other tasks) does not come back and sleep. It
+/// never yields: `sched_yield` hands the CPU to any runnable task for a
+/// whole slice, which under load is where a polling thread's packets are lost
+/// (docs/perf.md, AF_XDP over veth).
+#[derive(Debug, Default)]
+pub struct Backoff {
+    idle: Duration,
+}
+
+impl Backoff {
+    /// Account one iteration that did (`worked`) or did not find work and
+    /// lasted `took`; returns how long to sleep now, if at all.
+    pub fn after(&mut self, worked: bool, took: Duration) -> Option<Duration> {
+        if worked {
+            self.idle = Duration::ZERO;
+            return None;
+        }
+        self.idle = self.idle.saturating_add(took.min(IDLE_STEP_CAP));
+        if self.idle < IDLE_SPIN {
+            None
+        } else if self.idle < IDLE_DEEP {
+            Some(SLEEP_SHORT)
+        } else {
+            Some(SLEEP_LONG)
+        }
+    }
+}
 
 /// A request to a polling thread.
 #[derive(Debug)]
@@ -1070,7 +1122,8 @@ fn run(
         cpu,
         ..PmdStats::default()
     };
-    let mut idle_iters = 0u32;
+    let mut backoff = Backoff::default();
+    let mut iter_start = Instant::now();
     let mut last_push = Instant::now();
     let started = cycles_now();
     let mut remap = true;
@@ -1159,9 +1212,14 @@ fn run(
             remap = false;
         }
 
-        // Frames other threads handed to our ports.
+        // Frames other threads handed to our ports (busy time when any).
+        let mut worked = false;
         for o in ports.iter_mut() {
             let Some(q) = &o.handoff else { continue };
+            if q.is_empty() {
+                continue;
+            }
+            let t0 = cycles_now();
             while !q.is_empty() {
                 while drain.len() < BATCH {
                     match q.pop() {
@@ -1171,6 +1229,8 @@ fn run(
                 }
                 o.port.tx_batch(&mut drain, &mut pool);
             }
+            stats.busy_cycles += cycles_now().wrapping_sub(t0);
+            worked = true;
         }
 
         let mut got = 0usize;
@@ -1198,9 +1258,18 @@ fn run(
             stats.busy_cycles += cycles_now().wrapping_sub(t0);
             stats.busy_iterations += 1;
             stats.rx_packets += got as u64;
-            idle_iters = 0;
-        } else {
-            idle_iters = idle_iters.saturating_add(1);
+            worked = true;
+        }
+        // Transmit work ports left for the end of the iteration (AF_XDP:
+        // a kick to retry): busy time where it happens.
+        for o in ports.iter_mut() {
+            let t0 = cycles_now();
+            if o.port.tx_flush(&mut pool, got == 0) > 0 {
+                let c = cycles_now().wrapping_sub(t0);
+                o.busy_cycles += c;
+                stats.busy_cycles += c;
+                worked = true;
+            }
         }
         stats.iterations += 1;
 
@@ -1259,22 +1328,31 @@ fn run(
                 user: fc.user,
                 tx: fc.tx,
             };
-            if let Ok(mut s) = shared.stats.lock() {
-                s.clone_from(&stats);
+            // Never wait for the control thread reading the last copy:
+            // try again next iteration (and ack a sync only once published).
+            match shared.stats.try_lock() {
+                Ok(mut s) => {
+                    s.clone_from(&stats);
+                    last_push = Instant::now();
+                    shared.sync_ack.store(req, Ordering::SeqCst);
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    p.into_inner().clone_from(&stats);
+                    last_push = Instant::now();
+                    shared.sync_ack.store(req, Ordering::SeqCst);
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {}
             }
-            last_push = Instant::now();
+        } else {
+            shared.sync_ack.store(req, Ordering::SeqCst);
         }
-        shared.sync_ack.store(req, Ordering::SeqCst);
 
-        // Adaptive idle back-off: spin briefly, then yield, then sleep.
-        if idle_iters > 1024 {
-            std::thread::sleep(Duration::from_micros(if idle_iters > 8192 {
-                500
-            } else {
-                50
-            }));
-        } else if idle_iters > 64 {
-            std::thread::yield_now();
+        // Adaptive idle back-off (measured idle time; never yields).
+        let now = Instant::now();
+        let took = now.duration_since(iter_start);
+        iter_start = now;
+        if let Some(d) = backoff.after(worked, took) {
+            std::thread::sleep(d);
         }
     }
 }
@@ -1450,6 +1528,10 @@ pub struct PmdPerf {
     pub rx_packets: u64,
     /// Datapath cycles per received frame.
     pub cycles_per_packet: f64,
+    /// Busy cycles (rx, processing, tx and the tx syscalls) per received
+    /// frame: the figure OVS's pmd-perf-show prints as cycles/pkt.
+    #[serde(default)]
+    pub busy_cycles_per_packet: f64,
     /// Exact-match cache hits.
     pub emc_hits: u64,
     /// EMC hits / frames, percent.
@@ -1503,6 +1585,7 @@ impl From<&PmdStats> for PmdPerf {
             busy_pct: pct(s.busy_cycles, s.total_cycles),
             rx_packets: s.rx_packets,
             cycles_per_packet: ratio(s.dp_cycles, s.rx_packets),
+            busy_cycles_per_packet: ratio(s.busy_cycles, s.rx_packets),
             emc_hits: s.emc_hits,
             emc_hit_pct: pct(s.emc_hits, s.rx_packets),
             megaflow_hits: s.megaflow_hits,
@@ -1587,6 +1670,119 @@ mod tests {
         let first = allowed[0];
         let c = PmdConfig::pinned(&first.to_string(), RxqAssign::Cycles).unwrap();
         assert_eq!(c.cpus, vec![Some(first)]);
+    }
+
+    /// A port that never receives and whose end-of-iteration transmit work
+    /// (as an AF_XDP kick retry) burns `spin` cycles on its first `left`
+    /// calls and reports work; after that it has nothing to do.
+    #[derive(Debug)]
+    struct FlushOnly {
+        counters: Arc<crate::port::PortCounters>,
+        left: Arc<AtomicU64>,
+        spin: u64,
+    }
+
+    impl Port for FlushOnly {
+        fn rx_batch(&mut self, _: &mut PacketPool, _: &mut Vec<Packet>, _: usize) -> usize {
+            0
+        }
+        fn tx_batch(&mut self, pkts: &mut Vec<Packet>, pool: &mut PacketPool) -> usize {
+            for p in pkts.drain(..) {
+                pool.put(p);
+            }
+            0
+        }
+        fn counters(&self) -> &Arc<crate::port::PortCounters> {
+            &self.counters
+        }
+        fn tx_flush(&mut self, _: &mut PacketPool, _: bool) -> usize {
+            if self.left.load(Ordering::SeqCst) == 0 {
+                return 0;
+            }
+            let t0 = cycles_now();
+            while cycles_now().wrapping_sub(t0) < self.spin {
+                std::hint::spin_loop();
+            }
+            self.left.fetch_sub(1, Ordering::SeqCst);
+            1
+        }
+    }
+
+    #[test]
+    fn deferred_tx_work_counts_as_busy_and_idle_polls_do_not() {
+        let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let h = PmdHandle::spawn(snap, DatapathConfig::default()).unwrap();
+        let (times, spin) = (20u64, 1_000_000u64);
+        let left = Arc::new(AtomicU64::new(times));
+        let port = FlushOnly {
+            counters: Arc::default(),
+            left: left.clone(),
+            spin,
+        };
+        h.send(PmdCommand::AddPort(1, Box::new(port))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while left.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(left.load(Ordering::SeqCst), 0, "the port was never flushed");
+        assert!(h.sync(Duration::from_secs(10)));
+        let s = h.stats();
+        // The port never received a frame: before tx_flush was counted, all
+        // of this was idle time and busy_cycles stayed 0.
+        assert_eq!(s.rx_packets, 0);
+        assert!(
+            s.busy_cycles >= times * spin,
+            "busy {} < {} cycles of tx work",
+            s.busy_cycles,
+            times * spin
+        );
+        let rxq = s.rxqs.iter().find(|r| r.port == 1).unwrap();
+        assert!(rxq.busy_cycles >= times * spin);
+        // Iterations with nothing to do add no busy cycles.
+        let before = s.busy_cycles;
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(h.sync(Duration::from_secs(10)));
+        let after = h.stats();
+        assert!(after.iterations > s.iterations);
+        assert_eq!(after.busy_cycles, before, "idle iterations counted as busy");
+        assert!(after.total_cycles > s.total_cycles);
+    }
+
+    #[test]
+    fn backoff_spins_then_sleeps_and_ignores_preemption() {
+        let us = Duration::from_micros;
+        let mut b = Backoff::default();
+        // Short empty iterations: spin until IDLE_SPIN of them, then sleep.
+        let mut spun = Duration::ZERO;
+        while spun + us(1) < IDLE_SPIN {
+            assert_eq!(b.after(false, us(1)), None);
+            spun += us(1);
+        }
+        assert_eq!(b.after(false, us(2)), Some(SLEEP_SHORT));
+        // Work resets it.
+        assert_eq!(b.after(true, us(1)), None);
+        assert_eq!(b.after(false, us(1)), None);
+        // A thread preempted for 5 ms under load counts at most
+        // IDLE_STEP_CAP per iteration: it keeps spinning on return.
+        let mut b = Backoff::default();
+        let cap_steps = IDLE_SPIN.as_micros() / IDLE_STEP_CAP.as_micros();
+        for _ in 0..cap_steps - 1 {
+            assert_eq!(b.after(false, Duration::from_millis(5)), None);
+        }
+        // Long idleness: short sleeps, then long ones.
+        let mut b = Backoff::default();
+        let mut last = None;
+        let mut t = Duration::ZERO;
+        while t < IDLE_DEEP + us(200) {
+            last = b.after(false, us(100));
+            t += us(100);
+            if t < IDLE_SPIN {
+                assert_eq!(last, None);
+            } else if t < IDLE_DEEP {
+                assert_eq!(last, Some(SLEEP_SHORT), "at {t:?}");
+            }
+        }
+        assert_eq!(last, Some(SLEEP_LONG));
     }
 
     #[test]

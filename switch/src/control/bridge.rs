@@ -117,6 +117,8 @@ fn sum_stats(counters: &[Arc<PortCounters>]) -> PortStats {
             rx_truncated,
             tx_zerocopy,
             tx_copied,
+            tx_kicks,
+            rx_wakeups,
             rx_drop_reasons,
             tx_drop_reasons,
         } = c.snapshot();
@@ -132,6 +134,8 @@ fn sum_stats(counters: &[Arc<PortCounters>]) -> PortStats {
         t.rx_truncated += rx_truncated;
         t.tx_zerocopy += tx_zerocopy;
         t.tx_copied += tx_copied;
+        t.tx_kicks += tx_kicks;
+        t.rx_wakeups += rx_wakeups;
         merge(&mut t.rx_drop_reasons, &rx_drop_reasons);
         merge(&mut t.tx_drop_reasons, &tx_drop_reasons);
     }

@@ -87,6 +87,11 @@ pub struct PortCounters {
     /// Frames copied into a port-side buffer to be transmitted (AF_XDP: into
     /// a free UMEM frame).
     pub tx_copied: Counter,
+    /// Transmit wakeup syscalls (AF_XDP: `sendto` kicks). Against
+    /// `tx_packets` this is the kernel entries per transmitted frame.
+    pub tx_kicks: Counter,
+    /// Receive wakeup syscalls (AF_XDP: `poll` because the fill ring asked).
+    pub rx_wakeups: Counter,
 }
 
 impl PortCounters {
@@ -131,6 +136,8 @@ impl PortCounters {
             rx_truncated: self.rx_truncated.get(),
             tx_zerocopy: self.tx_zerocopy.get(),
             tx_copied: self.tx_copied.get(),
+            tx_kicks: self.tx_kicks.get(),
+            rx_wakeups: self.rx_wakeups.get(),
             rx_drop_reasons,
             tx_drop_reasons,
         }
@@ -166,6 +173,12 @@ pub struct PortStats {
     /// Frames copied into a port-side buffer to be transmitted.
     #[serde(default)]
     pub tx_copied: u64,
+    /// Transmit wakeup syscalls (AF_XDP `sendto` kicks).
+    #[serde(default)]
+    pub tx_kicks: u64,
+    /// Receive wakeup syscalls (AF_XDP `poll` for the fill ring).
+    #[serde(default)]
+    pub rx_wakeups: u64,
     /// Non-zero rx-side drops by reason name.
     pub rx_drop_reasons: Vec<(String, u64)>,
     /// Non-zero tx-side drops by reason name.
@@ -185,6 +198,19 @@ pub trait Port: Send + fmt::Debug {
 
     /// The port's shared counters.
     fn counters(&self) -> &std::sync::Arc<PortCounters>;
+
+    /// Finish transmit work `tx_batch` left for the end of the polling
+    /// loop's iteration (AF_XDP: the `sendto` kick for descriptors posted
+    /// but not yet handed to the kernel, or a kick the kernel asked to
+    /// retry). `idle` says the iteration received nothing, so nothing more
+    /// will join the batch soon. Returns the frames the call handed to the
+    /// kernel; the polling loop counts its cycles as busy when that is not
+    /// 0 (OVS counts an iteration that transmitted as busy). Default: no
+    /// deferred work.
+    fn tx_flush(&mut self, pool: &mut PacketPool, idle: bool) -> usize {
+        let _ = (pool, idle);
+        0
+    }
 
     /// The port joins the polling thread that owns `pool` (before its first
     /// rx/tx there): a backend whose buffers belong to the thread (AF_XDP

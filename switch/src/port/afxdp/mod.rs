@@ -50,6 +50,12 @@
 //! batch of at most 32 descriptors, and only when the tx ring's flag is set.
 //! No path makes a syscall per packet. In copy mode the kernel transmits only
 //! from `sendto`, so there the tx flag is always set: one syscall per batch.
+//! A kick the kernel refuses for now (`EAGAIN`: its copy-mode budget of 32
+//! frames per call, net/xdp/xsk.c `TX_BATCH_SIZE`, or a full completion
+//! ring) is retried by [`Port::tx_flush`] at the end of the same polling
+//! iteration, where the polling loop counts it as busy time. Every kick and
+//! every rx wakeup is counted in the port's `tx_kicks` / `rx_wakeups`
+//! (`flowctl dump-ports`), so kernel entries per frame are visible.
 //!
 //! An interface that vanishes unbinds the socket (the kernel's xsk_notifier
 //! sets `ENETDOWN` as the socket error on `NETDEV_UNREGISTER`; `sendto` then
@@ -404,6 +410,7 @@ impl AfxdpPort {
             return Kick::Gone;
         };
         self.stats.tx_wakeups.add(1);
+        self.counters.tx_kicks.add(1);
         // SAFETY: a zero-length sendto with null buffers and address is the
         // documented AF_XDP tx wakeup; the fd is open while `r` lives.
         let ret = unsafe {
@@ -696,17 +703,6 @@ impl Port for AfxdpPort {
             return 0;
         }
         self.reclaim(pool);
-        if self.kick_pending {
-            self.kick_pending = false;
-            let pending = self.rings.as_ref().is_some_and(|r| r.tx.needs_wakeup());
-            if pending {
-                match self.kick() {
-                    Kick::Retry => self.kick_pending = true,
-                    Kick::Gone => self.mark_dead(),
-                    _ => {}
-                }
-            }
-        }
         let Some(r) = self.rings.as_mut() else {
             return 0;
         };
@@ -766,6 +762,7 @@ impl Port for AfxdpPort {
             };
             if wake {
                 self.stats.rx_wakeups.add(1);
+                self.counters.rx_wakeups.add(1);
                 let mut pfd = libc::pollfd {
                     fd,
                     events: libc::POLLIN,
@@ -964,6 +961,32 @@ impl Port for AfxdpPort {
 
     fn moves_with_umem(&self) -> bool {
         true
+    }
+
+    /// Retry a kick the kernel refused for now (`EAGAIN`: the copy-mode
+    /// transmit stopped after its per-call budget of 32 frames or found
+    /// the completion ring full; `EBUSY`/`ENOBUFS`): once per iteration,
+    /// after the completion ring was drained, so the frames left in the tx
+    /// ring go out without waiting for this port's next transmit batch. The
+    /// polling loop counts the syscall as busy time.
+    fn tx_flush(&mut self, pool: &mut PacketPool, idle: bool) -> usize {
+        let _ = idle;
+        if !self.kick_pending || self.dead {
+            return 0;
+        }
+        self.kick_pending = false;
+        self.reclaim(pool);
+        if !self.rings.as_ref().is_some_and(|r| r.tx.needs_wakeup()) {
+            return 0;
+        }
+        match self.kick() {
+            Kick::Retry => self.kick_pending = true,
+            Kick::Gone => self.mark_dead(),
+            Kick::LinkDown => self.set_link(false),
+            Kick::Done | Kick::Error => {}
+        }
+        // One syscall: work to count, whatever it moved.
+        1
     }
 }
 
