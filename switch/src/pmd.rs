@@ -3,7 +3,7 @@
 //! caches, and loops rx → datapath → tx. [`PmdSet`] is the control thread's
 //! view of all of them: it starts one thread per configured CPU (pinned with
 //! `sched_setaffinity`, named `pmdN`), assigns every rx queue (a port has
-//! one, or `n_rxq` for a multi-queue AF_XDP port: one port object per queue)
+//! one, or `n_rxq` for a multi-queue AF_XDP or vhost_user port: one port object per queue)
 //! to exactly one thread, moves rx queues between threads on rebalance, and
 //! reports `pmd-rxq-show` / `pmd-perf-show` statistics.
 //!

@@ -915,8 +915,12 @@ fn two_queue_pairs_are_two_queue_objects_each_on_its_own_rings() {
         wait_for("link up", || st.link_up());
 
         // guest -> switch: each guest-transmit queue reaches its own object.
-        let on1: Vec<Vec<u8>> = (0..5).map(|i| frame(60 + i, 10 * round + i as u8)).collect();
-        let on3: Vec<Vec<u8>> = (0..3).map(|i| frame(90 + i, 100 + round + i as u8)).collect();
+        let on1: Vec<Vec<u8>> = (0..5)
+            .map(|i| frame(60 + i, 10 * round + i as u8))
+            .collect();
+        let on3: Vec<Vec<u8>> = (0..3)
+            .map(|i| frame(90 + i, 100 + round + i as u8))
+            .collect();
         for (i, f) in on1.iter().enumerate() {
             g.tx_on(1, i as u16, f, 0);
         }

@@ -729,7 +729,10 @@ fn two_queue_run(tag: &str, b_queues: u32) -> Result<()> {
     // testpmd A put `sent` frames on its two rings; switchd takes them all.
     let xa = a.xstats(0)?;
     let sent = a.port_stats()?.first().map(|s| s.1).unwrap_or(0);
-    let (tq0, tq1) = (xstat(&xa, "tx_q0_good_packets"), xstat(&xa, "tx_q1_good_packets"));
+    let (tq0, tq1) = (
+        xstat(&xa, "tx_q0_good_packets"),
+        xstat(&xa, "tx_q1_good_packets"),
+    );
     assert!(sent > 1000, "testpmd a sent {sent}");
     assert_eq!(tq0 + tq1, sent, "{xa}");
     assert!(tq0 > 0 && tq1 > 0, "testpmd a used both queues: {xa}");
@@ -765,7 +768,11 @@ fn two_queue_run(tag: &str, b_queues: u32) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(q0.1 + q1.1, sent, "per-queue rx {q0:?} {q1:?}");
-    assert_eq!((q0.1, q1.1), (tq0, tq1), "ring i of testpmd = queue i of switchd");
+    assert_eq!(
+        (q0.1, q1.1),
+        (tq0, tq1),
+        "ring i of testpmd = queue i of switchd"
+    );
     assert_ne!(q0.0, q1.0);
 
     // testpmd B received exactly what switchd sent to it, on the queues it enabled.
@@ -781,7 +788,10 @@ fn two_queue_run(tag: &str, b_queues: u32) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let xb = b.xstats(0)?;
-    let (rq0, rq1) = (xstat(&xb, "rx_q0_good_packets"), xstat(&xb, "rx_q1_good_packets"));
+    let (rq0, rq1) = (
+        xstat(&xb, "rx_q0_good_packets"),
+        xstat(&xb, "rx_q1_good_packets"),
+    );
     assert_eq!(rq0 + rq1, b_sent, "{xb}");
     if b_queues == 2 {
         // Thread i received a's queue i and sent on b's queue i.

@@ -253,7 +253,11 @@ impl VhostUserPort {
         Ok(Self::start(name, opts, listener))
     }
 
-    fn start(name: &str, opts: &VhostOptions, listener: Option<UnixListener>) -> Vec<VhostUserPort> {
+    fn start(
+        name: &str,
+        opts: &VhostOptions,
+        listener: Option<UnixListener>,
+    ) -> Vec<VhostUserPort> {
         let shared = Arc::new(VhostShared::new(opts.n_rxq));
         let h = backend::spawn(name, opts.clone(), shared.clone(), listener);
         if let Ok(mut t) = shared.thread.lock() {
@@ -324,9 +328,9 @@ impl VhostUserPort {
         let mine = new.as_ref().is_some_and(|d| running(d, self.qp));
         self.serves = mine && n_running < n_pairs;
         self.redirect_to = match new.as_ref() {
-            Some(d) if !mine && n_running > 0 => {
-                (0..n_pairs).filter(|p| running(d, *p)).nth(self.qp % n_running)
-            }
+            Some(d) if !mine && n_running > 0 => (0..n_pairs)
+                .filter(|p| running(d, *p))
+                .nth(self.qp % n_running),
             _ => None,
         };
         if let Some(old) = std::mem::replace(&mut self.dev, new) {
