@@ -1058,14 +1058,14 @@ fn a_guest_enabling_fewer_queues_gets_every_frame_on_the_enabled_ones() {
 }
 
 #[test]
-fn a_full_redirect_queue_drops_counted_as_tx_ring_full() {
+fn a_full_redirect_queue_drops_tx_ring_full_and_a_gone_peer_gets_no_stale_frames() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mq2.sock");
     let mut qs = VhostUserPort::open("vhu2", &opts_mq(&path, 2)).unwrap();
     let mut q1 = qs.pop().unwrap();
     let q0 = qs.pop().unwrap();
     let st = q0.status();
-    let mut pool = PacketPool::with_capacity(4096);
+    let mut pool = PacketPool::with_capacity(8192);
     let mut g = Guest::connect(&path);
     g.negotiate_pairs(F_MQ, 1);
     wait_for("link up", || st.link_up());
@@ -1077,6 +1077,33 @@ fn a_full_redirect_queue_drops_counted_as_tx_ring_full() {
     }
     let c1 = q1.counters().snapshot();
     assert_eq!(c1.tx_drop_reasons, vec![("tx_ring_full".to_string(), 5)]);
+    // The peer leaves before object 0 is polled again: the waiting frames
+    // are port_down drops, never sent to the next peer.
+    drop(g);
+    wait_for("link down", || !st.connected());
+    let mut q0 = q0;
+    let t0 = Instant::now();
+    while rx_all(&mut q0, &mut pool).is_empty()
+        && q0.counters().snapshot().tx_dropped < depth as u64
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let c0 = q0.counters().snapshot();
+    assert_eq!(
+        c0.tx_drop_reasons,
+        vec![("port_down".to_string(), depth as u64)]
+    );
+    let mut g = Guest::connect(&path);
+    g.negotiate_pairs(F_MQ, 1);
+    wait_for("link up", || st.link_up());
+    g.post_rx_on(0, 0, 8, 2048);
+    assert!(rx_all(&mut q0, &mut pool).is_empty());
+    assert!(
+        g.take_used(0).is_empty(),
+        "no stale frame reached the new peer"
+    );
+    assert_eq!(q0.counters().snapshot().tx_packets, 0);
     drop(g);
     drop(q0);
     st.shutdown();

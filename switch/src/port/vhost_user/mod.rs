@@ -233,8 +233,8 @@ pub struct VhostUserPort {
     /// While our guest-receive virtqueue is off: the queue pair whose
     /// redirect queue takes our frames (`None`: no receive queue runs).
     redirect_to: Option<usize>,
-    /// Another queue pair's receive virtqueue is off, so frames may arrive
-    /// in our redirect queue.
+    /// Some receive virtqueue is off or the peer is gone, so frames may
+    /// wait in our redirect queue: look at it on every poll.
     serves: bool,
     /// Frames taken from the redirect queue (capacity [`REDIRECT_BATCH`]).
     scratch: Vec<Packet>,
@@ -326,7 +326,10 @@ impl VhostUserPort {
             (n, (0..n).filter(|p| running(d, *p)).count())
         });
         let mine = new.as_ref().is_some_and(|d| running(d, self.qp));
-        self.serves = mine && n_running < n_pairs;
+        // Frames may wait in our redirect queue while some receive queue is
+        // off (sent, or redirected on, by the next poll) or after the peer
+        // left (dropped as port_down then, never sent to a later peer).
+        self.serves = new.is_none() || n_running < n_pairs;
         self.redirect_to = match new.as_ref() {
             Some(d) if !mine && n_running > 0 => (0..n_pairs)
                 .filter(|p| running(d, *p))
