@@ -3,7 +3,7 @@
 //! caches, and loops rx → datapath → tx. [`PmdSet`] is the control thread's
 //! view of all of them: it starts one thread per configured CPU (pinned with
 //! `sched_setaffinity`, named `pmdN`), assigns every rx queue (a port has
-//! one, or `n_rxq` for a multi-queue AF_XDP port: one port object per queue)
+//! one, or `n_rxq` for a multi-queue AF_XDP or vhost_user port: one port object per queue)
 //! to exactly one thread, moves rx queues between threads on rebalance, and
 //! reports `pmd-rxq-show` / `pmd-perf-show` statistics.
 //!
@@ -87,7 +87,11 @@ const TX_CAPACITY: usize = 1024;
 /// Frames a port's cross-thread hand-off queue holds.
 pub const HANDOFF_DEPTH: usize = 4096;
 /// Buffers a thread keeps before spilling the excess to the shared free queue.
-pub const POOL_SPILL: usize = 8192;
+/// Below twice a thread's starting pool (4096): with two threads and one-way
+/// cross-thread traffic (hand-off, vhost_user redirect) the receiving thread
+/// ends with at most 8192 and must spill, or the sender starves for good
+/// with frames left in its rx ring.
+pub const POOL_SPILL: usize = 6144;
 /// Below this many buffers a thread refills from the shared free queue.
 const POOL_REFILL: usize = 2048;
 /// Capacity of the shared free queue.

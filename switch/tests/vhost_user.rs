@@ -45,8 +45,8 @@ struct Guest {
     base: *mut u8,
     fd: OwnedFd,
     features: u64,
-    avail_idx: [u16; 2],
-    used_seen: [u16; 2],
+    avail_idx: [u16; 4],
+    used_seen: [u16; 4],
     next_buf: usize,
     calls: Vec<OwnedFd>,
 }
@@ -106,8 +106,8 @@ impl Guest {
             base: base.cast(),
             fd,
             features: 0,
-            avail_idx: [0; 2],
-            used_seen: [0; 2],
+            avail_idx: [0; 4],
+            used_seen: [0; 4],
             next_buf: BUF_OFF,
             calls: Vec::new(),
         }
@@ -134,6 +134,11 @@ impl Guest {
 
     /// Full negotiation, queues 0 and 1 started and enabled.
     fn negotiate(&mut self, extra: u64) {
+        self.negotiate_pairs(extra, 1);
+    }
+
+    /// Full negotiation, the first `pairs` queue pairs started and enabled.
+    fn negotiate_pairs(&mut self, extra: u64, pairs: u32) {
         msg::send_msg(&self.sock, msg::GET_FEATURES, 1, &[], &[]).unwrap();
         let offered = self.recv_u64(msg::GET_FEATURES);
         let want = F_VERSION_1 | F_PROTOCOL | extra;
@@ -151,7 +156,7 @@ impl Guest {
         self.send(msg::SET_FEATURES, &want.to_le_bytes(), &[], true);
         self.features = want;
         self.send_mem_table();
-        for q in 0..2u32 {
+        for q in 0..2 * pairs {
             self.start_queue(q, 0);
         }
     }
@@ -312,13 +317,18 @@ impl Guest {
     /// one descriptor (header + frame), 1 = header and frame split, 2 =
     /// indirect table with header and frame in two pieces.
     fn tx(&mut self, head: u16, frame: &[u8], layout: u8) {
+        self.tx_on(1, head, frame, layout);
+    }
+
+    /// [`Guest::tx`] on guest-transmit queue `q` (1, 3, ...).
+    fn tx_on(&mut self, q: usize, head: u16, frame: &[u8], layout: u8) {
         let mut hf = vec![0u8; 12];
         hf.extend_from_slice(frame);
         match layout {
             0 => {
                 let (o, a) = self.alloc(hf.len());
                 self.write(o, &hf);
-                self.set_desc(1, head, a, hf.len() as u32, 0, 0);
+                self.set_desc(q, head, a, hf.len() as u32, 0, 0);
             }
             1 => {
                 let (o, a) = self.alloc(12);
@@ -326,8 +336,8 @@ impl Guest {
                 let (o2, a2) = self.alloc(frame.len());
                 self.write(o2, frame);
                 let nx = (head + 1) % QSIZE;
-                self.set_desc(1, head, a, 12, NEXT, nx);
-                self.set_desc(1, nx, a2, frame.len() as u32, 0, 0);
+                self.set_desc(q, head, a, 12, NEXT, nx);
+                self.set_desc(q, nx, a2, frame.len() as u32, 0, 0);
             }
             _ => {
                 let (to, ta) = self.alloc(48);
@@ -339,21 +349,26 @@ impl Guest {
                 self.set_desc_at(to, 0, a1, cut as u32, NEXT, 2);
                 self.set_desc_at(to, 2, a2, (hf.len() - cut) as u32, 0, 0);
                 self.set_desc_at(to, 1, 0, 0, 0, 0);
-                self.set_desc(1, head, ta, 48, INDIRECT, 0);
+                self.set_desc(q, head, ta, 48, INDIRECT, 0);
             }
         }
-        self.make_avail(1, head);
+        self.make_avail(q, head);
     }
 
     /// Post `n` receive buffers of `len` bytes on queue 0, heads from `first`.
     fn post_rx(&mut self, first: u16, n: u16, len: u32) -> Vec<(u16, usize)> {
+        self.post_rx_on(0, first, n, len)
+    }
+
+    /// [`Guest::post_rx`] on guest-receive queue `q` (0, 2, ...).
+    fn post_rx_on(&mut self, q: usize, first: u16, n: u16, len: u32) -> Vec<(u16, usize)> {
         (0..n)
             .map(|k| {
                 let h = (first + k) % QSIZE;
                 let (o, a) = self.alloc(len as usize);
                 self.write(o, &vec![0xEE; len as usize]);
-                self.set_desc(0, h, a, len, WRITE, 0);
-                self.make_avail(0, h);
+                self.set_desc(q, h, a, len, WRITE, 0);
+                self.make_avail(q, h);
                 (h, o)
             })
             .collect()
@@ -434,7 +449,9 @@ struct Setup {
 fn server() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vhu.sock");
-    let port = VhostUserPort::open("vhu0", &opts(&path, "server")).unwrap();
+    let port = VhostUserPort::open("vhu0", &opts(&path, "server"))
+        .unwrap()
+        .remove(0);
     Setup {
         _dir: dir,
         path,
@@ -777,7 +794,9 @@ fn disabling_a_queue_and_resending_the_memory_table_keeps_the_position() {
 fn client_mode_reconnects_when_the_application_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.sock");
-    let mut port = VhostUserPort::open("vhuc", &opts(&path, "client")).unwrap();
+    let mut port = VhostUserPort::open("vhuc", &opts(&path, "client"))
+        .unwrap()
+        .remove(0);
     let mut pool = PacketPool::with_capacity(64);
     let st = port.status();
     for round in 0..2u8 {
@@ -811,7 +830,9 @@ fn server_socket_paths_are_checked() {
     // A stale socket (nobody listening) is replaced.
     let p = dir.path().join("stale.sock");
     drop(UnixListener::bind(&p).unwrap());
-    let port = VhostUserPort::open("b", &opts(&p, "server")).unwrap();
+    let port = VhostUserPort::open("b", &opts(&p, "server"))
+        .unwrap()
+        .remove(0);
     // A live one is refused.
     let e = VhostUserPort::open("c", &opts(&p, "server")).unwrap_err();
     assert!(matches!(e, VhostError::InUse(_)), "{e}");
@@ -823,11 +844,267 @@ fn server_socket_paths_are_checked() {
     let q = dir.path().join("perm.sock");
     m.insert("socket".to_string(), q.display().to_string());
     m.insert("perm".to_string(), "0640".to_string());
-    let port = VhostUserPort::open("d", &VhostOptions::from_map(&m).unwrap()).unwrap();
+    let port = VhostUserPort::open("d", &VhostOptions::from_map(&m).unwrap())
+        .unwrap()
+        .remove(0);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&q).unwrap().permissions().mode() & 0o777,
         0o640
     );
     port.status().shutdown();
+}
+
+const F_MQ: u64 = 1 << 22;
+
+fn opts_mq(path: &Path, n: u32) -> VhostOptions {
+    let mut m = BTreeMap::new();
+    m.insert("socket".to_string(), path.display().to_string());
+    m.insert("n_rxq".to_string(), n.to_string());
+    VhostOptions::from_map(&m).unwrap()
+}
+
+/// Send one request that the back-end acknowledges while `polled` keep
+/// polling (the back-end waits for the queue objects to leave a stopping
+/// queue, as the polling threads would do in switchd).
+fn send_while_polling(
+    g: &Guest,
+    req: u32,
+    payload: Vec<u8>,
+    polled: &mut [&mut VhostUserPort],
+    pool: &mut PacketPool,
+) {
+    let sock = g.sock.try_clone().unwrap();
+    let h = std::thread::spawn(move || {
+        let flags = msg::FLAG_VERSION | msg::FLAG_NEED_REPLY;
+        msg::send_msg(&sock, req, flags, &payload, &[]).unwrap();
+        msg::recv_msg(&sock).unwrap().u64_at(0)
+    });
+    let t0 = Instant::now();
+    while !h.is_finished() {
+        for p in polled.iter_mut() {
+            rx_all(p, pool);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(h.join().unwrap(), Some(0), "request {req} acked");
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "the back-end did not wait for the acknowledgement timeout"
+    );
+}
+
+#[test]
+fn two_queue_pairs_are_two_queue_objects_each_on_its_own_rings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mq.sock");
+    let mut qs = VhostUserPort::open("vhu0", &opts_mq(&path, 2)).unwrap();
+    assert_eq!(qs.len(), 2);
+    let mut q1 = qs.pop().unwrap();
+    let mut q0 = qs.pop().unwrap();
+    assert_eq!((q0.queue(), q1.queue()), (0, 1));
+    let st = q0.status();
+    assert_eq!(st.queue_pairs(), 2);
+    let mut pool = PacketPool::with_capacity(256);
+
+    for round in 0..2u8 {
+        let mut g = Guest::connect(&path);
+        msg::send_msg(&g.sock, msg::GET_QUEUE_NUM, 1, &[], &[]).unwrap();
+        assert_eq!(g.recv_u64(msg::GET_QUEUE_NUM), 2);
+        g.negotiate_pairs(F_MQ, 2);
+        wait_for("link up", || st.link_up());
+
+        // guest -> switch: each guest-transmit queue reaches its own object.
+        let on1: Vec<Vec<u8>> = (0..5)
+            .map(|i| frame(60 + i, 10 * round + i as u8))
+            .collect();
+        let on3: Vec<Vec<u8>> = (0..3)
+            .map(|i| frame(90 + i, 100 + round + i as u8))
+            .collect();
+        for (i, f) in on1.iter().enumerate() {
+            g.tx_on(1, i as u16, f, 0);
+        }
+        for (i, f) in on3.iter().enumerate() {
+            g.tx_on(3, 100 + 10 * i as u16, f, 1);
+        }
+        // Queue object 1 polled on another thread, as a second polling
+        // thread would; object 0 here.
+        let h = std::thread::spawn(move || {
+            let mut pool = PacketPool::with_capacity(64);
+            let mut got = Vec::new();
+            let t0 = Instant::now();
+            while got.len() < 3 && t0.elapsed() < Duration::from_secs(5) {
+                got.extend(rx_all(&mut q1, &mut pool));
+            }
+            (q1, got)
+        });
+        let got0 = rx_all(&mut q0, &mut pool);
+        let (back, got1) = h.join().unwrap();
+        q1 = back;
+        assert_eq!(got0, on1, "round {round}: queue 1 frames, on object 0 only");
+        assert_eq!(got1, on3, "round {round}: queue 3 frames, on object 1 only");
+        assert_eq!(g.take_used(1).len(), 5);
+        assert_eq!(g.take_used(3).len(), 3);
+
+        // switch -> guest: each object sends on its own guest-receive queue.
+        let b0 = g.post_rx_on(0, 0, 4, 2048);
+        let b2 = g.post_rx_on(2, 0, 4, 2048);
+        assert_eq!(tx(&mut q0, &mut pool, &[frame(64, 1), frame(65, 2)]), 2);
+        assert_eq!(tx(&mut q1, &mut pool, &[frame(66, 3)]), 1);
+        assert_eq!(g.take_used(0), vec![(0, 12 + 64), (1, 12 + 65)]);
+        assert_eq!(g.take_used(2), vec![(0, 12 + 66)]);
+        assert_eq!(&g.read(b0[1].1 + 12, 65)[..], &frame(65, 2)[..]);
+        assert_eq!(&g.read(b2[0].1 + 12, 66)[..], &frame(66, 3)[..]);
+
+        // Per-object counters: each frame counted once, by the object that moved it.
+        let (c0, c1) = (q0.counters().snapshot(), q1.counters().snapshot());
+        let r = u64::from(round) + 1;
+        assert_eq!((c0.rx_packets, c1.rx_packets), (5 * r, 3 * r));
+        assert_eq!((c0.tx_packets, c1.tx_packets), (2 * r, r));
+
+        // The application goes away: both objects lose their rings.
+        drop(g);
+        wait_for("link down", || !st.link_up() && !st.connected());
+        assert!(rx_all(&mut q0, &mut pool).is_empty());
+        assert!(rx_all(&mut q1, &mut pool).is_empty());
+        assert_eq!(tx(&mut q1, &mut pool, &[frame(60, 0)]), 0);
+        let d = q1.counters().snapshot().tx_drop_reasons;
+        assert_eq!(d, vec![("port_down".to_string(), r)]);
+    }
+    assert_eq!(st.connects(), 2);
+    // The port runs while any queue object lives (one may be moving between
+    // threads); the last one dropped stops it and removes the socket.
+    drop(q0);
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(path.exists(), "object 1 still holds the port");
+    drop(q1);
+    wait_for("the socket removed", || !path.exists());
+    st.shutdown();
+}
+
+#[test]
+fn a_guest_enabling_fewer_queues_gets_every_frame_on_the_enabled_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mq1.sock");
+    let mut qs = VhostUserPort::open("vhu1", &opts_mq(&path, 2)).unwrap();
+    let mut q1 = qs.pop().unwrap();
+    let mut q0 = qs.pop().unwrap();
+    let st = q0.status();
+    let mut pool = PacketPool::with_capacity(256);
+
+    // Like `testpmd --vdev net_virtio_user0,queues=1` on a port offering 2:
+    // only queue pair 0 runs.
+    let mut g = Guest::connect(&path);
+    g.negotiate_pairs(F_MQ, 1);
+    wait_for("link up", || st.link_up());
+    let b0 = g.post_rx_on(0, 0, 8, 2048);
+    // Object 1 has no guest-receive queue: its frames go through object 0's
+    // redirect queue, sent on object 0's next poll.
+    assert_eq!(tx(&mut q1, &mut pool, &[frame(70, 1), frame(71, 2)]), 0);
+    assert!(g.take_used(0).is_empty(), "not sent by object 1 itself");
+    assert!(rx_all(&mut q0, &mut pool).is_empty());
+    assert_eq!(g.take_used(0), vec![(0, 12 + 70), (1, 12 + 71)]);
+    assert_eq!(&g.read(b0[1].1 + 12, 71)[..], &frame(71, 2)[..]);
+    assert_eq!(q0.counters().snapshot().tx_packets, 2);
+    let c1 = q1.counters().snapshot();
+    assert_eq!((c1.tx_packets, c1.tx_dropped), (0, 0), "{c1:?}");
+    // Object 0's own frames still go straight out.
+    assert_eq!(tx(&mut q0, &mut pool, &[frame(72, 3)]), 1);
+    assert_eq!(g.take_used(0), vec![(2, 12 + 72)]);
+
+    // The guest enables queue pair 1 at run time: object 1 sends on it.
+    g.start_queue(2, 0);
+    g.start_queue(3, 0);
+    g.post_rx_on(2, 0, 4, 2048);
+    assert_eq!(tx(&mut q1, &mut pool, &[frame(73, 4)]), 1);
+    assert_eq!(g.take_used(2), vec![(0, 12 + 73)]);
+    g.tx_on(3, 0, &frame(74, 5), 0);
+    assert_eq!(rx_all(&mut q1, &mut pool), vec![frame(74, 5)]);
+
+    // And disables it again: object 1 redirects once more, nothing lost.
+    send_while_polling(
+        &g,
+        msg::SET_VRING_ENABLE,
+        Guest::state(2, 0),
+        &mut [&mut q0, &mut q1],
+        &mut pool,
+    );
+    assert_eq!(tx(&mut q1, &mut pool, &[frame(75, 6)]), 0);
+    rx_all(&mut q0, &mut pool);
+    assert_eq!(g.take_used(0), vec![(3, 12 + 75)]);
+    assert!(g.take_used(2).is_empty());
+
+    // No guest-receive queue at all: port_down, counted by the sender.
+    send_while_polling(
+        &g,
+        msg::SET_VRING_ENABLE,
+        Guest::state(0, 0),
+        &mut [&mut q0, &mut q1],
+        &mut pool,
+    );
+    assert_eq!(tx(&mut q1, &mut pool, &[frame(76, 7)]), 0);
+    assert_eq!(tx(&mut q0, &mut pool, &[frame(77, 8)]), 0);
+    rx_all(&mut q0, &mut pool);
+    assert!(g.take_used(0).is_empty());
+    for q in [&q0, &q1] {
+        let d = q.counters().snapshot().tx_drop_reasons;
+        assert_eq!(d, vec![("port_down".to_string(), 1)], "queue {}", q.queue());
+    }
+    // The guest-transmit queues still run: receiving is unaffected.
+    g.tx_on(1, 50, &frame(78, 9), 0);
+    assert_eq!(rx_all(&mut q0, &mut pool), vec![frame(78, 9)]);
+    drop(g);
+    st.shutdown();
+}
+
+#[test]
+fn a_full_redirect_queue_drops_tx_ring_full_and_a_gone_peer_gets_no_stale_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mq2.sock");
+    let mut qs = VhostUserPort::open("vhu2", &opts_mq(&path, 2)).unwrap();
+    let mut q1 = qs.pop().unwrap();
+    let q0 = qs.pop().unwrap();
+    let st = q0.status();
+    let mut pool = PacketPool::with_capacity(8192);
+    let mut g = Guest::connect(&path);
+    g.negotiate_pairs(F_MQ, 1);
+    wait_for("link up", || st.link_up());
+    // Object 0 is not polled (its thread is busy): its redirect queue fills.
+    let depth = switch::port::vhost_user::REDIRECT_DEPTH;
+    let frames: Vec<Vec<u8>> = (0..depth + 5).map(|i| frame(60, i as u8)).collect();
+    for chunk in frames.chunks(32) {
+        assert_eq!(tx(&mut q1, &mut pool, chunk), 0);
+    }
+    let c1 = q1.counters().snapshot();
+    assert_eq!(c1.tx_drop_reasons, vec![("tx_ring_full".to_string(), 5)]);
+    // The peer leaves before object 0 is polled again: the waiting frames
+    // are port_down drops, never sent to the next peer.
+    drop(g);
+    wait_for("link down", || !st.connected());
+    let mut q0 = q0;
+    let t0 = Instant::now();
+    while rx_all(&mut q0, &mut pool).is_empty()
+        && q0.counters().snapshot().tx_dropped < depth as u64
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let c0 = q0.counters().snapshot();
+    assert_eq!(
+        c0.tx_drop_reasons,
+        vec![("port_down".to_string(), depth as u64)]
+    );
+    let mut g = Guest::connect(&path);
+    g.negotiate_pairs(F_MQ, 1);
+    wait_for("link up", || st.link_up());
+    g.post_rx_on(0, 0, 8, 2048);
+    assert!(rx_all(&mut q0, &mut pool).is_empty());
+    assert!(
+        g.take_used(0).is_empty(),
+        "no stale frame reached the new peer"
+    );
+    assert_eq!(q0.counters().snapshot().tx_packets, 0);
+    drop(g);
+    drop(q0);
+    st.shutdown();
 }

@@ -78,6 +78,16 @@ struct Testpmd {
 
 impl Testpmd {
     fn start(guard: &LeakGuard, name: &str, vdevs: &[String]) -> Result<Testpmd> {
+        Self::start_with(guard, name, vdevs, &[])
+    }
+
+    /// [`Testpmd::start`] with more application arguments (`--rxq=2`...).
+    fn start_with(
+        guard: &LeakGuard,
+        name: &str,
+        vdevs: &[String],
+        extra: &[&str],
+    ) -> Result<Testpmd> {
         let prefix = format!("fs-vhu-{name}-{}", std::process::id());
         let mut c = Command::new("stdbuf");
         c.args([
@@ -101,6 +111,7 @@ impl Testpmd {
             "--no-flush-rx",
             "--total-num-mbufs=8192",
         ])
+        .args(extra)
         .current_dir(guard.dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -590,4 +601,242 @@ fn client_mode_ports_survive_a_switchd_restart() -> Result<()> {
     let left = guard.cleanup()?;
     assert!(left.is_empty(), "leftovers: {left:?}");
     Ok(())
+}
+
+/// `name: N` values summed over the lines of `show port xstats PORT`
+/// whose name is `key` (e.g. `rx_q1_good_packets`).
+fn xstat(text: &str, key: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .sum()
+}
+
+impl Testpmd {
+    /// The text of `show port xstats PORT` (to the next mark).
+    fn xstats(&mut self, port: u16) -> Result<String> {
+        let mark = format!("fs-xmark-{}", Instant::now().elapsed().as_nanos());
+        let before = self.output().len();
+        self.cmd(&format!("show port xstats {port}"))?;
+        self.cmd(&mark)?;
+        let t0 = Instant::now();
+        loop {
+            let o = self.output();
+            if let Some(end) = o[before..].find(&mark) {
+                return Ok(o[before..before + end].to_string());
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(err(format!("testpmd {}: no xstats:\n{o}", self.name)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `(thread, rx_packets)` of every listing of queue `queue` of port `name`
+/// in `flowctl --json pmd-rxq-show`.
+fn rxq_of(show: &serde_json::Value, name: &str, queue: u64) -> Vec<(u64, u64)> {
+    let pmds = show
+        .pointer("/ok/pmds")
+        .or_else(|| show.get("pmds"))
+        .and_then(|p| p.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for t in &pmds {
+        for q in t["rxqs"].as_array().into_iter().flatten() {
+            if q["name"].as_str() == Some(name) && q["queue"].as_u64() == Some(queue) {
+                found.push((
+                    t["pmd"].as_u64().unwrap_or(u64::MAX),
+                    q["rx_packets"].as_u64().unwrap_or(0),
+                ));
+            }
+        }
+    }
+    found
+}
+
+fn rxq_show(sw: &Switchd) -> Result<serde_json::Value> {
+    let out = sw.flowctl_ok(&["--json", "pmd-rxq-show", "br0"])?;
+    serde_json::from_str(&out).map_err(|e| err(format!("pmd-rxq-show json: {e}: {out}")))
+}
+
+/// Two polling threads, vhost_user ports `a` and `b` with `n_rxq=2`; testpmd
+/// A (virtio-user, `queues=2`, txonly with several flows) sends on both of
+/// its queues, testpmd B (`queues=b_queues`, rxonly) receives what switchd
+/// forwards. Each of port a's queue objects is polled by its own thread and
+/// carries packets; the counts of testpmd A, switchd and testpmd B agree.
+fn two_queue_run(tag: &str, b_queues: u32) -> Result<()> {
+    let guard = LeakGuard::new(tag)?;
+    let sw = Switchd::start(
+        &switchd_bin()?,
+        &guard.path("ctl.sock"),
+        &guard.path("state"),
+        &["--bridge", "br0", "--pmd-cpus", "0-1"],
+    )?;
+    for (name, no) in [("a", 1), ("b", 2)] {
+        let sock = guard.path(&format!("{name}.sock"));
+        sw.flowctl_ok(&[
+            "add-port",
+            "br0",
+            name,
+            "type=vhost_user",
+            &format!("socket={}", sock.display()),
+            "n_rxq=2",
+            &format!("ofport={no}"),
+        ])?;
+    }
+    sw.flowctl_ok(&["add-flow", "br0", "in_port=1,actions=output:2"])?;
+    sw.flowctl_ok(&["add-flow", "br0", "in_port=2,actions=drop"])?;
+    // Queue i of each port is its own rx queue, on its own thread.
+    let show = rxq_show(&sw)?;
+    for name in ["a", "b"] {
+        let (q0, q1) = (rxq_of(&show, name, 0), rxq_of(&show, name, 1));
+        assert_eq!((q0.len(), q1.len()), (1, 1), "{name}: {show}");
+        assert_ne!(q0[0].0, q1[0].0, "{name}'s queues on one thread: {show}");
+    }
+    let text = sw.flowctl_ok(&["pmd-rxq-show", "br0"])?;
+    assert!(text.contains("queue-id:  1"), "{text}");
+
+    let d = guard.dir().display().to_string();
+    let bq = format!("--rxq={b_queues}");
+    let bt = format!("--txq={b_queues}");
+    let mut b = Testpmd::start_with(
+        &guard,
+        "b",
+        &[format!(
+            "net_virtio_user1,path={d}/b.sock,queues={b_queues},queue_size=1024"
+        )],
+        &[&bq, &bt],
+    )?;
+    b.ready()?;
+    wait_port(&sw, "b", true, Duration::from_secs(10))?;
+    b.cmd("set fwd rxonly")?;
+    b.cmd("start")?;
+    let mut a = Testpmd::start_with(
+        &guard,
+        "a",
+        &[format!("net_virtio_user0,path={d}/a.sock,queues=2")],
+        &["--rxq=2", "--txq=2", "--txonly-multi-flow"],
+    )?;
+    a.ready()?;
+    wait_port(&sw, "a", true, Duration::from_secs(10))?;
+    a.cmd("set fwd txonly")?;
+    a.cmd("start")?;
+    std::thread::sleep(Duration::from_millis(1500));
+    a.cmd("stop")?;
+
+    // testpmd A put `sent` frames on its two rings; switchd takes them all.
+    let xa = a.xstats(0)?;
+    let sent = a.port_stats()?.first().map(|s| s.1).unwrap_or(0);
+    let (tq0, tq1) = (
+        xstat(&xa, "tx_q0_good_packets"),
+        xstat(&xa, "tx_q1_good_packets"),
+    );
+    assert!(sent > 1000, "testpmd a sent {sent}");
+    assert_eq!(tq0 + tq1, sent, "{xa}");
+    assert!(tq0 > 0 && tq1 > 0, "testpmd a used both queues: {xa}");
+    let t0 = Instant::now();
+    let (pa, pb) = loop {
+        let pa = dump_port_json(&sw, "a")?;
+        let pb = dump_port_json(&sw, "b")?;
+        let got = stat(&pa, "rx_packets");
+        let out = stat(&pb, "tx_packets") + stat(&pb, "tx_dropped");
+        if got == sent && out == got {
+            break (pa, pb);
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(err(format!(
+                "testpmd a sent {sent}; switchd a received {got}, b sent or dropped {out}\n{pa}\n{pb}\n{}",
+                sw.log()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(stat(&pa, "rx_errors"), 0, "{pa}");
+    let b_sent = stat(&pb, "tx_packets");
+
+    // Both queue objects of a carried packets, on their two threads, and
+    // their per-queue counts add up to the port's.
+    let t0 = Instant::now();
+    let (q0, q1) = loop {
+        let show = rxq_show(&sw)?;
+        let (q0, q1) = (rxq_of(&show, "a", 0)[0], rxq_of(&show, "a", 1)[0]);
+        if q0.1 + q1.1 == sent || t0.elapsed() > Duration::from_secs(5) {
+            break (q0, q1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(q0.1 + q1.1, sent, "per-queue rx {q0:?} {q1:?}");
+    assert_eq!(
+        (q0.1, q1.1),
+        (tq0, tq1),
+        "ring i of testpmd = queue i of switchd"
+    );
+    assert_ne!(q0.0, q1.0);
+
+    // testpmd B received exactly what switchd sent to it, on the queues it enabled.
+    let t0 = Instant::now();
+    loop {
+        let got = b.port_stats()?.first().map(|s| s.0).unwrap_or(0);
+        if got == b_sent {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(err(format!("switchd b sent {b_sent}, testpmd b got {got}")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let xb = b.xstats(0)?;
+    let (rq0, rq1) = (
+        xstat(&xb, "rx_q0_good_packets"),
+        xstat(&xb, "rx_q1_good_packets"),
+    );
+    assert_eq!(rq0 + rq1, b_sent, "{xb}");
+    if b_queues == 2 {
+        // Thread i received a's queue i and sent on b's queue i.
+        assert!(rq0 > 0 && rq1 > 0, "both of b's queues received: {xb}");
+    } else {
+        // b's queue object 1 has no running ring: the frames of its thread
+        // went through queue object 0's redirect queue, so b sent more than
+        // the a queue on queue object 0's own thread received.
+        assert_eq!(rq1, 0, "{xb}");
+        let show = rxq_show(&sw)?;
+        let b0_thread = rxq_of(&show, "b", 0)[0].0;
+        let direct = [q0, q1]
+            .iter()
+            .filter(|q| q.0 == b0_thread)
+            .map(|q| q.1)
+            .sum::<u64>();
+        assert!(
+            b_sent > direct,
+            "frames of both threads reached b: b sent {b_sent}, a's queue on b0's thread {direct}"
+        );
+    }
+    eprintln!(
+        "{tag}: testpmd a sent {sent} ({tq0} + {tq1}); switchd b sent {b_sent} ({rq0} + {rq1} at testpmd b), dropped {}",
+        stat(&pb, "tx_dropped")
+    );
+    a.quit()?;
+    b.quit()?;
+    drop(sw);
+    let left = guard.cleanup()?;
+    assert!(left.is_empty(), "leftovers: {left:?}");
+    Ok(())
+}
+
+#[test]
+fn two_queue_pairs_are_polled_by_two_threads_end_to_end() -> Result<()> {
+    if !require_root() || !have_dpdk(2) {
+        return Ok(());
+    }
+    two_queue_run("vmq", 2)
+}
+
+#[test]
+fn a_peer_enabling_one_of_two_queue_pairs_receives_every_frame_on_it() -> Result<()> {
+    if !require_root() || !have_dpdk(2) {
+        return Ok(());
+    }
+    two_queue_run("vm1", 1)
 }

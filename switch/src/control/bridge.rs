@@ -348,7 +348,7 @@ impl Bridge {
         let mut ifname = None;
         #[allow(unused_mut)]
         let mut tunnel = None;
-        // One port object per rx queue (several only for a multi-queue afxdp port).
+        // One port object per rx queue (several for a multi-queue afxdp or vhost_user port).
         let (ports, memory): (Vec<Box<dyn Port>>, Option<MemoryPortHandle>) = match cfg
             .port_type
             .as_str()
@@ -448,9 +448,15 @@ impl Bridge {
             "vhost_user" => {
                 let bad = |e: String| ErrorBody::new(ErrorCode::BadPortConfig, e);
                 let opts = VhostOptions::from_map(&cfg.options).map_err(bad)?;
-                let p = VhostUserPort::open(&cfg.name, &opts).map_err(|e| bad(e.to_string()))?;
-                vhost = Some(p.status());
-                (vec![Box::new(p)], None)
+                // One queue object per queue pair (n_rxq), spread over the
+                // polling threads like afxdp queues; all share one connection.
+                let qs = VhostUserPort::open(&cfg.name, &opts).map_err(|e| bad(e.to_string()))?;
+                vhost = qs.first().map(|p| p.status());
+                let ps: Vec<Box<dyn Port>> = qs
+                    .into_iter()
+                    .map(|p| Box::new(p) as Box<dyn Port>)
+                    .collect();
+                (ps, None)
             }
             other => {
                 return Err(ErrorBody::new(

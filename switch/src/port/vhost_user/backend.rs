@@ -1,6 +1,6 @@
 //! The control half of a vhost-user port: one thread per port that owns the
 //! unix socket, runs the vhost-user protocol as the back-end, and publishes
-//! device views for the polling thread.
+//! device views for the port's queue objects (one per queue pair).
 //!
 //! Data enters as protocol messages (`msg.rs`) from the front-end (DPDK
 //! virtio-user, QEMU, the in-process test front-end); what leaves is replies
@@ -12,10 +12,11 @@
 //! application's socket and reconnects with a 100 ms..1 s backoff whenever
 //! the application goes away, as OVS's `dpdkvhostuserclient` does.
 //!
-//! This thread never touches packets. It waits for the polling thread's
-//! acknowledgement before reading a stopped queue's position, and it drops
-//! retired views (unmapping memory) so the polling thread never does. A
-//! protocol error, or a ring the polling thread found corrupt, resets the
+//! This thread never touches packets. It waits for the acknowledgement of
+//! the queue object that polls a stopped queue (one per queue pair, on
+//! whichever polling thread owns it) before reading the queue's position,
+//! and it drops retired views (unmapping memory) so no polling thread does.
+//! A protocol error, or a ring a polling thread found corrupt, resets the
 //! connection: the port goes down and (in client mode) reconnects.
 
 use std::io;
@@ -485,8 +486,17 @@ impl<'a> Backend<'a> {
         }
         self.shared.gen.store(gen, Ordering::Release);
         if !went_down.is_empty() {
+            // Only the queue objects of the pairs that lost a queue must
+            // have left it (queue object i touches virtqueues 2i and 2i+1
+            // only); the others switch views at their own pace.
             let t0 = Instant::now();
-            while self.shared.acked.load(Ordering::Acquire) < gen
+            let behind = |i: &usize| {
+                self.shared
+                    .acked
+                    .get(i / 2)
+                    .is_some_and(|a| a.load(Ordering::Acquire) < gen)
+            };
+            while went_down.iter().any(behind)
                 && t0.elapsed() < ACK_TIMEOUT
                 && !self.shared.stop.load(Ordering::Relaxed)
             {
