@@ -26,6 +26,10 @@
 #                            expire looping packets. Not comparable with the loop-* figures.
 # Sizes are Ethernet frames with FCS (RFC 2544): testpmd --txpkts is 4 bytes less.
 #
+# --switches may also name switchd-alt: switchd again from the binary SWITCHD_ALT (an A/B of a
+# change in the same run, e.g. SWITCHD_ALT=/tmp/switchd-before --switches "switchd switchd-alt
+# ovs"); report.md then gets a second table, switchd / switchd-alt.
+#
 # Per case and repetition the script runs switchd then OVS (OVS first on even repetitions),
 # each freshly started, programmed from the same flow file (generated once by pvp-tool, loaded
 # by `ovs-ofctl add-flows` and `flowctl add-flows`), with a fresh testpmd. Per window it records
@@ -76,6 +80,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+SWITCHES=${SWITCHES//,/ }   # "switchd,ovs" or "switchd ovs"
+
 log() { printf '[%s] %s\n' "$(date -u +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 isleep() { sleep "$1" & wait $!; }
@@ -84,6 +90,7 @@ now() { date +%s.%N; }
 [ "$(id -u)" = 0 ] || die "must run as root (hugepages, DPDK)"
 for b in "$TESTPMD" "$PVP_TOOL"; do command -v "$b" >/dev/null || die "$b not found (cargo build --release -p perf --bin pvp-tool)"; done
 case " $SWITCHES " in *" switchd "*) [ -x "$SWITCHD" ] && [ -x "$FLOWCTL" ] || die "$SWITCHD / $FLOWCTL missing: cargo build --release -p switch --bin switchd -p flowctl";; esac
+case " $SWITCHES " in *" switchd-alt "*) [ -x "${SWITCHD_ALT:-}" ] || die "switchd-alt needs SWITCHD_ALT=/path/to/another/switchd";; esac
 case " $SWITCHES " in *" ovs "*) [ -x "$OVS_VSWITCHD" ] || die "$OVS_VSWITCHD missing (apt install openvswitch-switch-dpdk)";; esac
 
 mkdir -p /tmp/h5-ovs
@@ -296,6 +303,12 @@ switchd_collect() {
   { echo "== $CUR"; fctl pmd-perf-show br0; fctl dump-ports br0; } >> "$OUT/switchd-stats.log" 2>&1
   "$PVP_TOOL" flowctl-perf "$OUT/perf0-$CUR.json" "$OUT/perf1-$CUR.json"
 }
+# switchd-alt: the same with the binary SWITCHD_ALT (bash dynamic scope: switchd_start sees it)
+switchd_alt_start() { local SWITCHD=$SWITCHD_ALT; switchd_start "$@"; }
+switchd_alt_ready() { switchd_ready; }
+switchd_alt_clear() { switchd_clear; }
+switchd_alt_collect() { switchd_collect; }
+switchd_alt_stop() { switchd_stop; }
 switchd_stop() {
   [ -n "$SWD_PID" ] || return 0
   [ -f "$SWD/switchd.log" ] && cp "$SWD/switchd.log" "$OUT/switchd-$CUR.log" 2>/dev/null
@@ -313,9 +326,9 @@ rq_wait_ns() {  # PID -> run-queue wait (ns) of its polling thread (comm pmd*; e
   cut -d' ' -f2 "/proc/$1/task/$tid/schedstat" 2>/dev/null || echo 0
 }
 run_one() {   # SWITCH CASE REP
-  local sw=$1 case=$2 rep=$3 kind size flowfile engine
+  local sw=${1//-/_} case=$2 rep=$3 kind size flowfile engine
   kind=${case%-*}; size=${case##*-}
-  CUR=$sw-$case-r$rep
+  CUR=$1-$case-r$rep
   case $kind in
     loop)   flowfile=$OUT/flows-inport-both.txt; engine=io ;;
     oneway) flowfile=$OUT/flows-inport-oneway.txt; engine=io ;;
@@ -343,7 +356,7 @@ run_one() {   # SWITCH CASE REP
   tp_stop; ${sw}_stop
   local prx pcpp pbasis
   read -r prx pcpp pbasis <<<"$perf"
-  echo "$sw $case $rep $mpps $pcpp" >> "$RESULTS"
+  echo "$1 $case $rep $mpps $pcpp" >> "$RESULTS"
   log "$CUR: $mpps Mpps, $pcpp $pbasis cycles/pkt (switch rx $prx pkts), polling thread waited $(awk -v a="$w0" -v b="$w1" -v t0="$tw0" -v t1="$tw1" 'BEGIN {printf "%.0f", (b - a) / 1e7 / (t1 - t0)}')% of the window on the run queue; load average $load"
 }
 
@@ -359,7 +372,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
     order=("${SW_LIST[@]}")
     if [ $((rep % 2)) = 0 ]; then order=(); for ((i = ${#SW_LIST[@]} - 1; i >= 0; i--)); do order+=("${SW_LIST[$i]}"); done; fi
     for sw in "${order[@]}"; do
-      case $sw in switchd|ovs) ;; *) die "unknown switch $sw (switchd, ovs)";; esac
+      case $sw in switchd|switchd-alt|ovs) ;; *) die "unknown switch $sw (switchd, switchd-alt, ovs)";; esac
       # the lock covers one switch lifetime: no other helper measures meanwhile
       exec {LOCKFD}>"$LOCK"
       if ! flock -n "$LOCKFD"; then

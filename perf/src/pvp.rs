@@ -409,7 +409,7 @@ pub fn flowctl_window(before: &str, after: &str) -> Result<(PmdWindow, CycleBasi
 /// `switch case rep mpps cycles_per_packet`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
-    /// `ovs` or `switchd`.
+    /// `ovs`, `switchd` or `switchd-alt`.
     pub switch: String,
     /// Case name, e.g. `loop-inport-1flow-64B`.
     pub case: String,
@@ -512,6 +512,28 @@ pub fn report(samples: &[Sample]) -> String {
             _ => "-".into(),
         };
         let _ = writeln!(s, "| {case} | {sm} | {sc} | {om} | {oc} | {ratio} |");
+    }
+    // A/B of two switchd builds in the same run (pvp.sh `--switches "switchd switchd-alt ovs"`,
+    // SWITCHD_ALT=the other binary): only when the run has switchd-alt windows.
+    if samples.iter().any(|x| x.switch == "switchd-alt") {
+        s.push_str(
+            "\n| case | switchd Mpps median (min-max) | switchd cycles/pkt | switchd-alt Mpps median (min-max) | switchd-alt cycles/pkt | switchd / switchd-alt |\n|---|---|---|---|---|---|\n",
+        );
+        let mut cases: Vec<&str> = Vec::new();
+        for x in samples {
+            if !cases.contains(&x.case.as_str()) {
+                cases.push(&x.case);
+            }
+        }
+        for case in cases {
+            let (am, ac, av) = cell(case, "switchd-alt");
+            let (sm, sc, sv) = cell(case, "switchd");
+            let ratio = match (sv, av) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                _ => "-".into(),
+            };
+            let _ = writeln!(s, "| {case} | {sm} | {sc} | {am} | {ac} | {ratio} |");
+        }
     }
     s
 }
@@ -721,6 +743,16 @@ ovs flows-64B 1 3.0 800
         );
         assert!(
             r.contains("| flows-64B | not run | - | 3.00 (3.00-3.00), n=1 | 800 | - |"),
+            "{r}"
+        );
+        assert!(!r.contains("switchd-alt"), "no A/B table without switchd-alt windows");
+        let ab = parse_results(&format!(
+            "{tsv}switchd-alt loop-64B 1 6.0 300\nswitchd-alt loop-64B 2 4.0 320\n"
+        ))
+        .unwrap();
+        let r = report(&ab);
+        assert!(
+            r.contains("| loop-64B | 8.00 (7.00-9.00), n=3 | 255 | 5.00 (4.00-6.00), n=2 | 310 | 1.60x |"),
             "{r}"
         );
         assert!(parse_results("ovs x 1 fast 3").is_err());
