@@ -559,6 +559,11 @@ impl RouteSet {
         }
     }
 
+    /// Every port marked with [`RouteSet::set_resolver`].
+    pub fn resolver_ports(&self) -> impl Iterator<Item = PortNo> + '_ {
+        self.resolvers.iter().copied()
+    }
+
     /// True when `port` resolves next hops itself (see [`RouteSet::set_resolver`]).
     pub fn resolves(&self, port: PortNo) -> bool {
         self.resolvers.contains(&port)

@@ -101,6 +101,10 @@ vxlan_counters! {
     tx_neigh_cache_full,
     /// Buffers the pool could not give for ARP frames.
     pool_empty,
+    /// `routed=true`: unencapsulated frames for the underlay MAC handed to the pipeline.
+    rx_routed,
+    /// `routed=true`: frames the `route` action sent unencapsulated to a next hop.
+    tx_routed,
 }
 
 /// Fixed facts about a vxlan port, for `dump-tunnels`.
@@ -422,9 +426,58 @@ impl VxlanPort {
         }
     }
 
+    /// `routed=true`: send a frame the `route` action gave a next hop
+    /// unencapsulated, with the underlay MAC as source and the next hop's
+    /// MAC (from the same ARP cache as the VTEPs') as destination.
+    fn send_routed(&mut self, mut p: Packet, pool: &mut PacketPool, now: Instant) -> bool {
+        let nh = p.nexthop();
+        p.set_nexthop(0);
+        let len = p.len() as u64;
+        if p.len() < 14 {
+            self.shared.counters.tx_encap_failed.add(1);
+            self.counters.tx_drop(DropReason::ActionFailed, 1);
+            pool.put(p);
+            return false;
+        }
+        let src = self.outer.src_mac;
+        p.data_mut()[6..12].copy_from_slice(&src);
+        match self.neigh.resolve(nh, p, now) {
+            Resolve::Ready(mac, mut p) => {
+                set_outer_dst_mac(&mut p, &mac);
+                self.utx.push(p);
+                if self.neigh.take_probe(nh) {
+                    self.arp_request(nh, pool);
+                }
+            }
+            Resolve::Queued { request } => {
+                self.shared.counters.tx_neigh_queued.add(1);
+                if request {
+                    self.arp_request(nh, pool);
+                }
+            }
+            Resolve::Dropped(why, p) => {
+                let c = &self.shared.counters;
+                match why {
+                    NeighDrop::QueueFull => c.tx_neigh_queue_full.add(1),
+                    NeighDrop::Failed => c.tx_neigh_failed.add(1),
+                    NeighDrop::CacheFull => c.tx_neigh_cache_full.add(1),
+                }
+                self.counters.tx_drop(DropReason::NoNeighbour, 1);
+                pool.put(p);
+                return false;
+            }
+        }
+        self.shared.counters.tx_routed.add(1);
+        self.counters.tx_bytes.add(len);
+        true
+    }
+
     /// Encapsulate one frame and hand it to neighbour resolution.
     #[inline]
     fn send_one(&mut self, mut p: Packet, pool: &mut PacketPool, now: Instant) -> bool {
+        if self.opts.routed && p.tunnel().is_none() && p.nexthop() != 0 {
+            return self.send_routed(p, pool, now);
+        }
         let c = &self.shared.counters;
         let meta: Option<TunnelMeta> = p.take_tunnel();
         let dst = match self.opts.remote_ip {
@@ -465,7 +518,16 @@ impl VxlanPort {
             pool.put(p);
             return false;
         }
-        let nh = self.opts.gw.unwrap_or(dst);
+        // A VTEP in the underlay subnet (local_ip=ADDR/LEN) is on-link;
+        // any other goes through gw: its MAC is resolved, not the VTEP's.
+        let on_link = self
+            .opts
+            .local_len
+            .is_some_and(|l| (dst ^ self.opts.local_ip) & (u32::MAX << (32 - u32::from(l))) == 0);
+        let nh = match self.opts.gw {
+            Some(g) if !on_link => g,
+            _ => dst,
+        };
         match self.neigh.resolve(nh, p, now) {
             Resolve::Ready(mac, mut p) => {
                 set_outer_dst_mac(&mut p, &mac);
@@ -543,6 +605,14 @@ impl Port for VxlanPort {
                     got += 1;
                 }
                 Underlay::Arp { l3 } => self.on_arp(p, l3, pool, now),
+                // routed=true: unencapsulated traffic to our MAC goes up
+                // without tunnel metadata (tun_id=0, tun_src=0).
+                Underlay::NotForUs if self.opts.routed && p.data()[0..6] == local_mac => {
+                    bytes += p.len() as u64;
+                    c.rx_routed.add(1);
+                    out.push(p);
+                    got += 1;
+                }
                 Underlay::Vxlan { .. } | Underlay::NotForUs => {
                     c.rx_not_for_us.add(1);
                     pool.put(p);
