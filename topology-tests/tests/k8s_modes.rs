@@ -247,7 +247,16 @@ fn count(ul: &Netns, file: &str, filter: &str) -> Result<usize> {
 
 /// Start tcpdump on `dev` in `ul` writing to `file`; wait until it runs.
 fn capture(ul: &Netns, dev: &str, file: &str) -> Result<ChildGuard> {
-    let child = ul.spawn(&["tcpdump", "-nn", "-U", "--immediate-mode", "-i", dev, "-w", file])?;
+    let child = ul.spawn(&[
+        "tcpdump",
+        "-nn",
+        "-U",
+        "--immediate-mode",
+        "-i",
+        dev,
+        "-w",
+        file,
+    ])?;
     let g = ChildGuard::new(child, "tcpdump");
     for _ in 0..100 {
         if std::path::Path::new(file).exists() {

@@ -920,6 +920,70 @@ mod tests {
     }
 
     #[test]
+    fn local_prefix_keeps_on_link_vteps_off_the_gateway() {
+        let (mut p, h) = port(&[("gw", "192.168.10.254"), ("local_ip", "192.168.10.1/24")]);
+        let mut pool = PacketPool::with_capacity(64);
+        // 192.168.10.2 is on-link: its own MAC is resolved.
+        let mut b = vec![tunnelled(meta(1))];
+        p.tx_batch(&mut b, &mut pool);
+        assert_eq!(&h.capture().unwrap().data()[38..42], &REMOTE);
+        // 192.168.20.3 is not: the gateway's MAC is resolved.
+        let mut far = tunnelled(None);
+        far.set_tunnel(Some(TunnelMeta {
+            tun_id: 1,
+            src: 0,
+            dst: u32::from_be_bytes([192, 168, 20, 3]),
+        }));
+        let mut b = vec![far];
+        p.tx_batch(&mut b, &mut pool);
+        assert_eq!(&h.capture().unwrap().data()[38..42], &[192, 168, 10, 254]);
+    }
+
+    #[test]
+    fn routed_true_carries_plain_frames_both_ways() {
+        let (mut p, h) = port(&[("routed", "true")]);
+        let mut pool = PacketPool::with_capacity(64);
+        // A frame with a next hop and no tunnel metadata: ARP, then plain.
+        let mut plain = Packet::from_slice(&inner()).unwrap();
+        plain.set_nexthop(u32::from_be_bytes(REMOTE));
+        let mut b = vec![plain];
+        assert_eq!(p.tx_batch(&mut b, &mut pool), 1);
+        let req = h.capture().expect("ARP request");
+        assert_eq!(&req.data()[38..42], &REMOTE);
+        h.inject(arp(2, MAC_R, REMOTE, MAC_L, LOCAL, MAC_L))
+            .unwrap();
+        assert!(rx(&mut p, &mut pool).is_empty());
+        let f = h.capture().expect("released frame");
+        assert_eq!(
+            (&f.data()[0..6], &f.data()[6..12]),
+            (&MAC_R[..], &MAC_L[..])
+        );
+        assert_eq!(&f.data()[12..], &inner()[12..], "not encapsulated");
+        // Plain IPv4 to our MAC goes up without tunnel metadata; to another
+        // MAC it does not.
+        let mut up = inner();
+        up[0..6].copy_from_slice(&MAC_L);
+        h.inject(Packet::from_slice(&up).unwrap()).unwrap();
+        let mut other = inner();
+        other[0..6].copy_from_slice(&MAC_R);
+        h.inject(Packet::from_slice(&other).unwrap()).unwrap();
+        let got = rx(&mut p, &mut pool);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data(), &up[..]);
+        assert!(got[0].tunnel().is_none());
+        let s = p.handle().stats();
+        assert_eq!((s.rx_routed, s.tx_routed, s.rx_not_for_us), (1, 1, 1));
+        // Without routed=true the same frame is not sent (no remote VTEP).
+        let (mut p, h) = port(&[]);
+        let mut plain = Packet::from_slice(&inner()).unwrap();
+        plain.set_nexthop(u32::from_be_bytes(REMOTE));
+        let mut b = vec![plain];
+        assert_eq!(p.tx_batch(&mut b, &mut pool), 0);
+        assert!(h.capture().is_none());
+        assert_eq!(p.handle().stats().tx_no_remote, 1);
+    }
+
+    #[test]
     fn gateway_is_resolved_instead_of_the_remote_vtep() {
         let (mut p, h) = port(&[("gw", "192.168.10.254")]);
         let mut pool = PacketPool::with_capacity(64);
