@@ -1322,7 +1322,22 @@ impl Bridge {
                         rows.push(v);
                     }
                 }
-                return Ok(json!({ "neighbours": rows }));
+                // Each routed uplink's address and ARP/resolution counters.
+                let uplinks: Vec<serde_json::Value> = self
+                    .ports
+                    .iter()
+                    .filter_map(|(no, p)| {
+                        let u = p.uplink.as_ref()?;
+                        Some(json!({
+                            "port": no,
+                            "port_name": p.cfg.name,
+                            "ip": u.addr().to_string(),
+                            "mac": crate::route::format_mac(&u.mac()),
+                            "stats": u.stats(),
+                        }))
+                    })
+                    .collect();
+                return Ok(json!({ "neighbours": rows, "uplinks": uplinks }));
             }
             Request::SetRouterMac { mac, port, .. } => {
                 let m = match &mac {
