@@ -384,6 +384,24 @@ fn run(mode: Mode, tag: &str) -> Result<()> {
         );
         assert!(r.bits_per_second > 0.0, "{mode:?} node 1 -> {m}: {r:?}");
     }
+
+    if mode == Mode::Routed {
+        // No static neighbour anywhere: every next hop came from ARP, and
+        // nothing waited in vain.
+        let out = nodes[0].sd.flowctl_ok(&["--json", "dump-neigh", "br0"])?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .map_err(|e| TopoError::Other(format!("dump-neigh --json: {e}: {out}")))?;
+        let st = &v["ok"]["uplinks"][0]["stats"];
+        assert!(st["tx_resolved"].as_u64() > Some(100), "{v}");
+        assert!(st["arp_requests_sent"].as_u64() >= Some(2), "{v}");
+        for k in [
+            "tx_neigh_failed",
+            "tx_neigh_queue_full",
+            "tx_neigh_cache_full",
+        ] {
+            assert_eq!(st[k].as_u64(), Some(0), "{k}: {v}");
+        }
+    }
     Ok(())
 }
 
