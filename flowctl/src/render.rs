@@ -421,7 +421,25 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 if let Some(p) = n["port"].as_u64() {
                     let _ = write!(out, " port {p}");
                 }
-                let _ = writeln!(out, " PERMANENT");
+                // Learned entries (a routed uplink's ARP cache): state and
+                // age, as `ip neigh` shows them; static ones are PERMANENT.
+                match n["state"].as_str() {
+                    Some(st) if st != "permanent" => {
+                        let _ = writeln!(
+                            out,
+                            " {} age {}s{}",
+                            st.to_uppercase(),
+                            n["age_s"].as_u64().unwrap_or(0),
+                            match n["queued"].as_u64() {
+                                Some(q) if q > 0 => format!(" queued {q}"),
+                                _ => String::new(),
+                            }
+                        );
+                    }
+                    _ => {
+                        let _ = writeln!(out, " PERMANENT");
+                    }
+                }
             }
         }
         _ => {}

@@ -75,6 +75,7 @@ fn ctx(dl_type: u16, nw_proto: u8, l3: u16, l4: u16) -> ExecCtx {
         nw_proto,
         nw_frag: 0,
         tunnel: None,
+        nexthop: 0,
     }
 }
 

@@ -62,6 +62,11 @@ struct PortRt {
     ifname: Option<String>,
     /// The control view of a vxlan port (counters, neighbour table).
     tunnel: Option<crate::tunnel::VxlanHandle>,
+    /// A routed uplink (`ip=` on an afxdp port): node address, ARP cache.
+    uplink: Option<crate::route::uplink::UplinkHandle>,
+    /// The port resolves route next hops itself (routed uplink, or a
+    /// `routed=true` vxlan port): see `RouteSet::set_resolver`.
+    resolves: bool,
 }
 
 /// A port's state as `show` and `dump-ports` report it: `up`, or `down` with why.
@@ -249,9 +254,34 @@ impl Bridge {
             let routes = crate::route::RouteSet::from_state(&bs.routing)
                 .map_err(|e| format!("restoring routes: {e} ({:?})", e.token))?;
             b.pipeline.set_routes(routes);
+            b.mark_resolvers();
         }
         b.publish();
         Ok(b)
+    }
+
+    /// Tell the route action which ports resolve next hops themselves
+    /// (routed uplinks): recomputed from the ports after every port change.
+    fn mark_resolvers(&mut self) {
+        let mut rs = self.pipeline.routes().clone();
+        let mut changed = false;
+        for (no, p) in &self.ports {
+            if rs.resolves(*no) != p.resolves {
+                rs.set_resolver(*no, p.resolves);
+                changed = true;
+            }
+        }
+        let stale: Vec<u32> = rs
+            .resolver_ports()
+            .filter(|n| !self.ports.contains_key(n))
+            .collect();
+        for n in stale {
+            rs.set_resolver(n, false);
+            changed = true;
+        }
+        if changed {
+            self.pipeline.set_routes(rs);
+        }
     }
 
     /// The bridge name.
@@ -348,6 +378,10 @@ impl Bridge {
         let mut ifname = None;
         #[allow(unused_mut)]
         let mut tunnel = None;
+        #[allow(unused_mut)]
+        let mut uplink = None;
+        #[allow(unused_mut)]
+        let mut resolves = false;
         // One port object per rx queue (several for a multi-queue afxdp or vhost_user port).
         let (ports, memory): (Vec<Box<dyn Port>>, Option<MemoryPortHandle>) = match cfg
             .port_type
@@ -380,7 +414,18 @@ impl Bridge {
             "afxdp" => {
                 use crate::port::afxdp::{AfxdpOptions, AfxdpPort};
                 let bad = |e: String| ErrorBody::new(ErrorCode::BadPortConfig, e);
-                let opts = AfxdpOptions::from_map(&cfg.options).map_err(bad)?;
+                // `ip=ADDR/LEN`: the node's address on this uplink (route::uplink).
+                let mut amap = cfg.options.clone();
+                let node_addr = match amap.remove("ip") {
+                    None => None,
+                    Some(v) => Some(crate::route::uplink::NodeAddr::parse(&v).map_err(bad)?),
+                };
+                let opts = AfxdpOptions::from_map(&amap).map_err(bad)?;
+                if node_addr.is_some() && opts.n_rxq > 1 {
+                    return Err(bad(
+                        "afxdp: ip= (a routed uplink, one ARP cache) needs n_rxq=1".into(),
+                    ));
+                }
                 if opts.n_rxq > 1 {
                     // OVS netdev-afxdp: n_rxq beyond the interface's channels is refused.
                     if let Some(have) = rx_channels(&opts.ifname).filter(|h| opts.n_rxq > *h) {
@@ -413,6 +458,27 @@ impl Bridge {
                     ps.push(Box::new(p));
                 }
                 ifname = Some(opts.ifname.clone());
+                if let Some(addr) = node_addr {
+                    let path = format!("/sys/class/net/{}/address", opts.ifname);
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| bad(format!("ip=: reading {path}: {e}")))?;
+                    let mac = crate::route::parse_mac(text.trim())
+                        .ok_or_else(|| bad(format!("ip=: bad MAC {:?} in {path}", text.trim())))?;
+                    ps = ps
+                        .into_iter()
+                        .map(|p| {
+                            let u = crate::route::uplink::UplinkPort::new(
+                                p,
+                                addr,
+                                mac,
+                                crate::tunnel::NeighConfig::default(),
+                            );
+                            uplink = Some(u.handle());
+                            Box::new(u) as Box<dyn Port>
+                        })
+                        .collect();
+                    resolves = true;
+                }
                 (ps, None)
             }
             #[cfg(feature = "afxdp")]
@@ -434,6 +500,7 @@ impl Bridge {
                     .pmd
                     .afxdp_umem(self.pmd.next_target())
                     .map_err(|e| bad(e.to_string()))?;
+                resolves = opts.routed;
                 let p = VxlanPort::open(opts, &umem).map_err(bad)?;
                 tunnel = Some(p.handle());
                 (vec![Box::new(p)], None)
@@ -500,8 +567,11 @@ impl Bridge {
                 links,
                 ifname,
                 tunnel,
+                uplink,
+                resolves,
             },
         );
+        self.mark_resolvers();
         Ok(())
     }
 
@@ -613,6 +683,7 @@ impl Bridge {
         // bundle removal): traffic to them floods again.
         self.fdb.remove_port(no);
         self.l2_publish();
+        self.mark_resolvers();
         if let Err(e) = self.store.save(&self.state(&self.pipeline)) {
             // The port object is gone from the polling thread; recreate it so state and reality agree.
             if let Some(rt) = rt {
@@ -1217,7 +1288,47 @@ impl Bridge {
                 json!({ "deleted": addr.to_string() })
             }
             Request::DumpNeigh { .. } => {
-                return Ok(json!({ "neighbours": rs.neighbours().collect::<Vec<_>>() }));
+                // Static entries first (they win), then what each port that
+                // resolves next hops itself learned by ARP, with state and age.
+                let mut rows: Vec<serde_json::Value> = rs
+                    .neighbours()
+                    .map(|n| {
+                        let mut v = serde_json::to_value(n).unwrap_or(json!({}));
+                        v["state"] = json!("permanent");
+                        v
+                    })
+                    .collect();
+                self.pmd.sync(SYNC_TIMEOUT);
+                for (no, p) in &self.ports {
+                    let learned = match (&p.uplink, &p.tunnel) {
+                        (Some(u), _) => u.neighbours(),
+                        (None, Some(t)) if p.resolves => t.neighbours(),
+                        _ => continue,
+                    };
+                    for n in learned {
+                        let mut v = serde_json::to_value(&n).unwrap_or(json!({}));
+                        v["port"] = json!(no);
+                        v["port_name"] = json!(p.cfg.name);
+                        v["learned"] = json!(true);
+                        rows.push(v);
+                    }
+                }
+                // Each routed uplink's address and ARP/resolution counters.
+                let uplinks: Vec<serde_json::Value> = self
+                    .ports
+                    .iter()
+                    .filter_map(|(no, p)| {
+                        let u = p.uplink.as_ref()?;
+                        Some(json!({
+                            "port": no,
+                            "port_name": p.cfg.name,
+                            "ip": u.addr().to_string(),
+                            "mac": crate::route::format_mac(&u.mac()),
+                            "stats": u.stats(),
+                        }))
+                    })
+                    .collect();
+                return Ok(json!({ "neighbours": rows, "uplinks": uplinks }));
             }
             Request::SetRouterMac { mac, port, .. } => {
                 let m = match &mac {

@@ -104,4 +104,8 @@ pub enum DpAction {
         /// Outer destination (remote VTEP).
         dst: u32,
     },
+    /// Record the IPv4 next hop for a later output to a port that resolves
+    /// next hops itself (ARP on the uplink, `route::uplink`); 0 clears it.
+    /// Emitted by the `route` action when the next hop has no static MAC.
+    SetNextHop(u32),
 }

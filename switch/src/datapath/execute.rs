@@ -50,6 +50,8 @@ pub struct ExecCtx {
     pub nw_frag: u8,
     /// Tunnel metadata set by `SetTunnel`, if any.
     pub tunnel: Option<TunnelMeta>,
+    /// Next hop set by `SetNextHop` (0: none).
+    pub nexthop: u32,
 }
 
 impl ExecCtx {
@@ -62,6 +64,7 @@ impl ExecCtx {
             nw_proto: key.nw_proto,
             nw_frag: key.nw_frag,
             tunnel: None,
+            nexthop: 0,
         }
     }
 
@@ -216,6 +219,10 @@ pub fn apply(pkt: &mut Packet, ctx: &mut ExecCtx, action: &DpAction) -> Result<(
                 src: *src,
                 dst: *dst,
             });
+            Ok(())
+        }
+        DpAction::SetNextHop(ip) => {
+            ctx.nexthop = *ip;
             Ok(())
         }
     }

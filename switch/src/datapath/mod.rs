@@ -869,6 +869,7 @@ fn run_actions(
                 // The tunnel metadata travels with the frame to a tunnel
                 // port's encapsulation; rx metadata never leaks to an output.
                 pkt.set_tunnel(ctx.tunnel);
+                pkt.set_nexthop(ctx.nexthop);
                 match tx.push(oi, pkt) {
                     Ok(()) => *tx_packets += 1,
                     Err(p) => {
@@ -884,6 +885,7 @@ fn run_actions(
             };
             c.copy_from(&pkt);
             c.set_tunnel(ctx.tunnel);
+            c.set_nexthop(ctx.nexthop);
             *copies += 1;
             match tx.push(oi, c) {
                 Ok(()) => *tx_packets += 1,

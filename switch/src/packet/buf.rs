@@ -82,6 +82,11 @@ pub struct Packet {
     /// after `SetTunnel` (read by the tunnel port's encapsulation). Cleared
     /// whenever the buffer is refilled or returned to a pool.
     tunnel: Option<TunnelMeta>,
+    /// The IPv4 next hop a `route` action chose for a port that resolves
+    /// next hops itself (0: none). Set by the datapath on output after
+    /// `SetNextHop`, read by that port (`route::uplink`, a `routed=true`
+    /// vxlan port); cleared with the tunnel metadata.
+    nexthop: u32,
     /// Buffer size (`BUF_CAP`, or the UMEM frame size).
     cap: u16,
     /// UMEM frame index, or `NO_FRAME` for a heap buffer.
@@ -145,6 +150,7 @@ impl Packet {
             head: HEADROOM as u16,
             len: 0,
             tunnel: None,
+            nexthop: 0,
             cap: BUF_CAP as u16,
             frame: NO_FRAME,
         }
@@ -183,6 +189,7 @@ impl Packet {
         self.head = head as u16;
         self.len = frame.len() as u16;
         self.tunnel = None;
+        self.nexthop = 0;
         self.data_mut().copy_from_slice(frame);
         true
     }
@@ -197,6 +204,7 @@ impl Packet {
         self.head = self.default_head() as u16;
         self.len = MAX_FRAME as u16;
         self.tunnel = None;
+        self.nexthop = 0;
         match self.data_mut().try_into() {
             Ok(a) => a,
             Err(_) => unreachable!("len was just set to MAX_FRAME"),
@@ -215,6 +223,7 @@ impl Packet {
         self.head = head as u16;
         self.len = other.len;
         self.tunnel = other.tunnel;
+        self.nexthop = other.nexthop;
         self.data_mut().copy_from_slice(other.data());
     }
 
@@ -308,6 +317,18 @@ impl Packet {
     #[inline(always)]
     pub fn set_tunnel(&mut self, t: Option<TunnelMeta>) {
         self.tunnel = t;
+    }
+
+    /// The next hop a `route` action chose (0: none; see the field).
+    #[inline(always)]
+    pub fn nexthop(&self) -> u32 {
+        self.nexthop
+    }
+
+    /// Set (0: clear) the next hop.
+    #[inline(always)]
+    pub fn set_nexthop(&mut self, ip: u32) {
+        self.nexthop = ip;
     }
 
     /// Take the tunnel metadata, leaving none.
@@ -467,6 +488,7 @@ impl PacketPool {
     pub fn get(&mut self) -> Option<Packet> {
         let mut p = self.free.pop()?;
         p.tunnel = None;
+        p.nexthop = 0;
         Some(p)
     }
 
@@ -476,6 +498,7 @@ impl PacketPool {
     #[inline]
     pub fn put(&mut self, mut p: Packet) {
         p.tunnel = None;
+        p.nexthop = 0;
         if !p.is_umem() {
             self.free.push(p);
             return;
@@ -642,6 +665,7 @@ impl PacketPool {
             cap: fs as u16,
             frame: idx,
             tunnel: None,
+            nexthop: 0,
         })
     }
 

@@ -158,6 +158,7 @@ impl Display for DpAction {
                 let _ = write!(s, ",dst={}", fmt_ipv4(*dst));
                 write!(f, "set(tunnel({s}))")
             }
+            DpAction::SetNextHop(ip) => write!(f, "set(nexthop({}))", fmt_ipv4(*ip)),
         }
     }
 }

@@ -820,6 +820,40 @@ impl<'a> Xlator<'a> {
                 }
             }
         };
+        // No static MAC: a port that resolves next hops itself (ARP on a
+        // routed uplink, `route::uplink`) gets the IPv4 next hop and writes
+        // the MAC per packet from its own cache; static entries win.
+        let resolve_at_port = if dst_mac.is_none() && !v6 && routes.resolves(hop.port) {
+            match hop.via {
+                Some(std::net::IpAddr::V4(gw)) => Some(u32::from(gw)),
+                Some(std::net::IpAddr::V6(_)) => None,
+                None => Some(self.flow.nw_dst),
+            }
+        } else {
+            None
+        };
+        if let Some(nh) = resolve_at_port {
+            self.flow.nw_ttl = ttl - 1;
+            self.written.nw_ttl = u8::MAX;
+            if let Some(src) = routes.router_mac(hop.port) {
+                self.flow.dl_src = src;
+                self.written.dl_src = [0xff; 6];
+            }
+            self.note(ActionOutcome::Routed {
+                table,
+                prefix_len: route.len,
+                nexthop: u8::try_from(idx).unwrap_or(u8::MAX),
+                n_nexthops: u8::try_from(route.nexthops.len()).unwrap_or(u8::MAX),
+                port: hop.port,
+                ttl: ttl - 1,
+            });
+            self.commit();
+            self.actions.push(DpAction::SetNextHop(nh));
+            self.emit_output(hop.port);
+            // Later outputs of the same packet carry no next hop.
+            self.actions.push(DpAction::SetNextHop(0));
+            return;
+        }
         let Some(dst_mac) = dst_mac else {
             self.note(ActionOutcome::NoNeighbour { table });
             self.route_drop.get_or_insert(XlateDrop::NoNeighbour);

@@ -19,8 +19,9 @@
 //! Never: panic on any request text, or change a published set in place.
 
 pub mod lpm;
+pub mod uplink;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -378,6 +379,10 @@ pub struct RouteSet {
     neighbours: BTreeMap<IpAddr, Neighbour>,
     neighbour_macs: BTreeMap<IpAddr, Mac>,
     router_macs: BTreeMap<Option<PortNo>, Mac>,
+    /// Ports that resolve a next hop's MAC themselves (a routed uplink: an
+    /// `afxdp` port with `ip=`, or a `routed=true` vxlan port). Runtime
+    /// state derived from the ports, never persisted.
+    resolvers: BTreeSet<PortNo>,
 }
 
 /// What a route lookup found.
@@ -541,6 +546,27 @@ impl RouteSet {
             .get(&Some(port))
             .or_else(|| self.router_macs.get(&None))
             .copied()
+    }
+
+    /// Mark `port` as resolving next hops itself (or, with `on` false, not).
+    /// The `route` action then hands such a port an IPv4 next hop without a
+    /// static MAC (`SetNextHop`) instead of dropping it as `no_neighbour`.
+    pub fn set_resolver(&mut self, port: PortNo, on: bool) {
+        if on {
+            self.resolvers.insert(port);
+        } else {
+            self.resolvers.remove(&port);
+        }
+    }
+
+    /// Every port marked with [`RouteSet::set_resolver`].
+    pub fn resolver_ports(&self) -> impl Iterator<Item = PortNo> + '_ {
+        self.resolvers.iter().copied()
+    }
+
+    /// True when `port` resolves next hops itself (see [`RouteSet::set_resolver`]).
+    pub fn resolves(&self, port: PortNo) -> bool {
+        self.resolvers.contains(&port)
     }
 
     /// Router MACs as configured (None: the default).

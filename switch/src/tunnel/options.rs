@@ -31,6 +31,13 @@ pub enum FromFlow<T> {
 pub struct VxlanOptions {
     /// The local VTEP address (outer source; decapsulated frames must be to it).
     pub local_ip: u32,
+    /// `local_ip=ADDR/LEN`: the underlay subnet. Remote VTEPs inside it are
+    /// on-link, others go through `gw` (None: every VTEP through `gw` when
+    /// set, else on-link).
+    pub local_len: Option<u8>,
+    /// `routed=true`: the port also carries routed, unencapsulated traffic
+    /// on its underlay (Calico's cross-subnet mode: one uplink, two ways).
+    pub routed: bool,
     /// The remote VTEP (`remote_ip=flow|IP`).
     pub remote_ip: FromFlow<u32>,
     /// The VNI (`key=flow|N`, OVS default 0).
@@ -69,6 +76,7 @@ pub const KEYS: &[&str] = &[
     "underlay_mac",
     "underlay_mtu",
     "underlay_xdp_mode",
+    "routed",
 ];
 
 fn ip(key: &str, v: &str) -> Result<u32, String> {
@@ -101,10 +109,25 @@ impl VxlanOptions {
             ));
         }
         let get = |k: &str| map.get(k).map(String::as_str);
-        let local_ip = ip(
-            "local_ip",
-            get("local_ip").ok_or("vxlan ports need local_ip=IP")?,
-        )?;
+        let local_text = get("local_ip").ok_or("vxlan ports need local_ip=IP")?;
+        let (local_addr, local_len) = match local_text.split_once('/') {
+            None => (local_text, None),
+            Some((a, l)) => (
+                a,
+                Some(
+                    l.parse::<u8>()
+                        .ok()
+                        .filter(|l| (1..=32).contains(l))
+                        .ok_or_else(|| format!("local_ip: prefix length {l:?} is not 1..32"))?,
+                ),
+            ),
+        };
+        let local_ip = ip("local_ip", local_addr)?;
+        let routed = match get("routed") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => return Err(format!("routed: {v:?} is not true or false")),
+        };
         if local_ip == 0 || Ipv4Addr::from(local_ip).is_multicast() {
             return Err("local_ip must be a unicast address".into());
         }
@@ -181,6 +204,8 @@ impl VxlanOptions {
             .transpose()?;
         Ok(VxlanOptions {
             local_ip,
+            local_len,
+            routed,
             remote_ip,
             key,
             dst_port,
@@ -231,6 +256,18 @@ mod tests {
         assert_eq!(o.remote_ip, FromFlow::Fixed(0xc0a8_0a02));
         assert_eq!(o.key, FromFlow::Fixed(42));
         assert_eq!((o.dst_port, o.df, o.gw), (8472, false, Some(0xc0a8_0afe)));
+        assert_eq!((o.local_len, o.routed), (None, false));
+        let o = VxlanOptions::from_map(&map(&[
+            ("local_ip", "192.168.10.1/24"),
+            ("remote_ip", "flow"),
+            ("underlay", "eth1"),
+            ("routed", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (o.local_ip, o.local_len, o.routed),
+            (0xc0a8_0a01, Some(24), true)
+        );
     }
 
     #[test]
@@ -249,6 +286,8 @@ mod tests {
             ("ttl", "0", "ttl"),
             ("df_default", "yes", "df_default"),
             ("underlay_mac", "zz", "underlay_mac"),
+            ("routed", "yes", "routed"),
+            ("local_ip", "192.168.10.1/33", "local_ip"),
             ("color", "red", "color"),
         ] {
             let mut m = map(&base);

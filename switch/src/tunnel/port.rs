@@ -101,6 +101,10 @@ vxlan_counters! {
     tx_neigh_cache_full,
     /// Buffers the pool could not give for ARP frames.
     pool_empty,
+    /// `routed=true`: unencapsulated frames for the underlay MAC handed to the pipeline.
+    rx_routed,
+    /// `routed=true`: frames the `route` action sent unencapsulated to a next hop.
+    tx_routed,
 }
 
 /// Fixed facts about a vxlan port, for `dump-tunnels`.
@@ -422,9 +426,58 @@ impl VxlanPort {
         }
     }
 
+    /// `routed=true`: send a frame the `route` action gave a next hop
+    /// unencapsulated, with the underlay MAC as source and the next hop's
+    /// MAC (from the same ARP cache as the VTEPs') as destination.
+    fn send_routed(&mut self, mut p: Packet, pool: &mut PacketPool, now: Instant) -> bool {
+        let nh = p.nexthop();
+        p.set_nexthop(0);
+        let len = p.len() as u64;
+        if p.len() < 14 {
+            self.shared.counters.tx_encap_failed.add(1);
+            self.counters.tx_drop(DropReason::ActionFailed, 1);
+            pool.put(p);
+            return false;
+        }
+        let src = self.outer.src_mac;
+        p.data_mut()[6..12].copy_from_slice(&src);
+        match self.neigh.resolve(nh, p, now) {
+            Resolve::Ready(mac, mut p) => {
+                set_outer_dst_mac(&mut p, &mac);
+                self.utx.push(p);
+                if self.neigh.take_probe(nh) {
+                    self.arp_request(nh, pool);
+                }
+            }
+            Resolve::Queued { request } => {
+                self.shared.counters.tx_neigh_queued.add(1);
+                if request {
+                    self.arp_request(nh, pool);
+                }
+            }
+            Resolve::Dropped(why, p) => {
+                let c = &self.shared.counters;
+                match why {
+                    NeighDrop::QueueFull => c.tx_neigh_queue_full.add(1),
+                    NeighDrop::Failed => c.tx_neigh_failed.add(1),
+                    NeighDrop::CacheFull => c.tx_neigh_cache_full.add(1),
+                }
+                self.counters.tx_drop(DropReason::NoNeighbour, 1);
+                pool.put(p);
+                return false;
+            }
+        }
+        self.shared.counters.tx_routed.add(1);
+        self.counters.tx_bytes.add(len);
+        true
+    }
+
     /// Encapsulate one frame and hand it to neighbour resolution.
     #[inline]
     fn send_one(&mut self, mut p: Packet, pool: &mut PacketPool, now: Instant) -> bool {
+        if self.opts.routed && p.tunnel().is_none() && p.nexthop() != 0 {
+            return self.send_routed(p, pool, now);
+        }
         let c = &self.shared.counters;
         let meta: Option<TunnelMeta> = p.take_tunnel();
         let dst = match self.opts.remote_ip {
@@ -465,7 +518,16 @@ impl VxlanPort {
             pool.put(p);
             return false;
         }
-        let nh = self.opts.gw.unwrap_or(dst);
+        // A VTEP in the underlay subnet (local_ip=ADDR/LEN) is on-link;
+        // any other goes through gw: its MAC is resolved, not the VTEP's.
+        let on_link = self
+            .opts
+            .local_len
+            .is_some_and(|l| (dst ^ self.opts.local_ip) & (u32::MAX << (32 - u32::from(l))) == 0);
+        let nh = match self.opts.gw {
+            Some(g) if !on_link => g,
+            _ => dst,
+        };
         match self.neigh.resolve(nh, p, now) {
             Resolve::Ready(mac, mut p) => {
                 set_outer_dst_mac(&mut p, &mac);
@@ -543,6 +605,14 @@ impl Port for VxlanPort {
                     got += 1;
                 }
                 Underlay::Arp { l3 } => self.on_arp(p, l3, pool, now),
+                // routed=true: unencapsulated traffic to our MAC goes up
+                // without tunnel metadata (tun_id=0, tun_src=0).
+                Underlay::NotForUs if self.opts.routed && p.data()[0..6] == local_mac => {
+                    bytes += p.len() as u64;
+                    c.rx_routed.add(1);
+                    out.push(p);
+                    got += 1;
+                }
                 Underlay::Vxlan { .. } | Underlay::NotForUs => {
                     c.rx_not_for_us.add(1);
                     pool.put(p);
@@ -847,6 +917,70 @@ mod tests {
         let f = h.capture().unwrap();
         assert_eq!(be32(f.data(), 30), u32::from_be_bytes(REMOTE));
         assert_eq!(be32(f.data(), 46) >> 8, 99);
+    }
+
+    #[test]
+    fn local_prefix_keeps_on_link_vteps_off_the_gateway() {
+        let (mut p, h) = port(&[("gw", "192.168.10.254"), ("local_ip", "192.168.10.1/24")]);
+        let mut pool = PacketPool::with_capacity(64);
+        // 192.168.10.2 is on-link: its own MAC is resolved.
+        let mut b = vec![tunnelled(meta(1))];
+        p.tx_batch(&mut b, &mut pool);
+        assert_eq!(&h.capture().unwrap().data()[38..42], &REMOTE);
+        // 192.168.20.3 is not: the gateway's MAC is resolved.
+        let mut far = tunnelled(None);
+        far.set_tunnel(Some(TunnelMeta {
+            tun_id: 1,
+            src: 0,
+            dst: u32::from_be_bytes([192, 168, 20, 3]),
+        }));
+        let mut b = vec![far];
+        p.tx_batch(&mut b, &mut pool);
+        assert_eq!(&h.capture().unwrap().data()[38..42], &[192, 168, 10, 254]);
+    }
+
+    #[test]
+    fn routed_true_carries_plain_frames_both_ways() {
+        let (mut p, h) = port(&[("routed", "true")]);
+        let mut pool = PacketPool::with_capacity(64);
+        // A frame with a next hop and no tunnel metadata: ARP, then plain.
+        let mut plain = Packet::from_slice(&inner()).unwrap();
+        plain.set_nexthop(u32::from_be_bytes(REMOTE));
+        let mut b = vec![plain];
+        assert_eq!(p.tx_batch(&mut b, &mut pool), 1);
+        let req = h.capture().expect("ARP request");
+        assert_eq!(&req.data()[38..42], &REMOTE);
+        h.inject(arp(2, MAC_R, REMOTE, MAC_L, LOCAL, MAC_L))
+            .unwrap();
+        assert!(rx(&mut p, &mut pool).is_empty());
+        let f = h.capture().expect("released frame");
+        assert_eq!(
+            (&f.data()[0..6], &f.data()[6..12]),
+            (&MAC_R[..], &MAC_L[..])
+        );
+        assert_eq!(&f.data()[12..], &inner()[12..], "not encapsulated");
+        // Plain IPv4 to our MAC goes up without tunnel metadata; to another
+        // MAC it does not.
+        let mut up = inner();
+        up[0..6].copy_from_slice(&MAC_L);
+        h.inject(Packet::from_slice(&up).unwrap()).unwrap();
+        let mut other = inner();
+        other[0..6].copy_from_slice(&MAC_R);
+        h.inject(Packet::from_slice(&other).unwrap()).unwrap();
+        let got = rx(&mut p, &mut pool);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data(), &up[..]);
+        assert!(got[0].tunnel().is_none());
+        let s = p.handle().stats();
+        assert_eq!((s.rx_routed, s.tx_routed, s.rx_not_for_us), (1, 1, 1));
+        // Without routed=true the same frame is not sent (no remote VTEP).
+        let (mut p, h) = port(&[]);
+        let mut plain = Packet::from_slice(&inner()).unwrap();
+        plain.set_nexthop(u32::from_be_bytes(REMOTE));
+        let mut b = vec![plain];
+        assert_eq!(p.tx_batch(&mut b, &mut pool), 0);
+        assert!(h.capture().is_none());
+        assert_eq!(p.handle().stats().tx_no_remote, 1);
     }
 
     #[test]
