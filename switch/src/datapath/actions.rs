@@ -104,4 +104,9 @@ pub enum DpAction {
         /// Outer destination (remote VTEP).
         dst: u32,
     },
+    /// Send an ICMP time exceeded about the packet, as received, back out
+    /// of its ingress port from this router address (rate-limited per
+    /// polling thread; see `crate::packet::icmp_error`). Translation puts
+    /// it first in the list; it leaves the packet itself unchanged.
+    IcmpTimeExceeded(crate::packet::icmp_error::ErrorSrc),
 }

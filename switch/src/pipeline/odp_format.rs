@@ -158,6 +158,9 @@ impl Display for DpAction {
                 let _ = write!(s, ",dst={}", fmt_ipv4(*dst));
                 write!(f, "set(tunnel({s}))")
             }
+            DpAction::IcmpTimeExceeded(src) => {
+                write!(f, "icmp_time_exceeded(src={})", src.ip())
+            }
         }
     }
 }
