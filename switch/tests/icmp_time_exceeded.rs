@@ -174,7 +174,11 @@ fn check_icmp4(e: &[u8], orig: &[u8]) {
     assert_eq!((icmp[0], icmp[1]), (11, 0), "time exceeded, in transit");
     assert_eq!(checksum(icmp), 0, "ICMP checksum");
     let dgram_len = usize::from(u16::from_be_bytes([orig[16], orig[17]]));
-    assert_eq!(&icmp[8..], &orig[14..14 + dgram_len], "quotes the datagram as received");
+    assert_eq!(
+        &icmp[8..],
+        &orig[14..14 + dgram_len],
+        "quotes the datagram as received"
+    );
 }
 
 #[test]
@@ -185,7 +189,10 @@ fn route_ttl_expiry_sends_icmp_time_exceeded_back_from_the_gateway() {
     let back = s.capture("pod-a");
     assert_eq!(back.len(), 1, "one ICMP error back to pod-a");
     check_icmp4(&back[0], &probe);
-    assert!(s.capture("pod-c").is_empty(), "the expired packet is not forwarded");
+    assert!(
+        s.capture("pod-c").is_empty(),
+        "the expired packet is not forwarded"
+    );
     assert_eq!(s.drops("pod-a").get("ttl_exceeded"), Some(&1));
     // The megaflow answers the next one the same way; TTL 2 is forwarded.
     s.inject("pod-a", &[udp4(IP_C, 1, 40000), udp4(IP_C, 2, 40000)]);
@@ -214,7 +221,10 @@ fn dec_ttl_expiry_sends_icmp_too_and_stays_counted_invalid_ttl() {
         text.contains("ICMP time exceeded sent back to the source from 10.244.1.1"),
         "{text}"
     );
-    assert!(text.contains("icmp_time_exceeded(src=10.244.1.1)"), "{text}");
+    assert!(
+        text.contains("icmp_time_exceeded(src=10.244.1.1)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -231,7 +241,10 @@ fn ipv6_hop_limit_expiry_sends_icmpv6_time_exceeded() {
     let back = s.capture("pod-a");
     assert_eq!(back.len(), 1);
     let e = &back[0];
-    assert_eq!((&e[..6], &e[6..12], &e[12..14]), (&MAC_A[..], &ROUTER[..], &[0x86, 0xdd][..]));
+    assert_eq!(
+        (&e[..6], &e[6..12], &e[12..14]),
+        (&MAC_A[..], &ROUTER[..], &[0x86, 0xdd][..])
+    );
     assert_eq!(e[20], 58, "ICMPv6");
     assert_eq!(&e[22..38], &GW6);
     assert_eq!(&e[38..54], &A6);
@@ -258,7 +271,10 @@ fn no_icmp_about_icmp_errors_multicast_or_without_a_router_address() {
     let mut bcast_l2 = udp4(IP_C, 1, 7);
     bcast_l2[..6].copy_from_slice(&[0xff; 6]);
     s.inject("pod-a", &[icmp_err, bcast_l2]);
-    assert!(s.capture("pod-a").is_empty(), "no error about an ICMP error");
+    assert!(
+        s.capture("pod-a").is_empty(),
+        "no error about an ICMP error"
+    );
     // An echo request is answered with an error (ping -t 1).
     let echo = FrameBuilder::new()
         .eth(MAC_A, ROUTER)
@@ -284,7 +300,11 @@ fn icmp_errors_are_rate_limited_and_the_excess_counted() {
     s.set(&[("icmp-rate", "1"), ("icmp-burst", "2")]);
     let probes: Vec<_> = (0..6).map(|i| udp4(IP_C, 1, 41000 + i)).collect();
     s.inject("pod-a", &probes);
-    assert_eq!(s.capture("pod-a").len(), 2, "the burst, then nothing at 1/s");
+    assert_eq!(
+        s.capture("pod-a").len(),
+        2,
+        "the burst, then nothing at 1/s"
+    );
     let d = s.drops("pod-a");
     assert_eq!(d.get("icmp_rate_limited"), Some(&4), "{d:?}");
     assert_eq!(d.get("ttl_exceeded"), Some(&6), "{d:?}");

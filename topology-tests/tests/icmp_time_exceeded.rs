@@ -48,8 +48,20 @@ fn ping_with_ttl_1_gets_time_exceeded_from_the_gateway() -> Result<()> {
         return Ok(());
     }
     let guard = LeakGuard::new("icte")?;
-    let a = pod(&guard, "a", "10.212.1.2/24", "02:00:00:00:01:02", "10.212.1.1")?;
-    let c = pod(&guard, "c", "10.212.2.2/24", "02:00:00:00:02:02", "10.212.2.1")?;
+    let a = pod(
+        &guard,
+        "a",
+        "10.212.1.2/24",
+        "02:00:00:00:01:02",
+        "10.212.1.1",
+    )?;
+    let c = pod(
+        &guard,
+        "c",
+        "10.212.2.2/24",
+        "02:00:00:00:02:02",
+        "10.212.2.1",
+    )?;
     let sd = Switchd::start(
         &switchd_bin()?,
         &guard.path("sd.sock"),
@@ -76,17 +88,38 @@ fn ping_with_ttl_1_gets_time_exceeded_from_the_gateway() -> Result<()> {
     sd.flowctl_ok(&["set-router-mac", "br0", ROUTER_MAC])?;
     sd.flowctl_ok(&["add-route", "br0", "10.212.1.0/24", "port=1"])?;
     sd.flowctl_ok(&["add-route", "br0", "10.212.2.0/24", "port=2"])?;
-    sd.flowctl_ok(&["add-neigh", "br0", "10.212.1.2", "02:00:00:00:01:02", "port=1"])?;
-    sd.flowctl_ok(&["add-neigh", "br0", "10.212.2.2", "02:00:00:00:02:02", "port=2"])?;
+    sd.flowctl_ok(&[
+        "add-neigh",
+        "br0",
+        "10.212.1.2",
+        "02:00:00:00:01:02",
+        "port=1",
+    ])?;
+    sd.flowctl_ok(&[
+        "add-neigh",
+        "br0",
+        "10.212.2.2",
+        "02:00:00:00:02:02",
+        "port=2",
+    ])?;
     sd.flowctl_ok(&["set-bridge", "br0", "router-ip=10.212.1.1"])?;
 
     let r = ping(Some(&a.ns), "10.212.2.2", 3)?;
     assert_eq!(r.received, 3, "ping a -> c: {r:?}\n{}", sd.log());
 
     // TTL 1: expires in the switch; the kernel's ping reports who said so.
-    let out = a
-        .ns
-        .exec(&["ping", "-c", "2", "-i", "0.3", "-W", "2", "-t", "1", "10.212.2.2"])?;
+    let out = a.ns.exec(&[
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.3",
+        "-W",
+        "2",
+        "-t",
+        "1",
+        "10.212.2.2",
+    ])?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         text.contains("From 10.212.1.1") && text.contains("Time to live exceeded"),

@@ -1359,7 +1359,9 @@ pub fn parse_icmp_settings(
                     None
                 } else {
                     let a: std::net::Ipv4Addr = v.parse().map_err(|_| {
-                        bad(format!("router-ip must be an IPv4 address or none, got {v:?}"))
+                        bad(format!(
+                            "router-ip must be an IPv4 address or none, got {v:?}"
+                        ))
                     })?;
                     Some(u32::from(a))
                 }
@@ -1369,7 +1371,9 @@ pub fn parse_icmp_settings(
                     None
                 } else {
                     let a: std::net::Ipv6Addr = v.parse().map_err(|_| {
-                        bad(format!("router-ipv6 must be an IPv6 address or none, got {v:?}"))
+                        bad(format!(
+                            "router-ipv6 must be an IPv6 address or none, got {v:?}"
+                        ))
                     })?;
                     Some(a.octets())
                 }
@@ -1379,7 +1383,11 @@ pub fn parse_icmp_settings(
                     .parse::<u32>()
                     .ok()
                     .filter(|n| *n <= 1_000_000)
-                    .ok_or_else(|| bad(format!("icmp-rate must be 0..1000000 per second, got {v:?}")))?
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "icmp-rate must be 0..1000000 per second, got {v:?}"
+                        ))
+                    })?
             }
             "icmp-burst" => {
                 cfg.burst = v

@@ -109,7 +109,9 @@ impl NoError {
     /// Short text for traces.
     pub fn text(&self) -> &'static str {
         match self {
-            NoError::NoRouterAddress => "no router address for this IP version (set-bridge router-ip / router-ipv6)",
+            NoError::NoRouterAddress => {
+                "no router address for this IP version (set-bridge router-ip / router-ipv6)"
+            }
             NoError::IcmpError => "the packet is an ICMP error",
             NoError::LaterFragment => "the packet is a non-first fragment",
             NoError::Multicast => "the packet was sent to a broadcast or multicast address",
@@ -475,7 +477,10 @@ mod tests {
     fn eligibility_follows_rfc1812_and_rfc4443() {
         let c = cfg();
         let mut wc = FlowKey::ZERO;
-        assert_eq!(eligible(&key(&udp4(1, 0)), &c, &mut wc), Ok(ErrorSrc::V4(GW)));
+        assert_eq!(
+            eligible(&key(&udp4(1, 0)), &c, &mut wc),
+            Ok(ErrorSrc::V4(GW))
+        );
         assert_eq!(wc.nw_ttl, 0, "the caller owns the TTL bits");
         assert_eq!(wc.nw_src, u32::MAX);
         // Not about ICMP errors; echo requests are fine.
@@ -497,7 +502,10 @@ mod tests {
         // Not about later fragments, multicast, broadcast, bad sources.
         let mut k = key(&udp4(1, 0));
         k.nw_frag |= FRAG_LATER | crate::flow::key::FRAG_ANY;
-        assert_eq!(eligible(&k, &c, &mut scratch()), Err(NoError::LaterFragment));
+        assert_eq!(
+            eligible(&k, &c, &mut scratch()),
+            Err(NoError::LaterFragment)
+        );
         let mut k = key(&udp4(1, 0));
         k.nw_dst = 0xe000_00fb;
         assert_eq!(eligible(&k, &c, &mut scratch()), Err(NoError::Multicast));
@@ -525,7 +533,10 @@ mod tests {
             k.tp_src = u16::from(t);
             k
         };
-        assert_eq!(eligible(&v6(1), &c, &mut scratch()), Err(NoError::IcmpError));
+        assert_eq!(
+            eligible(&v6(1), &c, &mut scratch()),
+            Err(NoError::IcmpError)
+        );
         assert!(eligible(&v6(128), &c, &mut scratch()).is_ok());
         let mut m = v6(128);
         m.ipv6_dst[0] = 0xff;
