@@ -789,6 +789,9 @@ impl<'a> Xlator<'a> {
                     src: src.ip().to_string(),
                 });
             }
+            // Without a router address the feature is off: the trace stays
+            // exactly OVS's.
+            Err(crate::packet::icmp_error::NoError::NoRouterAddress) => {}
             Err(reason) => self.note(ActionOutcome::NoIcmpError { reason }),
         }
     }
