@@ -234,6 +234,9 @@ impl Bridge {
             let (aging, size) = parse_bridge_settings(&bs.other_config)
                 .map_err(|e| format!("restoring bridge settings: {}", e.message))?;
             b.apply_bridge_settings(aging, size);
+            let icmp = parse_icmp_settings(&bs.other_config, *b.pipeline.icmp_errors())
+                .map_err(|e| format!("restoring bridge settings: {}", e.message))?;
+            b.pipeline.set_icmp_errors(icmp);
             b.other_config = bs.other_config.clone();
             for pc in &bs.ports {
                 b.create_port(pc.clone())
@@ -840,6 +843,7 @@ impl Bridge {
         settings: BTreeMap<String, String>,
     ) -> Result<serde_json::Value, ErrorBody> {
         let (aging, size) = parse_bridge_settings(&settings)?;
+        let icmp = parse_icmp_settings(&settings, *self.pipeline.icmp_errors())?;
         let mut next = self.other_config.clone();
         for (k, v) in &settings {
             next.insert(k.trim_start_matches("other_config:").to_string(), v.clone());
@@ -853,6 +857,10 @@ impl Bridge {
             ));
         }
         self.apply_bridge_settings(aging, size);
+        if icmp != *self.pipeline.icmp_errors() {
+            self.pipeline.set_icmp_errors(icmp);
+            self.publish();
+        }
         Ok(json!({
             "mac-aging-time": self.fdb.aging_secs(),
             "mac-table-size": self.fdb.max_entries(),
@@ -1422,14 +1430,78 @@ pub fn parse_bridge_settings(
                         })?,
                 )
             }
+            // Validated by parse_icmp_settings.
+            "router-ip" | "router-ipv6" | "icmp-rate" | "icmp-burst" => {}
             _ => {
                 return Err(bad(format!(
-                    "unknown bridge setting {k:?} (known: mac-aging-time, mac-table-size)"
+                    "unknown bridge setting {k:?} (known: mac-aging-time, mac-table-size, \
+                     router-ip, router-ipv6, icmp-rate, icmp-burst)"
                 )))
             }
         }
     }
     Ok((aging, size))
+}
+
+/// Validate the ICMP error settings of `set-bridge` on top of `base`:
+/// `router-ip` (IPv4 source of ICMP time exceeded, `none` to stop them),
+/// `router-ipv6` (the same for ICMPv6), `icmp-rate` (errors per second per
+/// polling thread, 0..=1000000, 0 = none) and `icmp-burst` (1..=100000).
+pub fn parse_icmp_settings(
+    settings: &BTreeMap<String, String>,
+    base: crate::packet::icmp_error::IcmpErrorConfig,
+) -> Result<crate::packet::icmp_error::IcmpErrorConfig, ErrorBody> {
+    let mut cfg = base;
+    for (k, v) in settings {
+        let bad =
+            |m: String| ErrorBody::new(ErrorCode::BadRequest, m).with_input(format!("{k}={v}"));
+        match k.trim_start_matches("other_config:") {
+            "router-ip" => {
+                cfg.src_v4 = if v == "none" {
+                    None
+                } else {
+                    let a: std::net::Ipv4Addr = v.parse().map_err(|_| {
+                        bad(format!(
+                            "router-ip must be an IPv4 address or none, got {v:?}"
+                        ))
+                    })?;
+                    Some(u32::from(a))
+                }
+            }
+            "router-ipv6" => {
+                cfg.src_v6 = if v == "none" {
+                    None
+                } else {
+                    let a: std::net::Ipv6Addr = v.parse().map_err(|_| {
+                        bad(format!(
+                            "router-ipv6 must be an IPv6 address or none, got {v:?}"
+                        ))
+                    })?;
+                    Some(a.octets())
+                }
+            }
+            "icmp-rate" => {
+                cfg.rate = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= 1_000_000)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "icmp-rate must be 0..1000000 per second, got {v:?}"
+                        ))
+                    })?
+            }
+            "icmp-burst" => {
+                cfg.burst = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .ok_or_else(|| bad(format!("icmp-burst must be 1..100000, got {v:?}")))?
+            }
+            _ => {}
+        }
+    }
+    Ok(cfg)
 }
 
 /// Lowercase hex of `b`.

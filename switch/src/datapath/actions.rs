@@ -108,4 +108,9 @@ pub enum DpAction {
     /// next hops itself (ARP on the uplink, `route::uplink`); 0 clears it.
     /// Emitted by the `route` action when the next hop has no static MAC.
     SetNextHop(u32),
+    /// Send an ICMP time exceeded about the packet, as received, back out
+    /// of its ingress port from this router address (rate-limited per
+    /// polling thread; see `crate::packet::icmp_error`). Translation puts
+    /// it first in the list; it leaves the packet itself unchanged.
+    IcmpTimeExceeded(crate::packet::icmp_error::ErrorSrc),
 }

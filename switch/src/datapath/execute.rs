@@ -197,6 +197,8 @@ pub fn apply(pkt: &mut Packet, ctx: &mut ExecCtx, action: &DpAction) -> Result<(
             }
             Ok(())
         }
+        // Built on a copy by the datapath (`send_time_exceeded`).
+        DpAction::IcmpTimeExceeded(_) => Ok(()),
         DpAction::PushVlan { tpid, tci } => push_vlan(pkt, ctx, *tpid, *tci),
         DpAction::SetVlan { tci } => {
             let d = pkt.data_mut();

@@ -98,11 +98,14 @@ pub enum DropReason {
     NoRoute,
     /// `route`'s next hop has no known MAC (no `mac=`, no neighbour entry).
     NoNeighbour,
+    /// An ICMP time exceeded was not sent: over the polling thread's rate
+    /// (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f)).
+    IcmpRateLimited,
 }
 
 impl DropReason {
     /// Number of reasons (size of per-reason counter arrays).
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::NoFlow,
@@ -122,6 +125,7 @@ impl DropReason {
         DropReason::TtlExceeded,
         DropReason::NoRoute,
         DropReason::NoNeighbour,
+        DropReason::IcmpRateLimited,
     ];
 
     /// The counter name operators see (`no_flow`, `invalid_ttl`...).
@@ -144,6 +148,7 @@ impl DropReason {
             DropReason::TtlExceeded => "ttl_exceeded",
             DropReason::NoRoute => "no_route",
             DropReason::NoNeighbour => "no_neighbour",
+            DropReason::IcmpRateLimited => "icmp_rate_limited",
         }
     }
 
@@ -451,6 +456,8 @@ pub struct Datapath {
     clock_tsc: u64,
     /// Milliseconds since `epoch`, as of `clock_tsc`.
     now_ms: u64,
+    /// This thread's ICMP error rate limit.
+    icmp_bucket: crate::packet::icmp_error::TokenBucket,
 }
 
 /// Cycles between two reads of the clock for megaflow last-used times:
@@ -473,6 +480,7 @@ impl Datapath {
             batches_since_resort: 0,
             clock_tsc: 0,
             now_ms: 0,
+            icmp_bucket: crate::packet::icmp_error::TokenBucket::default(),
             snapshot,
             cfg,
         };
@@ -671,7 +679,26 @@ impl Datapath {
             }
             let ctx = ExecCtx::new(key, scratch.layouts[i]);
             match self.mf.hit(h, pkt.len() as u64, now_ms) {
-                Some(flow) => run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx),
+                Some(flow) => {
+                    // Translation puts an ICMP error first (TTL expiry: rare).
+                    if let Some(DpAction::IcmpTimeExceeded(src)) = flow.actions.first() {
+                        send_time_exceeded(
+                            &pkt,
+                            &ctx,
+                            *src,
+                            IcmpOut {
+                                bucket: &mut self.icmp_bucket,
+                                cfg: self.snapshot.pipeline.icmp_errors(),
+                                now_ms,
+                                pidx,
+                            },
+                            tx,
+                            pool,
+                            &mut self.stats,
+                        );
+                    }
+                    run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx)
+                }
                 None => {
                     // Unreachable (the handle was just validated or installed);
                     // never lose the buffer.
@@ -826,6 +853,68 @@ fn port_stats_for(ports: &[PortNo], old: &[PortDpStats]) -> Vec<PortDpStats> {
         ..PortDpStats::default()
     }));
     v
+}
+
+/// Where an ICMP error goes and what limits it.
+struct IcmpOut<'a> {
+    bucket: &'a mut crate::packet::icmp_error::TokenBucket,
+    cfg: &'a crate::packet::icmp_error::IcmpErrorConfig,
+    now_ms: u64,
+    /// The ingress port's dense index (the error's output).
+    pidx: usize,
+}
+
+/// Build an ICMP time exceeded about `pkt` (unchanged) in a buffer from the
+/// pool and queue it on the ingress port, within the thread's rate. A
+/// packet that came from a tunnel goes back through it to its sender VTEP.
+/// Every error not sent is counted (`icmp_rate_limited`, `pool_empty`,
+/// `tx_full`, `malformed`).
+#[cold]
+fn send_time_exceeded(
+    pkt: &Packet,
+    ctx: &ExecCtx,
+    src: crate::packet::icmp_error::ErrorSrc,
+    out: IcmpOut<'_>,
+    tx: &mut TxBatches,
+    pool: &mut PacketPool,
+    stats: &mut DatapathStats,
+) {
+    if out.pidx >= tx.n_ports() || out.pidx >= stats.ports.len() {
+        return;
+    }
+    let mut dropped = |r: DropReason| stats.ports[out.pidx].drops[r.index()] += 1;
+    if !out.bucket.take(out.now_ms, out.cfg.rate, out.cfg.burst) {
+        dropped(DropReason::IcmpRateLimited);
+        return;
+    }
+    let Some(mut c) = pool.get() else {
+        dropped(DropReason::PoolEmpty);
+        return;
+    };
+    let built = crate::packet::icmp_error::build_time_exceeded(
+        pkt.data(),
+        usize::from(ctx.layout.l3),
+        src,
+        c.frame_area_mut(),
+    );
+    let Ok(n) = built else {
+        dropped(DropReason::Malformed);
+        pool.put(c);
+        return;
+    };
+    c.truncate(n);
+    c.set_tunnel(pkt.tunnel().map(|t| TunnelMeta {
+        tun_id: t.tun_id,
+        src: 0,
+        dst: t.src,
+    }));
+    match tx.push(out.pidx, c) {
+        Ok(()) => stats.tx_packets += 1,
+        Err(p) => {
+            stats.ports[out.pidx].drops[DropReason::TxFull.index()] += 1;
+            pool.put(p);
+        }
+    }
 }
 
 /// Execute a megaflow's actions on one packet: set actions in place, each

@@ -17,6 +17,7 @@ pub mod compose;
 pub mod ethernet;
 pub mod extract;
 pub mod icmp;
+pub mod icmp_error;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;

@@ -159,6 +159,9 @@ impl Display for DpAction {
                 write!(f, "set(tunnel({s}))")
             }
             DpAction::SetNextHop(ip) => write!(f, "set(nexthop({}))", fmt_ipv4(*ip)),
+            DpAction::IcmpTimeExceeded(src) => {
+                write!(f, "icmp_time_exceeded(src={})", src.ip())
+            }
         }
     }
 }

@@ -296,6 +296,9 @@ pub struct Pipeline {
     /// Route tables, neighbours and router MACs for the `route` action
     /// (shared between snapshots until a routing change replaces them).
     routes: Arc<crate::route::RouteSet>,
+    /// Router addresses and rate of the ICMP time exceeded errors sent on
+    /// TTL expiry (`set-bridge router-ip=...`).
+    icmp_errors: crate::packet::icmp_error::IcmpErrorConfig,
 }
 
 impl Default for Pipeline {
@@ -303,6 +306,7 @@ impl Default for Pipeline {
         Pipeline {
             tables: (0..=N_TABLES).map(|_| Table::default()).collect(),
             routes: Arc::default(),
+            icmp_errors: crate::packet::icmp_error::IcmpErrorConfig::default(),
         }
     }
 }
@@ -389,6 +393,16 @@ impl Pipeline {
     /// Replace the routing state.
     pub fn set_routes(&mut self, routes: crate::route::RouteSet) {
         self.routes = Arc::new(routes);
+    }
+
+    /// Where ICMP time exceeded errors come from (router addresses, rate).
+    pub fn icmp_errors(&self) -> &crate::packet::icmp_error::IcmpErrorConfig {
+        &self.icmp_errors
+    }
+
+    /// Replace the ICMP error settings.
+    pub fn set_icmp_errors(&mut self, cfg: crate::packet::icmp_error::IcmpErrorConfig) {
+        self.icmp_errors = cfg;
     }
 
     /// Table `id` (255, which is not a table, is always empty).

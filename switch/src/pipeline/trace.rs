@@ -374,6 +374,14 @@ fn outcome_node(o: &ActionOutcome) -> Option<Node> {
             format!("route table {table}: next hop MAC unknown (no mac= on the route, no neighbour entry), packet dropped (no_neighbour)"),
         ),
         ActionOutcome::RouteNotIp => (Detail, "not an IP packet: route does nothing".into()),
+        ActionOutcome::IcmpTimeExceeded { src } => (
+            Detail,
+            format!("ICMP time exceeded sent back to the source from {src}, out of the input port (rate-limited)"),
+        ),
+        ActionOutcome::NoIcmpError { reason } => (
+            Detail,
+            format!("no ICMP time exceeded: {}", reason.text()),
+        ),
     };
     Some(Node::leaf(kind, text))
 }

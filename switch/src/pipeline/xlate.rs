@@ -208,6 +208,18 @@ pub enum ActionOutcome {
         /// Route table.
         table: u8,
     },
+    /// On TTL expiry (`dec_ttl` or `route`): an ICMP time exceeded is sent
+    /// back out of the ingress port from the router address `src` (a
+    /// ferroswitch departure from OVS, whose `dec_ttl` sends a packet-in).
+    IcmpTimeExceeded {
+        /// The router address the error comes from.
+        src: String,
+    },
+    /// On TTL expiry: no ICMP time exceeded is sent, and why.
+    NoIcmpError {
+        /// Why not.
+        reason: crate::packet::icmp_error::NoError,
+    },
     /// `route` on TTL / hop limit 0 or 1: dropped (`ttl_exceeded`), the rest
     /// of this flow's actions skipped.
     TtlExceeded {
@@ -419,6 +431,10 @@ struct Xlator<'a> {
     route_drop: Option<XlateDrop>,
     /// First NoMatch / ExplicitDrop met.
     first_drop: Option<XlateDrop>,
+    /// The packet as received (ICMP errors are judged on and quote it).
+    orig: FlowKey,
+    /// An ICMP time exceeded to send (from this address), if the TTL expired.
+    icmp_te: Option<crate::packet::icmp_error::ErrorSrc>,
     /// The MAC table NORMAL consults (None: an empty one).
     fdb: Option<&'a FdbView>,
     /// Where NORMAL records what it read (None: nobody asked).
@@ -461,6 +477,8 @@ impl<'a> Xlator<'a> {
             invalid_ttl: false,
             route_drop: None,
             first_drop: None,
+            orig: *key,
+            icmp_te: None,
             fdb: None,
             l2_uses: None,
         }
@@ -518,16 +536,22 @@ impl<'a> Xlator<'a> {
     }
 
     fn finish(self) -> Xlation {
+        let mut actions = self.actions;
+        if let (Some(src), false) = (self.icmp_te, self.failed) {
+            // First, so it quotes the packet as received (set actions for
+            // earlier outputs have not touched it yet).
+            actions.insert(0, DpAction::IcmpTimeExceeded(src));
+        }
         let (actions, outputs, drop) = if self.failed {
             (Vec::new(), Vec::new(), Some(XlateDrop::ResubmitDepth))
         } else if self.invalid_ttl {
-            (self.actions, self.outputs, Some(XlateDrop::InvalidTtl))
+            (actions, self.outputs, Some(XlateDrop::InvalidTtl))
         } else if let Some(d) = self.route_drop {
-            (self.actions, self.outputs, Some(d))
+            (actions, self.outputs, Some(d))
         } else if self.outputs.is_empty() {
-            (self.actions, self.outputs, self.first_drop)
+            (actions, self.outputs, self.first_drop)
         } else {
-            (self.actions, self.outputs, None)
+            (actions, self.outputs, None)
         };
         Xlation {
             mask: self.wc,
@@ -745,7 +769,30 @@ impl<'a> Xlator<'a> {
             self.invalid_ttl = true;
             let ipv6 = self.flow.dl_type == ethertype::IPV6;
             self.note(ActionOutcome::InvalidTtl { ttl, ipv6 });
+            self.time_exceeded();
             self.end_current_frame();
+        }
+    }
+
+    /// The TTL expired: decide whether an ICMP time exceeded goes back
+    /// (RFC 1812 §5.3.1, RFC 4443 §3.3), judged on the packet as received.
+    /// One error per packet, however many expiries a pipeline meets.
+    fn time_exceeded(&mut self) {
+        if self.icmp_te.is_some() {
+            return;
+        }
+        let cfg = *self.pipeline.icmp_errors();
+        match crate::packet::icmp_error::eligible(&self.orig, &cfg, &mut self.wc) {
+            Ok(src) => {
+                self.icmp_te = Some(src);
+                self.note(ActionOutcome::IcmpTimeExceeded {
+                    src: src.ip().to_string(),
+                });
+            }
+            // Without a router address the feature is off: the trace stays
+            // exactly OVS's.
+            Err(crate::packet::icmp_error::NoError::NoRouterAddress) => {}
+            Err(reason) => self.note(ActionOutcome::NoIcmpError { reason }),
         }
     }
 
@@ -802,6 +849,7 @@ impl<'a> Xlator<'a> {
         let ttl = self.flow.nw_ttl;
         if ttl <= 1 {
             self.note(ActionOutcome::TtlExceeded { ttl });
+            self.time_exceeded();
             self.route_drop.get_or_insert(XlateDrop::TtlExceeded);
             self.end_current_frame();
             return;
