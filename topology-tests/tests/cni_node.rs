@@ -1,0 +1,261 @@
+//! The `ferroswitch` CNI plugin under a node's harder days, driven as a
+//! runtime drives it (tests/cni_support):
+//!
+//! - 20 pods ADDed and DELed concurrently (a node starting a ReplicaSet):
+//!   distinct addresses, one port and one cookie per pod, traffic between
+//!   a sample of them, and after the concurrent DELs no port, flow, veth or
+//!   IP reservation left.
+//! - switchd down during DEL: DEL still succeeds (veth and IP released, the
+//!   switchd part recorded); once switchd is back, the next invocation
+//!   removes the port and flows and reports it (docs/cni.md, DEL).
+//! - GC with `cni.dev/valid-attachments` listing some attachments removes
+//!   the others, and only of its own network.
+//!
+//! Root only (each test passes early otherwise); needs `cargo build --bins`
+//! (switchd, flowctl, ferroswitch) and containernetworking-plugins. The
+//! tests run one at a time: each has a polling switchd of its own.
+
+mod cni_support;
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use cni_support::{
+    attachment_cookie, attachment_name, err, first_ip, flows, flows_with_cookies, have_plugins,
+    host_link_exists, switch_ports, wait_reachable, Attachment, NetList, Node, Pod,
+};
+use serde_json::{json, Value};
+use topology_tests::{ping, require_root, Netns, Result};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn runnable() -> Result<bool> {
+    Ok(require_root() && have_plugins()?)
+}
+
+/// The pod network `10.248.N.0/24` (gateway `.1`): ferroswitch in overlay
+/// mode with host-local.
+fn pod_net(node: &Node, name: &str, n: u8) -> NetList {
+    let ipam = node
+        .rt
+        .host_local(&format!("10.248.{n}.0/24"), &format!("10.248.{n}.1"));
+    NetList::single(name, "1.1.0", node.rt.ferroswitch_conf(ipam, json!({})))
+}
+
+/// Flows whose cookie has the plugin's mark (`0xf5` in the top byte).
+fn plugin_flows(node: &Node) -> Result<Vec<(u64, String)>> {
+    Ok(flows(&node.sd)?
+        .into_iter()
+        .filter(|(c, _)| c >> 56 == 0xf5)
+        .collect())
+}
+
+#[test]
+fn twenty_pods_added_and_deleted_concurrently_get_distinct_ips_and_leak_nothing() -> Result<()> {
+    if !runnable()? {
+        return Ok(());
+    }
+    let _s = serial();
+    let node = Node::start("cn6")?;
+    let net = pod_net(&node, "fs-cn6", 6);
+    const N: usize = 20;
+    let nss: Vec<Netns> = (0..N)
+        .map(|i| node.netns(&format!("p{i}")))
+        .collect::<Result<_>>()?;
+    let atts: Vec<Attachment> = nss
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| Attachment::pod(&format!("p{i}"), ns, "eth0"))
+        .collect();
+
+    let results: Vec<Result<Value>> = std::thread::scope(|s| {
+        let hs: Vec<_> = atts
+            .iter()
+            .map(|a| s.spawn(|| net.add(&node.rt, a)))
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(err("an ADD thread panicked")))
+            })
+            .collect()
+    });
+    let mut res = Vec::new();
+    for (a, r) in atts.iter().zip(results) {
+        res.push(r.map_err(|e| err(format!("ADD {}: {e}", a.container_id)))?);
+    }
+    let ips: Vec<String> = res.iter().map(first_ip).collect::<Result<_>>()?;
+    let distinct: BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(distinct.len(), N, "distinct addresses: {ips:?}");
+    let names: BTreeSet<String> = atts.iter().map(attachment_name).collect();
+    assert_eq!(switch_ports(&node.sd)?, names, "one port per pod");
+    let cookies: BTreeSet<u64> = atts.iter().map(attachment_cookie).collect();
+    let by_cookie: BTreeSet<u64> = plugin_flows(&node)?.iter().map(|(c, _)| *c).collect();
+    assert_eq!(by_cookie, cookies, "every pod's flows, and no one else's");
+    let reserved = node.rt.reservations("fs-cn6")?;
+    assert_eq!(reserved.len(), N, "{reserved:?}");
+    for (a, ip) in atts.iter().zip(&ips) {
+        assert!(
+            reserved
+                .iter()
+                .any(|(r, who)| r.to_string() == *ip && who.contains(&a.container_id)),
+            "{ip} reserved for {}",
+            a.container_id
+        );
+    }
+    // Pods added in a crowd work: a sample of pairs ping each other.
+    for (from, to) in [(0, N - 1), (N - 1, 0), (7, 13), (3, 16)] {
+        wait_reachable(&nss[from], &ips[to], Duration::from_secs(5))?;
+        let r = ping(Some(&nss[from]), &ips[to], 2)?;
+        assert_eq!(r.received, 2, "p{from} -> p{to}: {}", r.output);
+    }
+
+    let dels: Vec<Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = atts
+            .iter()
+            .zip(&res)
+            .map(|(a, r)| s.spawn(|| net.del(&node.rt, a, Some(r))))
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(err("a DEL thread panicked")))
+            })
+            .collect()
+    });
+    for (a, d) in atts.iter().zip(dels) {
+        d.map_err(|e| err(format!("DEL {}: {e}", a.container_id)))?;
+    }
+    assert_eq!(switch_ports(&node.sd)?, BTreeSet::new(), "ports gone");
+    assert_eq!(plugin_flows(&node)?, vec![], "flows gone");
+    assert_eq!(node.rt.reservations("fs-cn6")?, vec![], "IPs released");
+    for n in &names {
+        assert!(!host_link_exists(n), "veth {n} gone");
+    }
+    Ok(())
+}
+
+#[test]
+fn del_while_switchd_is_down_succeeds_and_the_next_call_finishes_the_cleanup() -> Result<()> {
+    if !runnable()? {
+        return Ok(());
+    }
+    let _s = serial();
+    let mut node = Node::start("cn7")?;
+    let net = pod_net(&node, "fs-cn7", 7);
+    let (ns_a, ns_b) = (node.netns("a")?, node.netns("b")?);
+    let a = Pod::add(&node, &net, Attachment::pod("a", &ns_a, "eth0"))?;
+    let b = Pod::add(&node, &net, Attachment::pod("b", &ns_b, "eth0"))?;
+    let a_name = attachment_name(&a.att);
+
+    node.sd.stop();
+    net.del(&node.rt, &a.att, a.result.as_ref())?;
+    // What does not need switchd is done at once.
+    assert!(!host_link_exists(&a_name), "veth {a_name} removed");
+    let reserved = node.rt.reservations("fs-cn7")?;
+    assert_eq!(reserved.len(), 1, "a's IP released: {reserved:?}");
+    let pending = node.rt.state_dir.join("pending");
+    let recorded = std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
+    assert!(recorded > 0, "the switchd part is recorded in {}", pending.display());
+    // A repeated DEL while switchd is still down succeeds as well.
+    net.del(&node.rt, &a.att, a.result.as_ref())?;
+
+    node.sd.restart()?;
+    let show = node.sd.flowctl_ok(&["show", cni_support::BRIDGE])?;
+    eprintln!("after restart, before any plugin call:\n{show}");
+    // The next invocation that reaches switchd does the rest and says so.
+    let st = net.status(&node.rt)?;
+    st[0].ok_empty()?;
+    eprintln!("STATUS stderr: {}", st[0].stderr.trim());
+    let ports = switch_ports(&node.sd)?;
+    assert!(!ports.contains(&a_name), "a's port removed: {ports:?}");
+    assert!(ports.contains(&attachment_name(&b.att)), "b's port kept");
+    assert_eq!(flows_with_cookies(&node.sd, &a.cookies)?, Vec::<String>::new());
+    assert!(
+        !flows_with_cookies(&node.sd, &b.cookies)?.is_empty(),
+        "b's flows kept"
+    );
+    let left = std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "nothing pending any more");
+    let log = std::fs::read_to_string(node.rt.state_dir.join("cleanup.log")).unwrap_or_default();
+    assert!(
+        log.contains(&a_name),
+        "the deferred cleanup is reported in cleanup.log: {log:?}"
+    );
+    assert!(
+        st[0].stderr.contains(&a_name),
+        "and on stderr of the call that did it: {:?}",
+        st[0].stderr
+    );
+
+    // The switch is healthy: b and a new pod ping each other.
+    let ns_c = node.netns("c")?;
+    let c = Pod::add(&node, &net, Attachment::pod("c", &ns_c, "eth0"))?;
+    wait_reachable(&ns_c, &b.ip()?, Duration::from_secs(5))?;
+    for p in [&b, &c] {
+        net.del(&node.rt, &p.att, p.result.as_ref())?;
+    }
+    assert_eq!(switch_ports(&node.sd)?, BTreeSet::new());
+    assert_eq!(plugin_flows(&node)?, vec![]);
+    assert_eq!(node.rt.reservations("fs-cn7")?, vec![]);
+    Ok(())
+}
+
+#[test]
+fn gc_removes_the_attachments_not_listed_as_valid() -> Result<()> {
+    if !runnable()? {
+        return Ok(());
+    }
+    let _s = serial();
+    let node = Node::start("cn8")?;
+    let net = pod_net(&node, "fs-cn8", 8);
+    let nss: Vec<Netns> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node.netns(n))
+        .collect::<Result<_>>()?;
+    let mut pods = Vec::new();
+    for (n, ns) in ["a", "b", "c"].iter().zip(&nss) {
+        pods.push(Pod::add(&node, &net, Attachment::pod(n, ns, "eth0"))?);
+    }
+    // GC of another network touches none of ours.
+    let other = pod_net(&node, "fs-cn8-other", 9);
+    for r in other.gc(&node.rt, &[])? {
+        r.ok_empty()?;
+    }
+    assert_eq!(switch_ports(&node.sd)?.len(), 3);
+    assert_eq!(node.rt.reservations("fs-cn8")?.len(), 3);
+
+    // Only a is still valid: b and c are stale (a runtime that lost them).
+    for r in net.gc(&node.rt, &[&pods[0].att])? {
+        r.ok_empty()?;
+    }
+    let a_name = attachment_name(&pods[0].att);
+    assert_eq!(switch_ports(&node.sd)?, BTreeSet::from([a_name.clone()]));
+    for p in &pods[1..] {
+        let n = attachment_name(&p.att);
+        assert!(!host_link_exists(&n), "GC removed veth {n}");
+        assert_eq!(flows_with_cookies(&node.sd, &p.cookies)?, Vec::<String>::new());
+    }
+    let reserved = node.rt.reservations("fs-cn8")?;
+    assert_eq!(
+        reserved.iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>(),
+        vec![pods[0].ip()?],
+        "GC released b's and c's addresses"
+    );
+    // a is untouched and passes CHECK.
+    assert!(host_link_exists(&a_name));
+    net.check(&node.rt, &pods[0].att, pods[0].result()?)?
+        .ok_empty()?;
+    // DEL of a GC'ed attachment is still a success.
+    net.del(&node.rt, &pods[1].att, pods[1].result.as_ref())?;
+    net.del(&node.rt, &pods[0].att, pods[0].result.as_ref())?;
+    assert_eq!(switch_ports(&node.sd)?, BTreeSet::new());
+    assert_eq!(plugin_flows(&node)?, vec![]);
+    assert_eq!(node.rt.reservations("fs-cn8")?, vec![]);
+    Ok(())
+}
