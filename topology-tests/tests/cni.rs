@@ -225,6 +225,17 @@ fn three_pods_add_ping_check_del_and_leave_nothing_behind() -> Result<()> {
     net.check(&node.rt, &pods[0].att, pods[0].result()?)?
         .ok_empty()?;
 
+    // DEL after the pod's namespace is gone (the runtime tore the sandbox
+    // down first): succeeds, twice, and still cleans up.
+    let d_ns = node.netns("d")?;
+    let d = Pod::add(&node, &net, Attachment::pod("d", &d_ns, "eth0"))?;
+    let d_veths = host_ifaces(d.result()?);
+    drop(d_ns);
+    net.del(&node.rt, &d.att, d.result.as_ref())?;
+    net.del(&node.rt, &d.att, d.result.as_ref())?;
+    assert_pod_gone(&node, &d, &d_veths)?;
+    assert_eq!(node.rt.reservations("fs-cn1")?.len(), 3, "d's IP released");
+
     for p in &mut pods {
         let veths = host_ifaces(p.result()?);
         net.del(&node.rt, &p.att, p.result.as_ref())?;
@@ -237,17 +248,30 @@ fn three_pods_add_ping_check_del_and_leave_nothing_behind() -> Result<()> {
     assert_eq!(node.rt.reservations("fs-cn1")?, vec![], "IPs released");
     // A DEL without prevResult (a runtime that lost its cache) succeeds too.
     net.del(&node.rt, &pods[0].att, None)?;
+    Ok(())
+}
 
-    // DEL after the pod's namespace is gone: succeeds and still cleans up.
-    let d_ns = node.netns("d")?;
-    let d = Pod::add(&node, &net, Attachment::pod("d", &d_ns, "eth0"))?;
-    let d_veths = host_ifaces(d.result()?);
-    drop(d_ns);
-    net.del(&node.rt, &d.att, d.result.as_ref())?;
-    net.del(&node.rt, &d.att, d.result.as_ref())?;
-    assert_pod_gone(&node, &d, &d_veths)?;
+#[test]
+fn a_pod_added_after_the_last_pod_left_gets_a_port_and_traffic() -> Result<()> {
+    if !runnable()? {
+        return Ok(());
+    }
+    let _s = serial();
+    // A one-pod node during a rollout: the old pod goes, new ones come.
+    let node = Node::start("cn0")?;
+    let net = pod_net(&node, "fs-cn0", "1.1.0", 10);
+    let old_ns = node.netns("old")?;
+    let old = Pod::add(&node, &net, Attachment::pod("old", &old_ns, "eth0"))?;
+    net.del(&node.rt, &old.att, old.result.as_ref())?;
     assert_eq!(switch_ports(&node.sd)?, BTreeSet::new());
-    assert_eq!(node.rt.reservations("fs-cn1")?, vec![]);
+    let (ns_a, ns_b) = (node.netns("a")?, node.netns("b")?);
+    let a = Pod::add(&node, &net, Attachment::pod("a", &ns_a, "eth0"))?;
+    let b = Pod::add(&node, &net, Attachment::pod("b", &ns_b, "eth0"))?;
+    wait_reachable(&ns_a, &b.ip()?, Duration::from_secs(5))?;
+    for p in [&a, &b] {
+        net.del(&node.rt, &p.att, p.result.as_ref())?;
+    }
+    assert_eq!(node.rt.reservations("fs-cn0")?, vec![]);
     Ok(())
 }
 
