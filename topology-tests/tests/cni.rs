@@ -28,9 +28,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cni_support::{
-    attachment_cookie, attachment_name, err, first_ip, flows_with_cookies, have_plugins, host_ifaces, host_link_exists, netns_path,
-    pod_addrs, pod_default_gw, sandbox_ifaces, switch_ports, wait_reachable, Attachment, NetList,
-    Node, Pod,
+    attachment_cookie, attachment_name, err, first_ip, flows_with_cookies, have_plugins,
+    host_ifaces, host_link_exists, netns_path, pod_addrs, pod_default_gw, sandbox_ifaces,
+    switch_ports, wait_reachable, Attachment, NetList, Node, Pod,
 };
 use serde_json::{json, Value};
 use topology_tests::{ping, require_root, Netns, Result};
@@ -55,7 +55,8 @@ fn pod_net(node: &Node, name: &str, version: &str, n: u8) -> NetList {
     NetList::single(
         name,
         version,
-        node.rt.ferroswitch_conf(ipam, json!({ "unknownKeyTheSpecSaysToIgnore": 1 })),
+        node.rt
+            .ferroswitch_conf(ipam, json!({ "unknownKeyTheSpecSaysToIgnore": 1 })),
     )
 }
 
@@ -115,7 +116,11 @@ fn assert_result_matches_pod(pod: &Pod, ns: &Netns, gw: &str) -> Result<()> {
         format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
     );
     let name = attachment_name(&pod.att);
-    assert_eq!(host_ifaces(r), vec![name.clone()], "the host end in the result");
+    assert_eq!(
+        host_ifaces(r),
+        vec![name.clone()],
+        "the host end in the result"
+    );
     assert!(host_link_exists(&name), "host end {name}");
     assert_eq!(
         pod.ports,
@@ -140,7 +145,11 @@ fn assert_pod_gone(node: &Node, pod: &Pod, host_veths: &[String]) -> Result<()> 
         assert!(!ports.contains(p), "port {p} removed by DEL: {ports:?}");
     }
     let left = flows_with_cookies(&node.sd, &pod.cookies)?;
-    assert!(left.is_empty(), "flows of {}: {left:#?}", pod.att.container_id);
+    assert!(
+        left.is_empty(),
+        "flows of {}: {left:#?}",
+        pod.att.container_id
+    );
     Ok(())
 }
 
@@ -154,10 +163,7 @@ fn three_pods_add_ping_check_del_and_leave_nothing_behind() -> Result<()> {
     let net = pod_net(&node, "fs-cn1", "1.1.0", 1);
     let gw = "10.247.1.1";
     let names = ["a", "b", "c"];
-    let nss: Vec<Netns> = names
-        .iter()
-        .map(|n| node.netns(n))
-        .collect::<Result<_>>()?;
+    let nss: Vec<Netns> = names.iter().map(|n| node.netns(n)).collect::<Result<_>>()?;
     let mut pods = Vec::new();
     for (n, ns) in names.iter().zip(&nss) {
         let pod = Pod::add(&node, &net, Attachment::pod(n, ns, "eth0"))?;
@@ -192,7 +198,11 @@ fn three_pods_add_ping_check_del_and_leave_nothing_behind() -> Result<()> {
     let (code, msg, _) = again.error()?;
     assert_eq!(code, 102, "{msg}");
     assert_eq!(cni_support::flows(&node.sd)?.len(), flows_before.len());
-    assert_eq!(node.rt.reservations("fs-cn1")?.len(), 3, "no IP taken by the refused ADD");
+    assert_eq!(
+        node.rt.reservations("fs-cn1")?.len(),
+        3,
+        "no IP taken by the refused ADD"
+    );
 
     // Every pod reaches every other through the switch.
     for (i, from) in nss.iter().enumerate() {
@@ -350,7 +360,9 @@ fn results_follow_the_config_version_and_bad_input_gets_the_spec_error_codes() -
 
     let net = pod_net(&node, "fs-cn2", "1.1.0", 2);
     // VERSION lists what the plugin speaks.
-    let r = node.rt.exec("ferroswitch", "VERSION", None, r#"{"cniVersion":"1.1.0"}"#)?;
+    let r = node
+        .rt
+        .exec("ferroswitch", "VERSION", None, r#"{"cniVersion":"1.1.0"}"#)?;
     let v = r.result()?;
     let sup: Vec<&str> = v["supportedVersions"]
         .as_array()
@@ -372,7 +384,10 @@ fn results_follow_the_config_version_and_bad_input_gets_the_spec_error_codes() -
     // Spec 1.1.0: 50 "not available (cannot service ADD)", 51 "... and
     // existing containers may have limited connectivity": with the
     // datapath down, 51 is the precise one (docs/cni.md); 50 is accepted.
-    assert!(code == 50 || code == 51, "STATUS with switchd down: {code}: {msg}");
+    assert!(
+        code == 50 || code == 51,
+        "STATUS with switchd down: {code}: {msg}"
+    );
     eprintln!("STATUS with switchd down: {msg}");
     node.sd.restart()?;
     for r in net.status(&node.rt)? {
@@ -408,13 +423,19 @@ fn results_follow_the_config_version_and_bad_input_gets_the_spec_error_codes() -
     let r = net.add_reply(&node.rt, &no_ns)?;
     let (code, msg, _) = r.error()?;
     assert_eq!(code, 4, "missing CNI_NETNS: {msg}");
-    assert!(msg.contains("CNI_NETNS") || r.stdout.contains("CNI_NETNS"), "{msg}");
+    assert!(
+        msg.contains("CNI_NETNS") || r.stdout.contains("CNI_NETNS"),
+        "{msg}"
+    );
     assert_nothing_new(&node, "fs-cn2", &before, "missing CNI_NETNS")?;
 
     // A netns that does not exist: an error that says so, nothing created,
     // no IP kept.
     let mut gone = att.clone();
-    gone.netns = Some(format!("/var/run/netns/fs-cn2-nonexistent-{}", std::process::id()));
+    gone.netns = Some(format!(
+        "/var/run/netns/fs-cn2-nonexistent-{}",
+        std::process::id()
+    ));
     let r = net.add_reply(&node.rt, &gone)?;
     let (code, msg, details) = r.error()?;
     eprintln!("ADD into a missing netns: code {code}: {msg} ({details})");
@@ -477,11 +498,21 @@ fn tuning_chained_after_ferroswitch_sets_a_sysctl_and_the_mtu() -> Result<()> {
     // Run the chain step by step to compare what tuning got and gave.
     let first = node
         .rt
-        .exec("ferroswitch", "ADD", Some(&att), &net.plugin_conf(0, None).to_string())?
+        .exec(
+            "ferroswitch",
+            "ADD",
+            Some(&att),
+            &net.plugin_conf(0, None).to_string(),
+        )?
         .result()?;
     let last = node
         .rt
-        .exec("tuning", "ADD", Some(&att), &net.plugin_conf(1, Some(&first)).to_string())?
+        .exec(
+            "tuning",
+            "ADD",
+            Some(&att),
+            &net.plugin_conf(1, Some(&first)).to_string(),
+        )?
         .result()?;
     assert_eq!(first["cniVersion"].as_str(), Some("1.0.0"), "{first}");
     // tuning parsed our result and passed it through unchanged.
@@ -559,7 +590,9 @@ fn a_pod_with_a_secondary_network_has_two_ports_and_both_carry_traffic() -> Resu
     // Both interfaces carry traffic: eth0 to eth0, net1 to net1.
     for (to, dev) in [(q.0.ip()?, "eth0"), (q.1.ip()?, "net1")] {
         wait_reachable(&nss[0], &to, Duration::from_secs(5))?;
-        let r = nss[0].exec(&["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "-I", dev, &to])?;
+        let r = nss[0].exec(&[
+            "ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "-I", dev, &to,
+        ])?;
         let out = String::from_utf8_lossy(&r.stdout);
         assert!(out.contains("2 received"), "{dev} -> {to}: {out}");
     }

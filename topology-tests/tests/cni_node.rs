@@ -110,7 +110,23 @@ fn twenty_pods_added_and_deleted_concurrently_get_distinct_ips_and_leak_nothing(
     }
     // Pods added in a crowd work: a sample of pairs ping each other.
     for (from, to) in [(0, N - 1), (N - 1, 0), (7, 13), (3, 16)] {
-        wait_reachable(&nss[from], &ips[to], Duration::from_secs(5))?;
+        if let Err(e) = wait_reachable(&nss[from], &ips[to], Duration::from_secs(5)) {
+            let names = [attachment_name(&atts[from]), attachment_name(&atts[to])];
+            for n in &names {
+                let o = node.sd.flowctl(&["dump-ports", cni_support::BRIDGE, n])?;
+                eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+                eprintln!(
+                    "{}",
+                    Netns::host().ip(&["-d", "-s", "link", "show", "dev", n])?
+                );
+            }
+            for i in [from, to] {
+                eprintln!("{}", nss[i].ip(&["-s", "link", "show", "dev", "eth0"])?);
+            }
+            let o = node.sd.flowctl(&["pmd-perf-show", cni_support::BRIDGE])?;
+            eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+            return Err(e);
+        }
         let r = ping(Some(&nss[from]), &ips[to], 2)?;
         assert_eq!(r.received, 2, "p{from} -> p{to}: {}", r.output);
     }
@@ -161,7 +177,11 @@ fn del_while_switchd_is_down_succeeds_and_the_next_call_finishes_the_cleanup() -
     assert_eq!(reserved.len(), 1, "a's IP released: {reserved:?}");
     let pending = node.rt.state_dir.join("pending");
     let recorded = std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
-    assert!(recorded > 0, "the switchd part is recorded in {}", pending.display());
+    assert!(
+        recorded > 0,
+        "the switchd part is recorded in {}",
+        pending.display()
+    );
     // A repeated DEL while switchd is still down succeeds as well.
     net.del(&node.rt, &a.att, a.result.as_ref())?;
 
@@ -175,7 +195,10 @@ fn del_while_switchd_is_down_succeeds_and_the_next_call_finishes_the_cleanup() -
     let ports = switch_ports(&node.sd)?;
     assert!(!ports.contains(&a_name), "a's port removed: {ports:?}");
     assert!(ports.contains(&attachment_name(&b.att)), "b's port kept");
-    assert_eq!(flows_with_cookies(&node.sd, &a.cookies)?, Vec::<String>::new());
+    assert_eq!(
+        flows_with_cookies(&node.sd, &a.cookies)?,
+        Vec::<String>::new()
+    );
     assert!(
         !flows_with_cookies(&node.sd, &b.cookies)?.is_empty(),
         "b's flows kept"
@@ -239,11 +262,17 @@ fn gc_removes_the_attachments_not_listed_as_valid() -> Result<()> {
     for p in &pods[1..] {
         let n = attachment_name(&p.att);
         assert!(!host_link_exists(&n), "GC removed veth {n}");
-        assert_eq!(flows_with_cookies(&node.sd, &p.cookies)?, Vec::<String>::new());
+        assert_eq!(
+            flows_with_cookies(&node.sd, &p.cookies)?,
+            Vec::<String>::new()
+        );
     }
     let reserved = node.rt.reservations("fs-cn8")?;
     assert_eq!(
-        reserved.iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>(),
+        reserved
+            .iter()
+            .map(|(ip, _)| ip.to_string())
+            .collect::<Vec<_>>(),
         vec![pods[0].ip()?],
         "GC released b's and c's addresses"
     );
@@ -257,5 +286,160 @@ fn gc_removes_the_attachments_not_listed_as_valid() -> Result<()> {
     assert_eq!(switch_ports(&node.sd)?, BTreeSet::new());
     assert_eq!(plugin_flows(&node)?, vec![]);
     assert_eq!(node.rt.reservations("fs-cn8")?, vec![]);
+    Ok(())
+}
+
+/// Hugepages (2 MiB) the DPDK pod's testpmd takes (`-m 128`).
+const TESTPMD_MB: u32 = 128;
+
+/// True when dpdk-testpmd and enough free hugepages are there; otherwise
+/// says why the test is skipped.
+fn have_dpdk() -> bool {
+    if std::process::Command::new("dpdk-testpmd")
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("skipping: dpdk-testpmd not installed (scripts/setup.sh installs dpdk-dev)");
+        return false;
+    }
+    let free = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("HugePages_Free:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u32>().ok())
+        })
+        .unwrap_or(0);
+    let need = TESTPMD_MB / 2 + 16;
+    if free < need {
+        eprintln!(
+            "skipping: {free} free 2 MiB hugepages, need {need} (scripts/setup.sh reserves them)"
+        );
+        return false;
+    }
+    true
+}
+
+#[test]
+fn a_dpdk_pod_on_vhost_user_answers_a_veth_pod_through_the_switch() -> Result<()> {
+    if !runnable()? || !have_dpdk() {
+        return Ok(());
+    }
+    let _s = serial();
+    let node = Node::start("cn9")?;
+    let net = pod_net(&node, "fs-cn9", 9);
+    // The DPDK pod: same network (so host-local hands out from one pool),
+    // vhost-user interface, sockets in the runtime's shared directory.
+    let dpdk_net = NetList::single(
+        "fs-cn9",
+        "1.1.0",
+        node.rt.ferroswitch_conf(
+            node.rt.host_local("10.248.9.0/24", "10.248.9.1"),
+            json!({ "interfaceType": "vhost-user", "socketDir": node.rt.sock_dir }),
+        ),
+    );
+    let (ns_v, ns_d) = (node.netns("v")?, node.netns("d")?);
+    let v = Pod::add(&node, &net, Attachment::pod("v", &ns_v, "eth0"))?;
+    let d = Pod::add(&node, &dpdk_net, Attachment::pod("d", &ns_d, "eth0"))?;
+    let r = d.result()?;
+    let iface = &r["interfaces"][0];
+    let sock = iface["socketPath"]
+        .as_str()
+        .ok_or_else(|| err(format!("no interfaces[0].socketPath in {r}")))?
+        .to_string();
+    let mac = iface["mac"]
+        .as_str()
+        .ok_or_else(|| err(format!("no interfaces[0].mac in {r}")))?
+        .to_string();
+    assert!(
+        sock.starts_with(&node.rt.sock_dir.to_string_lossy().into_owned()),
+        "the socket is in socketDir: {sock}"
+    );
+    assert!(
+        std::path::Path::new(&sock).exists(),
+        "switchd listens on {sock}"
+    );
+    assert_eq!(
+        ns_d.links()?,
+        vec!["lo".to_string()],
+        "no veth for a DPDK pod"
+    );
+    let d_ip = d.ip()?;
+    assert_eq!(
+        d.ports,
+        BTreeSet::from([attachment_name(&d.att)]),
+        "one vhost-user port"
+    );
+
+    // The pod's application: testpmd on a virtio-user port (the client of
+    // switchd's socket) with the MAC from the result, answering ARP and
+    // ICMP echo (`--forward-mode=icmpecho`). Never without --no-pci: the
+    // machine's own NIC is a virtio PCI device.
+    let log = node.guard.path("testpmd.log");
+    let mut c = ns_d.command("dpdk-testpmd");
+    c.args([
+        "--lcores",
+        "0@0,1@0",
+        "--no-pci",
+        "--in-memory",
+        "--single-file-segments",
+    ])
+    .args(["-m", &TESTPMD_MB.to_string()])
+    .args(["--file-prefix", &format!("fs-cn9-{}", std::process::id())])
+    .args(["--log-level", "lib.eal:error"])
+    .args(["--vdev", &format!("net_virtio_user0,path={sock},mac={mac}")])
+    .args([
+        "--",
+        "--nb-cores=1",
+        "--forward-mode=icmpecho",
+        "--total-num-mbufs=4096",
+    ])
+    .current_dir(node.guard.dir())
+    .stdin(std::process::Stdio::piped())
+    .stdout(
+        std::fs::File::create(&log)
+            .map(std::process::Stdio::from)
+            .map_err(|e| err(format!("{}: {e}", log.display())))?,
+    )
+    .stderr(std::process::Stdio::null());
+    // stdin stays open: non-interactive testpmd forwards until it reads a line.
+    let mut child = c
+        .spawn()
+        .map_err(|e| err(format!("starting dpdk-testpmd: {e}")))?;
+    let _stdin = child.stdin.take();
+    let mut testpmd = topology_tests::ChildGuard::new(child, "testpmd (DPDK pod)");
+
+    let reach = wait_reachable(&ns_v, &d_ip, Duration::from_secs(30));
+    if let Err(e) = reach {
+        let o = node.sd.flowctl(&["dump-ports", cni_support::BRIDGE])?;
+        return Err(err(format!(
+            "{e}\nswitch ports:\n{}\ntestpmd:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )));
+    }
+    let p = ping(Some(&ns_v), &d_ip, 3)?;
+    assert_eq!((p.transmitted, p.received), (3, 3), "{}", p.output);
+    let n = ns_v.ip(&["neigh", "show", &d_ip, "dev", "eth0"])?;
+    assert!(
+        n.contains(&mac),
+        "the DPDK pod answered ARP with its MAC: {n}"
+    );
+    drop(_stdin);
+    let _ = testpmd.wait_timeout(Duration::from_secs(10));
+
+    net.del(&node.rt, &v.att, v.result.as_ref())?;
+    dpdk_net.del(&node.rt, &d.att, d.result.as_ref())?;
+    assert_eq!(switch_ports(&node.sd)?, BTreeSet::new());
+    assert_eq!(plugin_flows(&node)?, vec![]);
+    assert_eq!(node.rt.reservations("fs-cn9")?, vec![]);
+    assert!(
+        !std::path::Path::new(&sock).exists(),
+        "{sock} removed with the port"
+    );
     Ok(())
 }

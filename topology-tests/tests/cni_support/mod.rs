@@ -590,8 +590,8 @@ pub fn switch_ports(sd: &Switchd) -> Result<BTreeSet<String>> {
 /// dump-flows`.
 pub fn flows(sd: &Switchd) -> Result<Vec<(u64, String)>> {
     let out = sd.flowctl_ok(&["--json", "dump-flows", BRIDGE])?;
-    let v: Value = serde_json::from_str(&out)
-        .map_err(|e| err(format!("dump-flows --json: {e}: {out}")))?;
+    let v: Value =
+        serde_json::from_str(&out).map_err(|e| err(format!("dump-flows --json: {e}: {out}")))?;
     let arr = v["ok"]["flows"]
         .as_array()
         .ok_or_else(|| err(format!("dump-flows --json: no flows array: {out}")))?;
