@@ -11,9 +11,10 @@ set -euo pipefail
 # peer (topology-tests/tests/vhost_user_testpmd.rs): dpdk-dev (dpdk-testpmd).
 PACKAGES=(build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4
           iproute2 iputils-ping iperf3 ethtool tcpdump dpdk-dev)
-# CNI end-to-end tests (topology-tests/tests/cni*.rs): Debian's reference
-# plugins in /usr/lib/cni (host-local IPAM, tuning) beside our ferroswitch.
-PACKAGES+=(containernetworking-plugins)
+# cni-shim (the ferroswitch CNI plugin): nsenter (util-linux) and sysctl (procps)
+# for the pod netns, host-local/tuning IPAM and chaining (containernetworking-plugins,
+# also what the CNI end-to-end tests topology-tests/tests/cni*.rs run beside ours).
+PACKAGES+=(util-linux procps containernetworking-plugins)
 # Benchmarks only (`scripts/setup.sh --bench`, called by perf/veth/veth_bench.sh and
 # perf/pvp): the data planes we measure against, OVS's userspace datapath
 # (openvswitch-switch, afxdp ports) and OVS-DPDK (openvswitch-switch-dpdk).

@@ -517,9 +517,14 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
                         problems.push(format!("{ifname} has MAC {mac}, prevResult says {m}"));
                     }
                 }
+                // The MTU prevResult states (a plugin chained after us, such
+                // as tuning, may have changed ours and said so); results
+                // older than 1.1.0 carry no MTU and are not checked for it.
                 let mtu = l["mtu"].as_u64().unwrap_or(0);
-                if mtu != u64::from(conf.mtu) {
-                    problems.push(format!("{ifname} has MTU {mtu}, the configuration says {}", conf.mtu));
+                if let Some(want) = pif.mtu {
+                    if mtu != u64::from(want) {
+                        problems.push(format!("{ifname} has MTU {mtu}, prevResult says {want}"));
+                    }
                 }
                 let have = sys::addrs(netns, ifname)?;
                 for ip in &our_ips {

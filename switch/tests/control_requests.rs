@@ -947,6 +947,39 @@ fn corrupt_state_refuses_to_start_with_a_clear_message() {
     assert_eq!(dump(&mut b, None).len(), 1);
 }
 
+/// A port whose kernel interface disappeared while switchd was down (a pod
+/// deleted, a node rebooted) is left out at restart instead of keeping the
+/// switch down; the other ports and the flows come back.
+#[cfg(feature = "afxdp")]
+#[test]
+fn restart_skips_a_port_whose_interface_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut b = start(dir.path()).unwrap();
+        ok(&mut b, add_port("p1", Some(1)));
+        ok(&mut b, add_flow("actions=drop"));
+    }
+    let path = dir.path().join("state.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let mut v: Value = serde_json::from_str(&good).unwrap();
+    let ports = v["bridges"][BR]["ports"].as_array_mut().unwrap();
+    ports.push(serde_json::json!({
+        "name": "gone0", "type": "afxdp", "ofport": 7,
+        "options": {"ifname": "fsnosuchif0"}
+    }));
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let mut b = start(dir.path()).expect("a vanished interface must not stop the restart");
+    let shown = ok(&mut b, Request::Show { bridge: BR.into() });
+    let names: Vec<&str> = shown["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["p1"]);
+    assert_eq!(dump(&mut b, None).len(), 1);
+}
+
 #[test]
 fn timed_out_flows_expire_on_tick_and_leave_the_state_file() {
     let dir = tempfile::tempdir().unwrap();

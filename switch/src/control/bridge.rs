@@ -233,8 +233,23 @@ impl Bridge {
             b.apply_bridge_settings(aging, size);
             b.other_config = bs.other_config.clone();
             for pc in &bs.ports {
-                b.create_port(pc.clone())
-                    .map_err(|e| format!("restoring port {}: {}", pc.name, e.message))?;
+                // A port whose kernel interface vanished while switchd was
+                // down (a pod deleted, a node rebooted) must not keep switchd
+                // from starting: like OVS, which keeps running and logs
+                // "could not open network device", we start without that port
+                // (its flows stay; the next state write drops the port). Any
+                // other restore error (bad type, bad options) stays fatal.
+                let gone = pc.options.get("ifname").is_some_and(|i| {
+                    !std::path::Path::new("/sys/class/net").join(i).exists()
+                });
+                match b.create_port(pc.clone()) {
+                    Ok(_) => {}
+                    Err(e) if gone => eprintln!(
+                        "switchd: bridge {name}: port {} not restored: {}",
+                        pc.name, e.message
+                    ),
+                    Err(e) => return Err(format!("restoring port {}: {}", pc.name, e.message)),
+                }
             }
             let mut mods = Vec::new();
             for (i, text) in bs.flows.iter().enumerate() {
