@@ -184,6 +184,27 @@ fn del_while_switchd_is_down_succeeds_and_the_next_call_finishes_the_cleanup() -
     );
     // A repeated DEL while switchd is still down succeeds as well.
     net.del(&node.rt, &a.att, a.result.as_ref())?;
+    // An ADD while switchd is down is "try again later" (11), and takes
+    // nothing: no veth, no address.
+    let ns_x = node.netns("x")?;
+    let x = Attachment::pod("x", &ns_x, "eth0");
+    let r = net.add_reply(&node.rt, &x)?;
+    let (code, msg, _) = r.error()?;
+    assert_eq!(code, 11, "ADD with switchd down: {msg}");
+    assert!(
+        !host_link_exists(&attachment_name(&x)),
+        "no veth left by the failed ADD"
+    );
+    assert_eq!(
+        ns_x.links()?,
+        vec!["lo".to_string()],
+        "nothing left in the pod"
+    );
+    assert_eq!(
+        node.rt.reservations("fs-cn7")?.len(),
+        1,
+        "the failed ADD's IP released"
+    );
 
     node.sd.restart()?;
     let show = node.sd.flowctl_ok(&["show", cni_support::BRIDGE])?;
