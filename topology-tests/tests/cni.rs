@@ -441,6 +441,34 @@ fn results_follow_the_config_version_and_bad_input_gets_the_spec_error_codes() -
     eprintln!("ADD into a missing netns: code {code}: {msg} ({details})");
     assert_eq!(code, 3, "a netns that does not exist: {msg}");
     assert_nothing_new(&node, "fs-cn2", &before, "ADD into a missing netns")?;
+
+    // A bridge switchd does not run: an error naming it, nothing created.
+    let mut conf = net.plugins[0].clone();
+    conf["bridge"] = json!("br9");
+    let r = NetList::single("fs-cn2", "1.1.0", conf).add_reply(&node.rt, &att)?;
+    let (code, msg, details) = r.error()?;
+    eprintln!("ADD to a missing bridge: code {code}: {msg} ({details})");
+    assert!(format!("{msg} {details}").contains("br9"), "{msg}");
+    assert_nothing_new(&node, "fs-cn2", &before, "ADD to a missing bridge")?;
+
+    // A failure late in ADD, after the IP is taken and the veth made: IPAM
+    // hands out a route via a gateway that is not on-link, so configuring
+    // the pod fails. Everything done so far is rolled back.
+    let mut conf = net.plugins[0].clone();
+    conf["ipam"]["routes"] = json!([{ "dst": "10.99.0.0/16", "gw": "192.0.2.1" }]);
+    let r = NetList::single("fs-cn2", "1.1.0", conf).add_reply(&node.rt, &att)?;
+    let (code, msg, details) = r.error()?;
+    eprintln!("ADD with an unusable route: code {code}: {msg} ({details})");
+    assert_nothing_new(&node, "fs-cn2", &before, "ADD with an unusable route")?;
+    assert!(
+        !host_link_exists(&attachment_name(&att)),
+        "veth rolled back"
+    );
+    assert_eq!(
+        ns.links()?,
+        vec!["lo".to_string()],
+        "nothing left in the pod"
+    );
     Ok(())
 }
 
