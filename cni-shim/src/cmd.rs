@@ -209,14 +209,18 @@ fn add_steps(
     let add_port = match conf.iface_type {
         IfaceType::Veth => {
             // Both ends created at once inside the pod's netns, the peer
-            // moved to ours by pid: no setns in this process.
+            // moved to ours by pid: no setns in this process. One queue
+            // each: the AF_XDP port binds queue 0 only, and frames the pod
+            // hashed to another veth queue would meet an XDP program with no
+            // socket for it and be dropped.
             let pid = std::process::id().to_string();
             sys::run_in(
                 netns,
                 "ip",
                 &[
-                    "link", "add", ifname, "mtu", &mtu, "address", &mac, "type", "veth", "peer",
-                    "name", port, "mtu", &mtu, "netns", &pid,
+                    "link", "add", ifname, "numtxqueues", "1", "numrxqueues", "1", "mtu", &mtu,
+                    "address", &mac, "type", "veth", "peer", "name", port, "numtxqueues", "1",
+                    "numrxqueues", "1", "mtu", &mtu, "netns", &pid,
                 ],
             )?;
             undo.veth = Some(port.to_string());
@@ -234,7 +238,15 @@ fn add_steps(
             sys::run_in(netns, "ip", &["addr", "add", &cidr, "dev", ifname])?;
             sys::run_in(netns, "ip", &["link", "set", "dev", ifname, "up"])?;
             let mut routes = ipr.routes.clone();
-            if routes.is_empty() {
+            // IPAM gave no routes: a default route via the gateway, unless
+            // the pod already has one (a second interface, as Multus adds,
+            // must not take or collide with the primary's default route).
+            let has_default = || {
+                sys::run_in(netns, "ip", &["-4", "route", "show", "default"])
+                    .map(|o| !o.trim().is_empty())
+                    .unwrap_or(false)
+            };
+            if routes.is_empty() && !has_default() {
                 if let Some(g) = gw {
                     routes.push(Route {
                         dst: "0.0.0.0/0".into(),
