@@ -15,7 +15,9 @@
 //!   and a netns that does not exist get the spec's error codes with
 //!   nothing half-created left behind.
 //! - CNI_ARGS `IP=` reaches host-local; chaining with `tuning`; two
-//!   interfaces per pod (a secondary network, as Multus attaches it).
+//!   interfaces per pod (a secondary network, as Multus attaches it);
+//!   routed mode (proxy ARP, one routed hop); a pod added after the last
+//!   one left.
 //!
 //! Root only (each test passes early otherwise); needs `cargo build --bins`
 //! (switchd, flowctl, ferroswitch) and containernetworking-plugins. The
@@ -636,5 +638,47 @@ fn a_pod_with_a_secondary_network_has_two_ports_and_both_carry_traffic() -> Resu
     }
     assert_eq!(node.rt.reservations("fs-cn5a")?, vec![]);
     assert_eq!(node.rt.reservations("fs-cn5b")?, vec![]);
+    Ok(())
+}
+
+#[test]
+fn routed_mode_pods_reach_each_other_one_routed_hop_through_the_router_mac() -> Result<()> {
+    if !runnable()? {
+        return Ok(());
+    }
+    let _s = serial();
+    let node = Node::start("cnr")?;
+    let router_mac = "0a:58:00:00:00:fe";
+    let net = NetList::single(
+        "fs-cnr",
+        "1.1.0",
+        node.rt.ferroswitch_conf(
+            node.rt.host_local("10.247.11.0/24", "10.247.11.1"),
+            json!({ "mode": "routed", "routerMac": router_mac }),
+        ),
+    );
+    let (ns_a, ns_b) = (node.netns("a")?, node.netns("b")?);
+    let a = Pod::add(&node, &net, Attachment::pod("a", &ns_a, "eth0"))?;
+    let b = Pod::add(&node, &net, Attachment::pod("b", &ns_b, "eth0"))?;
+    assert_eq!(ns_a.mtu("eth0")?, 1500, "routed mode's default MTU");
+    let (ip_a, ip_b) = (a.ip()?, b.ip()?);
+    wait_reachable(&ns_a, &ip_b, Duration::from_secs(5))?;
+    let r = ping(Some(&ns_a), &ip_b, 3)?;
+    assert_eq!((r.transmitted, r.received), (3, 3), "{}", r.output);
+    assert_eq!(r.ttl, Some(63), "one routed hop: {}", r.output);
+    let r = ping(Some(&ns_b), &ip_a, 3)?;
+    assert_eq!((r.received, r.ttl), (3, Some(63)), "{}", r.output);
+    // Proxy ARP: the pod resolves its neighbour (same subnet) to the router.
+    let n = ns_a.ip(&["neigh", "show", &ip_b, "dev", "eth0"])?;
+    assert!(
+        n.contains(router_mac),
+        "{ip_b} resolved to the router MAC: {n}"
+    );
+    for p in [&a, &b] {
+        net.check(&node.rt, &p.att, p.result()?)?.ok_empty()?;
+        net.del(&node.rt, &p.att, p.result.as_ref())?;
+        assert_pod_gone(&node, p, &host_ifaces(p.result()?))?;
+    }
+    assert_eq!(node.rt.reservations("fs-cnr")?, vec![]);
     Ok(())
 }
