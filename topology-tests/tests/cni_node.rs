@@ -274,8 +274,23 @@ fn gc_removes_the_attachments_not_listed_as_valid() -> Result<()> {
     assert_eq!(switch_ports(&node.sd)?.len(), 3);
     assert_eq!(node.rt.reservations("fs-cn8")?.len(), 3);
 
-    // Only a is still valid: b and c are stale (a runtime that lost them).
-    for r in net.gc(&node.rt, &[&pods[0].att])? {
+    // The older spelling alone (`cni.dev/attachments`, what the first 1.1
+    // runtimes sent) lists a and b: c is stale and goes.
+    for r in net.gc_keys(
+        &node.rt,
+        &[&pods[0].att, &pods[1].att],
+        &["cni.dev/attachments"],
+    )? {
+        r.ok_empty()?;
+    }
+    let c_name = attachment_name(&pods[2].att);
+    assert!(
+        !switch_ports(&node.sd)?.contains(&c_name),
+        "GC removed c's port"
+    );
+    assert_eq!(node.rt.reservations("fs-cn8")?.len(), 2);
+    // The spec's key alone: only a is still valid, b goes too.
+    for r in net.gc_keys(&node.rt, &[&pods[0].att], &["cni.dev/valid-attachments"])? {
         r.ok_empty()?;
     }
     let a_name = attachment_name(&pods[0].att);

@@ -483,6 +483,20 @@ impl NetList {
     /// `cni.dev/valid-attachments` (and the older spelling
     /// `cni.dev/attachments`, as libcni sends both) listing `valid`.
     pub fn gc(&self, rt: &Runtime, valid: &[&Attachment]) -> Result<Vec<Reply>> {
+        self.gc_keys(
+            rt,
+            valid,
+            &["cni.dev/valid-attachments", "cni.dev/attachments"],
+        )
+    }
+
+    /// GC with the list under the given keys only (one spelling or both).
+    pub fn gc_keys(
+        &self,
+        rt: &Runtime,
+        valid: &[&Attachment],
+        keys: &[&str],
+    ) -> Result<Vec<Reply>> {
         let list: Vec<Value> = valid
             .iter()
             .map(|a| json!({ "containerID": a.container_id, "ifname": a.ifname }))
@@ -491,8 +505,9 @@ impl NetList {
         for i in 0..self.plugins.len() {
             let mut conf = self.plugin_conf(i, None);
             if let Some(m) = conf.as_object_mut() {
-                m.insert("cni.dev/valid-attachments".into(), json!(list));
-                m.insert("cni.dev/attachments".into(), json!(list));
+                for k in keys {
+                    m.insert((*k).to_string(), json!(list));
+                }
             }
             out.push(rt.exec(&self.ty(i), "GC", None, &conf.to_string())?);
         }
