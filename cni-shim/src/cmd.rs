@@ -52,7 +52,12 @@ pub fn flush_pending(state: &State) {
 }
 
 /// Remove an attachment's flows and port; "not there" is success.
-fn switch_teardown(sd: &mut Switchd, bridge: &str, port: &str, cookie: u64) -> Result<(), CallError> {
+fn switch_teardown(
+    sd: &mut Switchd,
+    bridge: &str,
+    port: &str,
+    cookie: u64,
+) -> Result<(), CallError> {
     match sd.call(&Request::DelFlows {
         bridge: bridge.into(),
         flow: Some(cookie_selector(cookie)),
@@ -145,7 +150,9 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
     .map_err(|e| e.into_cni(&format!("bridge {:?}", conf.bridge)))?;
     let ipam = Ipam::new(cni_path, &conf.ipam_type()?, &conf.cni_version)?;
     let mut undo = Undo::default();
-    let r = add_steps(conf, env, cid, ifname, netns, &port, cookie, &ipam, &mut sd, &mut undo);
+    let r = add_steps(
+        conf, env, cid, ifname, netns, &port, cookie, &ipam, &mut sd, &mut undo,
+    );
     match r {
         Ok((result, rec)) => {
             if let Err(e) = state.save(&rec) {
@@ -164,10 +171,7 @@ pub fn add(conf: &NetConf, env: &Env) -> CniResult<Value> {
 fn rollback(conf: &NetConf, port: &str, cookie: u64, ipam: &Ipam, sd: &mut Switchd, u: &Undo) {
     if u.port {
         if let Err(e) = switch_teardown(sd, &conf.bridge, port, cookie) {
-            eprintln!(
-                "ferroswitch: rollback: {}",
-                e.into_cni("removing the port")
-            );
+            eprintln!("ferroswitch: rollback: {}", e.into_cni("removing the port"));
         }
     }
     if let Some(v) = &u.veth {
@@ -218,9 +222,30 @@ fn add_steps(
                 netns,
                 "ip",
                 &[
-                    "link", "add", ifname, "numtxqueues", "1", "numrxqueues", "1", "mtu", &mtu,
-                    "address", &mac, "type", "veth", "peer", "name", port, "numtxqueues", "1",
-                    "numrxqueues", "1", "mtu", &mtu, "netns", &pid,
+                    "link",
+                    "add",
+                    ifname,
+                    "numtxqueues",
+                    "1",
+                    "numrxqueues",
+                    "1",
+                    "mtu",
+                    &mtu,
+                    "address",
+                    &mac,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    port,
+                    "numtxqueues",
+                    "1",
+                    "numrxqueues",
+                    "1",
+                    "mtu",
+                    &mtu,
+                    "netns",
+                    &pid,
                 ],
             )?;
             undo.veth = Some(port.to_string());
@@ -269,8 +294,8 @@ fn add_steps(
             }
             result.routes = routes;
             sys::run("ip", &["link", "set", "dev", port, "up"])?;
-            let host_mac = sys::link_show(None, port)?
-                .and_then(|l| l["address"].as_str().map(str::to_string));
+            let host_mac =
+                sys::link_show(None, port)?.and_then(|l| l["address"].as_str().map(str::to_string));
             result.interfaces.push(Interface {
                 name: port.to_string(),
                 mac: host_mac,
@@ -289,9 +314,12 @@ fn add_steps(
                 name: port.to_string(),
                 port_type: "afxdp".into(),
                 ofport: None,
-                options: [("ifname".to_string(), port.to_string())]
-                    .into_iter()
-                    .collect(),
+                options: [
+                    ("ifname".to_string(), port.to_string()),
+                    ("n-rxq-desc".to_string(), conf.rx_ring.to_string()),
+                ]
+                .into_iter()
+                .collect(),
             }
         }
         IfaceType::VhostUser => {
@@ -333,7 +361,12 @@ fn add_steps(
     let ofport = reply["ofport"]
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| CniError::new(SWITCHD_ERROR, format!("add-port {port}: no ofport in the reply {reply}")))?;
+        .ok_or_else(|| {
+            CniError::new(
+                SWITCHD_ERROR,
+                format!("add-port {port}: no ofport in the reply {reply}"),
+            )
+        })?;
     let flows = PodFlows {
         ofport,
         mac: &mac,
@@ -470,14 +503,20 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
     if version_cmp(&conf.cni_version, "0.4.0").is_lt() {
         return Err(CniError::new(
             INCOMPATIBLE_VERSION,
-            format!("cniVersion {} does not allow CHECK (0.4.0 or newer)", conf.cni_version),
+            format!(
+                "cniVersion {} does not allow CHECK (0.4.0 or newer)",
+                conf.cni_version
+            ),
         ));
     }
     let cid = env.container_id()?;
     let ifname = env.ifname()?;
     let netns = env.need(&env.netns, "CNI_NETNS")?;
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::new(INVALID_CONFIG, "CHECK needs \"prevResult\" in the configuration")
+        CniError::new(
+            INVALID_CONFIG,
+            "CHECK needs \"prevResult\" in the configuration",
+        )
     })?;
     let prev = CniResultBody::decode(prev, "prevResult")?;
     if conf.iface_type == IfaceType::Veth && !sys::netns_exists(netns) {
@@ -493,7 +532,10 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
     let mut problems: Vec<String> = Vec::new();
     let rec = state.record(&port);
     if rec.is_none() {
-        problems.push(format!("no record of this attachment (port {port}) in {}", conf.state_dir));
+        problems.push(format!(
+            "no record of this attachment (port {port}) in {}",
+            conf.state_dir
+        ));
     }
     // Our interface in prevResult: the pod end (veth) or the vhost-user port.
     let want_name = match conf.iface_type {
@@ -517,7 +559,9 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
         .filter(|i| i.interface == Some(idx))
         .collect();
     if our_ips.is_empty() {
-        problems.push(format!("prevResult has no address for interface {want_name}"));
+        problems.push(format!(
+            "prevResult has no address for interface {want_name}"
+        ));
     }
     if conf.iface_type == IfaceType::Veth {
         match sys::link_show(Some(netns), ifname)? {
@@ -541,14 +585,20 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
                 let have = sys::addrs(netns, ifname)?;
                 for ip in &our_ips {
                     if !have.contains(&ip.address) {
-                        problems.push(format!("{ifname} lacks address {} (has {have:?})", ip.address));
+                        problems.push(format!(
+                            "{ifname} lacks address {} (has {have:?})",
+                            ip.address
+                        ));
                     }
                 }
                 let rts = sys::routes(netns, ifname)?;
                 let gw = our_ips.first().and_then(|i| i.gateway.clone());
                 for r in prev.routes.iter().filter(|r| !r.dst.contains(':')) {
                     let via = r.gw.clone().or_else(|| gw.clone());
-                    if !rts.iter().any(|(d, g)| *d == r.dst && (via.is_none() || *g == via)) {
+                    if !rts
+                        .iter()
+                        .any(|(d, g)| *d == r.dst && (via.is_none() || *g == via))
+                    {
                         problems.push(format!(
                             "route to {}{} is missing in {netns}",
                             r.dst,
@@ -582,15 +632,24 @@ pub fn check(conf: &NetConf, env: &Env) -> CniResult<()> {
         None => problems.push(format!("switchd has no port {port} on bridge {bridge}")),
         Some(p) => {
             if p["type"] != want_type {
-                problems.push(format!("port {port} has type {}, expected {want_type}", p["type"]));
+                problems.push(format!(
+                    "port {port} has type {}, expected {want_type}",
+                    p["type"]
+                ));
             }
             if let Some(r) = &rec {
                 if p["ofport"].as_u64() != Some(u64::from(r.ofport)) {
-                    problems.push(format!("port {port} is ofport {}, ADD got {}", p["ofport"], r.ofport));
+                    problems.push(format!(
+                        "port {port} is ofport {}, ADD got {}",
+                        p["ofport"], r.ofport
+                    ));
                 }
             }
             if conf.iface_type == IfaceType::Veth && p["options"]["ifname"] != port.as_str() {
-                problems.push(format!("port {port} is bound to {}, expected {port}", p["options"]["ifname"]));
+                problems.push(format!(
+                    "port {port} is bound to {}, expected {port}",
+                    p["options"]["ifname"]
+                ));
             }
         }
     }
@@ -659,16 +718,21 @@ pub fn valid_attachments(raw: &Value) -> CniResult<Vec<(String, String)>> {
         ));
     };
     let arr = list.as_array().ok_or_else(|| {
-        CniError::new(INVALID_CONFIG, "\"cni.dev/valid-attachments\" must be an array")
+        CniError::new(
+            INVALID_CONFIG,
+            "\"cni.dev/valid-attachments\" must be an array",
+        )
     })?;
     arr.iter()
-        .map(|a| match (a["containerID"].as_str(), a["ifname"].as_str()) {
-            (Some(c), Some(i)) => Ok((c.to_string(), i.to_string())),
-            _ => Err(CniError::new(
-                INVALID_CONFIG,
-                format!("a valid attachment needs \"containerID\" and \"ifname\", got {a}"),
-            )),
-        })
+        .map(
+            |a| match (a["containerID"].as_str(), a["ifname"].as_str()) {
+                (Some(c), Some(i)) => Ok((c.to_string(), i.to_string())),
+                _ => Err(CniError::new(
+                    INVALID_CONFIG,
+                    format!("a valid attachment needs \"containerID\" and \"ifname\", got {a}"),
+                )),
+            },
+        )
         .collect()
 }
 
@@ -677,7 +741,10 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
     if version_cmp(&conf.cni_version, "1.1.0").is_lt() {
         return Err(CniError::new(
             INCOMPATIBLE_VERSION,
-            format!("cniVersion {} does not allow GC (1.1.0 or newer)", conf.cni_version),
+            format!(
+                "cniVersion {} does not allow GC (1.1.0 or newer)",
+                conf.cni_version
+            ),
         ));
     }
     let valid = valid_attachments(&conf.raw)?;
@@ -693,7 +760,10 @@ pub fn gc(conf: &NetConf, env: &Env) -> CniResult<()> {
         {
             continue;
         }
-        let ipam_type = r.ipam_conf["ipam"]["type"].as_str().unwrap_or_default().to_string();
+        let ipam_type = r.ipam_conf["ipam"]["type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let res = Ipam::new(cni_path, &ipam_type, &conf.cni_version).and_then(|ipam| {
             teardown(
                 &state,
@@ -728,13 +798,19 @@ pub fn status(conf: &NetConf) -> CniResult<()> {
     if version_cmp(&conf.cni_version, "1.1.0").is_lt() {
         return Err(CniError::new(
             INCOMPATIBLE_VERSION,
-            format!("cniVersion {} does not allow STATUS (1.1.0 or newer)", conf.cni_version),
+            format!(
+                "cniVersion {} does not allow STATUS (1.1.0 or newer)",
+                conf.cni_version
+            ),
         ));
     }
     let mut sd = Switchd::connect(&conf.socket).map_err(|e| {
         CniError::new(
             NOT_AVAILABLE_LIMITED,
-            format!("switchd is not answering on {}: pods on this node have no connectivity", conf.socket),
+            format!(
+                "switchd is not answering on {}: pods on this node have no connectivity",
+                conf.socket
+            ),
         )
         .details(format!("{e:?}"))
     })?;
@@ -751,7 +827,10 @@ pub fn status(conf: &NetConf) -> CniResult<()> {
         Err(CallError::Switchd(e)) => {
             return Err(CniError::new(
                 NOT_AVAILABLE,
-                format!("switchd has no usable bridge {:?}: {}", conf.bridge, e.message),
+                format!(
+                    "switchd has no usable bridge {:?}: {}",
+                    conf.bridge, e.message
+                ),
             ))
         }
     }
@@ -770,10 +849,19 @@ mod tests {
     #[test]
     fn valid_attachments_both_keys() {
         let v = json!({"cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}]});
-        assert_eq!(valid_attachments(&v).unwrap(), vec![("a".into(), "eth0".into())]);
+        assert_eq!(
+            valid_attachments(&v).unwrap(),
+            vec![("a".into(), "eth0".into())]
+        );
         let v = json!({"cni.dev/attachments": [{"containerID": "b", "ifname": "net1"}]});
-        assert_eq!(valid_attachments(&v).unwrap(), vec![("b".into(), "net1".into())]);
-        assert_eq!(valid_attachments(&json!({})).unwrap_err().code, INVALID_CONFIG);
+        assert_eq!(
+            valid_attachments(&v).unwrap(),
+            vec![("b".into(), "net1".into())]
+        );
+        assert_eq!(
+            valid_attachments(&json!({})).unwrap_err().code,
+            INVALID_CONFIG
+        );
         let v = json!({"cni.dev/valid-attachments": [{"containerID": "a"}]});
         assert_eq!(valid_attachments(&v).unwrap_err().code, INVALID_CONFIG);
     }
@@ -806,7 +894,10 @@ mod tests {
     fn canonical_form_matches_switchd_rendering() {
         // What dump-flows --no-stats prints for a flow we generate: cookie
         // first, match normalised, priority kept.
-        let c = canonical("table=20,priority=100,cookie=0xf5aa,dl_dst=0a:58:0a:f4:01:07,actions=output:7").unwrap();
+        let c = canonical(
+            "table=20,priority=100,cookie=0xf5aa,dl_dst=0a:58:0a:f4:01:07,actions=output:7",
+        )
+        .unwrap();
         assert!(c.contains("cookie=0xf5aa"), "{c}");
         assert!(c.contains("table=20"), "{c}");
         assert!(c.contains("dl_dst=0a:58:0a:f4:01:07"), "{c}");

@@ -22,6 +22,11 @@ pub const DEFAULT_SOCKET: &str = switch::control::proto::DEFAULT_SOCKET;
 pub const DEFAULT_ROUTER_MAC: &str = "0a:58:00:00:00:01";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/ferroswitch";
+/// Default AF_XDP rx ring of a pod port. Every AF_XDP port of a polling
+/// thread fills its fill ring from the thread's one UMEM of 16384 frames
+/// (switch/src/port/afxdp/umem.rs), an eighth kept back for transmit: at
+/// switchd's default of 2048 only 7 ports get frames; at 256, 60 pods fit.
+pub const DEFAULT_RX_RING: u32 = 256;
 /// Default vhost-user socket directory.
 pub const DEFAULT_SOCKET_DIR: &str = "/run/ferroswitch/vhost";
 
@@ -66,6 +71,8 @@ pub struct NetConf {
     pub socket_dir: String,
     /// State directory.
     pub state_dir: String,
+    /// AF_XDP rx (and fill) ring size of a pod port (`n-rxq-desc`).
+    pub rx_ring: u32,
     /// `ipam` object (None only where a command does not need it).
     pub ipam: Option<Value>,
     /// `prevResult`, if any.
@@ -214,6 +221,18 @@ impl NetConf {
         let socket = opt_str(&v, "socket")?.unwrap_or_else(|| DEFAULT_SOCKET.into());
         let socket_dir = opt_str(&v, "socketDir")?.unwrap_or_else(|| DEFAULT_SOCKET_DIR.into());
         let state_dir = opt_str(&v, "stateDir")?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+        let rx_ring = match v.get("rxRingSize") {
+            None | Some(Value::Null) => DEFAULT_RX_RING,
+            Some(n) => match n.as_u64() {
+                Some(r @ 64..=16384) if r.is_power_of_two() => r as u32,
+                _ => {
+                    return Err(CniError::new(
+                        INVALID_CONFIG,
+                        format!("\"rxRingSize\" must be a power of two 64..16384, got {n}"),
+                    ))
+                }
+            },
+        };
         let ipam = match v.get("ipam") {
             None | Some(Value::Null) => None,
             Some(i @ Value::Object(_)) => Some(i.clone()),
@@ -262,6 +281,7 @@ impl NetConf {
             iface_type,
             socket_dir,
             state_dir,
+            rx_ring,
             ipam,
             prev_result,
             raw: v,
@@ -396,8 +416,10 @@ mod tests {
     #[test]
     fn parses_each_version_with_defaults() {
         for ver in ["0.4.0", "1.0.0", "1.1.0"] {
-            let c = conf(json!({"cniVersion": ver, "name": "pods", "type": "ferroswitch",
-                "ipam": {"type": "host-local"}}))
+            let c = conf(
+                json!({"cniVersion": ver, "name": "pods", "type": "ferroswitch",
+                "ipam": {"type": "host-local"}}),
+            )
             .unwrap();
             assert_eq!(c.cni_version, ver);
             assert_eq!(c.bridge, "br0");
@@ -406,14 +428,17 @@ mod tests {
             assert_eq!(c.socket, DEFAULT_SOCKET);
             assert_eq!(c.iface_type, IfaceType::Veth);
             assert_eq!(c.router_mac, DEFAULT_ROUTER_MAC);
+            assert_eq!(c.rx_ring, DEFAULT_RX_RING);
         }
         let c = conf(json!({"cniVersion": "1.1.0", "name": "r", "mode": "routed",
             "ipam": {"type": "host-local"}}))
         .unwrap();
         assert_eq!(c.mtu, 1500);
-        let c = conf(json!({"cniVersion": "1.1.0", "name": "r", "mode": "routed", "mtu": 9000,
+        let c = conf(
+            json!({"cniVersion": "1.1.0", "name": "r", "mode": "routed", "mtu": 9000,
             "routerMac": "0A:58:00:00:00:FE", "interfaceType": "vhost-user", "socketDir": "/x",
-            "ipam": {"type": "host-local"}}))
+            "ipam": {"type": "host-local"}}),
+        )
         .unwrap();
         assert_eq!(c.mtu, 9000);
         assert_eq!(c.router_mac, "0a:58:00:00:00:fe");
@@ -423,8 +448,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_ignored() {
-        let c = conf(json!({"cniVersion": "1.0.0", "name": "pods", "frobnicate": [1, 2],
-            "ipam": {"type": "host-local", "whatever": true}, "dns": {"nameservers": []}}))
+        let c = conf(
+            json!({"cniVersion": "1.0.0", "name": "pods", "frobnicate": [1, 2],
+            "ipam": {"type": "host-local", "whatever": true}, "dns": {"nameservers": []}}),
+        )
         .unwrap();
         assert_eq!(c.name, "pods");
     }
@@ -433,8 +460,8 @@ mod tests {
     fn errors_have_the_spec_codes() {
         assert_eq!(decode(b"{not json").unwrap_err().code, DECODE_FAILURE);
         assert_eq!(decode(b"[1]").unwrap_err().code, DECODE_FAILURE);
-        let e = conf(json!({"cniVersion": "9.9.9", "name": "x", "ipam": {"type": "h"}}))
-            .unwrap_err();
+        let e =
+            conf(json!({"cniVersion": "9.9.9", "name": "x", "ipam": {"type": "h"}})).unwrap_err();
         assert_eq!(e.code, INCOMPATIBLE_VERSION);
         assert!(e.msg.contains("9.9.9"));
         let e = conf(json!({"name": "x"})).unwrap_err();
@@ -443,8 +470,10 @@ mod tests {
         assert_eq!((e.code, e.msg.contains("name")), (INVALID_CONFIG, true));
         let e = conf(json!({"cniVersion": "1.0.0", "name": "x"})).unwrap_err();
         assert!(e.msg.contains("ipam"));
-        let e = conf(json!({"cniVersion": "1.0.0", "name": "x", "mode": "bridged",
-            "ipam": {"type": "h"}}))
+        let e = conf(
+            json!({"cniVersion": "1.0.0", "name": "x", "mode": "bridged",
+            "ipam": {"type": "h"}}),
+        )
         .unwrap_err();
         assert_eq!(e.code, UNSUPPORTED_FIELD);
         assert!(e.msg.contains("bridged"));
@@ -456,8 +485,18 @@ mod tests {
             "ipam": {"type": "h"}}))
         .unwrap_err();
         assert_eq!(e.code, INVALID_CONFIG);
-        let e = conf(json!({"cniVersion": "1.0.0", "name": "x", "routerMac": "nope",
-            "ipam": {"type": "h"}}))
+        for bad in [json!(100), json!(32), json!(32768), json!("256")] {
+            let e = conf(
+                json!({"cniVersion": "1.0.0", "name": "x", "rxRingSize": bad,
+                "ipam": {"type": "h"}}),
+            )
+            .unwrap_err();
+            assert_eq!(e.code, INVALID_CONFIG);
+        }
+        let e = conf(
+            json!({"cniVersion": "1.0.0", "name": "x", "routerMac": "nope",
+            "ipam": {"type": "h"}}),
+        )
         .unwrap_err();
         assert_eq!(e.code, INVALID_CONFIG);
         let e = conf(json!({"cniVersion": "1.0.0", "name": "x", "ipam": {"type": "../evil"}}))
@@ -482,7 +521,9 @@ mod tests {
             command: "ADD".into(),
             container_id: Some("abc-1_2.x".into()),
             ifname: Some("eth0".into()),
-            args: Some("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;IP=10.1.1.9".into()),
+            args: Some(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;IP=10.1.1.9".into(),
+            ),
             ..Env::default()
         };
         assert_eq!(e.container_id().unwrap(), "abc-1_2.x");

@@ -133,8 +133,8 @@ mod tests {
     fn every_flow_parses_with_switchds_parser_and_carries_the_cookie() {
         for mode in [Mode::Overlay, Mode::Routed] {
             for f in pod(mode).flows() {
-                let spec = parse_flow(&f, ParseMode::Add)
-                    .unwrap_or_else(|e| panic!("{mode:?}: {f}: {e}"));
+                let spec =
+                    parse_flow(&f, ParseMode::Add).unwrap_or_else(|e| panic!("{mode:?}: {f}: {e}"));
                 assert_eq!(spec.cookie, 0xf5aa_bbcc_ddee_ff00, "{f}");
             }
         }
@@ -154,7 +154,9 @@ mod tests {
         assert!(join.contains("load:0x0a5800000001->NXM_NX_ARP_SHA[]"));
         assert!(join.contains("mod_dl_dst:0a:58:0a:f4:01:07,dec_ttl,output:7"));
         // Port security: the pod's source MAC and IP only.
-        assert!(join.contains("in_port=7,dl_src=0a:58:0a:f4:01:07,arp,arp_spa=10.244.1.7,arp_sha=0a:58:0a:f4:01:07"));
+        assert!(join.contains(
+            "in_port=7,dl_src=0a:58:0a:f4:01:07,arp,arp_spa=10.244.1.7,arp_sha=0a:58:0a:f4:01:07"
+        ));
     }
 
     #[test]

@@ -76,7 +76,10 @@ fn exec(bin: &PathBuf, command: &str, stdin: &Value, env: &[(&str, &str)]) -> Cn
     parsed.ok_or_else(|| {
         CniError::new(
             DECODE_FAILURE,
-            format!("IPAM plugin {} {command} printed invalid JSON", bin.display()),
+            format!(
+                "IPAM plugin {} {command} printed invalid JSON",
+                bin.display()
+            ),
         )
         .details(text.into_owned())
     })

@@ -291,10 +291,7 @@ mod tests {
             assert_eq!(back.interfaces.len(), 2);
             assert_eq!(back.routes[0].dst, "0.0.0.0/0");
         }
-        assert_eq!(
-            CniResultBody::decode(&r.encode("1.1.0"), "t").unwrap(),
-            r
-        );
+        assert_eq!(CniResultBody::decode(&r.encode("1.1.0"), "t").unwrap(), r);
     }
 
     #[test]

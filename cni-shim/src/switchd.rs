@@ -35,10 +35,11 @@ impl CallError {
             CallError::Unreachable(m) => {
                 CniError::new(TRY_AGAIN_LATER, format!("switchd is unreachable: {m}"))
             }
-            CallError::Switchd(e) => {
-                CniError::new(SWITCHD_ERROR, format!("switchd refused {what}: {}", e.message))
-                    .details(e.to_string())
-            }
+            CallError::Switchd(e) => CniError::new(
+                SWITCHD_ERROR,
+                format!("switchd refused {what}: {}", e.message),
+            )
+            .details(e.to_string()),
         }
     }
 
@@ -69,7 +70,8 @@ impl Switchd {
     /// Send one request; the `ok` body or the error.
     pub fn call(&mut self, req: &Request) -> Result<Value, CallError> {
         let un = |e: std::io::Error| CallError::Unreachable(e.to_string());
-        let mut line = serde_json::to_vec(req).map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(req).map_err(|e| CallError::Unreachable(e.to_string()))?;
         line.push(b'\n');
         self.stream.write_all(&line).map_err(un)?;
         let mut resp = String::new();

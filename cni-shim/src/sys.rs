@@ -15,9 +15,10 @@ use crate::error::*;
 
 /// Run `prog args...`; stdout on success.
 pub fn run(prog: &str, args: &[&str]) -> CniResult<String> {
-    let out = Command::new(prog).args(args).output().map_err(|e| {
-        CniError::new(IO_FAILURE, format!("cannot run {prog}: {e}"))
-    })?;
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .map_err(|e| CniError::new(IO_FAILURE, format!("cannot run {prog}: {e}")))?;
     if !out.status.success() {
         return Err(CniError::new(
             IO_FAILURE,
@@ -49,9 +50,8 @@ pub fn link_show(netns: Option<&str>, name: &str) -> CniResult<Option<Value>> {
     };
     match r {
         Ok(out) => {
-            let v: Value = serde_json::from_str(&out).map_err(|e| {
-                CniError::new(IO_FAILURE, format!("`ip -j link show {name}`: {e}"))
-            })?;
+            let v: Value = serde_json::from_str(&out)
+                .map_err(|e| CniError::new(IO_FAILURE, format!("`ip -j link show {name}`: {e}")))?;
             Ok(v.as_array().and_then(|a| a.first()).cloned())
         }
         Err(e) if e.msg.contains("does not exist") => Ok(None),
