@@ -73,6 +73,7 @@ fn twenty_pods_added_and_deleted_concurrently_get_distinct_ips_and_leak_nothing(
         .map(|(i, ns)| Attachment::pod(&format!("p{i}"), ns, "eth0"))
         .collect();
 
+    let t0 = std::time::Instant::now();
     let results: Vec<Result<Value>> = std::thread::scope(|s| {
         let hs: Vec<_> = atts
             .iter()
@@ -85,6 +86,7 @@ fn twenty_pods_added_and_deleted_concurrently_get_distinct_ips_and_leak_nothing(
             })
             .collect()
     });
+    eprintln!("{N} concurrent ADDs took {:?}", t0.elapsed());
     let mut res = Vec::new();
     for (a, r) in atts.iter().zip(results) {
         res.push(r.map_err(|e| err(format!("ADD {}: {e}", a.container_id)))?);
@@ -144,6 +146,7 @@ fn twenty_pods_added_and_deleted_concurrently_get_distinct_ips_and_leak_nothing(
             })
             .collect()
     });
+    eprintln!("{N} concurrent DELs done after {:?}", t0.elapsed());
     for (a, d) in atts.iter().zip(dels) {
         d.map_err(|e| err(format!("DEL {}: {e}", a.container_id)))?;
     }

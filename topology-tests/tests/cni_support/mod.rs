@@ -36,7 +36,7 @@ use topology_tests::{bin_dir, ChildGuard, LeakGuard, Netns, Result, Switchd, Top
 /// How long one plugin invocation may take before the test calls it hung
 /// (generous: the plugin serialises invocations on a lock, so the last of
 /// 20 parallel ADDs waits for the 19 others).
-pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(90);
+pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Where Debian's containernetworking-plugins are installed.
 pub const SYSTEM_CNI_DIR: &str = "/usr/lib/cni";
