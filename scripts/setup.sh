@@ -12,7 +12,8 @@ set -euo pipefail
 PACKAGES=(build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4
           iproute2 iputils-ping iperf3 ethtool tcpdump dpdk-dev)
 # cni-shim (the ferroswitch CNI plugin): nsenter (util-linux) and sysctl (procps)
-# for the pod netns, host-local/tuning IPAM and chaining (containernetworking-plugins).
+# for the pod netns, host-local/tuning IPAM and chaining (containernetworking-plugins,
+# also what the CNI end-to-end tests topology-tests/tests/cni*.rs run beside ours).
 PACKAGES+=(util-linux procps containernetworking-plugins)
 # Benchmarks only (`scripts/setup.sh --bench`, called by perf/veth/veth_bench.sh and
 # perf/pvp): the data planes we measure against, OVS's userspace datapath
