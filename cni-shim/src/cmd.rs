@@ -405,6 +405,11 @@ fn add_steps(
     Ok((result, rec))
 }
 
+/// What an IPAM release needs: the plugin, the network configuration to
+/// give it, and (for GC's releases of other attachments) the container ID and
+/// interface name that reservation was made for.
+type IpamRelease<'a> = (&'a Ipam, &'a Value, Option<(&'a str, &'a str)>);
+
 /// Tear one attachment down: switchd part (deferred when switchd is down),
 /// host veth, IPAM. `ipam`: the plugin and the configuration to release with.
 fn teardown(
@@ -413,7 +418,7 @@ fn teardown(
     bridge: &str,
     port: &str,
     cookie: u64,
-    ipam: Option<(&Ipam, &Value, Option<(&str, &str)>)>,
+    ipam: Option<IpamRelease<'_>>,
 ) -> CniResult<()> {
     match Switchd::connect(socket) {
         Ok(mut sd) => {

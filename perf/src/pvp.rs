@@ -745,14 +745,19 @@ ovs flows-64B 1 3.0 800
             r.contains("| flows-64B | not run | - | 3.00 (3.00-3.00), n=1 | 800 | - |"),
             "{r}"
         );
-        assert!(!r.contains("switchd-alt"), "no A/B table without switchd-alt windows");
+        assert!(
+            !r.contains("switchd-alt"),
+            "no A/B table without switchd-alt windows"
+        );
         let ab = parse_results(&format!(
             "{tsv}switchd-alt loop-64B 1 6.0 300\nswitchd-alt loop-64B 2 4.0 320\n"
         ))
         .unwrap();
         let r = report(&ab);
         assert!(
-            r.contains("| loop-64B | 8.00 (7.00-9.00), n=3 | 255 | 5.00 (4.00-6.00), n=2 | 310 | 1.60x |"),
+            r.contains(
+                "| loop-64B | 8.00 (7.00-9.00), n=3 | 255 | 5.00 (4.00-6.00), n=2 | 310 | 1.60x |"
+            ),
             "{r}"
         );
         assert!(parse_results("ovs x 1 fast 3").is_err());

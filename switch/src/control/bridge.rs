@@ -245,9 +245,10 @@ impl Bridge {
                 // "could not open network device", we start without that port
                 // (its flows stay; the next state write drops the port). Any
                 // other restore error (bad type, bad options) stays fatal.
-                let gone = pc.options.get("ifname").is_some_and(|i| {
-                    !std::path::Path::new("/sys/class/net").join(i).exists()
-                });
+                let gone = pc
+                    .options
+                    .get("ifname")
+                    .is_some_and(|i| !std::path::Path::new("/sys/class/net").join(i).exists());
                 match b.create_port(pc.clone()) {
                     Ok(_) => {}
                     Err(e) if gone => eprintln!(

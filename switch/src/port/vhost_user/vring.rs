@@ -805,7 +805,7 @@ impl Flat {
 /// `src..src+len` readable, `dst..dst+len` writable, not overlapping.
 #[inline(always)]
 unsafe fn copy_frame(src: *const u8, dst: *mut u8, len: usize) {
-    // SAFETY (all arms): the caller's ranges; each move stays inside them
+    // SAFETY: the caller's ranges (all arms); each move stays inside them
     // because N <= len.
     unsafe {
         if (16..=32).contains(&len) {
