@@ -984,6 +984,9 @@ fn restart_skips_a_port_whose_interface_is_gone() {
 fn timed_out_flows_expire_on_tick_and_leave_the_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = start(dir.path()).unwrap();
+    // Timeouts run from the flows' installation, somewhere inside this
+    // request: the earliest legal expiry is 1 s after the request started.
+    let t0 = std::time::Instant::now();
     ok(
         &mut b,
         add_flows(&[
@@ -992,9 +995,10 @@ fn timed_out_flows_expire_on_tick_and_leave_the_state_file() {
             "table=0,priority=1,actions=drop",
         ]),
     );
-    let t0 = std::time::Instant::now();
     b.tick();
-    assert_eq!(dump(&mut b, None).len(), 3, "nothing expires early");
+    if t0.elapsed() < std::time::Duration::from_millis(950) {
+        assert_eq!(dump(&mut b, None).len(), 3, "nothing expires early");
+    }
     while dump(&mut b, None).len() > 1 {
         assert!(
             t0.elapsed() < std::time::Duration::from_secs(5),
