@@ -1842,6 +1842,141 @@ mod tests {
         assert!(parse_cpu_list("99999999999999999999").is_err());
     }
 
+    #[cfg(feature = "afxdp")]
+    fn budget_set(threads: usize, frames: Option<u32>) -> PmdSet {
+        let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let mut cfg = PmdConfig::unpinned(threads, RxqAssign::RoundRobin);
+        cfg.afxdp_umem_frames = frames;
+        PmdSet::spawn(snap, DatapathConfig::default(), &cfg).unwrap()
+    }
+
+    /// Add port `no` (a memory port standing in for an AF_XDP socket whose
+    /// fill ring takes `need` frames) where `afxdp_place` puts it.
+    #[cfg(feature = "afxdp")]
+    fn place(set: &mut PmdSet, no: PortNo, need: u32) -> Result<usize, String> {
+        use crate::port::memory::MemoryPort;
+        let t = set.afxdp_place(&[need])?[0];
+        set.add_rxq_on(no, 0, Box::new(MemoryPort::new(8).0), t, need)
+            .map_err(|_| "command queue full".to_string())
+    }
+
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn add_port_is_refused_once_the_thread_umem_cannot_stock_its_fill_ring() {
+        // Default UMEM: 16384 frames, 1024 kept free, 15360 for fill rings.
+        let mut set = budget_set(1, None);
+        assert_eq!(set.afxdp_fill_need(2048), 2048);
+        assert_eq!(set.afxdp_fill_need(256), 256);
+        assert_eq!(set.afxdp_fill_need(4096), 2048, "capped by the UMEM's fill ring");
+        for no in 1..=7 {
+            assert_eq!(place(&mut set, no, 2048), Ok(0));
+        }
+        assert_eq!(set.umem_committed(0), 7 * 2048);
+        let e = place(&mut set, 8, 2048).unwrap_err();
+        for part in [
+            "takes 2048 frames",
+            "15360 fill-ring frames",
+            "16384-frame UMEM",
+            "1024 kept free",
+            "pmd0 has 1024 left",
+            "n-rxq-desc=256",
+            "--afxdp-umem-frames",
+            "--pmd-cpus",
+        ] {
+            assert!(e.contains(part), "{part:?} missing from: {e}");
+        }
+        // Small rings still fit in what is left: 4 x 256.
+        for no in 8..=11 {
+            assert_eq!(place(&mut set, no, 256), Ok(0));
+        }
+        assert!(place(&mut set, 12, 256).is_err());
+        // A deleted port gives its frames back.
+        assert!(set.del_port(1));
+        assert_eq!(place(&mut set, 12, 2048), Ok(0));
+        // Queues that take no UMEM frames (memory, tap, vhost) always fit.
+        assert_eq!(place(&mut set, 13, 0), Ok(0));
+        // A larger UMEM: 65536 frames -> 64512 for fill rings, 31 default rings.
+        let mut big = budget_set(1, Some(65536));
+        for no in 1..=31 {
+            assert_eq!(place(&mut big, no, 2048), Ok(0), "port {no}");
+        }
+        assert!(place(&mut big, 32, 2048)
+            .unwrap_err()
+            .contains("pmd0 has 1024 left"));
+    }
+
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn a_queue_goes_to_a_thread_with_room_when_the_least_loaded_is_full() {
+        let mut set = budget_set(2, None);
+        // Alternating adds: pmd0 gets 7 default rings (full), pmd1 7 small ones.
+        for i in 0..7u32 {
+            assert_eq!(place(&mut set, 2 * i + 1, 2048), Ok(0));
+            assert_eq!(place(&mut set, 2 * i + 2, 256), Ok(1));
+        }
+        // Both have 7 queues; pmd0 would win the tie but has no room.
+        assert_eq!(set.afxdp_place(&[2048, 2048]), Ok(vec![1, 1]));
+        assert_eq!(set.afxdp_place(&[2048]), Ok(vec![1]));
+        // Small enough for pmd0's last 1024 frames: the tie goes to pmd0.
+        assert_eq!(set.afxdp_place(&[1024]), Ok(vec![0]));
+        assert_eq!(set.afxdp_place(&[256]), Ok(vec![0]));
+        // More than both have left: refused, each thread's room named.
+        let e = set.afxdp_place(&[2048; 7]).unwrap_err();
+        assert!(e.contains("queue 6 of 7"), "{e}");
+        assert!(e.contains("pmd0 has 1024 left, pmd1 has"), "{e}");
+    }
+
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn rebalance_moves_a_queue_only_where_its_fill_ring_fits() {
+        // 4096 frames: 512 kept free, 3584 for fill rings per thread.
+        let t = Duration::from_secs(10);
+        let mut set = budget_set(2, Some(4096));
+        let add = |set: &mut PmdSet, no: PortNo, pmd: usize, need: u32| {
+            use crate::port::memory::MemoryPort;
+            set.add_rxq_on(no, 0, Box::new(MemoryPort::new(8).0), pmd, need)
+                .unwrap();
+        };
+        // pmd0: ports 1 (512), 2 (1536); pmd1: ports 3 (1536), 4 (1024).
+        add(&mut set, 1, 0, 512);
+        add(&mut set, 2, 0, 1536);
+        add(&mut set, 3, 1, 1536);
+        add(&mut set, 4, 1, 1024);
+        // Round robin wants 2 -> pmd1 and 3 -> pmd0. Port 2 first would put
+        // pmd1 at 4096; port 3 first fits (pmd0 at 3584), then port 2 does.
+        let r = set.rebalance_report(t).unwrap();
+        let order: Vec<(PortNo, usize, usize)> =
+            r.moves.iter().map(|m| (m.port, m.from, m.to)).collect();
+        assert_eq!(order, vec![(3, 1, 0), (2, 0, 1)]);
+        assert!(r.kept.is_empty());
+        assert_eq!((set.umem_committed(0), set.umem_committed(1)), (2048, 2560));
+
+        // Now a move that can never fit: pmd0 {1: 2048, 2: 0},
+        // pmd1 {3: 2048, 4: 1024}; round robin wants 3 -> pmd0 (4096).
+        let mut set = budget_set(2, Some(4096));
+        add(&mut set, 1, 0, 2048);
+        add(&mut set, 2, 0, 0);
+        add(&mut set, 3, 1, 2048);
+        add(&mut set, 4, 1, 1024);
+        let r = set.rebalance_report(t).unwrap();
+        let order: Vec<(PortNo, usize, usize)> =
+            r.moves.iter().map(|m| (m.port, m.from, m.to)).collect();
+        assert_eq!(order, vec![(2, 0, 1)]);
+        assert_eq!(
+            r.kept,
+            vec![KeptRxq {
+                port: 3,
+                queue: 0,
+                pmd: 1,
+                wanted: 0,
+                frames: 2048,
+                left: 1536,
+            }]
+        );
+        assert_eq!(set.owner(3), Some(1));
+        assert!(set.umem_committed(0) <= 3584 && set.umem_committed(1) <= 3584);
+    }
+
     #[test]
     fn rebalance_plans_around_pinned_ports() {
         use crate::port::memory::MemoryPort;
