@@ -1867,7 +1867,11 @@ mod tests {
         let mut set = budget_set(1, None);
         assert_eq!(set.afxdp_fill_need(2048), 2048);
         assert_eq!(set.afxdp_fill_need(256), 256);
-        assert_eq!(set.afxdp_fill_need(4096), 2048, "capped by the UMEM's fill ring");
+        assert_eq!(
+            set.afxdp_fill_need(4096),
+            2048,
+            "capped by the UMEM's fill ring"
+        );
         for no in 1..=7 {
             assert_eq!(place(&mut set, no, 2048), Ok(0));
         }

@@ -52,7 +52,12 @@ fn switchd(guard: &LeakGuard, name: &str, extra: &[&str]) -> Result<Switchd> {
 }
 
 /// `flowctl add-port br0 NAME type=afxdp ifname=IF EXTRA...`.
-fn add_port(sd: &Switchd, name: &str, ifname: &str, extra: &[&str]) -> Result<std::process::Output> {
+fn add_port(
+    sd: &Switchd,
+    name: &str,
+    ifname: &str,
+    extra: &[&str],
+) -> Result<std::process::Output> {
     let ifname = format!("ifname={ifname}");
     let mut args = vec!["add-port", "br0", name, "type=afxdp", ifname.as_str()];
     args.extend_from_slice(extra);
@@ -68,7 +73,7 @@ fn json(sd: &Switchd, args: &[&str]) -> Result<serde_json::Value> {
 
 /// The thread's UMEM books from `pmd-perf-show --json` (pmd 0).
 fn umem(sd: &Switchd) -> Result<serde_json::Value> {
-    Ok(json(sd, &["pmd-perf-show"])?["ok"]["pmds"][0]["umem"].clone())
+    Ok(json(sd, &["pmd-perf-show", "br0"])?["ok"]["pmds"][0]["umem"].clone())
 }
 
 #[test]
@@ -137,7 +142,11 @@ fn default_rings_fill_the_thread_umem_and_the_next_port_is_refused_with_the_fix(
         ])?;
     }
     let u = umem(&sd)?;
-    assert_eq!((u["total"].as_u64(), u["fill"].as_u64()), (Some(32768), Some(8 * 2048)), "{u}");
+    assert_eq!(
+        (u["total"].as_u64(), u["fill"].as_u64()),
+        (Some(32768), Some(8 * 2048)),
+        "{u}"
+    );
     drop(sd);
     drop(pods);
     let left = guard.cleanup()?;
