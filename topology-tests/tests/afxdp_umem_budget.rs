@@ -178,12 +178,12 @@ fn twenty_pods_with_small_rings_on_one_thread_all_receive() -> Result<()> {
     sd.flowctl_ok(&["add-flow", "br0", "actions=NORMAL"])?;
 
     // A ring of pings: pod i -> pod i+7, so every pod sends and receives.
-    for i in 0..N {
+    for (i, pod) in pods.iter().enumerate() {
         let j = (i + 7) % N;
         let dst = format!("10.77.0.{}", j + 2);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let r = ping(Some(&pods[i].ns), &dst, 1)?;
+            let r = ping(Some(&pod.ns), &dst, 1)?;
             if r.received == 1 {
                 break;
             }
