@@ -391,6 +391,20 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     m["to"]
                 );
             }
+            // Queues the policy wanted to move whose fill ring did not fit
+            // the target thread's AF_XDP UMEM.
+            for k in body["kept"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "port {} queue {}: stays on pmd{} (pmd{}'s AF_XDP UMEM has {} fill-ring frames left, the queue needs {})",
+                    k["port"],
+                    k["queue"].as_u64().unwrap_or(0),
+                    k["pmd"],
+                    k["wanted"],
+                    k["left"],
+                    k["frames"]
+                );
+            }
         }
         Cmd::AddPort { name, .. } => {
             let _ = writeln!(out, "{name}: ofport {}", body["ofport"]);

@@ -203,6 +203,9 @@ pub struct PmdConfig {
     pub cpus: Vec<Option<usize>>,
     /// The rx queue assignment policy.
     pub assign: RxqAssign,
+    /// Frames of each thread's AF_XDP UMEM (`switchd --afxdp-umem-frames`);
+    /// None: `port::afxdp::umem::THREAD_UMEM_FRAMES`.
+    pub afxdp_umem_frames: Option<u32>,
 }
 
 impl Default for PmdConfig {
@@ -211,6 +214,7 @@ impl Default for PmdConfig {
         PmdConfig {
             cpus: vec![None],
             assign: RxqAssign::RoundRobin,
+            afxdp_umem_frames: None,
         }
     }
 }
@@ -221,6 +225,7 @@ impl PmdConfig {
         PmdConfig {
             cpus: vec![None; n.max(1)],
             assign,
+            afxdp_umem_frames: None,
         }
     }
 
@@ -238,6 +243,7 @@ impl PmdConfig {
         Ok(PmdConfig {
             cpus: cpus.into_iter().map(Some).collect(),
             assign,
+            afxdp_umem_frames: None,
         })
     }
 }
@@ -645,6 +651,34 @@ pub struct PortMove {
     pub to: usize,
 }
 
+/// An rx queue `pmd-rxq-rebalance` left where it was because moving it would
+/// have overcommitted the target thread's AF_XDP UMEM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptRxq {
+    /// The port.
+    pub port: PortNo,
+    /// Its rx queue.
+    pub queue: u32,
+    /// The thread it stays on.
+    pub pmd: usize,
+    /// The thread the policy wanted it on.
+    pub wanted: usize,
+    /// UMEM frames its fill ring takes.
+    pub frames: u32,
+    /// Fill-ring frames the wanted thread had left.
+    pub left: u32,
+}
+
+/// What `pmd-rxq-rebalance` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebalance {
+    /// The queues moved, in the order they moved.
+    pub moves: Vec<PortMove>,
+    /// The queues the policy wanted to move that stayed (no room in the
+    /// target thread's UMEM).
+    pub kept: Vec<KeptRxq>,
+}
+
 /// All polling threads of a bridge, and which one owns which port.
 #[derive(Debug)]
 pub struct PmdSet {
@@ -665,6 +699,14 @@ pub struct PmdSet {
     /// opened (the thread's pool adopts it when that port attaches).
     #[cfg(feature = "afxdp")]
     umems: Vec<Option<crate::port::afxdp::AfxdpUmem>>,
+    /// Frames of each thread's AF_XDP UMEM.
+    #[cfg(feature = "afxdp")]
+    umem_frames: u32,
+    /// UMEM frames each rx queue's fill ring takes from its thread's UMEM
+    /// (AF_XDP sockets; absent: none). The books of the UMEM budget: the
+    /// queues of one thread never promise more than
+    /// `port::afxdp::fill_budget` of its frames.
+    umem_need: BTreeMap<RxqId, u32>,
 }
 
 impl PmdSet {
@@ -705,6 +747,11 @@ impl PmdSet {
             assign: pcfg.assign,
             #[cfg(feature = "afxdp")]
             umems: vec![None; cpus_len],
+            #[cfg(feature = "afxdp")]
+            umem_frames: pcfg
+                .afxdp_umem_frames
+                .unwrap_or(crate::port::afxdp::umem::THREAD_UMEM_FRAMES),
+            umem_need: BTreeMap::new(),
         })
     }
 
@@ -788,9 +835,104 @@ impl PmdSet {
         if let Some(u) = slot {
             return Ok(u.clone());
         }
-        let u = crate::port::afxdp::AfxdpUmem::for_thread()?;
+        let u = crate::port::afxdp::AfxdpUmem::for_thread_of(self.umem_frames)?;
         *slot = Some(u.clone());
         Ok(u)
+    }
+
+    /// Frames of each thread's AF_XDP UMEM.
+    #[cfg(feature = "afxdp")]
+    pub fn afxdp_umem_frames(&self) -> u32 {
+        self.umem_frames
+    }
+
+    /// UMEM frames the fill ring of a socket with `n_rxq_desc` takes from
+    /// its thread's UMEM (whose fill rings are 2048 deep).
+    #[cfg(feature = "afxdp")]
+    pub fn afxdp_fill_need(&self, n_rxq_desc: u32) -> u32 {
+        crate::port::afxdp::fill_frames(crate::port::afxdp::options::DEFAULT_RING_DESCS, n_rxq_desc)
+    }
+
+    /// Frames of a thread's UMEM its rx queues' fill rings may take together.
+    #[cfg(feature = "afxdp")]
+    fn umem_budget(&self) -> u64 {
+        u64::from(crate::port::afxdp::fill_budget(self.umem_frames))
+    }
+
+    /// Without AF_XDP no queue takes UMEM frames.
+    #[cfg(not(feature = "afxdp"))]
+    fn umem_budget(&self) -> u64 {
+        u64::MAX
+    }
+
+    /// Frames of thread `pmd`'s UMEM promised to the fill rings of its rx queues.
+    pub fn umem_committed(&self, pmd: usize) -> u64 {
+        self.owner
+            .iter()
+            .filter(|(_, o)| **o == pmd)
+            .filter_map(|(id, _)| self.umem_need.get(id))
+            .map(|n| u64::from(*n))
+            .sum()
+    }
+
+    /// The threads the next rx queues, whose fill rings take `needs` UMEM
+    /// frames each, go to: like [`Self::next_targets`] (fewest rx queues,
+    /// lowest index) among the threads whose UMEM still has that many
+    /// frames unpromised. An error naming the numbers and the fixes when a
+    /// queue fits on no thread: AF_XDP ports are refused rather than left
+    /// with an empty fill ring (the kernel would drop all they receive).
+    pub fn afxdp_place(&self, needs: &[u32]) -> Result<Vec<usize>, String> {
+        let n = self.pmds.len();
+        let budget = self.umem_budget();
+        let mut count = vec![0usize; n];
+        for o in self.owner.values() {
+            count[*o] += 1;
+        }
+        let mut used: Vec<u64> = (0..n).map(|t| self.umem_committed(t)).collect();
+        let mut out = Vec::with_capacity(needs.len());
+        for (q, need) in needs.iter().enumerate() {
+            let need64 = u64::from(*need);
+            let t = (0..n)
+                .filter(|t| used[*t] + need64 <= budget)
+                .min_by_key(|t| (count[*t], *t));
+            let Some(t) = t else {
+                let left: Vec<String> = used
+                    .iter()
+                    .enumerate()
+                    .map(|(t, u)| format!("pmd{t} has {} left", budget.saturating_sub(*u)))
+                    .collect();
+                let which = if needs.len() > 1 {
+                    format!("queue {q} of {}", needs.len())
+                } else {
+                    "the port".to_string()
+                };
+                return Err(self.umem_full_text(&which, *need, &left.join(", ")));
+            };
+            count[t] += 1;
+            used[t] += need64;
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    /// The refusal text of [`Self::afxdp_place`].
+    fn umem_full_text(&self, which: &str, need: u32, left: &str) -> String {
+        #[cfg(feature = "afxdp")]
+        {
+            let frames = self.umem_frames;
+            let budget = crate::port::afxdp::fill_budget(frames);
+            let reserve = crate::port::afxdp::fill_reserve(frames);
+            format!(
+                "no polling thread's AF_XDP UMEM has room for the fill ring of {which}: \
+                 it takes {need} frames (n-rxq-desc) and of the {budget} fill-ring frames \
+                 of each thread ({frames}-frame UMEM, {reserve} kept free for transmit) \
+                 {left}. Use a smaller n-rxq-desc (n-rxq-desc=256 takes 256 frames), \
+                 start switchd with a larger --afxdp-umem-frames, or with more polling \
+                 threads (--pmd-cpus)"
+            )
+        }
+        #[cfg(not(feature = "afxdp"))]
+        format!("no polling thread has room for {which} ({need} frames; {left})")
     }
 
     /// Give a new port to the thread with the fewest rx queues (lowest index
@@ -810,6 +952,23 @@ impl PmdSet {
         port: Box<dyn Port>,
     ) -> Result<usize, Box<dyn Port>> {
         let target = self.next_target();
+        self.add_rxq_on(no, queue, port, target, 0)
+    }
+
+    /// Give rx queue `queue` of port `no` to thread `target` (chosen by
+    /// [`Self::afxdp_place`]), recording that its fill ring takes
+    /// `umem_need` frames of that thread's UMEM.
+    pub fn add_rxq_on(
+        &mut self,
+        no: PortNo,
+        queue: u32,
+        port: Box<dyn Port>,
+        target: usize,
+        umem_need: u32,
+    ) -> Result<usize, Box<dyn Port>> {
+        if target >= self.pmds.len() {
+            return Err(port);
+        }
         if let std::collections::btree_map::Entry::Vacant(e) = self.queues.entry(no) {
             e.insert(Arc::new(ArrayQueue::new(HANDOFF_DEPTH)));
             self.publish_dir();
@@ -817,6 +976,11 @@ impl PmdSet {
         match self.pmds[target].send(PmdCommand::AddRxq(no, queue, port)) {
             Ok(()) => {
                 self.owner.insert((no, queue), target);
+                if umem_need > 0 {
+                    self.umem_need.insert((no, queue), umem_need);
+                } else {
+                    self.umem_need.remove(&(no, queue));
+                }
                 Ok(target)
             }
             Err(PmdCommand::AddRxq(_, _, p)) => Err(p),
@@ -861,6 +1025,7 @@ impl PmdSet {
         }
         for (q, _) in owners {
             self.owner.remove(&(no, q));
+            self.umem_need.remove(&(no, q));
         }
         if self.queues.remove(&no).is_some() {
             self.publish_dir();
@@ -984,8 +1149,17 @@ impl PmdSet {
     /// (release on the old thread, add on the new one; frames sent to a port
     /// meanwhile wait in its hand-off queue). Returns the moves made.
     pub fn rebalance(&mut self, timeout: Duration) -> Result<Vec<PortMove>, String> {
+        self.rebalance_report(timeout).map(|r| r.moves)
+    }
+
+    /// [`Self::rebalance`], within each thread's AF_XDP UMEM budget: a move
+    /// is made only when the target thread's UMEM has room for the queue's
+    /// fill ring at that point (moves that free room go first), so no
+    /// thread is ever overcommitted, not even between two moves. A queue
+    /// that cannot move stays and is reported in [`Rebalance::kept`].
+    pub fn rebalance_report(&mut self, timeout: Duration) -> Result<Rebalance, String> {
         let plan = self.plan();
-        let moves: Vec<PortMove> = plan
+        let wanted: Vec<PortMove> = plan
             .iter()
             .filter_map(|(id, to)| {
                 let from = *self.owner.get(id)?;
@@ -995,6 +1169,41 @@ impl PmdSet {
                     from,
                     to: *to,
                 })
+            })
+            .collect();
+        let budget = self.umem_budget();
+        let mut used: Vec<u64> = (0..self.pmds.len())
+            .map(|t| self.umem_committed(t))
+            .collect();
+        let need = |m: &PortMove| self.umem_need.get(&(m.port, m.queue)).copied().unwrap_or(0);
+        let (mut moves, mut pending) = (Vec::new(), wanted);
+        loop {
+            let before = pending.len();
+            let mut rest = Vec::new();
+            for m in pending {
+                let n = u64::from(need(&m));
+                if used[m.to] + n <= budget {
+                    used[m.to] += n;
+                    used[m.from] = used[m.from].saturating_sub(n);
+                    moves.push(m);
+                } else {
+                    rest.push(m);
+                }
+            }
+            pending = rest;
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        let kept: Vec<KeptRxq> = pending
+            .iter()
+            .map(|m| KeptRxq {
+                port: m.port,
+                queue: m.queue,
+                pmd: m.from,
+                wanted: m.to,
+                frames: need(m),
+                left: u32::try_from(budget.saturating_sub(used[m.to])).unwrap_or(u32::MAX),
             })
             .collect();
         let deadline = Instant::now() + timeout;
@@ -1056,7 +1265,7 @@ impl PmdSet {
             self.owner.insert((m.port, m.queue), m.to);
             done.push(m);
         }
-        Ok(done)
+        Ok(Rebalance { moves: done, kept })
     }
 }
 
@@ -1303,6 +1512,11 @@ fn run(
         if asked || last_push.elapsed() >= STATS_PERIOD {
             dp.push_stats();
             dp.l2_refresh();
+            // Counters the kernel keeps (AF_XDP XDP_STATISTICS): one
+            // syscall per port per publication, never per packet.
+            for o in ports.iter_mut() {
+                o.port.publish_stats();
+            }
             publish_port_counters(&dp, &mut ports);
             let d = dp.stats();
             stats.tx_no_port = d
@@ -1626,6 +1840,145 @@ mod tests {
         }
         assert!(parse_cpu_list("3-1").unwrap_err().contains("reversed"));
         assert!(parse_cpu_list("99999999999999999999").is_err());
+    }
+
+    #[cfg(feature = "afxdp")]
+    fn budget_set(threads: usize, frames: Option<u32>) -> PmdSet {
+        let snap = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let mut cfg = PmdConfig::unpinned(threads, RxqAssign::RoundRobin);
+        cfg.afxdp_umem_frames = frames;
+        PmdSet::spawn(snap, DatapathConfig::default(), &cfg).unwrap()
+    }
+
+    /// Add port `no` (a memory port standing in for an AF_XDP socket whose
+    /// fill ring takes `need` frames) where `afxdp_place` puts it.
+    #[cfg(feature = "afxdp")]
+    fn place(set: &mut PmdSet, no: PortNo, need: u32) -> Result<usize, String> {
+        use crate::port::memory::MemoryPort;
+        let t = set.afxdp_place(&[need])?[0];
+        set.add_rxq_on(no, 0, Box::new(MemoryPort::new(8).0), t, need)
+            .map_err(|_| "command queue full".to_string())
+    }
+
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn add_port_is_refused_once_the_thread_umem_cannot_stock_its_fill_ring() {
+        // Default UMEM: 16384 frames, 1024 kept free, 15360 for fill rings.
+        let mut set = budget_set(1, None);
+        assert_eq!(set.afxdp_fill_need(2048), 2048);
+        assert_eq!(set.afxdp_fill_need(256), 256);
+        assert_eq!(
+            set.afxdp_fill_need(4096),
+            2048,
+            "capped by the UMEM's fill ring"
+        );
+        for no in 1..=7 {
+            assert_eq!(place(&mut set, no, 2048), Ok(0));
+        }
+        assert_eq!(set.umem_committed(0), 7 * 2048);
+        let e = place(&mut set, 8, 2048).unwrap_err();
+        for part in [
+            "takes 2048 frames",
+            "15360 fill-ring frames",
+            "16384-frame UMEM",
+            "1024 kept free",
+            "pmd0 has 1024 left",
+            "n-rxq-desc=256",
+            "--afxdp-umem-frames",
+            "--pmd-cpus",
+        ] {
+            assert!(e.contains(part), "{part:?} missing from: {e}");
+        }
+        // Small rings still fit in what is left: 4 x 256.
+        for no in 8..=11 {
+            assert_eq!(place(&mut set, no, 256), Ok(0));
+        }
+        assert!(place(&mut set, 12, 256).is_err());
+        // A deleted port gives its frames back.
+        assert!(set.del_port(1));
+        assert_eq!(place(&mut set, 12, 2048), Ok(0));
+        // Queues that take no UMEM frames (memory, tap, vhost) always fit.
+        assert_eq!(place(&mut set, 13, 0), Ok(0));
+        // A larger UMEM: 65536 frames -> 64512 for fill rings, 31 default rings.
+        let mut big = budget_set(1, Some(65536));
+        for no in 1..=31 {
+            assert_eq!(place(&mut big, no, 2048), Ok(0), "port {no}");
+        }
+        assert!(place(&mut big, 32, 2048)
+            .unwrap_err()
+            .contains("pmd0 has 1024 left"));
+    }
+
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn a_queue_goes_to_a_thread_with_room_when_the_least_loaded_is_full() {
+        let mut set = budget_set(2, None);
+        // Alternating adds: pmd0 gets 7 default rings (full), pmd1 7 small ones.
+        for i in 0..7u32 {
+            assert_eq!(place(&mut set, 2 * i + 1, 2048), Ok(0));
+            assert_eq!(place(&mut set, 2 * i + 2, 256), Ok(1));
+        }
+        // Both have 7 queues; pmd0 would win the tie but has no room.
+        assert_eq!(set.afxdp_place(&[2048, 2048]), Ok(vec![1, 1]));
+        assert_eq!(set.afxdp_place(&[2048]), Ok(vec![1]));
+        // Small enough for pmd0's last 1024 frames: the tie goes to pmd0.
+        assert_eq!(set.afxdp_place(&[1024]), Ok(vec![0]));
+        assert_eq!(set.afxdp_place(&[256]), Ok(vec![0]));
+        // More than both have left: refused, each thread's room named.
+        let e = set.afxdp_place(&[2048; 7]).unwrap_err();
+        assert!(e.contains("queue 6 of 7"), "{e}");
+        assert!(e.contains("pmd0 has 1024 left, pmd1 has"), "{e}");
+    }
+
+    #[cfg(feature = "afxdp")]
+    #[test]
+    fn rebalance_moves_a_queue_only_where_its_fill_ring_fits() {
+        // 4096 frames: 512 kept free, 3584 for fill rings per thread.
+        let t = Duration::from_secs(10);
+        let mut set = budget_set(2, Some(4096));
+        let add = |set: &mut PmdSet, no: PortNo, pmd: usize, need: u32| {
+            use crate::port::memory::MemoryPort;
+            set.add_rxq_on(no, 0, Box::new(MemoryPort::new(8).0), pmd, need)
+                .unwrap();
+        };
+        // pmd0: ports 1 (512), 2 (1536); pmd1: ports 3 (1536), 4 (1024).
+        add(&mut set, 1, 0, 512);
+        add(&mut set, 2, 0, 1536);
+        add(&mut set, 3, 1, 1536);
+        add(&mut set, 4, 1, 1024);
+        // Round robin wants 2 -> pmd1 and 3 -> pmd0. Port 2 first would put
+        // pmd1 at 4096; port 3 first fits (pmd0 at 3584), then port 2 does.
+        let r = set.rebalance_report(t).unwrap();
+        let order: Vec<(PortNo, usize, usize)> =
+            r.moves.iter().map(|m| (m.port, m.from, m.to)).collect();
+        assert_eq!(order, vec![(3, 1, 0), (2, 0, 1)]);
+        assert!(r.kept.is_empty());
+        assert_eq!((set.umem_committed(0), set.umem_committed(1)), (2048, 2560));
+
+        // Now a move that can never fit: pmd0 {1: 2048, 2: 0},
+        // pmd1 {3: 2048, 4: 1024}; round robin wants 3 -> pmd0 (4096).
+        let mut set = budget_set(2, Some(4096));
+        add(&mut set, 1, 0, 2048);
+        add(&mut set, 2, 0, 0);
+        add(&mut set, 3, 1, 2048);
+        add(&mut set, 4, 1, 1024);
+        let r = set.rebalance_report(t).unwrap();
+        let order: Vec<(PortNo, usize, usize)> =
+            r.moves.iter().map(|m| (m.port, m.from, m.to)).collect();
+        assert_eq!(order, vec![(2, 0, 1)]);
+        assert_eq!(
+            r.kept,
+            vec![KeptRxq {
+                port: 3,
+                queue: 0,
+                pmd: 1,
+                wanted: 0,
+                frames: 2048,
+                left: 1536,
+            }]
+        );
+        assert_eq!(set.owner(3), Some(1));
+        assert!(set.umem_committed(0) <= 3584 && set.umem_committed(1) <= 3584);
     }
 
     #[test]

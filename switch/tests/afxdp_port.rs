@@ -947,3 +947,57 @@ fn move_to_umem_rebinds_on_the_target_umem_before_the_port_attaches() {
     assert_eq!(xdp_program_ids(&a.host).unwrap(), (0, 0));
     assert_eq!(xdp_program_ids(&b.host).unwrap(), (0, 0));
 }
+
+#[test]
+fn frames_the_kernel_drops_for_an_empty_fill_ring_are_counted_rx_no_fill() {
+    if !root() {
+        return;
+    }
+    let t = Topo::new(1500);
+    // Bound but not attached to a pool: the XDP program already redirects
+    // the queue to the socket, whose fill ring is still empty (as a port
+    // whose thread's UMEM has no frame left for it would be).
+    let mut port = AfxdpPort::open(&t.opts()).expect("open");
+    let lost: Vec<Vec<u8>> = (0..5)
+        .map(|i| frame(HOST_MAC, PEER_MAC, format!("fsx-nofill-{i}").as_bytes(), 80))
+        .collect();
+    t.send_from_ns(&lost);
+    // Read at stats time (what the polling thread does when it publishes).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        port.publish_stats();
+        if drops(&port, true, DropReason::RxNoFill) >= 5 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(port.kernel_drops().no_fill, 5, "one per frame, copy mode");
+    assert_eq!(drops(&port, true, DropReason::RxNoFill), 5);
+    let s = port.counters().snapshot();
+    assert_eq!(s.rx_packets, 0);
+    assert!(
+        s.rx_drop_reasons.contains(&("rx_no_fill".to_string(), 5)),
+        "dump-ports shows the reason: {:?}",
+        s.rx_drop_reasons
+    );
+    assert_eq!(s.rx_dropped, 5);
+
+    // Stocked, the port receives and the count stays.
+    let mut pool = PacketPool::with_capacity(256);
+    port.attach(&mut pool);
+    let sent = vec![frame(HOST_MAC, PEER_MAC, b"fsx-nofill-ok", 80)];
+    t.send_from_ns(&sent);
+    assert_eq!(receive(&mut port, &mut pool, 1), sent);
+    port.publish_stats();
+    assert_eq!(drops(&port, true, DropReason::RxNoFill), 5);
+    assert_eq!(drops(&port, true, DropReason::RxRingFull), 0);
+
+    // Closing the socket (the port leaving its thread) keeps the count:
+    // the next socket's kernel counters start at 0.
+    port.detach(&mut pool);
+    port.attach(&mut pool);
+    port.publish_stats();
+    assert_eq!(port.kernel_drops().no_fill, 5);
+    assert_eq!(drops(&port, true, DropReason::RxNoFill), 5);
+    port.detach(&mut pool);
+}

@@ -44,6 +44,31 @@ struct Args {
     /// How ports are assigned to polling threads: `roundrobin` or `cycles`.
     #[arg(long, default_value = "roundrobin")]
     pmd_rxq_assign: RxqAssign,
+    /// Frames (4 KiB each) of each polling thread's AF_XDP UMEM, shared by
+    /// the thread's afxdp ports: their fill rings (n-rxq-desc frames each)
+    /// must fit in it, less an eighth (at most 1024) kept for transmit, or
+    /// add-port is refused. Default 16384 (64 MiB): 7 ports with the default
+    /// n-rxq-desc=2048, 60 with n-rxq-desc=256. 4096 to 262144.
+    #[arg(long, value_parser = parse_umem_frames)]
+    afxdp_umem_frames: Option<u32>,
+}
+
+/// The thread UMEM sizes `--afxdp-umem-frames` accepts.
+#[cfg(feature = "afxdp")]
+const UMEM_FRAMES: (u32, u32) = (
+    switch::port::afxdp::umem::THREAD_UMEM_FRAMES_MIN,
+    switch::port::afxdp::umem::THREAD_UMEM_FRAMES_MAX,
+);
+/// Without AF_XDP the option is accepted and unused.
+#[cfg(not(feature = "afxdp"))]
+const UMEM_FRAMES: (u32, u32) = (4096, 262_144);
+
+fn parse_umem_frames(s: &str) -> Result<u32, String> {
+    let (min, max) = UMEM_FRAMES;
+    s.parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("{s:?} is not a number of frames from {min} to {max}"))
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -83,7 +108,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let pcfg = match &args.pmd_cpus {
+    let mut pcfg = match &args.pmd_cpus {
         None => PmdConfig {
             assign: args.pmd_rxq_assign,
             ..PmdConfig::default()
@@ -96,6 +121,7 @@ fn main() -> ExitCode {
             }
         },
     };
+    pcfg.afxdp_umem_frames = args.afxdp_umem_frames;
     // Keep the control thread (and threads it starts later) off PMD cores,
     // when any other CPU is available. Polling threads pin themselves.
     if args.pmd_cpus.is_some() {

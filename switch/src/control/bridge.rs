@@ -401,6 +401,10 @@ impl Bridge {
         let mut uplink = None;
         #[allow(unused_mut)]
         let mut resolves = false;
+        // AF_XDP sockets: the thread each queue goes to and the UMEM frames
+        // its fill ring takes there (PmdSet::afxdp_place, the UMEM budget).
+        #[allow(unused_mut)]
+        let mut placed: Option<Vec<(usize, u32)>> = None;
         // One port object per rx queue (several for a multi-queue afxdp or vhost_user port).
         let (ports, memory): (Vec<Box<dyn Port>>, Option<MemoryPortHandle>) = match cfg
             .port_type
@@ -465,8 +469,18 @@ impl Bridge {
                 }
                 let mut ps: Vec<Box<dyn Port>> = Vec::new();
                 let queues = opts.per_queue();
-                let targets = self.pmd.next_targets(queues.len());
-                for (o, t) in queues.iter().zip(targets) {
+                // Every queue's fill ring must fit in its thread's UMEM, or
+                // the port is refused (it would drop all it receives).
+                let needs: Vec<u32> = queues
+                    .iter()
+                    .map(|o| self.pmd.afxdp_fill_need(o.n_rxq_desc))
+                    .collect();
+                let targets = self
+                    .pmd
+                    .afxdp_place(&needs)
+                    .map_err(|e| bad(format!("afxdp: {}: {e}", opts.ifname)))?;
+                placed = Some(targets.iter().copied().zip(needs).collect());
+                for (o, &t) in queues.iter().zip(&targets) {
                     // Each queue's socket on the UMEM of the thread that will
                     // poll it (add_rxq hands queues out in this order), so
                     // AF_XDP ports of one thread forward without a copy.
@@ -514,10 +528,22 @@ impl Bridge {
                         opts.underlay, other.cfg.name
                     )));
                 }
-                // On the UMEM of the thread that will poll it (see the afxdp arm).
+                // On the UMEM of the thread that will poll it (see the afxdp
+                // arm), within that UMEM's budget (a default 2048 fill ring).
+                let need = self
+                    .pmd
+                    .afxdp_fill_need(crate::port::afxdp::options::DEFAULT_RING_DESCS);
+                let target = self
+                    .pmd
+                    .afxdp_place(&[need])
+                    .map_err(|e| bad(format!("vxlan: underlay {}: {e}", opts.underlay)))?
+                    .first()
+                    .copied()
+                    .unwrap_or(0);
+                placed = Some(vec![(target, need)]);
                 let umem = self
                     .pmd
-                    .afxdp_umem(self.pmd.next_target())
+                    .afxdp_umem(target)
                     .map_err(|e| bad(e.to_string()))?;
                 resolves = opts.routed;
                 let p = VxlanPort::open(opts, &umem).map_err(bad)?;
@@ -562,7 +588,11 @@ impl Bridge {
         self.pmd
             .set_pinned(cfg.ofport, matches!(cfg.port_type.as_str(), "vxlan"));
         for (q, port) in (0u32..).zip(ports) {
-            if self.pmd.add_rxq(cfg.ofport, q, port).is_err() {
+            let added = match placed.as_ref().and_then(|p| p.get(q as usize)) {
+                Some(&(t, need)) => self.pmd.add_rxq_on(cfg.ofport, q, port, t, need),
+                None => self.pmd.add_rxq(cfg.ofport, q, port),
+            };
+            if added.is_err() {
                 if let Some(v) = &vhost {
                     v.shutdown();
                 }
@@ -1156,13 +1186,15 @@ impl Bridge {
             Request::PmdRxqRebalance { .. } => {
                 // Measure first, so the cycles policy sees current loads.
                 self.pmd.sync(SYNC_TIMEOUT);
-                let moves = self
+                // Within each thread's AF_XDP UMEM budget: a queue that
+                // would overcommit its target stays, listed in `kept`.
+                let r = self
                     .pmd
-                    .rebalance(SYNC_TIMEOUT)
+                    .rebalance_report(SYNC_TIMEOUT)
                     .map_err(|m| ErrorBody::new(ErrorCode::Busy, m))?;
                 // Frames injected after the reply meet the new assignment.
                 self.pmd.sync(SYNC_TIMEOUT);
-                Ok(json!({ "assign": self.pmd.assign(), "moves": moves }))
+                Ok(json!({ "assign": self.pmd.assign(), "moves": r.moves, "kept": r.kept }))
             }
             Request::FdbShow { .. } => Ok(self.fdb_show()),
             Request::FdbFlush { .. } => {

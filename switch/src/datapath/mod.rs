@@ -101,11 +101,17 @@ pub enum DropReason {
     /// An ICMP time exceeded was not sent: over the polling thread's rate
     /// (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f)).
     IcmpRateLimited,
+    /// The kernel had a frame for the port's AF_XDP socket but its fill
+    /// ring was empty (XDP_STATISTICS `rx_fill_ring_empty_descs`).
+    RxNoFill,
+    /// The kernel had a frame for the port's AF_XDP socket but its rx ring
+    /// was full: the polling thread fell behind (XDP_STATISTICS `rx_ring_full`).
+    RxRingFull,
 }
 
 impl DropReason {
     /// Number of reasons (size of per-reason counter arrays).
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 20;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::NoFlow,
@@ -126,6 +132,8 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::NoNeighbour,
         DropReason::IcmpRateLimited,
+        DropReason::RxNoFill,
+        DropReason::RxRingFull,
     ];
 
     /// The counter name operators see (`no_flow`, `invalid_ttl`...).
@@ -149,6 +157,8 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
+            DropReason::RxNoFill => "rx_no_fill",
+            DropReason::RxRingFull => "rx_ring_full",
         }
     }
 

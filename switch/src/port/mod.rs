@@ -219,6 +219,14 @@ pub trait Port: Send + fmt::Debug {
         let _ = pool;
     }
 
+    /// Copy counters the kernel keeps for the port into its shared counters
+    /// (AF_XDP: `getsockopt(XDP_STATISTICS)`, the frames the kernel dropped
+    /// for an empty fill ring or a full rx ring). Called by the owning
+    /// polling thread when it publishes statistics (every 250 ms, or when
+    /// the control thread syncs, as `dump-ports` does), never per packet.
+    /// Default: nothing to read.
+    fn publish_stats(&mut self) {}
+
     /// The port leaves the thread that owns `pool` (deleted, or moving to
     /// another thread): every buffer of the thread it holds goes back to
     /// `pool`. Control path, not per packet.

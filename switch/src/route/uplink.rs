@@ -463,6 +463,10 @@ impl Port for UplinkPort {
     fn counters(&self) -> &Arc<PortCounters> {
         self.inner.counters()
     }
+
+    fn publish_stats(&mut self) {
+        self.inner.publish_stats();
+    }
 }
 
 #[cfg(test)]

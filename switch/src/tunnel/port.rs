@@ -664,6 +664,11 @@ impl Port for VxlanPort {
     fn counters(&self) -> &Arc<PortCounters> {
         &self.counters
     }
+
+    /// The underlay's kernel counters (its own counters, dump-tunnels).
+    fn publish_stats(&mut self) {
+        self.underlay.publish_stats();
+    }
 }
 
 #[cfg(test)]

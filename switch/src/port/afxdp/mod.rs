@@ -73,7 +73,7 @@ pub mod umem;
 pub mod xdp_prog;
 
 pub use options::{AfxdpOptions, XdpMode};
-pub use umem::AfxdpUmem;
+pub use umem::{fill_budget, fill_frames, fill_reserve, AfxdpUmem};
 pub use xdp_prog::xdp_program_ids;
 
 use std::os::fd::AsRawFd;
@@ -199,6 +199,60 @@ pub struct AfxdpPort {
     /// No other socket of this process used the interface when it was claimed.
     sole: bool,
     claim: Option<xdp_prog::Claim>,
+    /// Kernel drops (`rx_no_fill`, `rx_ring_full`) counted by the sockets
+    /// this port closed (the kernel's counters start at 0 on each socket).
+    kernel_base: KernelDrops,
+}
+
+/// The receive drops the kernel counts per AF_XDP socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelDrops {
+    /// Frames dropped because the fill ring was empty
+    /// (`rx_fill_ring_empty_descs`; copy mode counts one per frame).
+    pub no_fill: u64,
+    /// Frames dropped because the rx ring was full (`rx_ring_full`).
+    pub ring_full: u64,
+}
+
+/// `struct xdp_statistics` (include/uapi/linux/if_xdp.h), with the fields
+/// Linux 5.9 added. Only the two receive drop counters are read; the rest
+/// is there for the layout.
+#[repr(C)]
+#[derive(Debug, Default)]
+#[allow(dead_code)]
+struct XdpStatistics {
+    rx_dropped: u64,
+    rx_invalid_descs: u64,
+    tx_invalid_descs: u64,
+    rx_ring_full: u64,
+    rx_fill_ring_empty_descs: u64,
+    tx_ring_empty_descs: u64,
+}
+
+/// The kernel's receive drop counters of socket `fd`
+/// (`getsockopt(SOL_XDP, XDP_STATISTICS)`, net/xdp/xsk.c `xsk_getsockopt`).
+/// None when the call fails or the kernel predates the 5.9 fields.
+fn kernel_drops(fd: std::os::fd::RawFd) -> Option<KernelDrops> {
+    let mut st = XdpStatistics::default();
+    let mut len = std::mem::size_of::<XdpStatistics>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `st`, a repr(C)
+    // struct of that size whose every bit pattern is valid.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&mut st as *mut XdpStatistics).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 || (len as usize) < std::mem::size_of::<XdpStatistics>() {
+        return None;
+    }
+    Some(KernelDrops {
+        no_fill: st.rx_fill_ring_empty_descs,
+        ring_full: st.rx_ring_full,
+    })
 }
 
 /// What a wakeup syscall told us.
@@ -208,12 +262,6 @@ enum Kick {
     LinkDown,
     Gone,
     Error,
-}
-
-/// Free frames a port leaves in the pool when it fills its fill ring, so
-/// transmit copies always find one: an eighth of the UMEM, at most 1024.
-fn fill_reserve(total: u32) -> usize {
-    (total as usize / 8).min(1024)
 }
 
 impl AfxdpPort {
@@ -235,7 +283,7 @@ impl AfxdpPort {
     pub fn open_shared(opts: &AfxdpOptions, umem: &AfxdpUmem) -> Result<AfxdpPort, AfxdpError> {
         let ifindex = xdp_prog::ifindex(&opts.ifname)
             .ok_or_else(|| AfxdpError::NoSuchInterface(opts.ifname.clone()))?;
-        let fill_target = (umem.fill_descs() as usize).min(opts.n_rxq_desc as usize);
+        let fill_target = umem::fill_frames(umem.fill_descs(), opts.n_rxq_desc) as usize;
         if umem.frames() as usize <= fill_target {
             return Err(AfxdpError::Umem(format!(
                 "a UMEM of {} frames leaves no frame for transmit (the fill ring takes {fill_target})",
@@ -280,6 +328,7 @@ impl AfxdpPort {
             }),
             sole,
             claim: Some(claim),
+            kernel_base: KernelDrops::default(),
         })
     }
 
@@ -326,6 +375,37 @@ impl AfxdpPort {
         (self.in_fill, self.tx_outstanding)
     }
 
+    /// The kernel's receive drops on this port's sockets so far (the
+    /// closed ones' and the current one's). Control path: a syscall.
+    pub fn kernel_drops(&self) -> KernelDrops {
+        let now = self
+            .rings
+            .as_ref()
+            .and_then(|r| kernel_drops(r.rx.fd().as_raw_fd()))
+            .unwrap_or_default();
+        KernelDrops {
+            no_fill: self.kernel_base.no_fill + now.no_fill,
+            ring_full: self.kernel_base.ring_full + now.ring_full,
+        }
+    }
+
+    /// Publish [`Self::kernel_drops`] as the `rx_no_fill` and
+    /// `rx_ring_full` drop counters.
+    fn publish_kernel_drops(&mut self) -> KernelDrops {
+        let k = self.kernel_drops();
+        self.counters.rx_drops[DropReason::RxNoFill.index()].set(k.no_fill);
+        self.counters.rx_drops[DropReason::RxRingFull.index()].set(k.ring_full);
+        k
+    }
+
+    /// Close the socket (dropping its rings), keeping its kernel drop counts.
+    fn close_socket(&mut self) {
+        if self.rings.is_some() {
+            self.kernel_base = self.publish_kernel_drops();
+        }
+        self.rings = None;
+    }
+
     fn set_link(&self, up: bool) {
         self.stats.link_up.store(up, Ordering::Relaxed);
     }
@@ -338,13 +418,14 @@ impl AfxdpPort {
     /// Close the socket and bind a new one on `umem` (a port moving to a
     /// thread with another UMEM). Control path only.
     fn rebind(&mut self, umem: AfxdpUmem) {
-        self.rings = None;
+        self.close_socket();
         self.stats.rebinds.add(1);
         match bind_retrying(&self.opts, &umem, self.sole) {
             Ok((rings, mode, zc)) => {
                 self.rings = Some(rings);
                 (self.mode, self.zerocopy) = (mode, zc);
-                self.fill_target = (umem.fill_descs() as usize).min(self.opts.n_rxq_desc as usize);
+                self.fill_target =
+                    umem::fill_frames(umem.fill_descs(), self.opts.n_rxq_desc) as usize;
             }
             Err(e) => {
                 eprintln!(
@@ -359,7 +440,8 @@ impl AfxdpPort {
 
     /// Top the fill ring up to its target from the pool's free frames.
     fn refill(&mut self, pool: &mut PacketPool) {
-        let reserve = fill_reserve(self.umem.frames());
+        // Leave the reserve free for transmit copies (umem::fill_reserve).
+        let reserve = fill_reserve(self.umem.frames()) as usize;
         let Some(r) = self.rings.as_mut() else { return };
         while self.in_fill < self.fill_target {
             let want = (self.fill_target - self.in_fill).min(self.idx.len());
@@ -689,7 +771,7 @@ impl Port for AfxdpPort {
         }
         // Deleting the socket makes the kernel let go of its four rings;
         // then every frame they held is this socket's to sweep back.
-        self.rings = None;
+        self.close_socket();
         pool.sweep(self.me);
         self.me = 0;
         (self.in_fill, self.tx_outstanding, self.kick_pending) = (0, 0, false);
@@ -945,6 +1027,12 @@ impl Port for AfxdpPort {
 
     fn counters(&self) -> &Arc<PortCounters> {
         &self.counters
+    }
+
+    /// The kernel's drops for an empty fill ring or a full rx ring, read
+    /// with one `getsockopt(XDP_STATISTICS)` (not per packet).
+    fn publish_stats(&mut self) {
+        self.publish_kernel_drops();
     }
 
     fn move_to_umem(&mut self, umem: &AfxdpUmem) -> bool {

@@ -74,9 +74,39 @@ use crate::packet::PacketPool;
 /// [`crate::packet::buf::MAX_FRAME`] frame.
 pub const FRAME_SIZE: u32 = 4096;
 
-/// Frames of a polling thread's UMEM (64 MiB): fill rings of 2048 for a few
-/// ports, their tx rings, and the packets in flight between them.
+/// Frames of a polling thread's UMEM by default (64 MiB): fill rings of 2048
+/// for 7 ports, or of 256 for 60, plus [`fill_reserve`] for their transmit
+/// copies and the packets in flight (`switchd --afxdp-umem-frames` changes it).
 pub const THREAD_UMEM_FRAMES: u32 = 16384;
+
+/// Smallest and largest thread UMEM `switchd --afxdp-umem-frames` accepts:
+/// one default fill ring plus the reserve, and 1 GiB of 4 KiB frames.
+pub const THREAD_UMEM_FRAMES_MIN: u32 = 4096;
+/// See [`THREAD_UMEM_FRAMES_MIN`].
+pub const THREAD_UMEM_FRAMES_MAX: u32 = 262_144;
+
+/// Frames of a UMEM of `total` frames that fill rings never take: an eighth,
+/// at most 1024. They stay free for transmit copies (a heap packet sent on
+/// an AF_XDP port) and for the packets a polling iteration has in flight
+/// (at most a batch of 32 per rx queue, tx rings emptied by `sendto`);
+/// refills stop at this many free frames (`AfxdpPort::refill`).
+pub fn fill_reserve(total: u32) -> u32 {
+    (total / 8).min(1024)
+}
+
+/// Frames of a UMEM of `total` frames its sockets' fill rings may hold
+/// together: the books of the thread's UMEM budget (`PmdSet` refuses a port
+/// whose fill ring does not fit, so no port is left with an empty fill ring
+/// while the kernel drops what it receives).
+pub fn fill_budget(total: u32) -> u32 {
+    total - fill_reserve(total)
+}
+
+/// Frames one socket keeps on its fill ring (its share of [`fill_budget`]):
+/// its `n-rxq-desc`, capped by the fill ring size of the UMEM it shares.
+pub fn fill_frames(umem_fill_descs: u32, n_rxq_desc: u32) -> u32 {
+    umem_fill_descs.min(n_rxq_desc)
+}
 
 /// A UMEM (cheap to clone: all clones are the same region).
 #[derive(Clone, Debug)]
@@ -180,8 +210,13 @@ impl AfxdpUmem {
 
     /// A UMEM sized for a polling thread ([`THREAD_UMEM_FRAMES`], rings of 2048).
     pub fn for_thread() -> Result<AfxdpUmem, AfxdpError> {
+        AfxdpUmem::for_thread_of(THREAD_UMEM_FRAMES)
+    }
+
+    /// A polling thread's UMEM of `frames` frames, rings of 2048.
+    pub fn for_thread_of(frames: u32) -> Result<AfxdpUmem, AfxdpError> {
         let d = super::options::DEFAULT_RING_DESCS;
-        AfxdpUmem::new(THREAD_UMEM_FRAMES, d, d)
+        AfxdpUmem::new(frames, d, d)
     }
 
     /// Frames in the UMEM.
