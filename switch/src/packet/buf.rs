@@ -316,11 +316,7 @@ impl Packet {
     /// Set or clear the tunnel metadata.
     #[inline(always)]
     pub fn set_tunnel(&mut self, t: Option<TunnelMeta>) {
-        // Written only when it changes (the usual output sets None on None):
-        // see `PacketPool::put` on store-forwarding stalls.
-        if self.tunnel != t {
-            self.tunnel = t;
-        }
+        self.tunnel = t;
     }
 
     /// The next hop a `route` action chose (0: none; see the field).
@@ -332,10 +328,7 @@ impl Packet {
     /// Set (0: clear) the next hop.
     #[inline(always)]
     pub fn set_nexthop(&mut self, ip: u32) {
-        // Only when it changes, as `set_tunnel`.
-        if self.nexthop != ip {
-            self.nexthop = ip;
-        }
+        self.nexthop = ip;
     }
 
     /// Take the tunnel metadata, leaving none.
@@ -493,39 +486,23 @@ impl PacketPool {
     /// empty: the caller counts a drop, it never allocates on the hot path.
     #[inline]
     pub fn get(&mut self) -> Option<Packet> {
-        // Buffers in the free list carry no metadata (`put` cleared it), so
-        // this is a plain move: no field store into the value on its way out
-        // (see `put`).
-        self.free.pop()
+        let mut p = self.free.pop()?;
+        p.tunnel = None;
+        p.nexthop = 0;
+        Some(p)
     }
 
     /// Return a buffer: a heap buffer to the heap free list, a UMEM frame to
     /// the frame free list (its tunnel metadata is cleared, so a reused buffer
     /// never carries a previous packet's tunnel).
-    #[inline(always)]
+    #[inline]
     pub fn put(&mut self, mut p: Packet) {
-        // Fields are written only when set: a packet is moved by 16-byte
-        // loads, and a load that spans a narrower store still in the store
-        // buffer cannot be forwarded and waits for every older store to
-        // commit, here the frame copy into guest memory just before. That
-        // stall was 31 % of the polling thread in the vhost_user loop-64
-        // profile (docs/perf.md, PVP).
-        if p.tunnel.is_some() {
-            p.tunnel = None;
-        }
-        if p.nexthop != 0 {
-            p.nexthop = 0;
-        }
+        p.tunnel = None;
+        p.nexthop = 0;
         if !p.is_umem() {
             self.free.push(p);
             return;
         }
-        self.put_frame(p);
-    }
-
-    /// `put` of a UMEM packet: its frame back to the frame free list.
-    #[inline(never)]
-    fn put_frame(&mut self, p: Packet) {
         let idx = p.frame;
         match self.frames.as_mut() {
             Some(f) if f.is(idx, FrameState::User, None) && f.frame_ptr_ok(idx, &p) => {

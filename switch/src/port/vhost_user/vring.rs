@@ -384,20 +384,12 @@ impl Vring {
             for i in 0..good {
                 let slot = first.wrapping_add(i as u16) & mask;
                 let head = heads[i];
-                // Into `out` first, then filled in place: a packet moved
-                // right after stores into its fields (frame_area_mut,
-                // truncate) stalls on store forwarding behind the copy
-                // (PacketPool::put).
-                let Some(p) = pool.get() else {
-                    break 'batch;
-                };
-                out.push(p);
-                let Some(p) = out.last_mut() else {
+                let Some(mut p) = pool.get() else {
                     break 'batch;
                 };
                 let f = flat[i];
                 let r = if f.ptr.is_null() {
-                    self.copy_out(mem, head, hdr_len, p)
+                    self.copy_out(mem, head, hdr_len, &mut p)
                 } else {
                     let len = f.len as usize;
                     let area = p.frame_area_mut();
@@ -410,13 +402,12 @@ impl Vring {
                     Ok(len) => {
                         p.truncate(len);
                         bytes += len as u64;
+                        out.push(p);
                         n += 1;
                     }
                     Err(e) => {
                         t.err(e);
-                        if let Some(p) = out.pop() {
-                            pool.put(p);
-                        }
+                        pool.put(p);
                     }
                 }
                 self.put_used(slot, head, 0);
