@@ -37,13 +37,23 @@
 //! - ARP/RARP: fewer than 28 bytes → `Truncated`; Ethernet/IPv4 ARP sets
 //!   `nw_src` = spa, `nw_dst` = tpa, `arp_sha`, `arp_tha` and `nw_proto` =
 //!   opcode when it is ≤ 0xff; other hardware/protocol types set nothing.
-//! - ICMPv6 neighbour discovery options (OVS's nd_target/nd_sll/nd_tll) are
-//!   not extracted: the key has no nd_target field.
+//! - ICMPv6 neighbour discovery (RFC 4861 §4.3/4.4), as OVS's parse_icmpv6:
+//!   for code 0 of type 135 (NS) or 136 (NA), the reserved word (NA R/S/O
+//!   flags) goes to `nw_src` (`nd_reserved`), the target to `nd_target`,
+//!   and the options (§4.6) are walked: an 8-byte source (1) / target (2)
+//!   link-layer option sets `arp_sha` (`nd_sll`) / `arp_tha` (`nd_tll`)
+//!   and its type `tcp_flags` (`nd_options_type`); other options are
+//!   skipped; trailing bytes shorter than an option are ignored. An option
+//!   of length 0, one running past the message, or a second option of the
+//!   same link-layer kind → `Malformed` with no ND field (type and code
+//!   stay), like OVS's `invalid:` path (*: OVS does not report it). A
+//!   message too short for the target → `Truncated` with no ND field
+//!   (*: OVS keeps the reserved word).
 //! - `Layout.l3` is set once the Ethernet header (and tags, and SNAP) is
 //!   complete, as OVS's l3_ofs; `Layout.l4` once the IP header (and IPv6
 //!   extension headers) is complete, even when the L4 header is short.
 
-use crate::flow::key::{ethertype, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_CFI};
+use crate::flow::key::{ethertype, ipproto, nd, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_CFI};
 use crate::flow::PortNo;
 use crate::packet::{be16, be32};
 
@@ -321,9 +331,59 @@ fn extract_l4(l4: &[u8], key: &mut FlowKey, lay: &mut Layout) {
             };
             key.tp_src = u16::from(h[0]);
             key.tp_dst = u16::from(h[1]);
+            if key.nw_proto == ipproto::ICMPV6
+                && key.dl_type == ethertype::IPV6
+                && h[1] == 0
+                && (h[0] == nd::NEIGHBOR_SOLICIT || h[0] == nd::NEIGHBOR_ADVERT)
+            {
+                extract_nd(be32(h, 4), &l4[8..], key, lay);
+            }
         }
         _ => {}
     }
+}
+
+/// RFC 4861 §4.3/4.4/4.6: the NS/NA body after the 8-byte ICMPv6 header
+/// (`body` bounded by the IPv6 payload length). Out of line: ND is rare and
+/// the common path should stay small.
+#[inline(never)]
+fn extract_nd(reserved: u32, body: &[u8], key: &mut FlowKey, lay: &mut Layout) {
+    let Some(target) = chunk::<16>(body, 0) else {
+        lay.status = ParseStatus::Truncated;
+        return;
+    };
+    let (mut sll, mut tll, mut opt_type) = ([0u8; 6], [0u8; 6], 0u8);
+    let mut off = 16usize;
+    // Each option is at least 8 bytes (§4.6); its length is in units of 8.
+    while let Some(o) = chunk::<8>(body, off) {
+        let len = usize::from(o[1]) * 8;
+        if len == 0 || len > body.len() - off {
+            lay.status = ParseStatus::Malformed;
+            return;
+        }
+        if len == 8 {
+            let slot = match o[0] {
+                nd::OPT_SOURCE_LINKADDR => Some(&mut sll),
+                nd::OPT_TARGET_LINKADDR => Some(&mut tll),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                // OVS: the same link-layer option twice makes the message invalid.
+                if *slot != [0; 6] {
+                    lay.status = ParseStatus::Malformed;
+                    return;
+                }
+                slot.copy_from_slice(&o[2..8]);
+                opt_type = o[0];
+            }
+        }
+        off += len;
+    }
+    key.nw_src = reserved;
+    key.nd_target = *target;
+    key.arp_sha = sll;
+    key.arp_tha = tll;
+    key.tcp_flags = u16::from(opt_type);
 }
 
 /// RFC 826, Ethernet/IPv4 only.
