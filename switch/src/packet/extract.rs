@@ -645,6 +645,101 @@ mod tests {
         );
     }
 
+    const POD6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x05];
+    const GW6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01];
+
+    fn sll(mac: [u8; 6]) -> Vec<u8> {
+        let mut o = vec![nd::OPT_SOURCE_LINKADDR, 1];
+        o.extend_from_slice(&mac);
+        o
+    }
+
+    fn ns(options: &[u8]) -> Vec<u8> {
+        FrameBuilder::new()
+            .eth(A, B)
+            .ipv6(POD6, [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 1])
+            .ttl(255)
+            .nd(nd::NEIGHBOR_SOLICIT, 0, GW6, options)
+            .build()
+    }
+
+    #[test]
+    fn neighbour_solicitation_fields() {
+        // A nonce option (14, RFC 7527) before the SLL is skipped.
+        let mut opts = vec![14, 1, 1, 2, 3, 4, 5, 6];
+        opts.extend(sll(A));
+        let (k, l) = run(&ns(&opts));
+        assert_eq!(l.status, ParseStatus::Ok);
+        assert_eq!((k.nw_proto, k.tp_src, k.tp_dst), (ipproto::ICMPV6, 135, 0));
+        assert_eq!(k.nd_target, GW6);
+        assert_eq!((k.arp_sha, k.arp_tha), (A, [0; 6]));
+        assert_eq!((k.tcp_flags, k.nw_src), (1, 0));
+        // Without options: the target only.
+        let (k, l) = run(&ns(&[]));
+        assert_eq!(l.status, ParseStatus::Ok);
+        assert_eq!((k.nd_target, k.arp_sha, k.tcp_flags), (GW6, [0; 6], 0));
+    }
+
+    #[test]
+    fn neighbour_advertisement_fields() {
+        let mut tll = vec![nd::OPT_TARGET_LINKADDR, 1];
+        tll.extend_from_slice(&B);
+        let flags = nd::NA_ROUTER | nd::NA_SOLICITED | nd::NA_OVERRIDE;
+        let f = FrameBuilder::new()
+            .ipv6(GW6, POD6)
+            .nd(nd::NEIGHBOR_ADVERT, flags, GW6, &tll)
+            .build();
+        let (k, l) = run(&f);
+        assert_eq!(l.status, ParseStatus::Ok);
+        assert_eq!((k.tp_src, k.nd_target, k.arp_tha), (136, GW6, B));
+        assert_eq!((k.arp_sha, k.tcp_flags, k.nw_src), ([0; 6], 2, 0xe000_0000));
+    }
+
+    #[test]
+    fn malformed_neighbour_discovery_sets_no_nd_field() {
+        let mut zero_len = sll(A);
+        zero_len[1] = 0;
+        let mut too_long = sll(A);
+        too_long[1] = 2; // 16 bytes, only 8 there
+        let mut twice = sll(A);
+        twice.extend(sll(B));
+        for (what, opts) in [
+            ("option length 0", zero_len),
+            ("option past the end", too_long),
+            ("two source link-layer options", twice),
+        ] {
+            let (k, l) = run(&ns(&opts));
+            assert_eq!(l.status, ParseStatus::Malformed, "{what}");
+            assert_eq!((k.tp_src, k.tp_dst), (135, 0), "{what}: type/code stay");
+            assert_eq!(
+                (k.nd_target, k.arp_sha, k.tcp_flags, k.nw_src),
+                ([0; 16], [0; 6], 0, 0),
+                "{what}"
+            );
+        }
+        // The message cut inside the target (payload length says so too).
+        let mut cut = ns(&[]);
+        cut.truncate(14 + 40 + 8 + 10);
+        cut[18..20].copy_from_slice(&18u16.to_be_bytes());
+        let (k, l) = run(&cut);
+        assert_eq!((l.status, k.tp_src, k.nd_target), (ParseStatus::Truncated, 135, [0; 16]));
+        // Trailing bytes shorter than an option are ignored, as in OVS.
+        let mut opts = sll(A);
+        opts.extend_from_slice(&[9, 9, 9, 9]);
+        let (k, l) = run(&ns(&opts));
+        assert_eq!((l.status, k.arp_sha), (ParseStatus::Ok, A));
+        // Code 0 only; other ICMPv6 types carry no ND fields.
+        let mut code1 = ns(&sll(A));
+        code1[14 + 40 + 1] = 1;
+        let (k, l) = run(&code1);
+        assert_eq!((l.status, k.tp_dst, k.nd_target, k.arp_sha), (ParseStatus::Ok, 1, [0; 16], [0; 6]));
+        // Every prefix of a valid NS extracts without panicking.
+        let full = ns(&sll(A));
+        for n in 0..full.len() {
+            fuzz_extract(&full[..n]);
+        }
+    }
+
     #[test]
     fn arp_fields() {
         let f = FrameBuilder::new()
