@@ -224,3 +224,71 @@ fn dump_flows_prints_nd_fields_back_in_ovs_syntax() {
         assert!(text.contains(want), "{want} missing from {text}");
     }
 }
+
+mod syntax {
+    //! ND fields in flow syntax: parse, dump-flows text, prerequisites.
+    use switch::flow::{format_flow, parse_flow, ParseMode};
+
+    fn dump(text: &str) -> String {
+        match parse_flow(text, ParseMode::Add) {
+            Ok(s) => format_flow(&s.to_flow()),
+            Err(e) => panic!("{text:?} failed:\n{e}"),
+        }
+    }
+
+    fn err(text: &str) -> String {
+        match parse_flow(text, ParseMode::Add) {
+            Ok(s) => panic!("{text:?} should fail, got {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn nd_matches_print_like_ovs_and_parse_back() {
+        // OVS tests/ovs-ofctl.at "ovs-ofctl parse-flows" ND cases.
+        for (input, want) in [
+            (
+                "icmp6,icmp_type=135,nd_target=FEC0::1234:F045:8FFF:1111:FE4E:0571,nd_sll=00:0A:E4:25:6B:B0,actions=drop",
+                "icmp6,icmp_type=135,nd_target=fec0::1234:f045:8fff:1111:fe4e:571,nd_sll=00:0a:e4:25:6b:b0 actions=drop",
+            ),
+            (
+                "icmpv6,icmpv6_type=136,nd_target=fec0::1234:f045:8fff:1111:fe4e:571,nd_tll=00:0a:e4:25:6b:b1,actions=drop",
+                "icmp6,icmp_type=136,nd_target=fec0::1234:f045:8fff:1111:fe4e:571,nd_tll=00:0a:e4:25:6b:b1 actions=drop",
+            ),
+            (
+                "icmp6,icmp_type=135,nd_target=fd00:1::/64,actions=drop",
+                "icmp6,icmp_type=135,nd_target=fd00:1::/64 actions=drop",
+            ),
+            (
+                "icmp6,icmp_type=136,nd_reserved=0xe0000000,nd_options_type=2,actions=drop",
+                "icmp6,icmp_type=136,nd_reserved=3758096384,nd_options_type=2 actions=drop",
+            ),
+            (
+                "icmp6,icmp_type=136,actions=load:0x020000000001->NXM_NX_ND_TLL[],move:NXM_NX_ND_TARGET[]->NXM_NX_IPV6_SRC[],set_field:1->nd_options_type",
+                "icmp6,icmp_type=136 actions=load:0x20000000001->NXM_NX_ND_TLL[],move:NXM_NX_ND_TARGET[]->NXM_NX_IPV6_SRC[],set_field:1->nd_options_type",
+            ),
+        ] {
+            let got = dump(input);
+            assert_eq!(got, want, "{input}");
+            assert_eq!(dump(&got.replace(" actions", ",actions")), want, "round trip");
+        }
+    }
+
+    #[test]
+    fn nd_prerequisites_are_enforced_like_ovs() {
+        // nd_target needs an NS/NA type; nd_sll an NS; nd_tll an NA.
+        let e = err("icmp6,nd_target=fd00::1,actions=drop");
+        assert!(e.contains("icmp_type=135"), "{e}");
+        let e = err("icmp6,icmp_type=136,nd_sll=02:00:00:00:00:01,actions=drop");
+        assert!(e.contains("nd_sll") && e.contains("icmp_type=135"), "{e}");
+        let e = err("icmp6,icmp_type=135,nd_tll=02:00:00:00:00:01,actions=drop");
+        assert!(e.contains("icmp_type=136"), "{e}");
+        // set_field is checked against the match, as OVS's check_SET_FIELD:
+        // a solicitation's flow cannot write nd_tll.
+        let e = err("icmp6,icmp_type=135,actions=set_field:136->icmpv6_type,set_field:02:00:00:00:00:01->nd_tll");
+        assert!(e.contains("nd_tll") && e.contains("icmp_type=136"), "{e}");
+        // Not maskable, as in OVS.
+        let e = err("icmp6,icmp_type=136,nd_reserved=0x80000000/0x80000000,actions=drop");
+        assert!(e.contains("mask"), "{e}");
+    }
+}

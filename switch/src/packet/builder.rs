@@ -342,7 +342,13 @@ impl FrameBuilder {
     /// bits), then the target, then `options` as given (§4.6; e.g. `[1, 1,
     /// mac...]` for a source link-layer address). Needs `.ipv6()`; the
     /// checksum covers the pseudo-header.
-    pub fn nd(mut self, ty: u8, reserved: u32, target: impl Into<Ipv6Addr>, options: &[u8]) -> Self {
+    pub fn nd(
+        mut self,
+        ty: u8,
+        reserved: u32,
+        target: impl Into<Ipv6Addr>,
+        options: &[u8],
+    ) -> Self {
         self.l4 = L4::Icmp {
             ty,
             code: 0,

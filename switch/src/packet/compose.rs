@@ -54,12 +54,9 @@ pub fn compose(key: &FlowKey, payload: &[u8]) -> Vec<u8> {
             ipproto::TCP => b.tcp(key.tp_src, key.tp_dst, key.tcp_flags),
             ipproto::UDP => b.udp(key.tp_src, key.tp_dst),
             ipproto::ICMP if !v6 => b.icmp(key.tp_src as u8, key.tp_dst as u8),
-            ipproto::ICMPV6 if v6 && is_nd => b.nd(
-                key.tp_src as u8,
-                key.nw_src,
-                key.nd_target,
-                &[],
-            ),
+            ipproto::ICMPV6 if v6 && is_nd => {
+                b.nd(key.tp_src as u8, key.nw_src, key.nd_target, &[])
+            }
             ipproto::ICMPV6 if v6 => b.icmp(key.tp_src as u8, key.tp_dst as u8),
             p => b.ip_proto(p),
         }

@@ -722,7 +722,10 @@ mod tests {
         cut.truncate(14 + 40 + 8 + 10);
         cut[18..20].copy_from_slice(&18u16.to_be_bytes());
         let (k, l) = run(&cut);
-        assert_eq!((l.status, k.tp_src, k.nd_target), (ParseStatus::Truncated, 135, [0; 16]));
+        assert_eq!(
+            (l.status, k.tp_src, k.nd_target),
+            (ParseStatus::Truncated, 135, [0; 16])
+        );
         // Trailing bytes shorter than an option are ignored, as in OVS.
         let mut opts = sll(A);
         opts.extend_from_slice(&[9, 9, 9, 9]);
@@ -732,7 +735,10 @@ mod tests {
         let mut code1 = ns(&sll(A));
         code1[14 + 40 + 1] = 1;
         let (k, l) = run(&code1);
-        assert_eq!((l.status, k.tp_dst, k.nd_target, k.arp_sha), (ParseStatus::Ok, 1, [0; 16], [0; 6]));
+        assert_eq!(
+            (l.status, k.tp_dst, k.nd_target, k.arp_sha),
+            (ParseStatus::Ok, 1, [0; 16], [0; 6])
+        );
         // Every prefix of a valid NS extracts without panicking.
         let full = ns(&sll(A));
         for n in 0..full.len() {
