@@ -292,3 +292,99 @@ mod syntax {
         assert!(e.contains("mask"), "{e}");
     }
 }
+
+mod execute {
+    //! `SetNdExt` / `SetNd` on their own: checksums, options, bad packets.
+    use super::*;
+    use switch::datapath::{apply, DpAction, ExecCtx, ExecError};
+    use switch::flow::FlowKey;
+    use switch::packet::{extract, Packet};
+
+    fn run(frame: &[u8], actions: &[DpAction]) -> (Vec<u8>, Result<(), ExecError>) {
+        let mut key = FlowKey::ZERO;
+        let lay = extract(frame, 1, &mut key);
+        let mut ctx = ExecCtx::new(&key, lay);
+        let mut pkt = Packet::from_slice(frame).unwrap();
+        let mut res = Ok(());
+        for a in actions {
+            res = res.and(apply(&mut pkt, &mut ctx, a));
+        }
+        (pkt.data().to_vec(), res)
+    }
+
+    fn csum_ok(f: &[u8]) -> bool {
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&f[22..38]);
+        dst.copy_from_slice(&f[38..54]);
+        let plen = usize::from(u16::from_be_bytes([f[18], f[19]]));
+        PseudoHeader::V6 { src, dst }.verify(58, &f[54..54 + plen])
+    }
+
+    #[test]
+    fn option_rename_then_mac_write_keeps_the_checksum_right() {
+        let ns = solicit(A6, SNMA, SNMA_MAC, &sll_option(MAC_A));
+        assert!(csum_ok(&ns));
+        let (f, r) = run(
+            &ns,
+            &[
+                DpAction::SetNdExt {
+                    reserved: Some(nd::NA_SOLICITED),
+                    options_type: Some(nd::OPT_TARGET_LINKADDR),
+                },
+                DpAction::SetNd {
+                    target: Some(A6),
+                    sll: None,
+                    tll: Some(ROUTER),
+                },
+            ],
+        );
+        assert_eq!(r, Ok(()));
+        assert!(csum_ok(&f));
+        let m = &f[54..];
+        assert_eq!(&m[4..8], &nd::NA_SOLICITED.to_be_bytes());
+        assert_eq!(&m[8..24], &A6);
+        assert_eq!((m[24], m[25], &m[26..32]), (2, 1, &ROUTER[..]));
+        // Without the rename, a tll write finds no TLL option: MAC unchanged.
+        let (f, r) = run(
+            &ns,
+            &[DpAction::SetNd {
+                target: None,
+                sll: None,
+                tll: Some(ROUTER),
+            }],
+        );
+        assert_eq!((r, &f[..]), (Ok(()), &ns[..]));
+    }
+
+    #[test]
+    fn messages_without_options_and_non_nd_packets() {
+        // No option: the type change has nothing to rename, the rest applies.
+        let bare = solicit(A6, SNMA, SNMA_MAC, &[]);
+        let (f, r) = run(
+            &bare,
+            &[DpAction::SetNdExt {
+                reserved: Some(nd::NA_ROUTER),
+                options_type: Some(2),
+            }],
+        );
+        assert_eq!(r, Ok(()));
+        assert!(csum_ok(&f));
+        assert_eq!(f.len(), bare.len());
+        // An echo request is no ND message: refused, counted by the caller.
+        let echo = FrameBuilder::new()
+            .ipv6(A6, GW6)
+            .icmp_echo(1, 1)
+            .payload(&[0; 24])
+            .build();
+        let (_, r) = run(
+            &echo,
+            &[DpAction::SetNd {
+                target: Some(GW6),
+                sll: None,
+                tll: None,
+            }],
+        );
+        assert_eq!(r, Err(ExecError::NoHeader));
+    }
+}
