@@ -249,11 +249,11 @@ mod syntax {
         for (input, want) in [
             (
                 "icmp6,icmp_type=135,nd_target=FEC0::1234:F045:8FFF:1111:FE4E:0571,nd_sll=00:0A:E4:25:6B:B0,actions=drop",
-                "icmp6,icmp_type=135,nd_target=fec0::1234:f045:8fff:1111:fe4e:571,nd_sll=00:0a:e4:25:6b:b0 actions=drop",
+                "icmp6,icmp_type=135,nd_target=fec0:0:1234:f045:8fff:1111:fe4e:571,nd_sll=00:0a:e4:25:6b:b0 actions=drop",
             ),
             (
-                "icmpv6,icmpv6_type=136,nd_target=fec0::1234:f045:8fff:1111:fe4e:571,nd_tll=00:0a:e4:25:6b:b1,actions=drop",
-                "icmp6,icmp_type=136,nd_target=fec0::1234:f045:8fff:1111:fe4e:571,nd_tll=00:0a:e4:25:6b:b1 actions=drop",
+                "icmp6,icmpv6_type=136,nd_target=fec0::1234:f045:8fff:1111:fe4e:571,nd_tll=00:0a:e4:25:6b:b1,actions=drop",
+                "icmp6,icmp_type=136,nd_target=fec0:0:1234:f045:8fff:1111:fe4e:571,nd_tll=00:0a:e4:25:6b:b1 actions=drop",
             ),
             (
                 "icmp6,icmp_type=135,nd_target=fd00:1::/64,actions=drop",
