@@ -142,14 +142,14 @@ fn arb_choices() -> impl Strategy<Value = Vec<u8>> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert(FlowKey, Vec<u8>, u16),
+    Insert(Box<FlowKey>, Vec<u8>, u16),
     Remove(usize),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (arb_mask(), arb_choices(), prop::sample::select(vec![0u16, 1, 2, 5, 10, 100, 32768, 65535]))
-            .prop_map(|(m, c, p)| Op::Insert(m, c, p)),
+            .prop_map(|(m, c, p)| Op::Insert(Box::new(m), c, p)),
         1 => any::<usize>().prop_map(Op::Remove),
     ]
 }
@@ -214,7 +214,7 @@ proptest! {
             let id = u32::try_from(id).unwrap_or(u32::MAX);
             match op {
                 Op::Insert(mask, c, p) => {
-                    let m = Match::new(key_from(c), *mask);
+                    let m = Match::new(key_from(c), **mask);
                     let a = tss.insert(m, *p, id);
                     let b = lin.insert(m, *p, id);
                     prop_assert_eq!(a, b);

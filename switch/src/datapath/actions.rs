@@ -81,6 +81,28 @@ pub enum DpAction {
         /// New target hardware address.
         tha: Option<[u8; 6]>,
     },
+    /// Rewrite the ICMPv6 neighbour discovery reserved word and the type of
+    /// the first option (OVS's `set(nd_ext(...))`, RFC 4861 §4.3/4.4/4.6);
+    /// committed before [`DpAction::SetNd`] so that a type change from
+    /// source (1) to target (2) link-layer address lets `SetNd` write the
+    /// target address into it, as OVS does. ICMPv6 checksum patched.
+    SetNdExt {
+        /// New reserved word (NA: R/S/O flags in the top three bits).
+        reserved: Option<u32>,
+        /// New type of the first option.
+        options_type: Option<u8>,
+    },
+    /// Rewrite ICMPv6 neighbour discovery fields (OVS's `set(nd(...))`): the
+    /// target address and the MAC in the first source or target link-layer
+    /// option, whichever the message carries. ICMPv6 checksum patched.
+    SetNd {
+        /// New target address.
+        target: Option<[u8; 16]>,
+        /// New source link-layer address (written into an SLL option).
+        sll: Option<[u8; 6]>,
+        /// New target link-layer address (written into a TLL option).
+        tll: Option<[u8; 6]>,
+    },
     /// Push an outer VLAN tag.
     PushVlan {
         /// TPID (0x8100 or 0x88a8).

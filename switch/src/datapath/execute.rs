@@ -10,7 +10,8 @@
 //! [`crate::packet::checksum`]): the IPv4 header checksum (RFC 791) for any
 //! IPv4 field change; the TCP/UDP checksum for port changes and, through the
 //! pseudo-header (RFC 793 §3.1, RFC 768, RFC 8200 §8.1), for address changes;
-//! the ICMP checksum for type/code changes. A UDP checksum of 0 means "no
+//! the ICMP checksum for type/code changes; the ICMPv6 checksum for neighbour
+//! discovery fields (target, reserved word, option type and MAC). A UDP checksum of 0 means "no
 //! checksum" (RFC 768) and stays 0; a computed 0 is sent as 0xffff. Non-first
 //! IPv4 fragments carry no L4 header, so their L4 is never touched.
 //!
@@ -19,7 +20,7 @@
 //! module never panics on packet contents.
 
 use super::actions::DpAction;
-use crate::flow::key::{ethertype, ipproto, FlowKey, FRAG_LATER, VLAN_CFI};
+use crate::flow::key::{ethertype, ipproto, nd, FlowKey, FRAG_LATER, VLAN_CFI};
 use crate::packet::checksum::{update128, update16, update32};
 use crate::packet::extract::{Layout, NO_OFFSET};
 use crate::packet::Packet;
@@ -164,6 +165,13 @@ pub fn apply(pkt: &mut Packet, ctx: &mut ExecCtx, action: &DpAction) -> Result<(
         DpAction::SetTcp { src, dst } => set_ports(pkt, ctx, ipproto::TCP, *src, *dst),
         DpAction::SetUdp { src, dst } => set_ports(pkt, ctx, ipproto::UDP, *src, *dst),
         DpAction::SetIcmp { icmp_type, code } => set_icmp(pkt, ctx, *icmp_type, *code),
+        DpAction::SetNdExt {
+            reserved,
+            options_type,
+        } => set_nd_ext(pkt, ctx, *reserved, *options_type),
+        DpAction::SetNd { target, sll, tll } => {
+            set_nd(pkt, ctx, target.as_ref(), sll.as_ref(), tll.as_ref())
+        }
         DpAction::SetArp {
             op,
             spa,
@@ -380,6 +388,105 @@ fn set_icmp(
     }
     put16(d, l4, new);
     let c = update16(be16(d, l4 + 2), old, new);
+    put16(d, l4 + 2, c);
+    Ok(())
+}
+
+/// The NS/NA message of an IPv6 packet: its L4 offset and end (bounded by
+/// the IPv6 payload length, so Ethernet padding is never touched), after
+/// checking it is ICMPv6 type 135 or 136 with the 24-byte fixed part
+/// (RFC 4861 §4.3/4.4).
+fn nd_message(d: &[u8], ctx: &ExecCtx) -> Result<(usize, usize), ExecError> {
+    if ctx.dl_type != ethertype::IPV6 || ctx.nw_proto != ipproto::ICMPV6 {
+        return Err(ExecError::NoHeader);
+    }
+    let l3 = ctx.l3().ok_or(ExecError::NoHeader)?;
+    let l4 = ctx.l4().ok_or(ExecError::NoHeader)?;
+    if d.len() < l3 + 40 || d.len() < l4 + 24 {
+        return Err(ExecError::TooShort);
+    }
+    let end = (l3 + 40 + usize::from(be16(d, l3 + 4))).min(d.len());
+    if end < l4 + 24 {
+        return Err(ExecError::TooShort);
+    }
+    if d[l4] != nd::NEIGHBOR_SOLICIT && d[l4] != nd::NEIGHBOR_ADVERT {
+        return Err(ExecError::NoHeader);
+    }
+    Ok((l4, end))
+}
+
+/// OVS packet_set_nd_ext: the reserved word, and the type of the first
+/// option when there is one (a message without options is left as is).
+fn set_nd_ext(
+    pkt: &mut Packet,
+    ctx: &ExecCtx,
+    reserved: Option<u32>,
+    options_type: Option<u8>,
+) -> Result<(), ExecError> {
+    let d = pkt.data_mut();
+    let (l4, end) = nd_message(d, ctx)?;
+    let mut c = be16(d, l4 + 2);
+    if let Some(r) = reserved {
+        let old = be32(d, l4 + 4);
+        d[l4 + 4..l4 + 8].copy_from_slice(&r.to_be_bytes());
+        c = update32(c, old, r);
+    }
+    let opt = l4 + 24;
+    if let Some(t) = options_type {
+        if opt + 8 <= end {
+            let old = be16(d, opt);
+            let new = (u16::from(t) << 8) | (old & 0x00ff);
+            put16(d, opt, new);
+            c = update16(c, old, new);
+        }
+    }
+    put16(d, l4 + 2, c);
+    Ok(())
+}
+
+/// OVS packet_set_nd: the target, and the MAC of the first 8-byte source
+/// (for `sll`) or target (for `tll`) link-layer option (RFC 4861 §4.6.1);
+/// the walk stops at the first such option or at an option of length 0.
+fn set_nd(
+    pkt: &mut Packet,
+    ctx: &ExecCtx,
+    target: Option<&[u8; 16]>,
+    sll: Option<&[u8; 6]>,
+    tll: Option<&[u8; 6]>,
+) -> Result<(), ExecError> {
+    let d = pkt.data_mut();
+    let (l4, end) = nd_message(d, ctx)?;
+    let mut c = be16(d, l4 + 2);
+    if let Some(t) = target {
+        let mut old = [0u8; 16];
+        old.copy_from_slice(&d[l4 + 8..l4 + 24]);
+        d[l4 + 8..l4 + 24].copy_from_slice(t);
+        c = update128(c, &old, t);
+    }
+    if sll.is_some() || tll.is_some() {
+        let mut opt = l4 + 24;
+        while opt + 8 <= end && d[opt + 1] != 0 {
+            let new = match (d[opt], d[opt + 1]) {
+                (nd::OPT_SOURCE_LINKADDR, 1) => Some(sll),
+                (nd::OPT_TARGET_LINKADDR, 1) => Some(tll),
+                _ => None,
+            };
+            if let Some(new) = new {
+                if let Some(mac) = new {
+                    for i in (0..6).step_by(2) {
+                        let at = opt + 2 + i;
+                        let old = be16(d, at);
+                        let w = u16::from_be_bytes([mac[i], mac[i + 1]]);
+                        put16(d, at, w);
+                        c = update16(c, old, w);
+                    }
+                }
+                // A message carries one link-layer option (OVS stops here too).
+                break;
+            }
+            opt += usize::from(d[opt + 1]) * 8;
+        }
+    }
     put16(d, l4 + 2, c);
     Ok(())
 }

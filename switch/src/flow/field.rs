@@ -7,7 +7,7 @@
 //! slots are network-order byte arrays read big-endian, so a MAC is the 48-bit
 //! number its colon form spells; integer slots are host-order integers.
 
-use super::key::{ethertype, ipproto, FlowKey, VLAN_CFI};
+use super::key::{ethertype, ipproto, nd, FlowKey, VLAN_CFI};
 use core::mem::offset_of;
 
 /// How a slot is stored in `FlowKey`.
@@ -65,6 +65,13 @@ pub enum Prereq {
     Icmp,
     /// IPv6 with `nw_proto=58`.
     Icmpv6,
+    /// ICMPv6 neighbour solicitation or advertisement: `icmp6` with
+    /// `icmp_type` 135 or 136 and `icmp_code` 0 (OVS's MFP_ND).
+    Nd,
+    /// ICMPv6 neighbour solicitation (`icmp_type=135`, OVS's MFP_ND_SOLICIT).
+    NdSolicit,
+    /// ICMPv6 neighbour advertisement (`icmp_type=136`, OVS's MFP_ND_ADVERT).
+    NdAdvert,
 }
 
 impl Prereq {
@@ -82,6 +89,9 @@ impl Prereq {
             Prereq::TcpOrUdp => "tcp, udp, tcp6 or udp6",
             Prereq::Icmp => "icmp",
             Prereq::Icmpv6 => "icmp6",
+            Prereq::Nd => "icmp6 with icmp_type=135 or icmp_type=136",
+            Prereq::NdSolicit => "icmp6,icmp_type=135",
+            Prereq::NdAdvert => "icmp6,icmp_type=136",
         }
     }
 
@@ -102,8 +112,25 @@ impl Prereq {
             Prereq::TcpOrUdp => ip && (k.nw_proto == ipproto::TCP || k.nw_proto == ipproto::UDP),
             Prereq::Icmp => ip4 && k.nw_proto == ipproto::ICMP,
             Prereq::Icmpv6 => ip6 && k.nw_proto == ipproto::ICMPV6,
+            Prereq::Nd => is_nd(k, None),
+            Prereq::NdSolicit => is_nd(k, Some(nd::NEIGHBOR_SOLICIT)),
+            Prereq::NdAdvert => is_nd(k, Some(nd::NEIGHBOR_ADVERT)),
         }
     }
+}
+
+/// OVS `is_nd`: ICMPv6 code 0 of type NS or NA (or exactly `ty` when given).
+fn is_nd(k: &FlowKey, ty: Option<u8>) -> bool {
+    k.dl_type == ethertype::IPV6
+        && k.nw_proto == ipproto::ICMPV6
+        && k.tp_dst == 0
+        && match ty {
+            Some(t) => k.tp_src == u16::from(t),
+            None => {
+                k.tp_src == u16::from(nd::NEIGHBOR_SOLICIT)
+                    || k.tp_src == u16::from(nd::NEIGHBOR_ADVERT)
+            }
+        }
 }
 
 macro_rules! fields {
@@ -390,6 +417,21 @@ fields! {
     /// ICMPv6 code.
     Icmpv6Code = { name: "icmpv6_code", aliases: ["NXM_NX_ICMPV6_CODE", "OXM_OF_ICMPV6_CODE"], slot: tp_dst,
         kind: Int, shift: 0, width: 8, maskable: false, writable: true, prereq: Icmpv6, format: Decimal },
+    /// IPv6 ND target address (NS/NA).
+    NdTarget = { name: "nd_target", aliases: ["NXM_NX_ND_TARGET", "OXM_OF_IPV6_ND_TARGET"], slot: nd_target,
+        kind: Bytes, shift: 0, width: 128, maskable: true, writable: true, prereq: Nd, format: Ipv6 },
+    /// IPv6 ND source link-layer address option (NS), sharing `arp_sha` as in OVS.
+    NdSll = { name: "nd_sll", aliases: ["NXM_NX_ND_SLL", "OXM_OF_IPV6_ND_SLL"], slot: arp_sha,
+        kind: Bytes, shift: 0, width: 48, maskable: true, writable: true, prereq: NdSolicit, format: Mac },
+    /// IPv6 ND target link-layer address option (NA), sharing `arp_tha` as in OVS.
+    NdTll = { name: "nd_tll", aliases: ["NXM_NX_ND_TLL", "OXM_OF_IPV6_ND_TLL"], slot: arp_tha,
+        kind: Bytes, shift: 0, width: 48, maskable: true, writable: true, prereq: NdAdvert, format: Mac },
+    /// IPv6 ND reserved word (NA: R/S/O flags in the top 3 bits), OVS 2.11+.
+    NdReserved = { name: "nd_reserved", aliases: ["ERICOXM_OF_ICMPV6_ND_RESERVED"], slot: nw_src,
+        kind: Int, shift: 0, width: 32, maskable: false, writable: true, prereq: Nd, format: Decimal },
+    /// Type of the ND link-layer option (1 = source, 2 = target), OVS 2.11+.
+    NdOptionsType = { name: "nd_options_type", aliases: ["ERICOXM_OF_ICMPV6_ND_OPTIONS_TYPE"], slot: tcp_flags,
+        kind: Int, shift: 0, width: 8, maskable: false, writable: true, prereq: Nd, format: Decimal },
     /// Conntrack state.
     CtState = { name: "ct_state", aliases: ["NXM_NX_CT_STATE"], slot: ct_state,
         kind: Int, shift: 0, width: 8, maskable: true, writable: false, prereq: None, format: CtState },

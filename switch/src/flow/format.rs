@@ -391,6 +391,18 @@ fn format_match_prio(m: &Match, priority: u16) -> String {
     };
     o.dec16_masked(src, f.tp_src, w.tp_src);
     o.dec16_masked(dst, f.tp_dst, w.tp_dst);
+    if f.dl_type == ethertype::IPV6 && f.nw_proto == ipproto::ICMPV6 {
+        // lib/match.c: the ND fields follow icmp_type/icmp_code.
+        o.ipv6("nd_target", &f.nd_target, &w.nd_target);
+        o.eth("nd_sll", &f.arp_sha, &w.arp_sha);
+        o.eth("nd_tll", &f.arp_tha, &w.arp_tha);
+        if w.nw_src != 0 {
+            o.item(format!("nd_reserved={}", f.nw_src));
+        }
+        if w.tcp_flags != 0 {
+            o.item(format!("nd_options_type={}", f.tcp_flags & 0xff));
+        }
+    }
     let ip_any = f.dl_type == ethertype::IPV4 || f.dl_type == ethertype::IPV6;
     if ip_any && f.nw_proto == ipproto::TCP && w.tcp_flags & 0x0fff != 0 {
         o.item(format!(
@@ -738,6 +750,18 @@ pub fn format_key(k: &FlowKey) -> String {
             m.tp_dst = u16::MAX;
             if k.nw_proto == ipproto::TCP {
                 m.tcp_flags = u16::MAX;
+            }
+            // lib/flow.c flow_format: an NS/NA shows its ND fields.
+            let nd = ip6
+                && k.nw_proto == ipproto::ICMPV6
+                && k.tp_dst == 0
+                && matches!(k.tp_src, 135 | 136);
+            if nd {
+                m.nd_target = [0xff; 16];
+                m.arp_sha = [0xff; 6];
+                m.arp_tha = [0xff; 6];
+                m.nw_src = u32::MAX;
+                m.tcp_flags = 0xff;
             }
         }
     }

@@ -15,6 +15,11 @@
 //! - MAC addresses, IPv6 addresses and `ct_label` are network-order bytes;
 //! - fields OVS overlays are overlaid the same way: ARP op in `nw_proto`,
 //!   ARP spa/tpa in `nw_src`/`nw_dst`, ICMP type/code in `tp_src`/`tp_dst`;
+//!   for IPv6 neighbour discovery (RFC 4861 §4.3/4.4) the source/target
+//!   link-layer addresses in `arp_sha`/`arp_tha` and the link-layer option's
+//!   type in `tcp_flags`, as OVS's `struct flow` does; the NS/NA reserved
+//!   (R/S/O flags) word, which OVS keeps in its IPv4-only `igmp_group_ip4`,
+//!   in `nw_src` (IPv4-only here too); only the ND target has its own slot;
 //! - `vlan_tci` carries `VLAN_CFI` (0x1000) when the frame has an 802.1Q tag,
 //!   like OVS, so "no tag" (`vlan_tci=0`) and "tag with vid 0" differ.
 //!
@@ -24,7 +29,7 @@
 use bytemuck::{Pod, Zeroable};
 
 /// Number of 64-bit words in a [`FlowKey`].
-pub const KEY_WORDS: usize = 21;
+pub const KEY_WORDS: usize = 23;
 
 /// `vlan_tci` bit set when the frame carries an 802.1Q/802.1ad tag.
 pub const VLAN_CFI: u16 = 0x1000;
@@ -86,6 +91,24 @@ pub mod ipproto {
     pub const ICMPV6: u8 = 58;
 }
 
+/// IPv6 neighbour discovery constants (RFC 4861).
+pub mod nd {
+    /// ICMPv6 type of a neighbour solicitation (§4.3).
+    pub const NEIGHBOR_SOLICIT: u8 = 135;
+    /// ICMPv6 type of a neighbour advertisement (§4.4).
+    pub const NEIGHBOR_ADVERT: u8 = 136;
+    /// Option type: source link-layer address (§4.6.1).
+    pub const OPT_SOURCE_LINKADDR: u8 = 1;
+    /// Option type: target link-layer address (§4.6.1).
+    pub const OPT_TARGET_LINKADDR: u8 = 2;
+    /// NA flag word (`nd_reserved`): the sender is a router (R).
+    pub const NA_ROUTER: u32 = 0x8000_0000;
+    /// NA flag word: sent in response to a solicitation (S).
+    pub const NA_SOLICITED: u32 = 0x4000_0000;
+    /// NA flag word: override an existing cache entry (O).
+    pub const NA_OVERRIDE: u32 = 0x2000_0000;
+}
+
 /// The match fields of one packet (or, used as a mask, which bits matter).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Pod, Zeroable)]
@@ -105,7 +128,8 @@ pub struct FlowKey {
     /// Outer VLAN TCI with `VLAN_CFI` set when tagged; 0 when untagged.
     pub vlan_tci: u16,
     // w3
-    /// IPv4 source, or ARP sender protocol address.
+    /// IPv4 source, ARP sender protocol address, or the ICMPv6 ND
+    /// reserved word (NA R/S/O flags, OVS's `nd_reserved`).
     pub nw_src: u32,
     /// IPv4 destination, or ARP target protocol address.
     pub nw_dst: u32,
@@ -123,7 +147,8 @@ pub struct FlowKey {
     /// TCP/UDP destination port, or ICMP code.
     pub tp_dst: u16,
     // w5
-    /// TCP flags (12 bits).
+    /// TCP flags (12 bits), or the ICMPv6 ND link-layer option type
+    /// (OVS's `nd_options_type`).
     pub tcp_flags: u16,
     /// Conntrack zone.
     pub ct_zone: u16,
@@ -144,9 +169,9 @@ pub struct FlowKey {
     /// Nicira registers reg0..reg7.
     pub regs: [u32; 8],
     // w13, w14
-    /// ARP sender hardware address.
+    /// ARP sender hardware address, or the ND source link-layer address (`nd_sll`).
     pub arp_sha: [u8; 6],
-    /// ARP target hardware address.
+    /// ARP target hardware address, or the ND target link-layer address (`nd_tll`).
     pub arp_tha: [u8; 6],
     /// IPv6 flow label (20 bits).
     pub ipv6_label: u32,
@@ -158,6 +183,9 @@ pub struct FlowKey {
     // w19, w20
     /// Conntrack label (128 bits, network order).
     pub ct_label: [u8; 16],
+    // w21, w22
+    /// IPv6 neighbour discovery target address (NS/NA, RFC 4861 §4.3).
+    pub nd_target: [u8; 16],
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == KEY_WORDS * 8);
@@ -196,6 +224,7 @@ impl FlowKey {
         ipv6_src: [0; 16],
         ipv6_dst: [0; 16],
         ct_label: [0; 16],
+        nd_target: [0; 16],
     };
 
     /// The key as 64-bit words (for hashing and masked comparison).

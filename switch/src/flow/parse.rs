@@ -860,6 +860,8 @@ pub(crate) fn prereq_keyword(p: Prereq, k: &FlowKey) -> &'static str {
         }
         Prereq::Icmp => "icmp",
         Prereq::Icmpv6 => "icmp6",
+        Prereq::Nd | Prereq::NdSolicit => "icmp6,icmp_type=135",
+        Prereq::NdAdvert => "icmp6,icmp_type=136",
     }
 }
 

@@ -337,6 +337,29 @@ impl FrameBuilder {
         self
     }
 
+    /// An ICMPv6 neighbour solicitation (type 135) or advertisement (136),
+    /// RFC 4861 §4.3/4.4: `reserved` is the flag word (NA: R/S/O in the top
+    /// bits), then the target, then `options` as given (§4.6; e.g. `[1, 1,
+    /// mac...]` for a source link-layer address). Needs `.ipv6()`; the
+    /// checksum covers the pseudo-header.
+    pub fn nd(
+        mut self,
+        ty: u8,
+        reserved: u32,
+        target: impl Into<Ipv6Addr>,
+        options: &[u8],
+    ) -> Self {
+        self.l4 = L4::Icmp {
+            ty,
+            code: 0,
+            rest: reserved.to_be_bytes(),
+            echo: false,
+        };
+        self.payload = target.into().octets().to_vec();
+        self.payload.extend_from_slice(options);
+        self
+    }
+
     /// An L4 protocol number with no header built: the payload is the L4 data.
     pub fn ip_proto(mut self, proto: u8) -> Self {
         self.l4 = L4::Proto(proto);

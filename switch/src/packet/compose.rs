@@ -8,13 +8,37 @@
 
 use super::builder::FrameBuilder;
 use crate::flow::key::{
-    ethertype, ipproto, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_CFI, VLAN_PCP_SHIFT, VLAN_VID_MASK,
+    ethertype, ipproto, nd, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_CFI, VLAN_PCP_SHIFT, VLAN_VID_MASK,
 };
 
 /// Build a frame carrying `key`'s header fields, with `payload` after the
 /// L4 header (or after L3 when there is none). Fields a frame cannot carry
 /// (in_port, metadata, registers, tunnel and conntrack fields) are ignored.
+/// An ICMPv6 NS/NA (type 135/136, code 0) carries `nd_reserved`,
+/// `nd_target` and, when non-zero, an 8-byte source (`nd_sll`) or target
+/// (`nd_tll`) link-layer address option (RFC 4861 §4.6.1), with
+/// `payload` after them.
 pub fn compose(key: &FlowKey, payload: &[u8]) -> Vec<u8> {
+    let is_nd = key.dl_type == ethertype::IPV6
+        && key.nw_proto == ipproto::ICMPV6
+        && key.nw_frag & FRAG_LATER == 0
+        && key.tp_dst == 0
+        && (key.tp_src == u16::from(nd::NEIGHBOR_SOLICIT)
+            || key.tp_src == u16::from(nd::NEIGHBOR_ADVERT));
+    let mut body = Vec::new();
+    if is_nd {
+        body.extend_from_slice(&key.nd_target);
+        for (ty, mac) in [
+            (nd::OPT_SOURCE_LINKADDR, key.arp_sha),
+            (nd::OPT_TARGET_LINKADDR, key.arp_tha),
+        ] {
+            if mac != [0; 6] {
+                body.extend_from_slice(&[ty, 1]);
+                body.extend_from_slice(&mac);
+            }
+        }
+    }
+    body.extend_from_slice(payload);
     let mut b = FrameBuilder::new().eth(key.dl_src, key.dl_dst);
     if key.vlan_tci & VLAN_CFI != 0 {
         b = b.vlan(
@@ -30,6 +54,9 @@ pub fn compose(key: &FlowKey, payload: &[u8]) -> Vec<u8> {
             ipproto::TCP => b.tcp(key.tp_src, key.tp_dst, key.tcp_flags),
             ipproto::UDP => b.udp(key.tp_src, key.tp_dst),
             ipproto::ICMP if !v6 => b.icmp(key.tp_src as u8, key.tp_dst as u8),
+            ipproto::ICMPV6 if v6 && is_nd => {
+                b.nd(key.tp_src as u8, key.nw_src, key.nd_target, &[])
+            }
             ipproto::ICMPV6 if v6 => b.icmp(key.tp_src as u8, key.tp_dst as u8),
             p => b.ip_proto(p),
         }
@@ -68,7 +95,7 @@ pub fn compose(key: &FlowKey, payload: &[u8]) -> Vec<u8> {
         0 => b,
         other => b.ethertype(other),
     };
-    b.payload(payload).build()
+    b.payload(&body).build()
 }
 
 #[cfg(test)]
@@ -125,5 +152,40 @@ mod tests {
         v6.tp_src = 128;
         v6.ipv6_label = 0x12345;
         roundtrip(v6);
+    }
+
+    #[test]
+    fn neighbour_discovery_messages_compose_with_their_options() {
+        let mut k = FlowKey::ZERO;
+        k.in_port = 3;
+        k.dl_type = ethertype::IPV6;
+        k.ipv6_src = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        k.ipv6_dst = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 1];
+        k.nw_ttl = 255;
+        k.nw_proto = ipproto::ICMPV6;
+        k.tp_src = u16::from(nd::NEIGHBOR_SOLICIT);
+        k.nd_target = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        k.arp_sha = [2, 0, 0, 0, 1, 2];
+        k.tcp_flags = u16::from(nd::OPT_SOURCE_LINKADDR);
+        for key in [k, {
+            let mut na = k;
+            na.tp_src = u16::from(nd::NEIGHBOR_ADVERT);
+            na.nw_src = nd::NA_ROUTER | nd::NA_SOLICITED;
+            na.arp_tha = na.arp_sha;
+            na.arp_sha = [0; 6];
+            na.tcp_flags = u16::from(nd::OPT_TARGET_LINKADDR);
+            na
+        }] {
+            let frame = compose(&key, &[]);
+            let mut got = FlowKey::ZERO;
+            let lay = extract(&frame, 3, &mut got);
+            assert_eq!(lay.status, crate::packet::ParseStatus::Ok);
+            assert_eq!(got, key, "frame {frame:02x?}");
+            let ip = crate::packet::ip::PseudoHeader::V6 {
+                src: key.ipv6_src,
+                dst: key.ipv6_dst,
+            };
+            assert!(ip.verify(ipproto::ICMPV6, &frame[54..]), "ICMPv6 checksum");
+        }
     }
 }

@@ -37,13 +37,23 @@
 //! - ARP/RARP: fewer than 28 bytes → `Truncated`; Ethernet/IPv4 ARP sets
 //!   `nw_src` = spa, `nw_dst` = tpa, `arp_sha`, `arp_tha` and `nw_proto` =
 //!   opcode when it is ≤ 0xff; other hardware/protocol types set nothing.
-//! - ICMPv6 neighbour discovery options (OVS's nd_target/nd_sll/nd_tll) are
-//!   not extracted: the key has no nd_target field.
+//! - ICMPv6 neighbour discovery (RFC 4861 §4.3/4.4), as OVS's parse_icmpv6:
+//!   for code 0 of type 135 (NS) or 136 (NA), the reserved word (NA R/S/O
+//!   flags) goes to `nw_src` (`nd_reserved`), the target to `nd_target`,
+//!   and the options (§4.6) are walked: an 8-byte source (1) / target (2)
+//!   link-layer option sets `arp_sha` (`nd_sll`) / `arp_tha` (`nd_tll`)
+//!   and its type `tcp_flags` (`nd_options_type`); other options are
+//!   skipped; trailing bytes shorter than an option are ignored. An option
+//!   of length 0, one running past the message, or a second option of the
+//!   same link-layer kind → `Malformed` with no ND field (type and code
+//!   stay), like OVS's `invalid:` path (*: OVS does not report it). A
+//!   message too short for the target → `Truncated` with no ND field
+//!   (*: OVS keeps the reserved word).
 //! - `Layout.l3` is set once the Ethernet header (and tags, and SNAP) is
 //!   complete, as OVS's l3_ofs; `Layout.l4` once the IP header (and IPv6
 //!   extension headers) is complete, even when the L4 header is short.
 
-use crate::flow::key::{ethertype, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_CFI};
+use crate::flow::key::{ethertype, ipproto, nd, FlowKey, FRAG_ANY, FRAG_LATER, VLAN_CFI};
 use crate::flow::PortNo;
 use crate::packet::{be16, be32};
 
@@ -321,9 +331,59 @@ fn extract_l4(l4: &[u8], key: &mut FlowKey, lay: &mut Layout) {
             };
             key.tp_src = u16::from(h[0]);
             key.tp_dst = u16::from(h[1]);
+            if key.nw_proto == ipproto::ICMPV6
+                && key.dl_type == ethertype::IPV6
+                && h[1] == 0
+                && (h[0] == nd::NEIGHBOR_SOLICIT || h[0] == nd::NEIGHBOR_ADVERT)
+            {
+                extract_nd(be32(h, 4), &l4[8..], key, lay);
+            }
         }
         _ => {}
     }
+}
+
+/// RFC 4861 §4.3/4.4/4.6: the NS/NA body after the 8-byte ICMPv6 header
+/// (`body` bounded by the IPv6 payload length). Out of line: ND is rare and
+/// the common path should stay small.
+#[inline(never)]
+fn extract_nd(reserved: u32, body: &[u8], key: &mut FlowKey, lay: &mut Layout) {
+    let Some(target) = chunk::<16>(body, 0) else {
+        lay.status = ParseStatus::Truncated;
+        return;
+    };
+    let (mut sll, mut tll, mut opt_type) = ([0u8; 6], [0u8; 6], 0u8);
+    let mut off = 16usize;
+    // Each option is at least 8 bytes (§4.6); its length is in units of 8.
+    while let Some(o) = chunk::<8>(body, off) {
+        let len = usize::from(o[1]) * 8;
+        if len == 0 || len > body.len() - off {
+            lay.status = ParseStatus::Malformed;
+            return;
+        }
+        if len == 8 {
+            let slot = match o[0] {
+                nd::OPT_SOURCE_LINKADDR => Some(&mut sll),
+                nd::OPT_TARGET_LINKADDR => Some(&mut tll),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                // OVS: the same link-layer option twice makes the message invalid.
+                if *slot != [0; 6] {
+                    lay.status = ParseStatus::Malformed;
+                    return;
+                }
+                slot.copy_from_slice(&o[2..8]);
+                opt_type = o[0];
+            }
+        }
+        off += len;
+    }
+    key.nw_src = reserved;
+    key.nd_target = *target;
+    key.arp_sha = sll;
+    key.arp_tha = tll;
+    key.tcp_flags = u16::from(opt_type);
 }
 
 /// RFC 826, Ethernet/IPv4 only.
@@ -583,6 +643,107 @@ mod tests {
             (k.nw_proto, k.tp_src, k.tp_dst, l.l4),
             (ipproto::ICMPV6, 128, 0, 54)
         );
+    }
+
+    const POD6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x05];
+    const GW6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01];
+
+    fn sll(mac: [u8; 6]) -> Vec<u8> {
+        let mut o = vec![nd::OPT_SOURCE_LINKADDR, 1];
+        o.extend_from_slice(&mac);
+        o
+    }
+
+    fn ns(options: &[u8]) -> Vec<u8> {
+        FrameBuilder::new()
+            .eth(A, B)
+            .ipv6(POD6, [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 1])
+            .ttl(255)
+            .nd(nd::NEIGHBOR_SOLICIT, 0, GW6, options)
+            .build()
+    }
+
+    #[test]
+    fn neighbour_solicitation_fields() {
+        // A nonce option (14, RFC 7527) before the SLL is skipped.
+        let mut opts = vec![14, 1, 1, 2, 3, 4, 5, 6];
+        opts.extend(sll(A));
+        let (k, l) = run(&ns(&opts));
+        assert_eq!(l.status, ParseStatus::Ok);
+        assert_eq!((k.nw_proto, k.tp_src, k.tp_dst), (ipproto::ICMPV6, 135, 0));
+        assert_eq!(k.nd_target, GW6);
+        assert_eq!((k.arp_sha, k.arp_tha), (A, [0; 6]));
+        assert_eq!((k.tcp_flags, k.nw_src), (1, 0));
+        // Without options: the target only.
+        let (k, l) = run(&ns(&[]));
+        assert_eq!(l.status, ParseStatus::Ok);
+        assert_eq!((k.nd_target, k.arp_sha, k.tcp_flags), (GW6, [0; 6], 0));
+    }
+
+    #[test]
+    fn neighbour_advertisement_fields() {
+        let mut tll = vec![nd::OPT_TARGET_LINKADDR, 1];
+        tll.extend_from_slice(&B);
+        let flags = nd::NA_ROUTER | nd::NA_SOLICITED | nd::NA_OVERRIDE;
+        let f = FrameBuilder::new()
+            .ipv6(GW6, POD6)
+            .nd(nd::NEIGHBOR_ADVERT, flags, GW6, &tll)
+            .build();
+        let (k, l) = run(&f);
+        assert_eq!(l.status, ParseStatus::Ok);
+        assert_eq!((k.tp_src, k.nd_target, k.arp_tha), (136, GW6, B));
+        assert_eq!((k.arp_sha, k.tcp_flags, k.nw_src), ([0; 6], 2, 0xe000_0000));
+    }
+
+    #[test]
+    fn malformed_neighbour_discovery_sets_no_nd_field() {
+        let mut zero_len = sll(A);
+        zero_len[1] = 0;
+        let mut too_long = sll(A);
+        too_long[1] = 2; // 16 bytes, only 8 there
+        let mut twice = sll(A);
+        twice.extend(sll(B));
+        for (what, opts) in [
+            ("option length 0", zero_len),
+            ("option past the end", too_long),
+            ("two source link-layer options", twice),
+        ] {
+            let (k, l) = run(&ns(&opts));
+            assert_eq!(l.status, ParseStatus::Malformed, "{what}");
+            assert_eq!((k.tp_src, k.tp_dst), (135, 0), "{what}: type/code stay");
+            assert_eq!(
+                (k.nd_target, k.arp_sha, k.tcp_flags, k.nw_src),
+                ([0; 16], [0; 6], 0, 0),
+                "{what}"
+            );
+        }
+        // The message cut inside the target (payload length says so too).
+        let mut cut = ns(&[]);
+        cut.truncate(14 + 40 + 8 + 10);
+        cut[18..20].copy_from_slice(&18u16.to_be_bytes());
+        let (k, l) = run(&cut);
+        assert_eq!(
+            (l.status, k.tp_src, k.nd_target),
+            (ParseStatus::Truncated, 135, [0; 16])
+        );
+        // Trailing bytes shorter than an option are ignored, as in OVS.
+        let mut opts = sll(A);
+        opts.extend_from_slice(&[9, 9, 9, 9]);
+        let (k, l) = run(&ns(&opts));
+        assert_eq!((l.status, k.arp_sha), (ParseStatus::Ok, A));
+        // Code 0 only; other ICMPv6 types carry no ND fields.
+        let mut code1 = ns(&sll(A));
+        code1[14 + 40 + 1] = 1;
+        let (k, l) = run(&code1);
+        assert_eq!(
+            (l.status, k.tp_dst, k.nd_target, k.arp_sha),
+            (ParseStatus::Ok, 1, [0; 16], [0; 6])
+        );
+        // Every prefix of a valid NS extracts without panicking.
+        let full = ns(&sll(A));
+        for n in 0..full.len() {
+            fuzz_extract(&full[..n]);
+        }
     }
 
     #[test]

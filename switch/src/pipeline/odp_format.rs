@@ -122,6 +122,22 @@ impl Display for DpAction {
                 p.add("code", *code, |v| v.to_string());
                 write!(f, "set(icmp({}))", p.join())
             }
+            DpAction::SetNdExt {
+                reserved,
+                options_type,
+            } => {
+                let mut p = Parts::new();
+                p.add("nd_reserved", *reserved, |v| format!("{v:#x}"));
+                p.add("nd_options_type", *options_type, |v| v.to_string());
+                write!(f, "set(nd_ext({}))", p.join())
+            }
+            DpAction::SetNd { target, sll, tll } => {
+                let mut p = Parts::new();
+                p.add("target", target.as_ref(), fmt_ipv6);
+                p.add("sll", sll.as_ref(), fmt_mac);
+                p.add("tll", tll.as_ref(), fmt_mac);
+                write!(f, "set(nd({}))", p.join())
+            }
             DpAction::SetArp {
                 op,
                 spa,

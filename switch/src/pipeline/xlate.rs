@@ -750,6 +750,18 @@ impl<'a> Xlator<'a> {
                 // A later fragment has no L4 header to read or write.
                 p.satisfied_by(&self.flow) && self.flow.nw_frag & FRAG_LATER == 0
             }
+            // OVS is_nd(flow, wc): reads the protocol and the ICMPv6 type and code.
+            Prereq::Nd | Prereq::NdSolicit | Prereq::NdAdvert => {
+                if !is_ip(&self.flow) {
+                    return false;
+                }
+                self.wc.nw_proto = u8::MAX;
+                if self.flow.dl_type == ethertype::IPV6 && self.flow.nw_proto == ipproto::ICMPV6 {
+                    self.wc.tp_src = u16::MAX;
+                    self.wc.tp_dst = u16::MAX;
+                }
+                p.satisfied_by(&self.flow) && self.flow.nw_frag & FRAG_LATER == 0
+            }
         }
     }
 
@@ -1041,6 +1053,7 @@ impl<'a> Xlator<'a> {
                         label,
                     });
                 }
+                self.commit_nd();
             }
             ethertype::ARP => {
                 let op = self.commit_field(|k| &mut k.nw_proto, u8::MAX);
@@ -1063,6 +1076,40 @@ impl<'a> Xlator<'a> {
         }
         self.commit_l4();
         self.commit_vlan();
+    }
+
+    /// OVS commit_set_nd_extensions_action then commit_set_nd_action (ND
+    /// extensions first, so an option type changed from source to target
+    /// link-layer address receives `nd_tll`): only for an ICMPv6 NS/NA
+    /// whose L4 header is present; the fields overlay `nw_src`,
+    /// `tcp_flags`, `arp_sha` and `arp_tha` (see `flow::key`).
+    fn commit_nd(&mut self) {
+        let w = &self.written;
+        if w.nd_target == [0; 16]
+            && w.arp_sha == [0; 6]
+            && w.arp_tha == [0; 6]
+            && w.nw_src == 0
+            && w.tcp_flags == 0
+        {
+            return;
+        }
+        if !self.prereq_ok(Prereq::Nd) {
+            return;
+        }
+        let reserved = self.commit_field(|k| &mut k.nw_src, u32::MAX);
+        let options_type = self.commit_field(|k| &mut k.tcp_flags, u16::MAX);
+        if reserved.is_some() || options_type.is_some() {
+            self.actions.push(DpAction::SetNdExt {
+                reserved,
+                options_type: options_type.map(low_byte),
+            });
+        }
+        let target = self.commit_field(|k| &mut k.nd_target, [0xff; 16]);
+        let sll = self.commit_field(|k| &mut k.arp_sha, [0xff; 6]);
+        let tll = self.commit_field(|k| &mut k.arp_tha, [0xff; 6]);
+        if target.is_some() || sll.is_some() || tll.is_some() {
+            self.actions.push(DpAction::SetNd { target, sll, tll });
+        }
     }
 
     /// Compare one written field of the working key with the datapath's
