@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cni_shim::policy::{
-    apply, compile, load_inventory, load_policies, Compiled, MasqConfig, PolicyError,
-    BASE_COOKIE, COOKIE_TAG_MASK, MASQ_COOKIE,
+    apply, compile, load_inventory, load_policies, Compiled, MasqConfig, PolicyError, BASE_COOKIE,
+    COOKIE_TAG_MASK, MASQ_COOKIE,
 };
 
 #[derive(Parser, Debug)]
@@ -49,7 +49,11 @@ enum Cmd {
         /// NetworkPolicy files (none: remove every policy flow).
         policies: Vec<String>,
         /// switchd's control socket.
-        #[arg(long, env = "FLOWCTL_SOCKET", default_value = "/run/ferroswitch/switchd.sock")]
+        #[arg(
+            long,
+            env = "FLOWCTL_SOCKET",
+            default_value = "/run/ferroswitch/switchd.sock"
+        )]
         socket: String,
         /// Bridge.
         #[arg(long, default_value = "br0")]
@@ -65,7 +69,11 @@ enum Cmd {
         /// ip-masq-agent-like configuration, YAML or JSON.
         config: String,
         /// switchd's control socket.
-        #[arg(long, env = "FLOWCTL_SOCKET", default_value = "/run/ferroswitch/switchd.sock")]
+        #[arg(
+            long,
+            env = "FLOWCTL_SOCKET",
+            default_value = "/run/ferroswitch/switchd.sock"
+        )]
         socket: String,
         /// Bridge.
         #[arg(long, default_value = "br0")]
@@ -84,7 +92,11 @@ fn read(path: &str) -> Result<String, PolicyError> {
     Ok(s)
 }
 
-fn compiled(inventory: &str, files: &[String], sd: Option<(&mut apply::Client, &str)>) -> Result<Compiled, PolicyError> {
+fn compiled(
+    inventory: &str,
+    files: &[String],
+    sd: Option<(&mut apply::Client, &str)>,
+) -> Result<Compiled, PolicyError> {
     let mut inv = load_inventory(&read(inventory)?, inventory)?;
     if let Some((client, bridge)) = sd {
         apply::resolve_ports(client, bridge, &mut inv)?;
@@ -179,4 +191,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -49,7 +49,9 @@ impl Client {
         self.stream.write_all(&line).map_err(un)?;
         let mut resp = String::new();
         if self.reader.read_line(&mut resp).map_err(un)? == 0 {
-            return Err(PolicyError::Unreachable("switchd closed the connection".into()));
+            return Err(PolicyError::Unreachable(
+                "switchd closed the connection".into(),
+            ));
         }
         match serde_json::from_str::<Reply>(&resp) {
             Ok(Reply::Ok(v)) => Ok(v),
@@ -69,7 +71,11 @@ pub fn resolve_ports(
     bridge: &str,
     inv: &mut Inventory,
 ) -> Result<(), PolicyError> {
-    if !inv.pods.iter().any(|p| p.ofport.is_none() && p.port.is_some()) {
+    if !inv
+        .pods
+        .iter()
+        .any(|p| p.ofport.is_none() && p.port.is_some())
+    {
         return Ok(());
     }
     let show = client.call(&Request::Show {
@@ -77,7 +83,9 @@ pub fn resolve_ports(
     })?;
     let ports = show["ports"].as_array().cloned().unwrap_or_default();
     for pod in inv.pods.iter_mut().filter(|p| p.ofport.is_none()) {
-        let Some(name) = pod.port.clone() else { continue };
+        let Some(name) = pod.port.clone() else {
+            continue;
+        };
         let no = ports
             .iter()
             .find(|p| p["name"].as_str() == Some(name.as_str()))

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::model::{Inventory, IntOrString, NetworkPolicy, Peer, PodInfo, PolicyPort};
+use super::model::{IntOrString, Inventory, NetworkPolicy, Peer, PodInfo, PolicyPort};
 use super::net::{port_masks, subtract, Cidr};
 use super::{policy_cookie, PolicyError, BASE_COOKIE};
 use crate::tables::*;
@@ -367,7 +367,10 @@ pub fn validate(p: &NetworkPolicy) -> Result<(), String> {
         let selectors = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
         match (&peer.ip_block, selectors) {
             (Some(_), true) => {
-                return Err("a peer has ipBlock together with a selector: give them as separate peers".into())
+                return Err(
+                    "a peer has ipBlock together with a selector: give them as separate peers"
+                        .into(),
+                )
             }
             (None, false) => return Err("a peer with neither ipBlock nor a selector".into()),
             (Some(b), false) => {
@@ -377,7 +380,11 @@ pub fn validate(p: &NetworkPolicy) -> Result<(), String> {
                 }
             }
             (None, true) => {
-                for s in peer.pod_selector.iter().chain(peer.namespace_selector.iter()) {
+                for s in peer
+                    .pod_selector
+                    .iter()
+                    .chain(peer.namespace_selector.iter())
+                {
                     s.validate()?;
                 }
             }
@@ -431,6 +438,9 @@ fn allow_match(a: &Allow, zone: u16, ingress: bool) -> Vec<String> {
     }
 }
 
+/// One rule's peers (`from`/`to`) and ports.
+type RuleRef<'a> = (&'a Option<Vec<Peer>>, &'a Option<Vec<PolicyPort>>);
+
 /// A local pod some policy selects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SelectedPod {
@@ -473,7 +483,10 @@ pub fn compile(policies: &[NetworkPolicy], inv: &Inventory) -> Result<Compiled, 
     sorted.sort_by_key(|p| p.id());
     let cluster = Cluster::new(inv)?;
     let mut out = Compiled {
-        cookies: sorted.iter().map(|p| (p.id(), policy_cookie(&p.id()))).collect(),
+        cookies: sorted
+            .iter()
+            .map(|p| (p.id(), policy_cookie(&p.id())))
+            .collect(),
         ..Compiled::default()
     };
     let mut zones = BTreeMap::new();
@@ -492,8 +505,16 @@ pub fn compile(policies: &[NetworkPolicy], inv: &Inventory) -> Result<Compiled, 
             .iter()
             .filter(|p| p.namespace() == pod.namespace && p.spec.pod_selector.matches(&pod.labels))
             .collect();
-        let ing: Vec<&&NetworkPolicy> = selecting.iter().copied().filter(|p| p.affects().0).collect();
-        let eg: Vec<&&NetworkPolicy> = selecting.iter().copied().filter(|p| p.affects().1).collect();
+        let ing: Vec<&&NetworkPolicy> = selecting
+            .iter()
+            .copied()
+            .filter(|p| p.affects().0)
+            .collect();
+        let eg: Vec<&&NetworkPolicy> = selecting
+            .iter()
+            .copied()
+            .filter(|p| p.affects().1)
+            .collect();
         if ing.is_empty() && eg.is_empty() {
             continue;
         }
@@ -578,14 +599,25 @@ pub fn compile(policies: &[NetworkPolicy], inv: &Inventory) -> Result<Compiled, 
             let mut done = HashSet::new();
             for p in isolating.iter() {
                 let cookie = policy_cookie(&p.id());
-                let rules: Vec<(&Option<Vec<Peer>>, &Option<Vec<PolicyPort>>)> = if ingress {
-                    p.spec.ingress.iter().flatten().map(|r| (&r.from, &r.ports)).collect()
+                let rules: Vec<RuleRef<'_>> = if ingress {
+                    p.spec
+                        .ingress
+                        .iter()
+                        .flatten()
+                        .map(|r| (&r.from, &r.ports))
+                        .collect()
                 } else {
-                    p.spec.egress.iter().flatten().map(|r| (&r.to, &r.ports)).collect()
+                    p.spec
+                        .egress
+                        .iter()
+                        .flatten()
+                        .map(|r| (&r.to, &r.ports))
+                        .collect()
                 };
                 for (peers, ports) in rules {
-                    let allows = expand_rule(&cluster, p, peers, ports, pod, ingress, &mut out.warnings)
-                        .map_err(|e| PolicyError::Policy(p.id(), e))?;
+                    let allows =
+                        expand_rule(&cluster, p, peers, ports, pod, ingress, &mut out.warnings)
+                            .map_err(|e| PolicyError::Policy(p.id(), e))?;
                     for a in allows {
                         for m in allow_match(&a, zone, ingress) {
                             // The same match from two rules or policies: the
@@ -614,6 +646,7 @@ pub fn compile(policies: &[NetworkPolicy], inv: &Inventory) -> Result<Compiled, 
             });
         }
     }
-    out.flows.sort_by_key(|f| (f.table, std::cmp::Reverse(f.priority)));
+    out.flows
+        .sort_by_key(|f| (f.table, std::cmp::Reverse(f.priority)));
     Ok(out)
 }

@@ -131,7 +131,8 @@ fn num<T: TryFrom<u64>>(s: &str) -> T {
     let v = if let Some(h) = s.strip_prefix("0x") {
         u64::from_str_radix(h, 16).unwrap_or_else(|_| panic!("bad number {s}"))
     } else {
-        s.parse::<u64>().unwrap_or_else(|_| panic!("bad number {s}"))
+        s.parse::<u64>()
+            .unwrap_or_else(|_| panic!("bad number {s}"))
     };
     T::try_from(v).unwrap_or_else(|_| panic!("{s} out of range"))
 }
@@ -270,7 +271,10 @@ fn matches(c: &Cond, p: &Pkt) -> bool {
 impl Switch {
     /// Tables from flow texts (ovs-ofctl add-flow syntax).
     pub fn new<S: AsRef<str>>(flows: &[S]) -> Switch {
-        let mut rules: Vec<Rule> = flows.iter().filter_map(|f| parse_rule(f.as_ref())).collect();
+        let mut rules: Vec<Rule> = flows
+            .iter()
+            .filter_map(|f| parse_rule(f.as_ref()))
+            .collect();
         rules.sort_by_key(|r| (r.table, std::cmp::Reverse(r.priority)));
         Switch {
             rules,
@@ -335,6 +339,8 @@ impl Switch {
                         None => {
                             p.src = q.src;
                             p.dst = q.dst;
+                            p.sport = q.sport;
+                            p.dport = q.dport;
                         }
                     }
                 }
@@ -351,22 +357,36 @@ impl Switch {
             p.ct_state = TRK | EST;
             if nat {
                 p.src = c.reply.1;
+                p.sport = c.reply.4;
             }
         } else if let Some(c) = conns.iter().find(|c| c.reply == t) {
             p.ct_state = TRK | EST | RPL;
             if nat {
                 p.dst = c.orig.0;
+                p.dport = c.orig.3;
             }
         } else {
             p.ct_state = TRK | NEW;
             if commit {
                 let src = nat_src.unwrap_or(p.src);
+                // Source NAT keeps the port unless another connection's
+                // reply already uses it (then the next free one), as
+                // conntrack's port allocation must.
+                let mut sport = p.sport;
+                while nat_src.is_some()
+                    && conns
+                        .iter()
+                        .any(|c| c.reply == (p.dst, src, p.proto, p.dport, sport))
+                {
+                    sport = sport.wrapping_add(1);
+                }
                 conns.push(Conn {
                     orig: t,
-                    reply: (p.dst, src, p.proto, p.dport, p.sport),
+                    reply: (p.dst, src, p.proto, p.dport, sport),
                 });
                 if nat_src.is_some() {
                     p.src = src;
+                    p.sport = sport;
                 }
             }
         }

@@ -93,7 +93,8 @@ impl MasqConfig {
                 docs.len()
             )));
         }
-        serde_json::from_value(docs.remove(0)).map_err(|e| PolicyError::Input(format!("{what}: {e}")))
+        serde_json::from_value(docs.remove(0))
+            .map_err(|e| PolicyError::Input(format!("{what}: {e}")))
     }
 
     /// The flows.
@@ -106,7 +107,10 @@ impl MasqConfig {
         };
         let cluster = cidr(&self.cluster_cidr, "clusterCIDR")?;
         if self.uplink_port == 0 || self.uplink_port > 0xfeff {
-            return Err(bad(format!("uplinkPort {} is not a port number", self.uplink_port)));
+            return Err(bad(format!(
+                "uplinkPort {} is not a port number",
+                self.uplink_port
+            )));
         }
         if u32::from(self.zone) <= MAX_POD_OFPORT {
             return Err(bad(format!(
@@ -159,7 +163,12 @@ impl MasqConfig {
             format!("ip,nw_src={cluster}"),
             format!("ct(commit,zone={z},nat(src={n}),table={T_MASQ_OUT})"),
         ));
-        out.push(f(T_MASQ, 0, String::new(), format!("goto_table:{T_MASQ_OUT}")));
+        out.push(f(
+            T_MASQ,
+            0,
+            String::new(),
+            format!("goto_table:{T_MASQ_OUT}"),
+        ));
         out.push(f(T_MASQ_OUT, 0, String::new(), self.output.clone()));
         // Replies: un-NAT in the masquerade zone. Only untracked packets, so
         // what table 51 sends back to table 0 passes this hook by.

@@ -351,7 +351,11 @@ fn collect_policies(
         let items = match doc.get("items") {
             Some(Value::Array(a)) => a.clone(),
             Some(Value::Null) | None => Vec::new(),
-            Some(_) => return Err(PolicyError::Input(format!("{what}: {kind}: items is not a list"))),
+            Some(_) => {
+                return Err(PolicyError::Input(format!(
+                    "{what}: {kind}: items is not a list"
+                )))
+            }
         };
         for item in items {
             collect_policies(item, what, out)?;
@@ -363,7 +367,11 @@ fn collect_policies(
             "{what}: a document of kind {kind:?}: expected NetworkPolicy or a List of them"
         )));
     }
-    let name = doc["metadata"]["name"].as_str().unwrap_or("?").to_string();
+    let name = format!(
+        "{}/{}",
+        doc["metadata"]["namespace"].as_str().unwrap_or("default"),
+        doc["metadata"]["name"].as_str().unwrap_or("?")
+    );
     let p: NetworkPolicy = serde_json::from_value(doc)
         .map_err(|e| PolicyError::Input(format!("{what}: NetworkPolicy {name}: {e}")))?;
     if p.metadata.name.is_empty() {
@@ -384,6 +392,5 @@ pub fn load_inventory(text: &str, what: &str) -> Result<Inventory, PolicyError> 
             docs.len()
         )));
     }
-    serde_json::from_value(docs.remove(0))
-        .map_err(|e| PolicyError::Input(format!("{what}: {e}")))
+    serde_json::from_value(docs.remove(0)).map_err(|e| PolicyError::Input(format!("{what}: {e}")))
 }

@@ -145,7 +145,11 @@ pub fn port_masks(lo: u16, hi: u16) -> Vec<(u16, u16)> {
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
     while lo <= hi {
         // Largest aligned block starting at lo that stays within hi.
-        let mut size = if lo == 0 { 1 << 16 } else { lo & lo.wrapping_neg() };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -183,7 +187,10 @@ mod tests {
         let parts = subtract(base, &ex);
         // Every address of the /16 (sampled every 64) is in exactly one part
         // iff it is in no except.
-        for a in (u32::from(Ipv4Addr::new(172, 17, 0, 0))..=u32::from(Ipv4Addr::new(172, 17, 255, 255))).step_by(64) {
+        for a in (u32::from(Ipv4Addr::new(172, 17, 0, 0))
+            ..=u32::from(Ipv4Addr::new(172, 17, 255, 255)))
+            .step_by(64)
+        {
             let ip = Ipv4Addr::from(a);
             let n = parts.iter().filter(|p| p.contains_ip(ip)).count();
             let excluded = ex.iter().any(|e| e.contains_ip(ip));
@@ -195,7 +202,14 @@ mod tests {
 
     #[test]
     fn port_masks_cover_exactly_the_range() {
-        for (lo, hi) in [(80, 80), (32000, 32768), (1, 65535), (0, 65535), (1024, 1031), (6379, 6380)] {
+        for (lo, hi) in [
+            (80, 80),
+            (32000, 32768),
+            (1, 65535),
+            (0, 65535),
+            (1024, 1031),
+            (6379, 6380),
+        ] {
             let m = port_masks(lo, hi);
             for p in 0..=65535u32 {
                 let p = p as u16;

@@ -174,7 +174,14 @@ impl World {
     }
 
     /// Send one packet; whether it left on the port towards `dst`.
-    fn one(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> (bool, Outcome) {
+    fn one(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        sport: u16,
+        dport: u16,
+    ) -> (bool, Outcome) {
         let o = self.sw.send(self.packet(src, dst, proto, sport, dport));
         let want = port_of(at(dst));
         let ok = o.outputs.iter().any(|(p, k)| *p == want && k.dst == dst);
@@ -201,7 +208,9 @@ impl World {
         match self.connect(from, to, proto, port) {
             (true, true) => true,
             (false, _) => false,
-            (true, false) => panic!("{from} -> {to} {proto}/{port}: reached, but the reply was dropped"),
+            (true, false) => {
+                panic!("{from} -> {to} {proto}/{port}: reached, but the reply was dropped")
+            }
         }
     }
 
@@ -336,7 +345,14 @@ spec:
 #[test]
 fn docs_example_ingress_from_ipblock_namespace_and_pods_on_6379_only() {
     let mut w = world(TEST_NETWORK_POLICY);
-    for from in ["frontend", "remote-frontend", "client", "remote-client", "172.17.0.5", "172.17.255.1"] {
+    for from in [
+        "frontend",
+        "remote-frontend",
+        "client",
+        "remote-client",
+        "172.17.0.5",
+        "172.17.255.1",
+    ] {
         assert!(w.allowed(from, "db", TCP, 6379), "{from}");
         assert!(!w.allowed(from, "db", TCP, 6380), "{from}");
         assert!(!w.allowed(from, "db", UDP, 6379), "{from}");
@@ -484,7 +500,16 @@ spec:
       endPort: 32768
 "#,
     );
-    for (port, ok) in [(31999, false), (32000, true), (32001, true), (32511, true), (32767, true), (32768, true), (32769, false), (80, false)] {
+    for (port, ok) in [
+        (31999, false),
+        (32000, true),
+        (32001, true),
+        (32511, true),
+        (32767, true),
+        (32768, true),
+        (32769, false),
+        (80, false),
+    ] {
         assert_eq!(w.allowed("db", "10.0.0.1", TCP, port), ok, "{port}");
     }
     assert!(!w.allowed("db", "10.0.0.1", UDP, 32000));
@@ -625,8 +650,14 @@ spec:
         selected("{ key: tier, operator: NotIn, values: [backend] }"),
         ["default/frontend", "default/web"]
     );
-    assert_eq!(selected("{ key: role, operator: Exists }"), ["default/frontend", "default/db"]);
-    assert_eq!(selected("{ key: role, operator: DoesNotExist }"), ["default/web"]);
+    assert_eq!(
+        selected("{ key: role, operator: Exists }"),
+        ["default/frontend", "default/db"]
+    );
+    assert_eq!(
+        selected("{ key: role, operator: DoesNotExist }"),
+        ["default/web"]
+    );
     // Selected means isolated: web gets nothing in.
     let mut w = world(&pol("{ key: role, operator: DoesNotExist }"));
     assert!(!w.allowed("frontend", "web", TCP, 80));
@@ -672,7 +703,11 @@ spec:
     assert!(!w.allowed("web", "db", UDP, 53));
     // A named port towards an ipBlock matches nothing, with a warning.
     assert!(!w.allowed("web", "db", TCP, 9121));
-    assert!(w.compiled.warnings.iter().any(|m| m.contains("metrics")), "{:?}", w.compiled.warnings);
+    assert!(
+        w.compiled.warnings.iter().any(|m| m.contains("metrics")),
+        "{:?}",
+        w.compiled.warnings
+    );
 }
 
 // --- several policies ---------------------------------------------------
@@ -700,7 +735,10 @@ spec:
     assert!(w.allowed("frontend", "db", TCP, 6379));
     assert!(w.allowed("web", "db", TCP, 6379));
     assert!(!w.allowed("client", "db", TCP, 6379));
-    let (a, b) = (w.cookie("default/a-from-frontend"), w.cookie("default/b-from-web"));
+    let (a, b) = (
+        w.cookie("default/a-from-frontend"),
+        w.cookie("default/b-from-web"),
+    );
     assert_ne!(a, b);
     assert_eq!(a >> 56, 0xf6);
     assert_eq!(w.drop_cookie("client", "db", TCP, 6379), a);
@@ -725,7 +763,11 @@ spec: { podSelector: {} }
 "#,
     );
     assert_eq!(
-        w.compiled.selected.iter().map(|s| s.pod.as_str()).collect::<Vec<_>>(),
+        w.compiled
+            .selected
+            .iter()
+            .map(|s| s.pod.as_str())
+            .collect::<Vec<_>>(),
         ["prod/client"]
     );
     assert!(w.allowed("frontend", "db", TCP, 1));
@@ -780,10 +822,19 @@ fn bad_policies_are_errors_naming_the_policy() {
         let e = bad(spec);
         assert!(e.contains(want), "{spec}: {e}");
     }
-    assert!(load_policies("kind: Pod\nmetadata: {name: p}\n", "f").unwrap_err().to_string().contains("Pod"));
-    assert!(load_policies("a: [", "f.yaml").unwrap_err().to_string().contains("f.yaml"));
+    assert!(load_policies("kind: Pod\nmetadata: {name: p}\n", "f")
+        .unwrap_err()
+        .to_string()
+        .contains("Pod"));
+    assert!(load_policies("a: [", "f.yaml")
+        .unwrap_err()
+        .to_string()
+        .contains("f.yaml"));
     let dup = format!("{DENY_INGRESS}\n---\n{DENY_INGRESS}");
-    assert!(compile(&load_policies(&dup, "f").unwrap(), &inv).unwrap_err().to_string().contains("twice"));
+    assert!(compile(&load_policies(&dup, "f").unwrap(), &inv)
+        .unwrap_err()
+        .to_string()
+        .contains("twice"));
 }
 
 #[test]
@@ -828,7 +879,12 @@ fn every_compiled_flow_parses_with_switchds_parser() {
         match switch::flow::parse_flow(f, switch::flow::ParseMode::Add) {
             Ok(spec) => {
                 checked += 1;
-                assert_eq!(spec.cookie >> 56, f.split("cookie=0x").nth(1).map_or(0, |c| u64::from_str_radix(&c[..2], 16).unwrap()));
+                assert_eq!(
+                    spec.cookie >> 56,
+                    f.split("cookie=0x")
+                        .nth(1)
+                        .map_or(0, |c| u64::from_str_radix(&c[..2], 16).unwrap())
+                );
             }
             Err(e) => assert!(!ct && uses_ct, "{f}: {e}"),
         }
@@ -846,7 +902,9 @@ fn apply_bundle_deletes_the_previous_generation_then_adds() {
     assert_eq!(mods.len(), w.compiled.flows.len() + 1);
     assert_eq!(mods[0].op, switch::control::proto::BundleOp::Delete);
     assert_eq!(mods[0].flow, "cookie=0xf600000000000000/0xff00000000000000");
-    assert!(mods[1..].iter().all(|m| m.op == switch::control::proto::BundleOp::Add));
+    assert!(mods[1..]
+        .iter()
+        .all(|m| m.op == switch::control::proto::BundleOp::Add));
 }
 
 // --- masquerade ---------------------------------------------------------
@@ -864,7 +922,12 @@ fn masq_world(cfg: &str) -> (Switch, World) {
     let mut flows: Vec<String> = node_flows(&inv)
         .into_iter()
         // The node's way out of the cluster now passes the masquerade.
-        .map(|f| f.replace("table=30,priority=1,ip,actions=output:200", "table=30,priority=1,ip,actions=goto_table:50"))
+        .map(|f| {
+            f.replace(
+                "table=30,priority=1,ip,actions=output:200",
+                "table=30,priority=1,ip,actions=goto_table:50",
+            )
+        })
         .collect();
     flows.extend(w.compiled.flows.iter().map(|f| f.to_string()));
     let cfg = MasqConfig::load(cfg, "masq").unwrap();
@@ -881,14 +944,24 @@ fn masquerade_rewrites_pod_traffic_leaving_the_cluster_and_un_nats_replies() {
     for who in ["client", "web"] {
         let src = w.ip(who);
         let o = sw.send(w.packet(src, out, TCP, 33000, 443));
-        let sent: Vec<&Pkt> = o.outputs.iter().filter(|(p, _)| *p == UPLINK).map(|(_, k)| k).collect();
+        let sent: Vec<&Pkt> = o
+            .outputs
+            .iter()
+            .filter(|(p, _)| *p == UPLINK)
+            .map(|(_, k)| k)
+            .collect();
         assert_eq!(sent.len(), 1, "{who}: {:#?}", o.path);
         assert_eq!(sent[0].src, node, "{who}");
         // The reply comes to the node's address and is delivered to the pod.
         let mut reply = w.packet(out, node, TCP, 443, sent[0].sport);
         reply.in_port = UPLINK;
         let o = sw.send(reply);
-        let got: Vec<&Pkt> = o.outputs.iter().filter(|(p, _)| *p == port_of(at(src))).map(|(_, k)| k).collect();
+        let got: Vec<&Pkt> = o
+            .outputs
+            .iter()
+            .filter(|(p, _)| *p == port_of(at(src)))
+            .map(|(_, k)| k)
+            .collect();
         assert_eq!(got.len(), 1, "{who}: {:#?}", o.path);
         assert_eq!(got[0].dst, src);
     }
@@ -896,19 +969,31 @@ fn masquerade_rewrites_pod_traffic_leaving_the_cluster_and_un_nats_replies() {
     // pods (through the tunnel, never the masquerade table).
     for dst in ["10.1.2.3", "172.16.0.1", "192.168.10.9", "169.254.169.254"] {
         let o = sw.send(w.packet(w.ip("client"), dst.parse().unwrap(), UDP, 1000, 53));
-        let sent: Vec<&Pkt> = o.outputs.iter().filter(|(p, _)| *p == UPLINK).map(|(_, k)| k).collect();
+        let sent: Vec<&Pkt> = o
+            .outputs
+            .iter()
+            .filter(|(p, _)| *p == UPLINK)
+            .map(|(_, k)| k)
+            .collect();
         assert_eq!(sent.len(), 1, "{dst}");
         assert_eq!(sent[0].src, w.ip("client"), "{dst}");
     }
     let o = sw.send(w.packet(w.ip("client"), w.ip("x"), UDP, 1000, 53));
     assert_eq!(o.outputs.len(), 1);
-    assert_eq!((o.outputs[0].0, o.outputs[0].1.src), (TUNNEL, w.ip("client")));
+    assert_eq!(
+        (o.outputs[0].0, o.outputs[0].1.src),
+        (TUNNEL, w.ip("client"))
+    );
     // Traffic for the node that is no masqueraded reply goes back to the
     // node's table 0 (here: routed on like any uplink packet).
     let mut p = w.packet(out, node, UDP, 5, 6);
     p.in_port = UPLINK;
     let o = sw.send(p);
-    assert!(o.path.iter().any(|f| f.contains("resubmit(,0)")), "{:#?}", o.path);
+    assert!(
+        o.path.iter().any(|f| f.contains("resubmit(,0)")),
+        "{:#?}",
+        o.path
+    );
 }
 
 #[test]
@@ -916,23 +1001,51 @@ fn masquerade_config_options() {
     let link = format!("{MASQ}masqLinkLocal: true\nnonMasqueradeCIDRs: [10.0.0.0/8]\n");
     let (mut sw, w) = masq_world(&link);
     let node: Ipv4Addr = "192.168.10.1".parse().unwrap();
-    for (dst, masq) in [("169.254.169.254", true), ("172.16.0.1", true), ("10.1.2.3", false)] {
+    for (dst, masq) in [
+        ("169.254.169.254", true),
+        ("172.16.0.1", true),
+        ("10.1.2.3", false),
+    ] {
         let o = sw.send(w.packet(w.ip("client"), dst.parse().unwrap(), UDP, 1000, 53));
-        let src = o.outputs.iter().find(|(p, _)| *p == UPLINK).map(|(_, k)| k.src);
+        let src = o
+            .outputs
+            .iter()
+            .find(|(p, _)| *p == UPLINK)
+            .map(|(_, k)| k.src);
         assert_eq!(src, Some(if masq { node } else { w.ip("client") }), "{dst}");
     }
     let f = MasqConfig::load(MASQ, "m").unwrap().flows().unwrap();
-    assert!(f.iter().any(|f| f.actions == "ct(commit,zone=65280,nat(src=192.168.10.1),table=52)"));
+    assert!(f
+        .iter()
+        .any(|f| f.actions == "ct(commit,zone=65280,nat(src=192.168.10.1),table=52)"));
     assert!(f.iter().all(|f| f.cookie == MASQ_COOKIE));
     for (bad, want) in [
-        ("nodeIP: 1.2.3.4\nclusterCIDR: 10.0.0.0/8\nuplinkPort: 1\nzone: 7\n", "pod's zone"),
-        ("nodeIP: 1.2.3.4\nclusterCIDR: fd00::/64\nuplinkPort: 1\n", "IPv6"),
-        ("nodeIP: 1.2.3.4\nclusterCIDR: 10.0.0.0/8\nuplinkPort: 0\n", "uplinkPort"),
-        ("nodeIP: 1.2.3.4\nclusterCIDR: 10.0.0.0/8\nuplinkPort: 1\nnonMasqueradeCIDRs: [x]\n", "nonMasqueradeCIDRs"),
-        ("nodeIP: 1.2.3.4\nclusterCIDR: 10.0.0.0/8\nuplinkPort: 1\nbogus: 1\n", "bogus"),
+        (
+            "nodeIP: 1.2.3.4\nclusterCIDR: 10.0.0.0/8\nuplinkPort: 1\nzone: 7\n",
+            "pod's zone",
+        ),
+        (
+            "nodeIP: 1.2.3.4\nclusterCIDR: fd00::/64\nuplinkPort: 1\n",
+            "IPv6",
+        ),
+        (
+            "nodeIP: 1.2.3.4\nclusterCIDR: 10.0.0.0/8\nuplinkPort: 0\n",
+            "uplinkPort",
+        ),
+        (
+            "nodeIP: 1.2.3.4\nclusterCIDR: 10.0.0.0/8\nuplinkPort: 1\nnonMasqueradeCIDRs: [x]\n",
+            "nonMasqueradeCIDRs",
+        ),
+        (
+            "nodeIP: 1.2.3.4\nclusterCIDR: 10.0.0.0/8\nuplinkPort: 1\nbogus: 1\n",
+            "bogus",
+        ),
         ("clusterCIDR: 10.0.0.0/8\nuplinkPort: 1\n", "nodeIP"),
     ] {
-        let e = MasqConfig::load(bad, "m").and_then(|c| c.flows()).unwrap_err().to_string();
+        let e = MasqConfig::load(bad, "m")
+            .and_then(|c| c.flows())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(want), "{bad}: {e}");
     }
 }
