@@ -1049,3 +1049,25 @@ fn masquerade_config_options() {
         assert!(e.contains(want), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_demo_files_of_docs_policy_md_compile() {
+    let inv = load_inventory(
+        include_str!("../../../demo/policy/inventory.yaml"),
+        "inventory.yaml",
+    )
+    .unwrap();
+    let pols = load_policies(
+        include_str!("../../../demo/policy/db-policy.yaml"),
+        "db-policy.yaml",
+    )
+    .unwrap();
+    let c = compile(&pols, &inv).unwrap();
+    assert_eq!(c.selected.len(), 1);
+    assert_eq!(c.selected[0].pod, "default/db");
+    assert_eq!(c.selected[0].ofport, 3);
+    // frontend (2) is not selected: no flow names its port.
+    assert!(c.flows.iter().all(|f| !f.matches.contains("in_port=2")));
+    let m = MasqConfig::load(include_str!("../../../demo/policy/masq.yaml"), "masq.yaml").unwrap();
+    assert!(m.flows().unwrap().iter().any(|f| f.actions == "route"));
+}
