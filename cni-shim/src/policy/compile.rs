@@ -219,6 +219,18 @@ fn named_port(pod: &PodInfo, proto: u8, name: &str) -> Option<u16> {
     })
 }
 
+const SCTP: u8 = 132;
+
+fn sctp_port_warning(policy: &NetworkPolicy, warnings: &mut Vec<String>) {
+    let m = format!(
+        "{}: SCTP with a port allows nothing yet (switchd cannot match SCTP ports); SCTP without a port works",
+        policy.id()
+    );
+    if !warnings.contains(&m) {
+        warnings.push(m);
+    }
+}
+
 /// Expand one rule for the selected pod `me`.
 fn expand_rule<'a>(
     cluster: &'a Cluster<'a>,
@@ -286,11 +298,23 @@ fn expand_rule<'a>(
         }
         for s in &specs {
             match s {
-                PortSpec::Range { proto, lo, hi } => out.push(Allow {
-                    peer: *peer,
-                    proto: Some(*proto),
-                    ports: (!(*lo == 0 && *hi == 65535)).then_some((*lo, *hi)),
-                }),
+                PortSpec::Range { proto, lo, hi } => {
+                    let ports = (!(*lo == 0 && *hi == 65535)).then_some((*lo, *hi));
+                    if *proto == SCTP && ports.is_some() {
+                        // switchd's flow parser refuses `sctp,tp_dst=` (OVS
+                        // accepts it): allowing nothing is the safe side.
+                        sctp_port_warning(policy, warnings);
+                        continue;
+                    }
+                    out.push(Allow {
+                        peer: *peer,
+                        proto: Some(*proto),
+                        ports,
+                    })
+                }
+                PortSpec::Named { proto, .. } if *proto == SCTP => {
+                    sctp_port_warning(policy, warnings);
+                }
                 PortSpec::Named { proto, name } => {
                     if ingress {
                         // The destination is the selected pod itself.

@@ -619,6 +619,34 @@ spec:
     assert!(w.allowed("8.8.8.8", "web", TCP, 1));
 }
 
+#[test]
+fn sctp_without_port_is_allowed_and_with_a_port_allows_nothing_yet() {
+    let mut w = world(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: sctp, namespace: default }
+spec:
+  podSelector: { matchLabels: { role: db } }
+  ingress:
+  - from: [ { podSelector: { matchLabels: { role: frontend } } } ]
+    ports: [ { protocol: SCTP } ]
+  - from: [ { podSelector: { matchLabels: { app: web } } } ]
+    ports: [ { protocol: SCTP, port: 9 }, { protocol: TCP, port: 9 } ]
+"#,
+    );
+    assert!(w.allowed("frontend", "db", SCTP, 9));
+    assert!(w.allowed("frontend", "db", SCTP, 10));
+    assert!(!w.allowed("frontend", "db", TCP, 9));
+    assert!(!w.allowed("web", "db", SCTP, 9));
+    assert!(w.allowed("web", "db", TCP, 9));
+    assert!(
+        w.compiled.warnings.iter().any(|m| m.contains("SCTP")),
+        "{:?}",
+        w.compiled.warnings
+    );
+}
+
 const SCTP: u8 = 132;
 
 // --- selectors ------------------------------------------------------------
@@ -864,10 +892,51 @@ fn parser_knows_ct() -> bool {
     .is_ok()
 }
 
+/// `f` without `ct_state=`/`ct_zone=` matches and `ct(...)` actions.
+fn strip_ct(f: &str) -> String {
+    let (m, a) = f.split_once("actions=").unwrap();
+    let m: Vec<&str> = m
+        .trim_end_matches(',')
+        .split(',')
+        .filter(|t| !t.starts_with("ct_state=") && !t.starts_with("ct_zone="))
+        .collect();
+    let (mut acts, mut depth, mut cur) = (Vec::new(), 0, String::new());
+    for c in a.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        if c == ',' && depth == 0 {
+            acts.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    acts.push(cur);
+    acts.retain(|a| !a.starts_with("ct("));
+    let acts = if acts.is_empty() {
+        "drop".to_string()
+    } else {
+        acts.join(",")
+    };
+    format!("{},actions={acts}", m.join(","))
+}
+
 #[test]
 fn every_compiled_flow_parses_with_switchds_parser() {
     let mut all: Vec<String> = Vec::new();
-    for p in [TEST_NETWORK_POLICY, DENY_INGRESS] {
+    let ranges = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: ranges, namespace: default }
+spec:
+  podSelector: { matchLabels: { role: db } }
+  policyTypes: [Ingress, Egress]
+  ingress: [ { ports: [ { protocol: SCTP, port: 9 }, { protocol: UDP }, { port: redis } ] } ]
+  egress: [ { to: [ { ipBlock: { cidr: 0.0.0.0/0 } } ], ports: [ { port: 32000, endPort: 32768 } ] } ]
+"#;
+    for p in [TEST_NETWORK_POLICY, DENY_INGRESS, ranges] {
         all.extend(world(p).compiled.flows.iter().map(|f| f.to_string()));
     }
     let masq = MasqConfig::load(MASQ, "m").unwrap().flows().unwrap();
@@ -876,7 +945,14 @@ fn every_compiled_flow_parses_with_switchds_parser() {
     let mut checked = 0;
     for f in &all {
         let uses_ct = f.contains("ct(") || f.contains("ct_state") || f.contains("ct_zone");
-        match switch::flow::parse_flow(f, switch::flow::ParseMode::Add) {
+        // Until the parser knows conntrack, check everything else of the
+        // flow: the same text with its ct fields and ct() actions removed.
+        let text = if uses_ct && !ct {
+            strip_ct(f)
+        } else {
+            f.clone()
+        };
+        match switch::flow::parse_flow(&text, switch::flow::ParseMode::Add) {
             Ok(spec) => {
                 checked += 1;
                 assert_eq!(
@@ -886,10 +962,10 @@ fn every_compiled_flow_parses_with_switchds_parser() {
                         .map_or(0, |c| u64::from_str_radix(&c[..2], 16).unwrap())
                 );
             }
-            Err(e) => assert!(!ct && uses_ct, "{f}: {e}"),
+            Err(e) => panic!("{text}: {e}"),
         }
     }
-    assert!(checked > 0);
+    assert_eq!(checked, all.len());
     // The selection apply deletes with parses as a del-flows filter.
     let sel = format!("cookie={BASE_COOKIE:#x}/{COOKIE_TAG_MASK:#x}");
     switch::flow::parse_flow(&sel, switch::flow::ParseMode::Delete).unwrap();
