@@ -1,11 +1,18 @@
 //! Installing compiled flows in switchd, atomically.
 //!
 //! One connection to the control socket (switch::control::proto, the JSON
-//! lines flowctl speaks), then one `bundle` request: delete every flow of
-//! the previous generation by its cookie tag, add the new flows. switchd
-//! applies a bundle all or nothing and publishes one new pipeline, so
-//! packets see either the old policy or the new one, never a mix and never
-//! a moment without default deny. Also resolves pod port names to OpenFlow
+//! lines flowctl speaks), a `dump-flows` of the previous generation (by its
+//! cookie tag), then one `bundle` request: `delete_strict` each old flow
+//! whose table, priority and match are not in the new set, `add` every new
+//! flow. An add that meets a flow with the same table, match and priority
+//! replaces it keeping its counters (OpenFlow 1.3 without reset_counts), so
+//! per-policy `n_packets` survive a re-apply that leaves a flow as it was.
+//! When a new flow cannot be put in switchd's canonical form locally (this
+//! build's parser lacks something switchd has), the bundle falls back to
+//! deleting the whole generation by cookie and adding the new flows.
+//! switchd applies a bundle all or nothing and publishes one new pipeline,
+//! so packets see either the old policy or the new one, never a mix and
+//! never a moment without default deny. Also resolves pod port names to OpenFlow
 //! port numbers (`show`). The CNI plugin has a client of its own with CNI
 //! error codes; this one reports [`PolicyError`].
 
@@ -13,8 +20,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use std::collections::HashSet;
+
 use serde_json::Value;
-use switch::control::proto::{BundleMod, BundleOp, Reply, Request};
+use switch::control::proto::{BundleMod, BundleOp, FlowEntry, Reply, Request};
+use switch::flow::{format_match, parse_flow, ParseMode};
 
 use super::compile::Flow;
 use super::model::Inventory;
@@ -116,6 +126,49 @@ pub fn replace_bundle(cookie: u64, mask: u64, flows: &[Flow]) -> Vec<BundleMod> 
     mods
 }
 
+/// (table, priority, match) of a flow as switchd prints it.
+type FlowKey = (u8, u16, String);
+
+fn key_of(f: &Flow) -> Option<FlowKey> {
+    let spec = parse_flow(&f.to_string(), ParseMode::Add).ok()?;
+    Some((
+        spec.table.unwrap_or(0),
+        spec.priority,
+        format_match(&spec.matches),
+    ))
+}
+
+/// The bundle that turns `current` (switchd's flows of the generation)
+/// into `flows`, keeping the counters of flows that stay: delete_strict
+/// the ones that go, add all. `None` when a new flow cannot be keyed
+/// locally (then use [`replace_bundle`]).
+pub fn diff_bundle(current: &[FlowEntry], flows: &[Flow]) -> Option<Vec<BundleMod>> {
+    let keys: HashSet<FlowKey> = flows.iter().map(key_of).collect::<Option<_>>()?;
+    let mut mods: Vec<BundleMod> = current
+        .iter()
+        .filter(|c| !keys.contains(&(c.table, c.priority, c.match_.clone())))
+        .map(|c| {
+            let mut f = format!(
+                "table={},priority={},cookie={:#x}/-1",
+                c.table, c.priority, c.cookie
+            );
+            if !c.match_.is_empty() {
+                f.push(',');
+                f.push_str(&c.match_);
+            }
+            BundleMod {
+                op: BundleOp::DeleteStrict,
+                flow: f,
+            }
+        })
+        .collect();
+    mods.extend(flows.iter().map(|f| BundleMod {
+        op: BundleOp::Add,
+        flow: f.to_string(),
+    }));
+    Some(mods)
+}
+
 /// Replace, in one bundle, the flows of `cookie/mask` with `flows`;
 /// switchd's counts (`added`, `deleted`...).
 pub fn replace(
@@ -125,8 +178,15 @@ pub fn replace(
     mask: u64,
     flows: &[Flow],
 ) -> Result<Value, PolicyError> {
+    let dumped = client.call(&Request::DumpFlows {
+        bridge: bridge.to_string(),
+        filter: Some(format!("cookie={cookie:#x}/{mask:#x}")),
+    })?;
+    let current: Vec<FlowEntry> = serde_json::from_value(dumped["flows"].clone())
+        .map_err(|e| PolicyError::Unreachable(format!("dump-flows reply: {e}")))?;
+    let mods = diff_bundle(&current, flows).unwrap_or_else(|| replace_bundle(cookie, mask, flows));
     client.call(&Request::Bundle {
         bridge: bridge.to_string(),
-        mods: replace_bundle(cookie, mask, flows),
+        mods,
     })
 }

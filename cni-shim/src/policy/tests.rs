@@ -983,6 +983,67 @@ fn apply_bundle_deletes_the_previous_generation_then_adds() {
         .all(|m| m.op == switch::control::proto::BundleOp::Add));
 }
 
+#[test]
+fn re_apply_deletes_only_what_goes_and_re_adds_the_rest_keeping_counters() {
+    use switch::control::proto::{BundleOp, FlowEntry};
+    let flow = |table, priority, matches: &str, actions: &str| Flow {
+        table,
+        priority,
+        cookie: BASE_COOKIE,
+        matches: matches.into(),
+        actions: actions.into(),
+    };
+    let entry = |table, priority, m: &str| FlowEntry {
+        table,
+        priority,
+        cookie: BASE_COOKIE | 7,
+        duration: 1.0,
+        n_packets: 5,
+        n_bytes: 300,
+        idle_timeout: 0,
+        hard_timeout: 0,
+        match_: m.into(),
+        actions: "drop".into(),
+        line: String::new(),
+        line_no_stats: String::new(),
+    };
+    // switchd prints `ip,nw_proto=6` as `tcp` and drops /32: the keys must
+    // compare in its canonical form.
+    let new = [
+        flow(
+            2,
+            500,
+            "ip,nw_proto=6,nw_dst=10.0.0.1/32,tp_dst=80",
+            "goto_table:3",
+        ),
+        flow(41, 100, "ip,in_port=3", "drop"),
+    ];
+    let current = [
+        entry(2, 500, "tcp,nw_dst=10.0.0.1,tp_dst=80"),
+        entry(2, 500, "tcp,nw_dst=10.0.0.2,tp_dst=80"),
+        entry(41, 0, ""),
+    ];
+    let mods = apply::diff_bundle(&current, &new).unwrap();
+    let dels: Vec<&str> = mods
+        .iter()
+        .filter(|m| m.op == BundleOp::DeleteStrict)
+        .map(|m| m.flow.as_str())
+        .collect();
+    assert_eq!(
+        dels,
+        [
+            "table=2,priority=500,cookie=0xf600000000000007/-1,tcp,nw_dst=10.0.0.2,tp_dst=80",
+            "table=41,priority=0,cookie=0xf600000000000007/-1"
+        ]
+    );
+    for d in &dels {
+        switch::flow::parse_flow(d, switch::flow::ParseMode::DeleteStrict).unwrap();
+    }
+    assert_eq!(mods.iter().filter(|m| m.op == BundleOp::Add).count(), 2);
+    // A flow this build cannot parse: fall back to delete-all + add.
+    assert!(apply::diff_bundle(&current, &[flow(1, 1, "ip", "bogus_action")]).is_none());
+}
+
 // --- masquerade ---------------------------------------------------------
 
 const MASQ: &str = r#"
