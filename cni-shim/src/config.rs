@@ -30,14 +30,8 @@ pub const DEFAULT_RX_RING: u32 = 256;
 /// Default vhost-user socket directory.
 pub const DEFAULT_SOCKET_DIR: &str = "/run/ferroswitch/vhost";
 
-/// Network mode: what the pod's flows look like and the default MTU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Pods of a node share an L2 subnet; other nodes via the node's tunnel.
-    Overlay,
-    /// Every hop routed by the switch (proxy ARP); no encapsulation.
-    Routed,
-}
+/// Network mode (defined beside the per-pod flows it shapes, in the library).
+pub use cni_shim::flows::Mode;
 
 /// The pod's interface kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,19 +8,27 @@
 //! docs/cni.md "Flows per pod". The ARP responder follows
 //! demo/node-flows.txt (OVN's logical router ARP reply: swap Ethernet
 //! addresses, arp_op=2, sha/spa to tha/tpa, load ours, IN_PORT).
+//!
+//! Every IPv4 packet passes the ACL hooks of `cni_shim::tables` (docs/cni.md
+//! "Table layout"): the egress hook after port security, the ingress hook
+//! before delivery. The plugin's own flows there only pass packets on, so a
+//! pod no NetworkPolicy selects is forwarded with no conntrack at all; the
+//! policy compiler adds higher-priority `ct(...)` flows for selected pods.
 
 use std::net::Ipv4Addr;
 
-use crate::config::Mode;
+pub use crate::tables::{
+    T_ARP, T_CLASSIFY, T_EGRESS_HOOK, T_EGRESS_OUT, T_INGRESS_HOOK, T_INGRESS_OUT, T_L2, T_ROUTE,
+};
 
-/// Port-security / classification table.
-pub const T_CLASSIFY: u8 = 0;
-/// ARP table.
-pub const T_ARP: u8 = 10;
-/// L2 delivery table.
-pub const T_L2: u8 = 20;
-/// Routed delivery table.
-pub const T_ROUTE: u8 = 30;
+/// Network mode: what the pod's flows look like and the default MTU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Pods of a node share an L2 subnet; other nodes via the node's tunnel.
+    Overlay,
+    /// Every hop routed by the switch (proxy ARP); no encapsulation.
+    Routed,
+}
 
 /// What the flows of one pod depend on.
 #[derive(Clone, Debug)]
@@ -53,10 +61,24 @@ impl PodFlows<'_> {
         let rhex = mac_hex(r);
         let mut f = vec![
             format!("table={T_CLASSIFY},priority=200,{c},in_port={p},dl_src={m},arp,arp_spa={i},arp_sha={m},actions=goto_table:{T_ARP}"),
-            format!("table={T_CLASSIFY},priority=200,{c},in_port={p},dl_src={m},dl_dst={r},ip,nw_src={i},actions=goto_table:{T_ROUTE}"),
+            format!("table={T_CLASSIFY},priority=200,{c},in_port={p},dl_src={m},dl_dst={r},ip,nw_src={i},actions=goto_table:{T_EGRESS_HOOK}"),
         ];
         if self.mode == Mode::Overlay {
-            f.push(format!("table={T_CLASSIFY},priority=190,{c},in_port={p},dl_src={m},ip,nw_src={i},actions=goto_table:{T_L2}"));
+            f.push(format!("table={T_CLASSIFY},priority=190,{c},in_port={p},dl_src={m},ip,nw_src={i},actions=goto_table:{T_EGRESS_HOOK}"));
+        }
+        // Egress hook: no policy, no conntrack: straight on. The dispatch to
+        // routing (to the router MAC) or L2 delivery is the same before and
+        // after the egress ACL.
+        f.push(format!(
+            "table={T_EGRESS_HOOK},priority=10,{c},in_port={p},ip,actions=goto_table:{T_EGRESS_OUT}"
+        ));
+        f.push(format!(
+            "table={T_EGRESS_OUT},priority=10,{c},in_port={p},dl_dst={r},ip,actions=goto_table:{T_ROUTE}"
+        ));
+        if self.mode == Mode::Overlay {
+            f.push(format!(
+                "table={T_EGRESS_OUT},priority=5,{c},in_port={p},ip,actions=goto_table:{T_L2}"
+            ));
         }
         // Anything else from the pod is spoofed or not IPv4/ARP: dropped,
         // counted on this flow (port security).
@@ -81,7 +103,7 @@ impl PodFlows<'_> {
                     "table={T_ARP},priority=50,{c},arp,arp_tpa={i},actions=output:{p}"
                 ));
                 f.push(format!(
-                    "table={T_L2},priority=100,{c},dl_dst={m},actions=output:{p}"
+                    "table={T_L2},priority=100,{c},dl_dst={m},actions=goto_table:{T_INGRESS_HOOK}"
                 ));
             }
             Mode::Routed => {
@@ -101,7 +123,15 @@ impl PodFlows<'_> {
             }
         }
         f.push(format!(
-            "table={T_ROUTE},priority=100,{c},ip,nw_dst={i},actions=mod_dl_src:{r},mod_dl_dst:{m},dec_ttl,output:{p}"
+            "table={T_ROUTE},priority=100,{c},ip,nw_dst={i},actions=mod_dl_src:{r},mod_dl_dst:{m},dec_ttl,goto_table:{T_INGRESS_HOOK}"
+        ));
+        // Ingress hook and delivery: whatever reaches the pod's MAC here was
+        // addressed to it by table 20 or 30. No policy: straight out.
+        f.push(format!(
+            "table={T_INGRESS_HOOK},priority=10,{c},dl_dst={m},actions=output:{p}"
+        ));
+        f.push(format!(
+            "table={T_INGRESS_OUT},priority=10,{c},dl_dst={m},actions=output:{p}"
         ));
         f
     }
@@ -145,14 +175,15 @@ mod tests {
     #[test]
     fn overlay_has_l2_and_gateway_responder() {
         let f = pod(Mode::Overlay).flows();
-        assert_eq!(f.len(), 8);
+        assert_eq!(f.len(), 13);
         let join = f.join("\n");
-        assert!(join.contains("table=20,priority=100,cookie=0xf5aabbccddeeff00,dl_dst=0a:58:0a:f4:01:07,actions=output:7"));
+        assert!(join.contains("table=20,priority=100,cookie=0xf5aabbccddeeff00,dl_dst=0a:58:0a:f4:01:07,actions=goto_table:40"));
+        assert!(join.contains("table=42,priority=10,cookie=0xf5aabbccddeeff00,dl_dst=0a:58:0a:f4:01:07,actions=output:7"));
         assert!(join.contains("arp_tpa=10.244.1.1,actions="));
         // Gateway 10.244.1.1 as the reply's sender, router MAC as its sha.
         assert!(join.contains("load:0x0af40101->NXM_OF_ARP_SPA[]"));
         assert!(join.contains("load:0x0a5800000001->NXM_NX_ARP_SHA[]"));
-        assert!(join.contains("mod_dl_dst:0a:58:0a:f4:01:07,dec_ttl,output:7"));
+        assert!(join.contains("mod_dl_dst:0a:58:0a:f4:01:07,dec_ttl,goto_table:40"));
         // Port security: the pod's source MAC and IP only.
         assert!(join.contains(
             "in_port=7,dl_src=0a:58:0a:f4:01:07,arp,arp_spa=10.244.1.7,arp_sha=0a:58:0a:f4:01:07"
@@ -167,7 +198,7 @@ mod tests {
         assert!(!join.contains("goto_table:20"));
         assert!(join.contains("move:NXM_NX_REG0[]->NXM_OF_ARP_SPA[]"));
         assert!(join.contains("table=10,priority=110,cookie=0xf5aabbccddeeff00,in_port=7,arp,arp_tpa=10.244.1.7,actions=drop"));
-        assert_eq!(f.len(), 6);
+        assert_eq!(f.len(), 10);
     }
 
     #[test]

@@ -11,7 +11,6 @@
 mod cmd;
 mod config;
 mod error;
-mod flows;
 mod ipam;
 mod names;
 mod result;
@@ -24,6 +23,8 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
+// The per-pod flows live in the library (the policy compiler tests run them).
+use cni_shim::flows;
 use config::{Env, NetConf, SUPPORTED_VERSIONS};
 use error::*;
 

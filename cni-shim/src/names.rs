@@ -46,9 +46,10 @@ pub fn cookie(container_id: &str, ifname: &str) -> u64 {
 
 /// Pod MAC for an IPv4 address: `0a:58:` + the address (locally
 /// administered, unicast: bit 1 of the first byte set, bit 0 clear).
+/// The scheme lives in `cni_shim::tables` so the policy compiler derives
+/// the same MAC.
 pub fn pod_mac(ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+    cni_shim::tables::pod_mac(ip)
 }
 
 /// Whether `name` is a valid Linux interface name (1..=15 bytes, no `/`,
