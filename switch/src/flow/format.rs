@@ -564,6 +564,9 @@ fn format_action(a: &Action, s: &mut String) {
         Action::GotoTable(t) => {
             let _ = write!(s, "goto_table:{}", t);
         }
+        Action::Group(g) => {
+            let _ = write!(s, "group:{}", g);
+        }
     }
 }
 
