@@ -380,7 +380,10 @@ fn trace_shows_the_group_and_the_chosen_bucket() {
         .lines()
         .find(|l| l.starts_with("Megaflow:"))
         .unwrap_or_default();
-    assert!(mf.contains("tp_src=4242") && mf.contains("nw_src=10.0.0.1"), "{mf}");
+    assert!(
+        mf.contains("tp_src=4242") && mf.contains("nw_src=10.0.0.1"),
+        "{mf}"
+    );
     assert!(!mf.contains("nw_ttl"), "{mf}");
 }
 
@@ -447,9 +450,16 @@ fn buckets_work_on_clones_and_all_runs_every_bucket() {
     let outs: Vec<u32> = x.outputs.iter().map(|(p, _)| *p).collect();
     assert_eq!(outs, [3, 4, 5]);
     assert_eq!(x.outputs[0].1.nw_dst, ip([10, 1, 1, 1]));
-    assert_eq!(x.outputs[1].1.nw_dst, ip([10, 96, 0, 11]), "bucket 1 sees the original");
+    assert_eq!(
+        x.outputs[1].1.nw_dst,
+        ip([10, 96, 0, 11]),
+        "bucket 1 sees the original"
+    );
     assert_eq!(x.group_counters.len(), 3, "group + both buckets");
-    let distinct: BTreeSet<*const switch::group::Counter> =
-        x.group_counters.iter().map(|c| std::sync::Arc::as_ptr(c)).collect();
+    let distinct: BTreeSet<*const switch::group::Counter> = x
+        .group_counters
+        .iter()
+        .map(|c| std::sync::Arc::as_ptr(c))
+        .collect();
     assert_eq!(distinct.len(), 3);
 }

@@ -441,12 +441,16 @@ impl GroupTable {
                     return Err(GroupModError::GroupExists(id));
                 }
                 self.check_chain(&gm.desc)?;
-                self.groups.insert(id, Arc::new(Group::new(gm.desc.clone())));
+                self.groups
+                    .insert(id, Arc::new(Group::new(gm.desc.clone())));
                 Ok(Vec::new())
             }
             GroupCommand::Modify => {
                 let id = gm.id.ok_or(GroupModError::NeedGroupId)?;
-                let old = self.groups.get(&id).ok_or(GroupModError::UnknownGroup(id))?;
+                let old = self
+                    .groups
+                    .get(&id)
+                    .ok_or(GroupModError::UnknownGroup(id))?;
                 self.check_chain(&gm.desc)?;
                 let mut desc = gm.desc.clone();
                 carry_bucket_stats(&old.desc.buckets, &mut desc.buckets);
@@ -460,7 +464,10 @@ impl GroupTable {
             }
             GroupCommand::InsertBuckets => {
                 let id = gm.id.ok_or(GroupModError::NeedGroupId)?;
-                let old = self.groups.get(&id).ok_or(GroupModError::UnknownGroup(id))?;
+                let old = self
+                    .groups
+                    .get(&id)
+                    .ok_or(GroupModError::UnknownGroup(id))?;
                 let mut desc = old.desc.clone();
                 let mut new = gm.desc.buckets.clone();
                 // New buckets without an explicit id continue after the
@@ -504,7 +511,10 @@ impl GroupTable {
             }
             GroupCommand::RemoveBuckets => {
                 let id = gm.id.ok_or(GroupModError::NeedGroupId)?;
-                let old = self.groups.get(&id).ok_or(GroupModError::UnknownGroup(id))?;
+                let old = self
+                    .groups
+                    .get(&id)
+                    .ok_or(GroupModError::UnknownGroup(id))?;
                 let mut desc = old.desc.clone();
                 match gm.command_bucket.unwrap_or(CommandBucket::All) {
                     CommandBucket::All => desc.buckets.clear(),
@@ -541,7 +551,11 @@ impl GroupTable {
                 }
                 // Deleting a group that does not exist is not an error
                 // (OVS delete_group: nothing to do).
-                Some(id) => Ok(self.groups.remove(&id).map(|_| vec![id]).unwrap_or_default()),
+                Some(id) => Ok(self
+                    .groups
+                    .remove(&id)
+                    .map(|_| vec![id])
+                    .unwrap_or_default()),
             },
         }
     }

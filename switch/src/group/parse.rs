@@ -49,7 +49,9 @@ pub enum GroupModError {
     #[error("OFPGMFC_UNKNOWN_BUCKET: the group has no bucket with bucket_id {0}")]
     UnknownBucket(u32),
     /// `command_bucket_id=all` for insert-buckets.
-    #[error("command_bucket_id=all is not valid for insert-buckets (use first, last or a bucket id)")]
+    #[error(
+        "command_bucket_id=all is not valid for insert-buckets (use first, last or a bucket id)"
+    )]
     BadCommandBucket,
     /// An indirect group has exactly one bucket (OFPGMFC_INVALID_GROUP).
     #[error("OFPGMFC_INVALID_GROUP: an indirect group has exactly one bucket")]
@@ -129,9 +131,13 @@ fn parse_inner(text: &str, command: GroupCommand) -> PResult<GroupMod> {
         let tok = t.whole(head, 0);
         let key = t.key.to_ascii_lowercase();
         let need = |what: &str| -> PResult<&str> {
-            t.value
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| perr(format!("{} needs a value ({})", t.key, what), t.key_off, tok))
+            t.value.filter(|v| !v.is_empty()).ok_or_else(|| {
+                perr(
+                    format!("{} needs a value ({})", t.key, what),
+                    t.key_off,
+                    tok,
+                )
+            })
         };
         match key.as_str() {
             "group_id" => {
@@ -269,7 +275,9 @@ fn parse_inner(text: &str, command: GroupCommand) -> PResult<GroupMod> {
                 ));
             }
             if gtype.is_some() || method.is_some() || !fields.is_empty() {
-                return Err(where_("only group_id (and command_bucket_id) are allowed here"));
+                return Err(where_(
+                    "only group_id (and command_bucket_id) are allowed here",
+                ));
             }
             if command == GroupCommand::Delete && cmd_bucket.is_some() {
                 return Err(where_("command_bucket_id is not valid for del-groups"));
@@ -451,7 +459,9 @@ fn parse_bucket(body: &str, base: usize) -> PResult<Bucket> {
                 let v = value()?;
                 let g = parse_uint(v)
                     .filter(|n| *n <= u128::from(OFPG_MAX))
-                    .ok_or_else(|| perr(format!("\"{v}\" is not a valid group id"), t.value_off, v))?;
+                    .ok_or_else(|| {
+                        perr(format!("\"{v}\" is not a valid group id"), t.value_off, v)
+                    })?;
                 b.watch_group = Some(g as GroupId);
             }
             "action" | "actions" => {

@@ -31,7 +31,12 @@ fn tcp_key(src: u32, sport: u16) -> FlowKey {
 
 fn chosen(g: &Group, k: &FlowKey) -> Option<u32> {
     let mut wc = FlowKey::ZERO;
-    match g.select(k, &mut wc, &[1, 2, 3, 4, 5, 6, 7, 8], &GroupTable::default()) {
+    match g.select(
+        k,
+        &mut wc,
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+        &GroupTable::default(),
+    ) {
         Choice::One(i) => Some(g.desc.buckets[i].id),
         _ => None,
     }
@@ -84,26 +89,106 @@ fn ovs_spellings_normalise() {
 fn bad_group_mods_are_refused_with_a_reason() {
     for (text, cmd, why) in [
         ("type=select,bucket=output:1", GroupCommand::Add, "group_id"),
-        ("group_id=1,bucket=output:1", GroupCommand::Add, "group type"),
-        ("group_id=1,type=round_robin", GroupCommand::Add, "not a group type"),
-        ("group_id=1,type=select,selection_method=magic", GroupCommand::Add, "selection_method"),
-        ("group_id=1,type=select,selection_method=hash,bucket=output:1", GroupCommand::Add, "fields"),
-        ("group_id=1,type=select,fields(ip_src),bucket=output:1", GroupCommand::Add, "selection_method=hash"),
-        ("group_id=1,type=select,selection_method=hash,fields(nosuch),bucket=output:1", GroupCommand::Add, "unknown field"),
-        ("group_id=1,type=all,selection_method=hash,fields(ip_src)", GroupCommand::Add, "only valid for type=select"),
-        ("group_id=1,type=indirect,bucket=output:1,bucket=output:2", GroupCommand::Add, "exactly one bucket"),
-        ("group_id=1,type=all,bucket=weight:5,output:1", GroupCommand::Add, "weights"),
-        ("group_id=1,type=select,bucket=bucket_id:1,output:1,bucket=bucket_id:1,output:2", GroupCommand::Add, "duplicate bucket_id"),
-        ("group_id=1,type=select,bucket=weight:70000,output:1", GroupCommand::Add, "weight"),
-        ("group_id=1,type=select,bucket=actions=goto_table:3", GroupCommand::Add, "instruction"),
-        ("group_id=1,type=select,bucket=actions=mod_tp_dst:80", GroupCommand::Add, "tcp_dst"),
-        ("group_id=1,type=select,bucket=actions=frobnicate", GroupCommand::Add, "unknown action"),
-        ("group_id=all,type=select", GroupCommand::Add, "only valid for del-groups"),
-        ("group_id=4294967295,type=all", GroupCommand::Add, "group id"),
-        ("group_id=1,command_bucket_id=first", GroupCommand::InsertBuckets, "at least one bucket"),
-        ("group_id=1,bucket=output:1", GroupCommand::RemoveBuckets, "not allowed"),
-        ("group_id=1,type=select,bucket=output:1,color=blue", GroupCommand::Add, "unknown action"),
-        ("group_id=1,colour=blue,type=select", GroupCommand::Add, "unknown group field"),
+        (
+            "group_id=1,bucket=output:1",
+            GroupCommand::Add,
+            "group type",
+        ),
+        (
+            "group_id=1,type=round_robin",
+            GroupCommand::Add,
+            "not a group type",
+        ),
+        (
+            "group_id=1,type=select,selection_method=magic",
+            GroupCommand::Add,
+            "selection_method",
+        ),
+        (
+            "group_id=1,type=select,selection_method=hash,bucket=output:1",
+            GroupCommand::Add,
+            "fields",
+        ),
+        (
+            "group_id=1,type=select,fields(ip_src),bucket=output:1",
+            GroupCommand::Add,
+            "selection_method=hash",
+        ),
+        (
+            "group_id=1,type=select,selection_method=hash,fields(nosuch),bucket=output:1",
+            GroupCommand::Add,
+            "unknown field",
+        ),
+        (
+            "group_id=1,type=all,selection_method=hash,fields(ip_src)",
+            GroupCommand::Add,
+            "only valid for type=select",
+        ),
+        (
+            "group_id=1,type=indirect,bucket=output:1,bucket=output:2",
+            GroupCommand::Add,
+            "exactly one bucket",
+        ),
+        (
+            "group_id=1,type=all,bucket=weight:5,output:1",
+            GroupCommand::Add,
+            "weights",
+        ),
+        (
+            "group_id=1,type=select,bucket=bucket_id:1,output:1,bucket=bucket_id:1,output:2",
+            GroupCommand::Add,
+            "duplicate bucket_id",
+        ),
+        (
+            "group_id=1,type=select,bucket=weight:70000,output:1",
+            GroupCommand::Add,
+            "weight",
+        ),
+        (
+            "group_id=1,type=select,bucket=actions=goto_table:3",
+            GroupCommand::Add,
+            "instruction",
+        ),
+        (
+            "group_id=1,type=select,bucket=actions=mod_tp_dst:80",
+            GroupCommand::Add,
+            "tcp_dst",
+        ),
+        (
+            "group_id=1,type=select,bucket=actions=frobnicate",
+            GroupCommand::Add,
+            "unknown action",
+        ),
+        (
+            "group_id=all,type=select",
+            GroupCommand::Add,
+            "only valid for del-groups",
+        ),
+        (
+            "group_id=4294967295,type=all",
+            GroupCommand::Add,
+            "group id",
+        ),
+        (
+            "group_id=1,command_bucket_id=first",
+            GroupCommand::InsertBuckets,
+            "at least one bucket",
+        ),
+        (
+            "group_id=1,bucket=output:1",
+            GroupCommand::RemoveBuckets,
+            "not allowed",
+        ),
+        (
+            "group_id=1,type=select,bucket=output:1,color=blue",
+            GroupCommand::Add,
+            "unknown action",
+        ),
+        (
+            "group_id=1,colour=blue,type=select",
+            GroupCommand::Add,
+            "unknown group field",
+        ),
     ] {
         match parse_group_mod(text, cmd) {
             Ok(g) => panic!("{text} parsed: {g:?}"),
@@ -120,12 +205,18 @@ fn group_mod_semantics() {
     let mut t = table_with("group_id=1,type=select,bucket=output:1,bucket=output:2");
     // add of an existing id: OFPGMFC_GROUP_EXISTS.
     assert_eq!(
-        t.apply(&gm("group_id=1,type=all,bucket=output:3", GroupCommand::Add)),
+        t.apply(&gm(
+            "group_id=1,type=all,bucket=output:3",
+            GroupCommand::Add
+        )),
         Err(GroupModError::GroupExists(1))
     );
     // modify of a missing one: OFPGMFC_UNKNOWN_GROUP.
     assert_eq!(
-        t.apply(&gm("group_id=2,type=all,bucket=output:3", GroupCommand::Modify)),
+        t.apply(&gm(
+            "group_id=2,type=all,bucket=output:3",
+            GroupCommand::Modify
+        )),
         Err(GroupModError::UnknownGroup(2))
     );
     // insert after bucket 0, implicit id continues after the highest.
@@ -134,7 +225,14 @@ fn group_mod_semantics() {
         GroupCommand::InsertBuckets,
     ))
     .expect("insert");
-    let ids: Vec<u32> = t.get(1).expect("g").desc.buckets.iter().map(|b| b.id).collect();
+    let ids: Vec<u32> = t
+        .get(1)
+        .expect("g")
+        .desc
+        .buckets
+        .iter()
+        .map(|b| b.id)
+        .collect();
     assert_eq!(ids, [0, 2, 1]);
     t.apply(&gm(
         "group_id=1,command_bucket_id=first,bucket=bucket_id:7,actions=output:7",
@@ -156,13 +254,27 @@ fn group_mod_semantics() {
         )),
         Err(GroupModError::UnknownBucket(42))
     );
-    t.apply(&gm("group_id=1,command_bucket_id=2", GroupCommand::RemoveBuckets))
-        .expect("remove 2");
-    let ids: Vec<u32> = t.get(1).expect("g").desc.buckets.iter().map(|b| b.id).collect();
+    t.apply(&gm(
+        "group_id=1,command_bucket_id=2",
+        GroupCommand::RemoveBuckets,
+    ))
+    .expect("remove 2");
+    let ids: Vec<u32> = t
+        .get(1)
+        .expect("g")
+        .desc
+        .buckets
+        .iter()
+        .map(|b| b.id)
+        .collect();
     assert_eq!(ids, [7, 0, 1]);
-    t.apply(&gm("group_id=1,command_bucket_id=last", GroupCommand::RemoveBuckets))
-        .expect("remove last");
-    t.apply(&gm("group_id=1", GroupCommand::RemoveBuckets)).expect("remove all");
+    t.apply(&gm(
+        "group_id=1,command_bucket_id=last",
+        GroupCommand::RemoveBuckets,
+    ))
+    .expect("remove last");
+    t.apply(&gm("group_id=1", GroupCommand::RemoveBuckets))
+        .expect("remove all");
     assert!(t.get(1).expect("g").desc.buckets.is_empty());
     // A bucket may chain only to an existing group, never to itself.
     assert_eq!(
@@ -170,21 +282,32 @@ fn group_mod_semantics() {
         Err(GroupModError::UnknownOutGroup(6))
     );
     assert_eq!(
-        t.apply(&gm("group_id=1,type=all,bucket=group:1", GroupCommand::Modify)),
+        t.apply(&gm(
+            "group_id=1,type=all,bucket=group:1",
+            GroupCommand::Modify
+        )),
         Err(GroupModError::Loop(1))
     );
     // Delete: one, a missing one (no error), all.
-    t.apply(&gm("group_id=2,type=all,bucket=output:1", GroupCommand::Add))
-        .expect("add 2");
+    t.apply(&gm(
+        "group_id=2,type=all,bucket=output:1",
+        GroupCommand::Add,
+    ))
+    .expect("add 2");
     assert_eq!(t.apply(&gm("group_id=9", GroupCommand::Delete)), Ok(vec![]));
-    assert_eq!(t.apply(&gm("group_id=2", GroupCommand::Delete)), Ok(vec![2]));
+    assert_eq!(
+        t.apply(&gm("group_id=2", GroupCommand::Delete)),
+        Ok(vec![2])
+    );
     assert_eq!(t.apply(&gm("", GroupCommand::Delete)), Ok(vec![1]));
     assert!(t.is_empty());
 }
 
 #[test]
 fn modify_keeps_counters_of_surviving_buckets() {
-    let mut t = table_with("group_id=1,type=select,bucket=bucket_id:0,output:1,bucket=bucket_id:1,output:2");
+    let mut t = table_with(
+        "group_id=1,type=select,bucket=bucket_id:0,output:1,bucket=bucket_id:1,output:2",
+    );
     let g = t.get(1).expect("g");
     g.stats.add(10, 1000);
     g.desc.buckets[1].stats.add(4, 400);
@@ -229,7 +352,9 @@ fn spread(g: &Group, n: u32) -> Vec<u64> {
 
 #[test]
 fn select_spreads_flows_evenly_and_by_weight() {
-    let t = table_with("group_id=1,type=select,bucket=output:1,bucket=output:2,bucket=output:3,bucket=output:4");
+    let t = table_with(
+        "group_id=1,type=select,bucket=output:1,bucket=output:2,bucket=output:3,bucket=output:4",
+    );
     let g = t.get(1).expect("g");
     let counts = spread(g, 20_000);
     // 3 degrees of freedom: p=0.001 is 16.27. A constant (or badly skewed)
@@ -243,7 +368,10 @@ fn select_spreads_flows_evenly_and_by_weight() {
     let g = t.get(1).expect("g");
     let counts = spread(g, 20_000);
     let x = chi2(&counts, &[100.0, 50.0, 50.0]);
-    assert!(x < 13.82, "spread {counts:?} does not follow weights 2:1:1 (chi2 {x})");
+    assert!(
+        x < 13.82,
+        "spread {counts:?} does not follow weights 2:1:1 (chi2 {x})"
+    );
     // And not the uniform split: that hypothesis is far off.
     assert!(chi2(&counts, &[1.0, 1.0, 1.0]) > 100.0);
 
@@ -265,8 +393,11 @@ fn removing_a_bucket_moves_only_its_flows_and_adding_one_only_takes() {
         .iter()
         .map(|k| chosen(t.get(1).expect("g"), k).expect("b"))
         .collect();
-    t.apply(&gm("group_id=1,command_bucket_id=2", GroupCommand::RemoveBuckets))
-        .expect("remove");
+    t.apply(&gm(
+        "group_id=1,command_bucket_id=2",
+        GroupCommand::RemoveBuckets,
+    ))
+    .expect("remove");
     let after: Vec<u32> = keys
         .iter()
         .map(|k| chosen(t.get(1).expect("g"), k).expect("b"))
@@ -282,8 +413,11 @@ fn removing_a_bucket_moves_only_its_flows_and_adding_one_only_takes() {
     }
     assert!(moved > 700 && moved < 1300, "bucket 2 had {moved} of 5000");
     // Adding a bucket: flows either stay or move to the new one.
-    t.apply(&gm("group_id=1,bucket=bucket_id:9,output:9", GroupCommand::InsertBuckets))
-        .expect("insert");
+    t.apply(&gm(
+        "group_id=1,bucket=bucket_id:9,output:9",
+        GroupCommand::InsertBuckets,
+    ))
+    .expect("insert");
     let mut gained = 0;
     for (k, a) in keys.iter().zip(&after) {
         let now = chosen(t.get(1).expect("g"), k).expect("b");
@@ -292,7 +426,10 @@ fn removing_a_bucket_moves_only_its_flows_and_adding_one_only_takes() {
             gained += 1;
         }
     }
-    assert!(gained > 700 && gained < 1300, "new bucket took {gained} of 5000");
+    assert!(
+        gained > 700 && gained < 1300,
+        "new bucket took {gained} of 5000"
+    );
 }
 
 #[test]
@@ -306,7 +443,11 @@ fn hash_fields_unwildcard_exactly_what_they_hash() {
     let _ = g.select(&k, &mut wc, &[1, 2], &GroupTable::default());
     assert_eq!(wc.nw_src, u32::MAX);
     assert_eq!(wc.tp_dst, u16::MAX);
-    assert_eq!(wc.nw_proto, u8::MAX, "tcp_dst's prerequisite reads nw_proto");
+    assert_eq!(
+        wc.nw_proto,
+        u8::MAX,
+        "tcp_dst's prerequisite reads nw_proto"
+    );
     assert_eq!(wc.tp_src, 0);
     assert_eq!(wc.nw_dst, 0);
     // Source ports do not matter to this group: same bucket for every one.
@@ -346,7 +487,8 @@ fn liveness_and_group_types() {
     assert_eq!(g.select(&k, &mut wc, &[1, 2], &t), Choice::One(1));
     assert_eq!(g.select(&k, &mut wc, &[1, 2, 4], &t), Choice::One(0));
     assert_eq!(g.select(&k, &mut wc, &[1], &t), Choice::None);
-    let t = table_with("group_id=1,type=select,bucket=watch_port:17,actions=output:17,bucket=output:2");
+    let t =
+        table_with("group_id=1,type=select,bucket=watch_port:17,actions=output:17,bucket=output:2");
     let g = t.get(1).expect("g");
     for i in 0..100 {
         assert_eq!(chosen(g, &tcp_key(i, 1)), Some(1), "dead bucket chosen");

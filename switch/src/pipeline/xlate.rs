@@ -690,12 +690,7 @@ impl<'a> Xlator<'a> {
             return;
         }
         self.resubmits += 1;
-        let choice = group.select(
-            &self.flow,
-            &mut self.wc,
-            self.ports,
-            self.pipeline.groups(),
-        );
+        let choice = group.select(&self.flow, &mut self.wc, self.ports, self.pipeline.groups());
         match choice {
             crate::group::Choice::None => {
                 self.group_counters.push(Arc::clone(&group.stats));
