@@ -459,7 +459,7 @@ fn buckets_work_on_clones_and_all_runs_every_bucket() {
     let distinct: BTreeSet<*const switch::group::Counter> = x
         .group_counters
         .iter()
-        .map(|c| std::sync::Arc::as_ptr(c))
+        .map(std::sync::Arc::as_ptr)
         .collect();
     assert_eq!(distinct.len(), 3);
 }
