@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switch::control::proto::{BundleMod, BundleOp, Reply, Request, DEFAULT_SOCKET};
+use switch::control::proto::{BundleMod, BundleOp, GroupOp, Reply, Request, DEFAULT_SOCKET};
 use switch::control::server::Client;
 
 /// Control a ferroswitch bridge (ovs-ofctl style).
@@ -210,6 +210,60 @@ enum Cmd {
         /// `[table=N] PREFIX via IP port=N [mac=MAC] [weight=W] ...`
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
         route: Vec<String>,
+    },
+    /// Add an OpenFlow group (ovs-ofctl syntax):
+    /// `flowctl add-group br0 'group_id=1,type=select,selection_method=hash,fields(ip_src,tcp_src),bucket=bucket_id:0,weight:100,actions=output:1,bucket=...'`.
+    ///
+    /// Types: select (one bucket per flow, by a stable hash), all, indirect,
+    /// ff. A flow uses it with `actions=group:1`.
+    AddGroup {
+        /// Bridge name.
+        bridge: String,
+        /// The group.
+        group: String,
+    },
+    /// Replace a group's type, selection method and buckets: `flowctl mod-group br0 GROUP`.
+    ModGroup {
+        /// Bridge name.
+        bridge: String,
+        /// The group.
+        group: String,
+    },
+    /// Add buckets: `flowctl insert-buckets br0 group_id=1,command_bucket_id=last,bucket=...`
+    /// (command_bucket_id: first, last, or the bucket id to insert after).
+    InsertBuckets {
+        /// Bridge name.
+        bridge: String,
+        /// `group_id=N[,command_bucket_id=ID],bucket=...`
+        group: String,
+    },
+    /// Remove buckets: `flowctl remove-buckets br0 group_id=1,command_bucket_id=ID|first|last|all`.
+    RemoveBuckets {
+        /// Bridge name.
+        bridge: String,
+        /// `group_id=N[,command_bucket_id=ID]`
+        group: String,
+    },
+    /// Delete groups (all, or `group_id=N`), and every flow that uses them.
+    DelGroups {
+        /// Bridge name.
+        bridge: String,
+        /// `group_id=N` (default: every group).
+        group: Option<String>,
+    },
+    /// List groups as ovs-ofctl dump-groups does: `flowctl dump-groups br0 [N]`.
+    DumpGroups {
+        /// Bridge name.
+        bridge: String,
+        /// Only this group id (`N` or `group_id=N`).
+        group: Option<String>,
+    },
+    /// Group and bucket counters as ovs-ofctl dump-group-stats: `flowctl dump-group-stats br0 [N]`.
+    DumpGroupStats {
+        /// Bridge name.
+        bridge: String,
+        /// Only this group id (`N` or `group_id=N`).
+        group: Option<String>,
     },
     /// Delete a route: `flowctl del-route br0 [table=N] PREFIX`.
     DelRoute {
@@ -498,6 +552,28 @@ fn request_lines(cmd: &Cmd) -> Result<(Request, Vec<usize>), String> {
             bridge: bridge.clone(),
             route: route.join(" "),
         },
+        Cmd::AddGroup { bridge, group } => group_mod(bridge, GroupOp::Add, group),
+        Cmd::ModGroup { bridge, group } => group_mod(bridge, GroupOp::Modify, group),
+        Cmd::InsertBuckets { bridge, group } => group_mod(bridge, GroupOp::InsertBuckets, group),
+        Cmd::RemoveBuckets { bridge, group } => group_mod(bridge, GroupOp::RemoveBuckets, group),
+        Cmd::DelGroups { bridge, group } => group_mod(
+            bridge,
+            GroupOp::Delete,
+            group.as_deref().unwrap_or_default(),
+        ),
+        Cmd::DumpGroups { bridge, group } | Cmd::DumpGroupStats { bridge, group } => {
+            Request::DumpGroups {
+                bridge: bridge.clone(),
+                group: group
+                    .as_deref()
+                    .map(|g| {
+                        let v = g.strip_prefix("group_id=").unwrap_or(g);
+                        v.parse::<u32>()
+                            .map_err(|_| format!("{g:?}: expected a group id (N or group_id=N)"))
+                    })
+                    .transpose()?,
+            }
+        }
         Cmd::DelRoute { bridge, route } => Request::DelRoute {
             bridge: bridge.clone(),
             route: route.join(" "),
@@ -563,6 +639,14 @@ fn request_lines(cmd: &Cmd) -> Result<(Request, Vec<usize>), String> {
         }
     };
     Ok((req, nos))
+}
+
+fn group_mod(bridge: &str, op: GroupOp, group: &str) -> Request {
+    Request::GroupMod {
+        bridge: bridge.to_string(),
+        op,
+        group: group.to_string(),
+    }
 }
 
 /// A frame argument: hex bytes as they are, or a trace-syntax packet composed into a frame.

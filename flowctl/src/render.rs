@@ -409,6 +409,25 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
         Cmd::AddPort { name, .. } => {
             let _ = writeln!(out, "{name}: ofport {}", body["ofport"]);
         }
+        Cmd::DumpGroups { .. } => {
+            // ovs-ofctl -O OpenFlow15 dump-groups: a header, one group per line.
+            let _ = writeln!(out, "OFPST_GROUP_DESC reply (OF1.5):");
+            for g in body["groups"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, " {}", g["line"].as_str().unwrap_or_default());
+            }
+        }
+        Cmd::DumpGroupStats { .. } => {
+            let _ = writeln!(out, "OFPST_GROUP reply (OF1.5):");
+            for g in body["groups"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, " {}", g["stats_line"].as_str().unwrap_or_default());
+            }
+        }
+        Cmd::DelGroups { .. } => {
+            let n = body["flows_deleted"].as_u64().unwrap_or(0);
+            if n > 0 {
+                let _ = writeln!(out, "{n} flow(s) using the deleted group(s) deleted");
+            }
+        }
         Cmd::DumpRoutes { .. } => {
             for r in body["routes"].as_array().into_iter().flatten() {
                 let _ = writeln!(out, "{}", r["text"].as_str().unwrap_or_default());

@@ -83,6 +83,7 @@ fn install(
             drop: None,
             rules: Vec::new(),
             tables: Vec::new(),
+            groups: Vec::new(),
         },
         p,
         epoch,

@@ -7,6 +7,7 @@
 pub mod control;
 pub mod datapath;
 pub mod flow;
+pub mod group;
 pub mod packet;
 pub mod pipeline;
 pub mod pmd;

@@ -159,6 +159,7 @@ fn ref_translate(pipeline: &Pipeline, _ports: &[PortNo], key: &FlowKey) -> Xlati
         tables: c.tables,
         outputs: c.outputs,
         final_key: c.cur,
+        group_counters: Vec::new(),
         drop: c.drop,
     }
 }
@@ -998,6 +999,7 @@ fn bad_translate(_: &Pipeline, _: &[PortNo], key: &FlowKey) -> Xlation {
         tables: Vec::new(),
         outputs: Vec::new(),
         final_key: *key,
+        group_counters: Vec::new(),
         drop: None,
     }
 }

@@ -78,6 +78,7 @@ fn fixed_translate(_: &Pipeline, _: &[PortNo], key: &FlowKey) -> Xlation {
         tables: Vec::new(),
         outputs: Vec::new(),
         final_key: *key,
+        group_counters: Vec::new(),
         drop: None,
     }
 }

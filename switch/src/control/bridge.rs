@@ -258,6 +258,27 @@ impl Bridge {
                     Err(e) => return Err(format!("restoring port {}: {}", pc.name, e.message)),
                 }
             }
+            // Groups first: flows may name them (OFPBAC_BAD_OUT_GROUP otherwise).
+            // Chained groups were saved in id order; retry until no progress.
+            let mut pending: Vec<&String> = bs.groups.iter().collect();
+            while !pending.is_empty() {
+                let before = pending.len();
+                let mut last_err = None;
+                pending.retain(|text| {
+                    let res = crate::group::parse_group_mod(text, crate::group::GroupCommand::Add)
+                        .and_then(|gm| b.pipeline.apply_group_mod(&gm));
+                    match res {
+                        Ok(_) => false,
+                        Err(e) => {
+                            last_err = Some(format!("restoring group {text:?}: {e}"));
+                            true
+                        }
+                    }
+                });
+                if pending.len() == before {
+                    return Err(last_err.unwrap_or_default());
+                }
+            }
             let mut mods = Vec::new();
             for (i, text) in bs.flows.iter().enumerate() {
                 let spec = parse_flow(text, ParseMode::Add)
@@ -325,6 +346,11 @@ impl Bridge {
             BridgeState {
                 ports: self.ports.values().map(|p| p.cfg.clone()).collect(),
                 flows: pipeline.rules().map(|r| flow_to_text(&r.flow)).collect(),
+                groups: pipeline
+                    .groups()
+                    .iter()
+                    .map(|g| crate::group::format_group(&g.desc))
+                    .collect(),
                 other_config: self.other_config.clone(),
                 routing: pipeline.routes().to_state(),
             },
@@ -1210,6 +1236,8 @@ impl Bridge {
             | Request::DelNeigh { .. }
             | Request::DumpNeigh { .. }
             | Request::SetRouterMac { .. } => self.routing_request(req),
+            Request::GroupMod { op, group, .. } => self.group_mod(op, &group),
+            Request::DumpGroups { group, .. } => Ok(self.dump_groups(group)),
             Request::Capture { port, max, .. } => {
                 let no = self.port_by(&port)?;
                 let h = self.ports[&no].memory.clone().ok_or_else(|| {
@@ -1234,6 +1262,73 @@ impl Bridge {
                 Ok(json!({ "frames": frames }))
             }
         }
+    }
+}
+
+impl Bridge {
+    /// Apply a group-mod, persist, publish. Reply: how many flows a
+    /// del-groups took with it.
+    fn group_mod(
+        &mut self,
+        op: super::proto::GroupOp,
+        text: &str,
+    ) -> Result<serde_json::Value, ErrorBody> {
+        use super::proto::GroupOp;
+        use crate::group::{GroupCommand, GroupModError};
+        let cmd = match op {
+            GroupOp::Add => GroupCommand::Add,
+            GroupOp::Modify => GroupCommand::Modify,
+            GroupOp::InsertBuckets => GroupCommand::InsertBuckets,
+            GroupOp::RemoveBuckets => GroupCommand::RemoveBuckets,
+            GroupOp::Delete => GroupCommand::Delete,
+        };
+        let err = |e: GroupModError| {
+            let mut b = ErrorBody::new(ErrorCode::BadGroup, e.to_string()).with_input(text);
+            if let GroupModError::Parse(p) = &e {
+                b.message = format!("{} (at \"{}\")", p.message, p.token);
+                b.offset = Some(p.offset);
+            }
+            b
+        };
+        let gm = crate::group::parse_group_mod(text, cmd).map_err(err)?;
+        let mut next = self.pipeline.clone();
+        let flows_deleted = next.apply_group_mod(&gm).map_err(err)?;
+        self.commit(next)?;
+        Ok(json!({ "flows_deleted": flows_deleted }))
+    }
+
+    /// Every group (or one) with fresh counters.
+    fn dump_groups(&mut self, only: Option<u32>) -> serde_json::Value {
+        self.pmd.sync(SYNC_TIMEOUT);
+        let now = Instant::now();
+        let groups: Vec<super::proto::GroupEntry> = self
+            .pipeline
+            .groups()
+            .iter()
+            .filter(|g| only.is_none_or(|id| id == g.desc.id))
+            .map(|g| {
+                let (p, b) = g.stats.get();
+                let refs = self.pipeline.group_ref_count(g.desc.id);
+                super::proto::GroupEntry {
+                    group_id: g.desc.id,
+                    line: crate::group::format_group(&g.desc),
+                    stats_line: g.stats_line(refs, now),
+                    packet_count: p,
+                    byte_count: b,
+                    buckets: g
+                        .desc
+                        .buckets
+                        .iter()
+                        .map(|bk| {
+                            let (p, b) = bk.stats.get();
+                            (bk.id, p, b)
+                        })
+                        .collect(),
+                    ref_count: refs,
+                }
+            })
+            .collect();
+        json!({ "groups": groups })
     }
 }
 

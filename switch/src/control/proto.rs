@@ -272,6 +272,26 @@ pub enum Request {
         /// key → value.
         settings: BTreeMap<String, String>,
     },
+    /// A group-mod in ovs-ofctl group syntax (`add-group`, `mod-group`,
+    /// `insert-buckets`, `remove-buckets`, `del-groups`; see `crate::group`).
+    GroupMod {
+        /// Bridge name.
+        bridge: String,
+        /// Which command.
+        op: GroupOp,
+        /// The group text (`group_id=1,type=select,bucket=...`); empty for
+        /// `del-groups` of every group.
+        #[serde(default)]
+        group: String,
+    },
+    /// The groups (`dump-groups`), with counters (`dump-group-stats`).
+    DumpGroups {
+        /// Bridge name.
+        bridge: String,
+        /// Only this group.
+        #[serde(default)]
+        group: Option<u32>,
+    },
     /// The tunnel ports' underlay neighbour (ARP) caches
     /// (OVS `ovs-appctl tnl/neigh/show`).
     TnlNeighShow {
@@ -320,7 +340,9 @@ impl Request {
             | Request::AddNeigh { bridge, .. }
             | Request::DelNeigh { bridge, .. }
             | Request::DumpNeigh { bridge }
-            | Request::SetRouterMac { bridge, .. } => Some(bridge),
+            | Request::SetRouterMac { bridge, .. }
+            | Request::GroupMod { bridge, .. }
+            | Request::DumpGroups { bridge, .. } => Some(bridge),
         }
     }
 }
@@ -349,6 +371,8 @@ pub enum ErrorCode {
     Busy,
     /// A route, neighbour or router MAC request is invalid.
     BadRoute,
+    /// A group-mod did not parse or was refused (OFPGMFC_*).
+    BadGroup,
     /// Persisting state failed; the change was not applied.
     StateIo,
     /// Something else went wrong inside switchd.
@@ -417,6 +441,41 @@ pub enum Reply {
     Ok(serde_json::Value),
     /// Failure.
     Error(ErrorBody),
+}
+
+/// The group-mod command of a [`Request::GroupMod`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupOp {
+    /// `add-group`.
+    Add,
+    /// `mod-group`.
+    Modify,
+    /// `insert-buckets`.
+    InsertBuckets,
+    /// `remove-buckets`.
+    RemoveBuckets,
+    /// `del-groups`.
+    Delete,
+}
+
+/// One group in a dump-groups reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEntry {
+    /// Group id.
+    pub group_id: u32,
+    /// The group as ovs-ofctl dump-groups prints it.
+    pub line: String,
+    /// The dump-group-stats line.
+    pub stats_line: String,
+    /// Packets through the group.
+    pub packet_count: u64,
+    /// Bytes through the group.
+    pub byte_count: u64,
+    /// Per bucket, in order: (bucket id, packets, bytes).
+    pub buckets: Vec<(u32, u64, u64)>,
+    /// Flows whose actions name the group.
+    pub ref_count: usize,
 }
 
 /// One flow in a dump-flows reply.

@@ -44,6 +44,10 @@ pub struct BridgeState {
     /// as given; absent from files written before they existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub other_config: BTreeMap<String, String>,
+    /// OpenFlow groups, in dump-groups syntax (restored before the flows,
+    /// which may name them; omitted when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// Routes, neighbours and router MACs (omitted when none).
     #[serde(default, skip_serializing_if = "crate::route::RouteState::is_empty")]
     pub routing: crate::route::RouteState,

@@ -87,6 +87,8 @@ pub struct MegaflowInstall {
     pub rules: Vec<Arc<Rule>>,
     /// Table lookups to credit: (table, matched).
     pub tables: Vec<(u8, bool)>,
+    /// Group and bucket counters to credit (`group:N`).
+    pub groups: Vec<Arc<crate::group::Counter>>,
 }
 
 /// One cached megaflow. Its mask lives in its subtable (see
@@ -108,6 +110,8 @@ pub struct Megaflow {
     pub rules: Vec<Arc<Rule>>,
     /// Table lookups to credit: (table, matched).
     pub tables: Vec<(u8, bool)>,
+    /// Group and bucket counters to credit (`group:N`).
+    pub groups: Vec<Arc<crate::group::Counter>>,
     /// Packets since the last stats push.
     pub packets: u64,
     /// Bytes since the last stats push.
@@ -672,6 +676,7 @@ impl MegaflowCache {
             drop,
             rules,
             tables,
+            groups,
         } = what;
         let flow = Megaflow {
             key: masked,
@@ -681,6 +686,7 @@ impl MegaflowCache {
             drop,
             rules,
             tables,
+            groups,
             packets: 0,
             bytes: 0,
             used_ms: 0,
@@ -814,6 +820,9 @@ fn credit(f: &mut Megaflow, pipeline: &Pipeline, epoch: Instant) {
         let ms = u64::try_from(ms).unwrap_or(u64::MAX).max(1);
         r.stats.add(f.packets, f.bytes, ms);
     }
+    for g in &f.groups {
+        g.add(f.packets, f.bytes);
+    }
     for &(t, matched) in &f.tables {
         if usize::from(t) >= N_TABLES {
             continue;
@@ -841,6 +850,7 @@ mod tests {
             drop: None,
             rules: Vec::new(),
             tables: Vec::new(),
+            groups: Vec::new(),
         }
     }
 

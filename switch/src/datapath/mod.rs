@@ -832,6 +832,7 @@ impl Datapath {
             drop: x.drop.map(DropReason::from_xlate),
             rules: x.rules,
             tables: x.tables,
+            groups: x.group_counters,
         };
         let h = self.mf.install(key, what, &snap.pipeline, self.epoch);
         if !l2_uses.is_empty() {

@@ -107,4 +107,10 @@ pub enum Action {
     },
     /// `goto_table:N` instruction (always last).
     GotoTable(u8),
+    /// `group:N`: run the packet through group N's bucket(s) (OpenFlow 1.3
+    /// §5.6; see `crate::group`). Each bucket works on a clone: header
+    /// changes a bucket makes are undone when it ends (OVS
+    /// `xlate_group_bucket`). A flow naming a group that does not exist is
+    /// refused (`OFPBAC_BAD_OUT_GROUP`).
+    Group(u32),
 }

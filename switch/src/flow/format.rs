@@ -427,7 +427,7 @@ pub fn format_match(m: &Match) -> String {
 }
 
 /// The name OVS's set_field prints for a field (meta-flow `mf->name`).
-fn mf_name(f: Field) -> &'static str {
+pub(crate) fn mf_name(f: Field) -> &'static str {
     match f {
         Field::EthSrc => "eth_src",
         Field::EthDst => "eth_dst",
@@ -468,7 +468,7 @@ pub fn format_subfield(r: &FieldRange) -> String {
 }
 
 /// A field value as `mf_format` prints it.
-fn field_value(field: Field, v: u128) -> String {
+pub(crate) fn field_value(field: Field, v: u128) -> String {
     let info = field.info();
     if field == Field::InPort {
         return format_port(v as u32);
@@ -575,6 +575,9 @@ fn format_action(a: &Action, s: &mut String) {
         }
         Action::GotoTable(t) => {
             let _ = write!(s, "goto_table:{}", t);
+        }
+        Action::Group(g) => {
+            let _ = write!(s, "group:{}", g);
         }
     }
 }

@@ -741,6 +741,7 @@ const ACTION_NAMES: &[&str] = &[
     "output",
     "drop",
     "resubmit",
+    "group",
     "set_field",
     "load",
     "move",
@@ -1437,6 +1438,12 @@ struct ActionCtx {
     /// The flow as the actions see it (OVS ofpact_check's `match->flow`):
     /// the match's values, with VLAN pushes/pops applied as actions go.
     flow: FlowKey,
+    /// Parsing a group bucket's actions: there is no match to check
+    /// prerequisites against (OVS checks buckets against a catch-all match
+    /// and only narrows the usable protocols), so the checks are left to
+    /// translation, which skips an action whose prerequisites a packet
+    /// does not meet (`PrereqUnmet`), as OVS does.
+    bucket: bool,
 }
 
 impl ActionCtx {
@@ -1447,7 +1454,7 @@ impl ActionCtx {
         Prereq::IpAny.satisfied_by(&self.flow)
     }
     fn need(&self, ok: bool, tok: &str, off: usize, what: &str, kw: &str) -> PResult<()> {
-        if ok {
+        if ok || self.bucket {
             Ok(())
         } else {
             Err(ParseError::new(
@@ -1463,6 +1470,9 @@ impl ActionCtx {
     /// check_SET_FIELD / mf_check_dst: the field's prerequisites must hold, and
     /// a VLAN field needs a VLAN header.
     fn check_field(&self, field: Field, tok: &str, off: usize) -> PResult<()> {
+        if self.bucket {
+            return Ok(());
+        }
         let p = field.info().prereq;
         if !p.satisfied_by(&self.flow) {
             return Err(ParseError::new(
@@ -1540,7 +1550,40 @@ fn parse_actions(
     m: &Match,
     goto_floor: Option<u8>,
 ) -> PResult<Vec<Action>> {
-    let mut ctx = ActionCtx { flow: *m.value() };
+    parse_actions_ctx(
+        text,
+        base,
+        ActionCtx {
+            flow: *m.value(),
+            bucket: false,
+        },
+        goto_floor,
+    )
+}
+
+/// Parse the action list of a group bucket (`bucket=...,actions=LIST`, see
+/// `crate::group`): the flow action syntax, without instructions
+/// (`goto_table`, `write_metadata`) and with prerequisites checked per
+/// packet at translation instead of against a match. `base` is the byte
+/// offset of `text` in the whole input (for error positions).
+pub fn parse_bucket_actions(text: &str, base: usize) -> Result<Vec<Action>, ParseError> {
+    parse_actions_ctx(
+        text,
+        base,
+        ActionCtx {
+            flow: FlowKey::ZERO,
+            bucket: true,
+        },
+        None,
+    )
+}
+
+fn parse_actions_ctx(
+    text: &str,
+    base: usize,
+    mut ctx: ActionCtx,
+    goto_floor: Option<u8>,
+) -> PResult<Vec<Action>> {
     let mut acts: Vec<Action> = Vec::new();
     let mut drop_at: Option<(usize, String)> = None;
     let mut metadata_at: Option<String> = None;
@@ -1561,6 +1604,16 @@ fn parse_actions(
         }
         let name = t.key.to_ascii_lowercase();
         let is_instruction = matches!(name.as_str(), "goto_table" | "write_metadata");
+        if is_instruction && ctx.bucket {
+            return Err(ParseError::new(
+                format!(
+                    "\"{}\" is an instruction: a group bucket holds actions only (use resubmit(,N) to continue in a table)",
+                    t.key
+                ),
+                off,
+                tok,
+            ));
+        }
         if !is_instruction && name != "drop" {
             if let Some(w) = &metadata_at {
                 return Err(ParseError::new(
@@ -1604,6 +1657,13 @@ fn parse_actions(
             "resubmit" => {
                 let v = value_of(t, tok)?;
                 acts.push(parse_resubmit(v, t.value_off, t.delim, tok, off)?);
+            }
+            "group" => {
+                // OpenFlow 1.3 OFPAT_GROUP; group ids above OFPG_MAX
+                // (0xffffff00) are reserved (OFPG_ALL, OFPG_ANY).
+                let v = value_of(t, tok)?;
+                let g = parse_uint_max(v, 0xffff_ff00, "group", t.value_off)?;
+                acts.push(Action::Group(u32::try_from(g).unwrap_or(u32::MAX)));
             }
             "set_field" => {
                 let v = value_of(t, tok)?;
@@ -1699,6 +1759,13 @@ fn parse_actions(
                 ctx.need(ctx.ip_any(), tok, off, "IPv4 or IPv6", "ip")?;
                 let ttl = parse_uint_max(v, 0xff, "mod_nw_ttl", t.value_off)?;
                 acts.push(set_full(Field::NwTtl, ttl));
+            }
+            "mod_tp_src" | "mod_tp_dst" if ctx.bucket => {
+                return Err(ParseError::new(
+                    format!("{} in a group bucket: there is no match to tell TCP from UDP; use set_field:PORT->tcp_dst (or udp_dst, tcp_src, udp_src)", name),
+                    off,
+                    tok,
+                ));
             }
             "mod_tp_src" | "mod_tp_dst" => {
                 let v = value_of(t, tok)?;

@@ -179,7 +179,8 @@ impl FlowModError {
             | FlowModError::GotoTableOutOfRange { index, .. }
             | FlowModError::GotoTableNotForward { index, .. }
             | FlowModError::GotoTableNotLast { index }
-            | FlowModError::Overlap { index, .. } => *index,
+            | FlowModError::Overlap { index, .. }
+            | FlowModError::BadOutGroup { index, .. } => *index,
         }
     }
 }
@@ -220,6 +221,15 @@ pub enum FlowModError {
     GotoTableNotLast {
         /// Offending flow-mod.
         index: usize,
+    },
+    /// A `group:N` action names a group the bridge does not have (OpenFlow
+    /// 1.3 §6.4 `OFPBAC_BAD_OUT_GROUP`, as OVS `ofproto_check_ofpacts` reports it).
+    #[error("OFPBAC_BAD_OUT_GROUP: group:{group} names a group that does not exist (add it first with add-group)")]
+    BadOutGroup {
+        /// Offending flow-mod.
+        index: usize,
+        /// The missing group.
+        group: u32,
     },
     /// An add with `check_overlap` overlaps a flow of the same priority in
     /// the same table (OpenFlow 1.3 §6.4 `OFPFMFC_OVERLAP`, as OVS reports it).
@@ -299,12 +309,16 @@ pub struct Pipeline {
     /// Router addresses and rate of the ICMP time exceeded errors sent on
     /// TTL expiry (`set-bridge router-ip=...`).
     icmp_errors: crate::packet::icmp_error::IcmpErrorConfig,
+    /// OpenFlow groups for `group:N` (shared between snapshots until a
+    /// group-mod replaces them).
+    groups: Arc<crate::group::GroupTable>,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
         Pipeline {
             tables: (0..=N_TABLES).map(|_| Table::default()).collect(),
+            groups: Arc::default(),
             routes: Arc::default(),
             icmp_errors: crate::packet::icmp_error::IcmpErrorConfig::default(),
         }
@@ -393,6 +407,77 @@ impl Pipeline {
     /// Replace the routing state.
     pub fn set_routes(&mut self, routes: crate::route::RouteSet) {
         self.routes = Arc::new(routes);
+    }
+
+    /// The bridge's groups.
+    pub fn groups(&self) -> &crate::group::GroupTable {
+        &self.groups
+    }
+
+    /// Flows whose actions name group `id` (dump-group-stats `ref_count`).
+    pub fn group_ref_count(&self, id: u32) -> usize {
+        self.rules()
+            .filter(|r| r.flow.actions.contains(&Action::Group(id)))
+            .count()
+    }
+
+    /// Apply one group-mod. Deleting a group also deletes every flow whose
+    /// actions name it (OpenFlow 1.3 §6.5; OVS `delete_group_start`).
+    /// Returns how many flows went with it. On error nothing changed.
+    pub fn apply_group_mod(
+        &mut self,
+        gm: &crate::group::GroupMod,
+    ) -> Result<usize, crate::group::GroupModError> {
+        let mut groups = (*self.groups).clone();
+        let gone = groups.apply(gm)?;
+        // A group another group's bucket forwards to cannot go alone
+        // (OpenFlow 1.3 §7.3.4.2 OFPGMFC_CHAINED_GROUP).
+        for id in &gone {
+            if let Some(g) = groups.iter().find(|g| {
+                g.desc
+                    .buckets
+                    .iter()
+                    .any(|b| b.actions.contains(&Action::Group(*id)))
+            }) {
+                return Err(crate::group::GroupModError::StillChained {
+                    group: *id,
+                    by: g.desc.id,
+                });
+            }
+        }
+        let mut deleted = 0;
+        if !gone.is_empty() {
+            let doomed: Vec<(u8, Match, u16)> = self
+                .rules()
+                .filter(|r| {
+                    r.flow
+                        .actions
+                        .iter()
+                        .any(|a| matches!(a, Action::Group(g) if gone.contains(g)))
+                })
+                .map(|r| (r.flow.table, r.flow.matches, r.flow.priority))
+                .collect();
+            let mut undo = Vec::new();
+            for (t, m, p) in doomed {
+                if self.uninstall(t, &m, p, &mut undo).is_some() {
+                    deleted += 1;
+                }
+            }
+        }
+        self.groups = Arc::new(groups);
+        Ok(deleted)
+    }
+
+    /// Every `group:N` in `actions` must name an existing group.
+    fn check_groups(&self, index: usize, actions: &[Action]) -> Result<(), FlowModError> {
+        for a in actions {
+            if let Action::Group(g) = a {
+                if self.groups.get(*g).is_none() {
+                    return Err(FlowModError::BadOutGroup { index, group: *g });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Where ICMP time exceeded errors come from (router addresses, rate).
@@ -634,6 +719,7 @@ impl Pipeline {
             FlowModCommand::Add => {
                 let flow = spec.to_flow();
                 validate_flow(index, &flow)?;
+                self.check_groups(index, &flow.actions)?;
                 if spec.flags.check_overlap {
                     // OVS add_flow_start: classifier_rule_overlaps, i.e. a
                     // rule of the same priority some packet could match too
@@ -664,6 +750,7 @@ impl Pipeline {
                 // instructions against the flow-mod's table when decoding it.
                 let table = spec.table.filter(|t| usize::from(*t) < N_TABLES);
                 validate_actions(index, table, &spec.actions)?;
+                self.check_groups(index, &spec.actions)?;
                 // OVS ignores out_port for modify.
                 let sel = FlowSpec {
                     out_port: None,
@@ -747,6 +834,7 @@ impl Pipeline {
     pub fn replace_flows(&mut self, flows: Vec<Flow>) -> Result<ReplaceDiff, FlowModError> {
         for (index, f) in flows.iter().enumerate() {
             validate_flow(index, f)?;
+            self.check_groups(index, &f.actions)?;
         }
         let mut wanted: HashMap<(u8, Match, u16), Flow> = HashMap::with_capacity(flows.len());
         for f in flows {

@@ -322,6 +322,32 @@ fn outcome_node(o: &ActionOutcome) -> Option<Node> {
             format!("IPv{} decrement TTL exception", if *ipv6 { 6 } else { 4 }),
         ),
         ActionOutcome::DecTtlNotIp => (Detail, "not an IP packet: dec_ttl does nothing".into()),
+        ActionOutcome::Group {
+            group,
+            group_type,
+            bucket,
+            n_buckets,
+            hashed,
+        } => (
+            Detail,
+            match hashed {
+                Some(h) => format!(
+                    "group {group} ({group_type}): bucket {bucket} of {n_buckets}, chosen by hash of {h}"
+                ),
+                None => format!("group {group} ({group_type}): bucket {bucket} of {n_buckets}"),
+            },
+        ),
+        ActionOutcome::GroupNoBucket { group } => (
+            Warn,
+            format!("group {group}: no live bucket, this copy of the packet is dropped"),
+        ),
+        ActionOutcome::GroupMissing { group } => {
+            (Warn, format!("group {group} does not exist, action ignored"))
+        }
+        ActionOutcome::GroupBucketEnd { group, bucket } => (
+            Detail,
+            format!("end of group {group} bucket {bucket}: headers restored"),
+        ),
         ActionOutcome::PopVlanUntagged => (Detail, "no VLAN tag to pop".into()),
         ActionOutcome::VlanStackFull => (Warn, "too many VLAN tags, push_vlan ignored".into()),
         ActionOutcome::BadGoto { table, current } => (

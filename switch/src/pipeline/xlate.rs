@@ -117,6 +117,9 @@ pub struct Xlation {
     pub outputs: Vec<(PortNo, FlowKey)>,
     /// The packet's fields after every action ran.
     pub final_key: FlowKey,
+    /// Group and bucket counters to credit with the packet's statistics
+    /// (the group's once, plus each bucket the packet went through).
+    pub group_counters: Vec<Arc<crate::group::Counter>>,
     /// Why the packet was (partly) dropped, if it was.
     ///
     /// `ResubmitDepth` wins over everything (nothing is sent); otherwise
@@ -234,6 +237,42 @@ pub enum ActionOutcome {
     },
     /// `route` on a packet that is neither IPv4 nor IPv6: no-op.
     RouteNotIp,
+    /// `group:N` chose `bucket` (a bucket id) of `n_buckets`; for a select
+    /// group `hashed` names what the choice hashed. The bucket's actions
+    /// follow, on a clone of the packet (changes are undone after them).
+    Group {
+        /// The group.
+        group: u32,
+        /// Its type (`select`, `all`, `indirect`, `ff`).
+        group_type: &'static str,
+        /// The bucket id chosen (for `all`, the bucket starting now).
+        bucket: u32,
+        /// Buckets in the group.
+        n_buckets: usize,
+        /// Select groups: the fields the choice hashed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hashed: Option<String>,
+    },
+    /// `group:N`: the group has no bucket to run (empty, or no live bucket
+    /// of non-zero weight): this copy of the packet is dropped.
+    GroupNoBucket {
+        /// The group.
+        group: u32,
+    },
+    /// `group:N` names a group that does not exist (flows naming a group
+    /// are deleted with it, so only a race could show this): ignored.
+    GroupMissing {
+        /// The group.
+        group: u32,
+    },
+    /// A group bucket's actions ended: the packet's headers are back to
+    /// what they were before `group:N` (OVS `xlate_group_bucket`).
+    GroupBucketEnd {
+        /// The group.
+        group: u32,
+        /// The bucket id.
+        bucket: u32,
+    },
     /// `pop_vlan` on an untagged packet: no-op.
     PopVlanUntagged,
     /// `push_vlan` with [`MAX_VLAN_TAGS`] tags already: ignored.
@@ -394,13 +433,47 @@ enum Via {
     Resubmit,
 }
 
-/// One rule being executed (an explicit stack instead of recursion, so deep
-/// resubmit chains cannot overflow the thread's stack).
+/// What a frame executes: a rule's actions, or a group bucket's.
+#[derive(Clone)]
+enum Acts {
+    Rule(Arc<Rule>),
+    /// Bucket `idx` of `group`; `all` = the other buckets follow (type all).
+    Bucket {
+        group: Arc<crate::group::Group>,
+        idx: usize,
+        all: bool,
+    },
+}
+
+impl Acts {
+    fn actions(&self) -> &[Action] {
+        match self {
+            Acts::Rule(r) => &r.flow.actions,
+            Acts::Bucket { group, idx, .. } => group
+                .desc
+                .buckets
+                .get(*idx)
+                .map_or(&[][..], |b| &b.actions[..]),
+        }
+    }
+}
+
+/// The packet's headers when a group bucket starts (restored at its end).
+#[derive(Clone, Copy)]
+struct Saved {
+    flow: FlowKey,
+    vlans: VlanStack,
+}
+
+/// One rule (or group bucket) being executed (an explicit stack instead of
+/// recursion, so deep resubmit chains cannot overflow the thread's stack).
 struct Frame {
-    rule: Arc<Rule>,
+    acts: Acts,
     pc: usize,
     table: u8,
     deepens: bool,
+    /// Group buckets: the headers to restore when the bucket ends.
+    saved: Option<Saved>,
 }
 
 struct Xlator<'a> {
@@ -421,6 +494,7 @@ struct Xlator<'a> {
     rules: Vec<Arc<Rule>>,
     tables: Vec<(u8, bool)>,
     outputs: Vec<(PortNo, FlowKey)>,
+    group_counters: Vec<Arc<crate::group::Counter>>,
     stack: Vec<Frame>,
     depth: u32,
     resubmits: u32,
@@ -470,6 +544,7 @@ impl<'a> Xlator<'a> {
             rules: Vec::new(),
             tables: Vec::new(),
             outputs: Vec::new(),
+            group_counters: Vec::new(),
             stack: Vec::new(),
             depth: 0,
             resubmits: 0,
@@ -496,15 +571,15 @@ impl<'a> Xlator<'a> {
             let Some(top) = self.stack.last_mut() else {
                 break;
             };
-            if top.pc >= top.rule.flow.actions.len() {
+            if top.pc >= top.acts.actions().len() {
                 self.leave_frame();
                 continue;
             }
-            let rule = Arc::clone(&top.rule);
+            let acts = top.acts.clone();
             let pc = top.pc;
             top.pc += 1;
             let table = top.table;
-            let Some(action) = rule.flow.actions.get(pc) else {
+            let Some(action) = acts.actions().get(pc) else {
                 continue;
             };
             if let Some(s) = self.sink.as_deref_mut() {
@@ -520,10 +595,118 @@ impl<'a> Xlator<'a> {
     }
 
     fn leave_frame(&mut self) {
-        if let Some(f) = self.stack.pop() {
-            self.depth -= u32::from(f.deepens);
-            if let Some(s) = self.sink.as_deref_mut() {
-                s.table_end();
+        let Some(f) = self.stack.pop() else {
+            return;
+        };
+        self.depth -= u32::from(f.deepens);
+        match f.acts {
+            Acts::Rule(_) => {
+                if let Some(s) = self.sink.as_deref_mut() {
+                    s.table_end();
+                }
+            }
+            Acts::Bucket { group, idx, all } => {
+                // OVS xlate_group_bucket: roll the flow back, as if each
+                // bucket had worked on its own clone of the packet.
+                if let Some(sv) = f.saved {
+                    self.flow = sv.flow;
+                    self.flow_vlans = sv.vlans;
+                }
+                let bucket = group.desc.buckets.get(idx).map_or(0, |b| b.id);
+                self.note(ActionOutcome::GroupBucketEnd {
+                    group: group.desc.id,
+                    bucket,
+                });
+                if all && !self.failed && idx + 1 < group.desc.buckets.len() {
+                    self.enter_bucket(group, idx + 1, true, f.table, f.deepens);
+                }
+            }
+        }
+    }
+
+    /// Start executing bucket `idx` of `group` on a clone of the packet.
+    fn enter_bucket(
+        &mut self,
+        group: Arc<crate::group::Group>,
+        idx: usize,
+        all: bool,
+        table: u8,
+        deepens: bool,
+    ) {
+        let Some(b) = group.desc.buckets.get(idx) else {
+            return;
+        };
+        self.group_counters.push(Arc::clone(&b.stats));
+        let hashed = (group.desc.group_type == crate::group::GroupType::Select).then(|| {
+            if group.desc.fields.is_empty() {
+                "5-tuple".to_string()
+            } else {
+                group
+                    .desc
+                    .fields
+                    .iter()
+                    .map(|f| crate::flow::format::mf_name(f.field))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        });
+        self.note(ActionOutcome::Group {
+            group: group.desc.id,
+            group_type: group.desc.group_type.name(),
+            bucket: b.id,
+            n_buckets: group.desc.buckets.len(),
+            hashed,
+        });
+        self.depth += u32::from(deepens);
+        self.stack.push(Frame {
+            acts: Acts::Bucket { group, idx, all },
+            pc: 0,
+            table,
+            deepens,
+            saved: Some(Saved {
+                flow: self.flow,
+                vlans: self.flow_vlans,
+            }),
+        });
+    }
+
+    /// `group:N` (OVS xlate_group_action): subject to the resubmit limits,
+    /// choose the bucket(s) and run them, each on a clone of the packet.
+    fn group(&mut self, id: u32, table: u8) {
+        let Some(group) = self.pipeline.groups().get(id).cloned() else {
+            self.note(ActionOutcome::GroupMissing { group: id });
+            return;
+        };
+        if self.depth >= MAX_DEPTH {
+            self.note(ActionOutcome::DepthExceeded { depth: MAX_DEPTH });
+            self.failed = true;
+            return;
+        }
+        if self.resubmits >= MAX_RESUBMITS {
+            self.note(ActionOutcome::TooManyResubmits {
+                resubmits: MAX_RESUBMITS,
+            });
+            self.failed = true;
+            return;
+        }
+        self.resubmits += 1;
+        let choice = group.select(&self.flow, &mut self.wc, self.ports, self.pipeline.groups());
+        match choice {
+            crate::group::Choice::None => {
+                self.group_counters.push(Arc::clone(&group.stats));
+                self.note(ActionOutcome::GroupNoBucket { group: id });
+            }
+            crate::group::Choice::One(i) => {
+                self.group_counters.push(Arc::clone(&group.stats));
+                self.enter_bucket(group, i, false, table, true);
+            }
+            crate::group::Choice::All => {
+                self.group_counters.push(Arc::clone(&group.stats));
+                if group.desc.buckets.is_empty() {
+                    self.note(ActionOutcome::GroupNoBucket { group: id });
+                } else {
+                    self.enter_bucket(group, 0, true, table, true);
+                }
             }
         }
     }
@@ -560,6 +743,11 @@ impl<'a> Xlator<'a> {
             tables: self.tables,
             outputs,
             final_key: self.flow,
+            group_counters: if self.failed {
+                Vec::new()
+            } else {
+                self.group_counters
+            },
             drop,
         }
     }
@@ -618,10 +806,11 @@ impl<'a> Xlator<'a> {
         self.depth += u32::from(deepens);
         self.rules.push(Arc::clone(&rule));
         self.stack.push(Frame {
-            rule,
+            acts: Acts::Rule(rule),
             pc: 0,
             table,
             deepens,
+            saved: None,
         });
     }
 
@@ -705,6 +894,7 @@ impl<'a> Xlator<'a> {
                 self.flow.metadata = (self.flow.metadata & !mask) | (value & mask);
                 self.written.metadata |= mask;
             }
+            Action::Group(g) => self.group(*g, table),
             Action::GotoTable(t) => {
                 if *t <= table {
                     self.note(ActionOutcome::BadGoto {
