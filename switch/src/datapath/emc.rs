@@ -33,6 +33,7 @@ const SEEDS: [u64; KEY_WORDS / 2 + 1] = [
     0x9216_d5d9_8979_fb1b,
     0xd131_0ba6_98df_b5ac,
     0x2ffd_72db_d01a_dfb7,
+    0xba7c_9045_f12c_7f99,
 ];
 
 /// 64x64 → 128-bit multiply, high and low halves folded (the mixing step
@@ -45,7 +46,7 @@ fn fold_mul(a: u64, b: u64) -> u64 {
 
 /// The exact-match cache's hash of a whole key, computed once per packet.
 ///
-/// Chaining all 21 words through one multiply each (as `masked_hash` does
+/// Chaining all 22 words through one multiply each (as `masked_hash` does
 /// over a mask's few words) would be a ~100-cycle dependency chain; this folds word *pairs*
 /// through independent 128-bit multiplies that the CPU overlaps, then mixes
 /// the sum once: about 5x cheaper on the EMC hit path, which hashes every

@@ -24,7 +24,7 @@
 use bytemuck::{Pod, Zeroable};
 
 /// Number of 64-bit words in a [`FlowKey`].
-pub const KEY_WORDS: usize = 21;
+pub const KEY_WORDS: usize = 22;
 
 /// `vlan_tci` bit set when the frame carries an 802.1Q/802.1ad tag.
 pub const VLAN_CFI: u16 = 0x1000;
@@ -158,6 +158,14 @@ pub struct FlowKey {
     // w19, w20
     /// Conntrack label (128 bits, network order).
     pub ct_label: [u8; 16],
+    // w21
+    /// Recirculation id (OVS's datapath `recirc_id`): 0 for a packet fresh
+    /// from a port; `T + 1` for a packet that `ct(table=T)` recirculated, so
+    /// the slow path resumes it in table T (see `datapath` and
+    /// docs/architecture.md "Connection tracking"). Not an OpenFlow field.
+    pub recirc_id: u32,
+    /// Unused; always 0 (keeps the struct free of padding).
+    pub pad0: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == KEY_WORDS * 8);
@@ -196,6 +204,8 @@ impl FlowKey {
         ipv6_src: [0; 16],
         ipv6_dst: [0; 16],
         ct_label: [0; 16],
+        recirc_id: 0,
+        pad0: 0,
     };
 
     /// The key as 64-bit words (for hashing and masked comparison).

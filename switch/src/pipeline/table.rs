@@ -299,6 +299,9 @@ pub struct Pipeline {
     /// Router addresses and rate of the ICMP time exceeded errors sent on
     /// TTL expiry (`set-bridge router-ip=...`).
     icmp_errors: crate::packet::icmp_error::IcmpErrorConfig,
+    /// The bridge's connection tracker for `ct` (shared by every snapshot:
+    /// a flow-mod never loses connections).
+    conntrack: Arc<crate::conntrack::Conntrack>,
 }
 
 impl Default for Pipeline {
@@ -307,6 +310,7 @@ impl Default for Pipeline {
             tables: (0..=N_TABLES).map(|_| Table::default()).collect(),
             routes: Arc::default(),
             icmp_errors: crate::packet::icmp_error::IcmpErrorConfig::default(),
+            conntrack: Arc::default(),
         }
     }
 }
@@ -393,6 +397,16 @@ impl Pipeline {
     /// Replace the routing state.
     pub fn set_routes(&mut self, routes: crate::route::RouteSet) {
         self.routes = Arc::new(routes);
+    }
+
+    /// The bridge's connection tracker.
+    pub fn conntrack(&self) -> &crate::conntrack::Conntrack {
+        &self.conntrack
+    }
+
+    /// The connection tracker, shared (control thread: ct-show, sweeps).
+    pub fn conntrack_arc(&self) -> Arc<crate::conntrack::Conntrack> {
+        Arc::clone(&self.conntrack)
     }
 
     /// Where ICMP time exceeded errors come from (router addresses, rate).
