@@ -487,6 +487,7 @@ pub struct Conntrack {
     /// Event counters.
     pub counters: CtCounters,
     epoch: Instant,
+    last_sweep_ms: AtomicU64,
 }
 
 impl Default for Conntrack {
@@ -507,6 +508,7 @@ impl Conntrack {
             timeouts: Timeouts::default(),
             counters: CtCounters::default(),
             epoch: Instant::now(),
+            last_sweep_ms: AtomicU64::new(0),
         }
     }
 
@@ -707,6 +709,18 @@ impl Conntrack {
             label: c.label,
             full: false,
         }
+    }
+
+    /// [`Conntrack::sweep`] at the current time, at most once a second
+    /// (the control thread calls this on every tick).
+    pub fn maybe_sweep(&self) -> usize {
+        let now = self.now_ms();
+        let last = self.last_sweep_ms.load(Relaxed);
+        if now < last.saturating_add(1000) {
+            return 0;
+        }
+        self.last_sweep_ms.store(now, Relaxed);
+        self.sweep(now)
     }
 
     /// Remove every connection expired at `now_ms`; returns how many.
