@@ -138,9 +138,15 @@ fn a_reaches_b_on_80_replies_flow_b_cannot_open_to_a() {
         ["tcp,orig=(src=10.244.0.5,dst=10.244.0.6,sport=40000,dport=80),reply=(src=10.244.0.6,dst=10.244.0.5,sport=80,dport=40000),zone=1,mark=5,protoinfo=(state=SYN_SENT)"]
     );
     let synack = tcp(false, 80, 40000, SYN | ACK);
-    assert_eq!(r.send(PORT_B, std::slice::from_ref(&synack))[0], vec![synack.clone()]);
+    assert_eq!(
+        r.send(PORT_B, std::slice::from_ref(&synack))[0],
+        vec![synack.clone()]
+    );
     let ack = tcp(true, 40000, 80, ACK);
-    assert_eq!(r.send(PORT_A, std::slice::from_ref(&ack))[1], vec![ack.clone()]);
+    assert_eq!(
+        r.send(PORT_A, std::slice::from_ref(&ack))[1],
+        vec![ack.clone()]
+    );
     assert!(r.conns()[0].ends_with("protoinfo=(state=ESTABLISHED)"));
 
     // Data both ways, several per batch, several batches: cache hits must
@@ -220,7 +226,10 @@ fn full_table_drops_commits_as_ct_full() {
     assert_eq!(r.drops(DropReason::CtFull), 1);
     assert_eq!(r.snap.pipeline.conntrack().stats().ct_full, 1);
     // The tracked connection still works.
-    assert_eq!(r.send(PORT_B, &[tcp(false, 80, 40000, SYN | ACK)])[0].len(), 1);
+    assert_eq!(
+        r.send(PORT_B, &[tcp(false, 80, 40000, SYN | ACK)])[0].len(),
+        1
+    );
 }
 
 #[test]
@@ -237,7 +246,10 @@ fn ct_without_table_continues_with_the_untracked_state() {
     assert_eq!(r.dp.stats().recirculations, 0);
     assert_eq!(r.conns().len(), 1);
     assert!(r.conns()[0].contains("zone=7"));
-    assert_eq!(r.send(PORT_B, &[tcp(false, 443, 1234, SYN | ACK)])[0].len(), 1);
+    assert_eq!(
+        r.send(PORT_B, &[tcp(false, 443, 1234, SYN | ACK)])[0].len(),
+        1
+    );
 }
 
 #[test]
@@ -270,11 +282,17 @@ fn ct_syntax_round_trips_like_ovs_and_refuses_nat() {
         assert_eq!(again.actions, s.actions);
     }
     for (bad, why) in [
-        ("ip,actions=ct(commit,nat(src=10.0.0.1))", "nat not supported yet"),
+        (
+            "ip,actions=ct(commit,nat(src=10.0.0.1))",
+            "nat not supported yet",
+        ),
         ("ip,actions=ct(commit,nat)", "nat not supported yet"),
         ("ip,actions=ct(zone=70000)", "ct zone"),
         ("ip,actions=ct(exec(set_field:1->ct_mark))", "needs commit"),
-        ("ip,actions=ct(commit,exec(set_field:1->reg0))", "only set ct_mark or ct_label"),
+        (
+            "ip,actions=ct(commit,exec(set_field:1->reg0))",
+            "only set ct_mark or ct_label",
+        ),
         ("ip,actions=ct(bogus)", "unknown argument"),
     ] {
         let e = parse_flow(bad, ParseMode::Add).expect_err(bad);

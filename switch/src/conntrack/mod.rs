@@ -137,10 +137,16 @@ impl Timeouts {
         if secs == 0 {
             return Err(format!("timeout {name} must be at least 1 second"));
         }
-        let i = TIMEOUTS.iter().position(|(n, _)| *n == name).ok_or_else(|| {
-            let known: Vec<&str> = TIMEOUTS.iter().map(|(n, _)| *n).collect();
-            format!("unknown conntrack timeout {name:?} (known: {})", known.join(", "))
-        })?;
+        let i = TIMEOUTS
+            .iter()
+            .position(|(n, _)| *n == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = TIMEOUTS.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown conntrack timeout {name:?} (known: {})",
+                    known.join(", ")
+                )
+            })?;
         self.0[i].store(secs, Relaxed);
         Ok(())
     }
@@ -593,14 +599,7 @@ impl Conntrack {
         }
     }
 
-    fn track(
-        &self,
-        t: &Tuple,
-        flags: u16,
-        echo_reply: bool,
-        x: &CtExec,
-        now_ms: u64,
-    ) -> CtVerdict {
+    fn track(&self, t: &Tuple, flags: u16, echo_reply: bool, x: &CtExec, now_ms: u64) -> CtVerdict {
         let (k, swapped) = t.canon(x.zone);
         let h = k.hash();
         let mut sh = self.shard(h);
@@ -627,9 +626,7 @@ impl Conntrack {
             ipproto::TCP if !tcp::valid_new(flags) => return CtVerdict::with_state(cs::INV),
             ipproto::TCP => ProtoState::Tcp(tcp::initial()),
             ipproto::UDP => ProtoState::Udp,
-            ipproto::ICMP | ipproto::ICMPV6 if echo_reply => {
-                return CtVerdict::with_state(cs::INV)
-            }
+            ipproto::ICMP | ipproto::ICMPV6 if echo_reply => return CtVerdict::with_state(cs::INV),
             ipproto::ICMP | ipproto::ICMPV6 => ProtoState::Icmp,
             _ => ProtoState::Other,
         };
@@ -808,14 +805,22 @@ impl Conntrack {
             }
         }
         out.sort_by(|a, b| {
-            (a.zone, a.proto, a.orig.src, a.orig.dst, a.orig.sport, a.orig.dport).cmp(&(
-                b.zone,
-                b.proto,
-                b.orig.src,
-                b.orig.dst,
-                b.orig.sport,
-                b.orig.dport,
-            ))
+            (
+                a.zone,
+                a.proto,
+                a.orig.src,
+                a.orig.dst,
+                a.orig.sport,
+                a.orig.dport,
+            )
+                .cmp(&(
+                    b.zone,
+                    b.proto,
+                    b.orig.src,
+                    b.orig.dst,
+                    b.orig.sport,
+                    b.orig.dport,
+                ))
         });
         out
     }
@@ -903,7 +908,11 @@ fn classify(frame: &[u8], layout: &Layout, key: &FlowKey) -> Pkt {
                     echo_reply: ty == rep,
                 };
             }
-            let err = if v6 { (1..=4).contains(&ty) } else { icmp4_error(ty) };
+            let err = if v6 {
+                (1..=4).contains(&ty)
+            } else {
+                icmp4_error(ty)
+            };
             if !err {
                 return Pkt::Invalid;
             }
@@ -947,12 +956,7 @@ fn quoted(b: &[u8], v6: bool) -> Option<Tuple> {
         if be16(h, 6) & 0x1fff != 0 {
             return None;
         }
-        (
-            u128::from(be32(h, 12)),
-            u128::from(be32(h, 16)),
-            h[9],
-            ihl,
-        )
+        (u128::from(be32(h, 12)), u128::from(be32(h, 16)), h[9], ihl)
     };
     let p = b.get(l4..l4 + 8)?;
     let (sport, dport) = match proto {

@@ -74,7 +74,10 @@ fn uncommitted_packets_are_new_and_leave_nothing() {
     assert_eq!(run(&ct, &syn, look(0), 0).state, NEW);
     assert!(ct.is_empty());
     // Without a committed connection, the SYN+ACK is invalid.
-    assert_eq!(run(&ct, &tcp(false, 80, 1000, SYN | ACK), look(0), 0).state, INV);
+    assert_eq!(
+        run(&ct, &tcp(false, 80, 1000, SYN | ACK), look(0), 0).state,
+        INV
+    );
 }
 
 #[test]
@@ -187,10 +190,7 @@ fn icmp_errors_about_tracked_connections_are_related() {
     run(&ct, &udp(true, 5000, 53), commit(0), 0);
     // Port unreachable back to A about A's datagram: related, reply direction.
     let e = icmp_error(true, 3, &udp(true, 5000, 53));
-    assert_eq!(
-        run(&ct, &e, look(0), 1).state,
-        cs::TRK | cs::REL | cs::RPL
-    );
+    assert_eq!(run(&ct, &e, look(0), 1).state, cs::TRK | cs::REL | cs::RPL);
     // Time exceeded back to B about B's reply: related, original direction.
     let e = icmp_error(false, 11, &udp(false, 53, 5000));
     assert_eq!(run(&ct, &e, look(0), 1).state, cs::TRK | cs::REL);
@@ -210,9 +210,7 @@ fn icmp_errors_about_tracked_connections_are_related() {
 #[test]
 fn non_ip_and_fragments_are_invalid() {
     let ct = Conntrack::new(10);
-    let arp = FrameBuilder::new()
-        .arp_request(MAC_A, A, B)
-        .build();
+    let arp = FrameBuilder::new().arp_request(MAC_A, A, B).build();
     assert_eq!(run(&ct, &arp, commit(0), 0).state, INV);
     let frag = FrameBuilder::new()
         .eth(MAC_A, MAC_B)

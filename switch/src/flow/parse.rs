@@ -1818,7 +1818,12 @@ fn parse_actions(
                 goto_at = Some(tok.to_string());
             }
             "ct" => {
-                acts.push(Action::Ct(Box::new(parse_ct(t.value, t.value_off, off, tok)?)));
+                acts.push(Action::Ct(Box::new(parse_ct(
+                    t.value,
+                    t.value_off,
+                    off,
+                    tok,
+                )?)));
             }
             "ct_clear" => {
                 if t.value.is_some() {

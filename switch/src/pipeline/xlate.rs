@@ -781,16 +781,17 @@ impl<'a> Xlator<'a> {
             self.wc.tun_src = u32::MAX;
             self.wc.tun_dst = u32::MAX;
         }
-        self.actions.push(DpAction::Ct(Box::new(crate::datapath::actions::DpCt {
-            exec: crate::conntrack::CtExec {
-                zone,
-                commit: ct.commit,
-                mark: ct.mark.unwrap_or((0, 0)),
-                label: ct.label.unwrap_or((0, 0)),
-            },
-            recirc: ct.table,
-            frozen: self.flow,
-        })));
+        self.actions
+            .push(DpAction::Ct(Box::new(crate::datapath::actions::DpCt {
+                exec: crate::conntrack::CtExec {
+                    zone,
+                    commit: ct.commit,
+                    mark: ct.mark.unwrap_or((0, 0)),
+                    label: ct.label.unwrap_or((0, 0)),
+                },
+                recirc: ct.table,
+                frozen: self.flow,
+            })));
         self.note(ActionOutcome::Conntrack {
             zone,
             commit: ct.commit,
