@@ -724,6 +724,12 @@ impl Cli {
     }
 }
 
+/// A conntrack zone argument (0..=65535).
+fn ct_zone_arg(z: &str) -> Result<u16, String> {
+    z.parse::<u16>()
+        .map_err(|_| format!("zone={z:?}: a zone is a number from 0 to 65535"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,10 +777,4 @@ mod tests {
         .unwrap_err()
         .contains("type="));
     }
-}
-
-/// A conntrack zone argument (0..=65535).
-fn ct_zone_arg(z: &str) -> Result<u16, String> {
-    z.parse::<u16>()
-        .map_err(|_| format!("zone={z:?}: a zone is a number from 0 to 65535"))
 }

@@ -472,7 +472,12 @@ impl ConnView {
         if self.mark != 0 {
             s.push_str(&format!(",mark={}", self.mark));
         }
-        if self.label.trim_start_matches("0x").trim_start_matches('0') != "" {
+        if !self
+            .label
+            .trim_start_matches("0x")
+            .trim_start_matches('0')
+            .is_empty()
+        {
             s.push_str(&format!(",labels={}", self.label));
         }
         if let Some(st) = self.state {
