@@ -38,23 +38,32 @@ const ACL: &[&str] = &[
 ];
 
 /// Accept connections on port 80 and answer each with "hello" (15 s at most).
-const SERVER: &str = "import socket,time\n\
-s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-s.bind(('0.0.0.0',80));s.listen(8);s.settimeout(15)\n\
-t=time.time()\n\
-while time.time()-t<15:\n\
-  try:\n\
-    c,_=s.accept();c.sendall(b'hello\\n');c.close()\n\
-  except Exception:\n\
-    break\n";
+const SERVER: &str = r#"
+import socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 80))
+s.listen(8)
+s.settimeout(15)
+t = time.time()
+while time.time() - t < 15:
+    try:
+        c, _ = s.accept()
+        c.sendall(b'hello\n')
+        c.close()
+    except Exception:
+        break
+"#;
 
 /// Connect to argv[1]:argv[2] (3 s timeout) and print what the server says.
-const CLIENT: &str = "import socket,sys\n\
-try:\n\
-  c=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=3)\n\
-  print('got',c.recv(64).decode().strip())\n\
-except Exception as e:\n\
-  print('failed',type(e).__name__)\n";
+const CLIENT: &str = r#"
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print('got', c.recv(64).decode().strip())
+except Exception as e:
+    print('failed', type(e).__name__)
+"#;
 
 struct Pod {
     ns: Netns,
@@ -133,11 +142,17 @@ fn acl_allows_a_to_b_80_replies_flow_b_cannot_open_to_a() -> Result<()> {
     // a -> b:81: the SYN is new and not allowed: dropped, so a times out
     // (no RST from b ever reaches a).
     let r = a.connect(IP_B, 81)?;
-    assert_eq!(r, "failed timeout", "a -> b:81: {r}");
+    assert!(
+        r.starts_with("failed") && r.contains("imeout"),
+        "a -> b:81: {r}"
+    );
 
     // b -> a:80: b may not open connections.
     let r = b.connect(IP_A, 80)?;
-    assert_eq!(r, "failed timeout", "b -> a:80: {r}");
+    assert!(
+        r.starts_with("failed") && r.contains("imeout"),
+        "b -> a:80: {r}"
+    );
 
     let stats = sd.flowctl_ok(&["ct-stats", "br0"])?;
     assert!(stats.contains("drops: ct_full=0"), "{stats}");
