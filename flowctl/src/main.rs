@@ -334,6 +334,29 @@ enum Cmd {
         /// Bridge name.
         bridge: String,
     },
+    /// Print tracked connections (`ovs-appctl dpctl/dump-conntrack`):
+    /// `flowctl ct-show br0 [zone=N] [ADDRESS]`.
+    CtShow {
+        /// Bridge name.
+        bridge: String,
+        /// `zone=N` (only that zone) and/or an IPv4/IPv6 address (only
+        /// connections with it as an endpoint).
+        filters: Vec<String>,
+    },
+    /// Forget tracked connections (`ovs-appctl dpctl/flush-conntrack`):
+    /// `flowctl ct-flush br0 [zone=N]`.
+    CtFlush {
+        /// Bridge name.
+        bridge: String,
+        /// `zone=N`: only that zone.
+        zone: Option<String>,
+    },
+    /// Connection tracker counters (entries, limit, commits, ct_full drops,
+    /// expirations) and timeouts.
+    CtStats {
+        /// Bridge name.
+        bridge: String,
+    },
     /// Change bridge settings: `flowctl set-bridge br0 mac-aging-time=10 mac-table-size=4096`
     /// (OVS: `ovs-vsctl set bridge br0 other_config:mac-aging-time=10`; the
     /// `other_config:` prefix is accepted). Persisted across restarts.
@@ -624,6 +647,36 @@ fn request_lines(cmd: &Cmd) -> Result<(Request, Vec<usize>), String> {
         Cmd::FdbFlush { bridge } => Request::FdbFlush {
             bridge: bridge.clone(),
         },
+        Cmd::CtShow { bridge, filters } => {
+            let mut zone = None;
+            let mut addr = None;
+            for f in filters {
+                if let Some(z) = f.strip_prefix("zone=") {
+                    zone = Some(ct_zone_arg(z)?);
+                } else if addr.is_none() {
+                    addr = Some(f.clone());
+                } else {
+                    return Err(format!(
+                        "{f:?}: ct-show takes at most zone=N and one address"
+                    ));
+                }
+            }
+            Request::CtShow {
+                bridge: bridge.clone(),
+                zone,
+                addr,
+            }
+        }
+        Cmd::CtFlush { bridge, zone } => Request::CtFlush {
+            bridge: bridge.clone(),
+            zone: match zone {
+                Some(z) => Some(ct_zone_arg(z.strip_prefix("zone=").unwrap_or(z))?),
+                None => None,
+            },
+        },
+        Cmd::CtStats { bridge } => Request::CtStats {
+            bridge: bridge.clone(),
+        },
         Cmd::SetBridge { bridge, settings } => {
             let mut map = std::collections::BTreeMap::new();
             for s in settings {
@@ -753,6 +806,12 @@ impl Cli {
             .unwrap_or_default()
             .to_string()
     }
+}
+
+/// A conntrack zone argument (0..=65535).
+fn ct_zone_arg(z: &str) -> Result<u16, String> {
+    z.parse::<u16>()
+        .map_err(|_| format!("zone={z:?}: a zone is a number from 0 to 65535"))
 }
 
 #[cfg(test)]

@@ -180,7 +180,12 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 n("iterations")
             );
         }
-        Cmd::Trace { .. } | Cmd::FdbShow { .. } | Cmd::FdbFlush { .. } => {
+        Cmd::Trace { .. }
+        | Cmd::FdbShow { .. }
+        | Cmd::FdbFlush { .. }
+        | Cmd::CtShow { .. }
+        | Cmd::CtFlush { .. }
+        | Cmd::CtStats { .. } => {
             out += body["text"].as_str().unwrap_or_default();
             if !out.ends_with('\n') {
                 out.push('\n');

@@ -4,6 +4,7 @@
 //! datapath cache (exact match, then megaflow) → actions → port tx batch. On a
 //! miss, the slow path runs the [`pipeline`] tables and installs a megaflow.
 
+pub mod conntrack;
 pub mod control;
 pub mod datapath;
 pub mod flow;

@@ -952,7 +952,18 @@ spec:
         } else {
             f.clone()
         };
-        match switch::flow::parse_flow(&text, switch::flow::ParseMode::Add) {
+        let parsed = switch::flow::parse_flow(&text, switch::flow::ParseMode::Add);
+        // switchd's conntrack has no NAT yet (docs/flowctl.md): the
+        // masquerade flows are refused for exactly that reason, and must
+        // parse once it has.
+        if text.contains("nat") {
+            if let Err(e) = &parsed {
+                assert!(e.to_string().contains("nat not supported"), "{text}: {e}");
+                checked += 1;
+                continue;
+            }
+        }
+        match parsed {
             Ok(spec) => {
                 checked += 1;
                 assert_eq!(

@@ -237,6 +237,9 @@ impl Bridge {
             let icmp = parse_icmp_settings(&bs.other_config, *b.pipeline.icmp_errors())
                 .map_err(|e| format!("restoring bridge settings: {}", e.message))?;
             b.pipeline.set_icmp_errors(icmp);
+            parse_ct_settings(&bs.other_config)
+                .map_err(|e| format!("restoring bridge settings: {}", e.message))?
+                .apply(b.pipeline.conntrack());
             b.other_config = bs.other_config.clone();
             for pc in &bs.ports {
                 // A port whose kernel interface vanished while switchd was
@@ -916,6 +919,7 @@ impl Bridge {
     ) -> Result<serde_json::Value, ErrorBody> {
         let (aging, size) = parse_bridge_settings(&settings)?;
         let icmp = parse_icmp_settings(&settings, *self.pipeline.icmp_errors())?;
+        let ct = parse_ct_settings(&settings)?;
         let mut next = self.other_config.clone();
         for (k, v) in &settings {
             next.insert(k.trim_start_matches("other_config:").to_string(), v.clone());
@@ -929,6 +933,7 @@ impl Bridge {
             ));
         }
         self.apply_bridge_settings(aging, size);
+        ct.apply(self.pipeline.conntrack());
         if icmp != *self.pipeline.icmp_errors() {
             self.pipeline.set_icmp_errors(icmp);
             self.publish();
@@ -1228,6 +1233,24 @@ impl Bridge {
                 self.l2_publish();
                 Ok(json!({ "flushed": n, "text": "table successfully flushed\n" }))
             }
+            Request::CtShow { zone, addr, .. } => ct_show(&self.pipeline, zone, addr.as_deref()),
+            Request::CtFlush { zone, .. } => {
+                let n = self.pipeline.conntrack().flush(zone);
+                Ok(json!({ "flushed": n, "text": format!("{n} connections flushed\n") }))
+            }
+            Request::CtStats { .. } => {
+                let st = self.pipeline.conntrack().stats();
+                let mut text = format!(
+                    "entries: {}\nlimit: {}\ncommits: {}\ndrops: ct_full={}\nexpired: {}\nflushed: {}\ntimeouts:\n",
+                    st.entries, st.limit, st.commits, st.ct_full, st.expired, st.flushed
+                );
+                for (n, v) in &st.timeouts {
+                    text.push_str(&format!("  {n}: {v}s\n"));
+                }
+                let mut v = serde_json::to_value(&st).unwrap_or_default();
+                v["text"] = json!(text);
+                Ok(v)
+            }
             Request::SetBridge { settings, .. } => self.set_bridge(settings),
             Request::AddRoute { .. }
             | Request::DelRoute { .. }
@@ -1511,6 +1534,8 @@ impl Handler for Bridge {
 
     fn tick(&mut self) {
         self.l2_service();
+        // Expired connections leave the tracker here, off the packet path.
+        self.pipeline.conntrack().maybe_sweep();
         let mut next = self.pipeline.clone();
         if next.expire(Instant::now()).is_empty() {
             return;
@@ -1575,15 +1600,97 @@ pub fn parse_bridge_settings(
             }
             // Validated by parse_icmp_settings.
             "router-ip" | "router-ipv6" | "icmp-rate" | "icmp-burst" => {}
+            // Validated by parse_ct_settings.
+            c if c == "ct-limit" || c.starts_with("ct-timeout-") => {}
             _ => {
                 return Err(bad(format!(
                     "unknown bridge setting {k:?} (known: mac-aging-time, mac-table-size, \
-                     router-ip, router-ipv6, icmp-rate, icmp-burst)"
+                     router-ip, router-ipv6, icmp-rate, icmp-burst, ct-limit, ct-timeout-NAME)"
                 )))
             }
         }
     }
     Ok((aging, size))
+}
+
+/// Connection tracker settings of `set-bridge`, validated.
+#[derive(Debug, Default)]
+pub struct CtSettings {
+    limit: Option<usize>,
+    timeouts: Vec<(String, u32)>,
+}
+
+impl CtSettings {
+    /// Apply to a tracker (validated already: cannot fail).
+    pub fn apply(&self, ct: &crate::conntrack::Conntrack) {
+        if let Some(l) = self.limit {
+            ct.set_limit(l);
+        }
+        for (n, v) in &self.timeouts {
+            let _ = ct.timeouts.set(n, *v);
+        }
+    }
+}
+
+/// Validate the conntrack settings of `set-bridge`: `ct-limit` (most
+/// connections, 1..=100000000) and `ct-timeout-NAME` (seconds, 1..=2^31,
+/// NAME one of [`crate::conntrack::TIMEOUTS`]: tcp_syn_sent,
+/// tcp_established, udp_first, udp_stream, icmp, ...).
+pub fn parse_ct_settings(settings: &BTreeMap<String, String>) -> Result<CtSettings, ErrorBody> {
+    let mut out = CtSettings::default();
+    for (k, v) in settings {
+        let bad =
+            |m: String| ErrorBody::new(ErrorCode::BadRequest, m).with_input(format!("{k}={v}"));
+        let k = k.trim_start_matches("other_config:");
+        if k == "ct-limit" {
+            out.limit = Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=100_000_000).contains(n))
+                    .ok_or_else(|| bad(format!("ct-limit must be 1..100000000, got {v:?}")))?,
+            );
+        } else if let Some(name) = k.strip_prefix("ct-timeout-") {
+            if !crate::conntrack::TIMEOUTS.iter().any(|(n, _)| *n == name) {
+                let known: Vec<&str> = crate::conntrack::TIMEOUTS.iter().map(|(n, _)| *n).collect();
+                return Err(bad(format!(
+                    "unknown conntrack timeout {name:?} (known: {})",
+                    known.join(", ")
+                )));
+            }
+            let secs = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=(1 << 31)).contains(n))
+                .ok_or_else(|| bad(format!("{k} must be 1..2147483648 seconds, got {v:?}")))?;
+            out.timeouts.push((name.to_string(), secs));
+        }
+    }
+    Ok(out)
+}
+
+/// `ct-show`: the connections as JSON and as `dpctl/dump-conntrack` lines.
+fn ct_show(
+    pipeline: &Pipeline,
+    zone: Option<u16>,
+    addr: Option<&str>,
+) -> Result<serde_json::Value, ErrorBody> {
+    let addr = match addr {
+        Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| {
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("ct-show: {a:?} is not an IPv4 or IPv6 address"),
+            )
+            .with_input(a)
+        })?),
+        None => None,
+    };
+    let conns = pipeline.conntrack().dump(zone, addr);
+    let mut text = String::new();
+    for c in &conns {
+        text.push_str(&c.to_line());
+        text.push('\n');
+    }
+    Ok(json!({ "connections": conns, "text": text }))
 }
 
 /// Validate the ICMP error settings of `set-bridge` on top of `base`:

@@ -264,6 +264,31 @@ pub enum Request {
         /// Bridge name.
         bridge: String,
     },
+    /// The connection tracker's connections (OVS `dpctl/dump-conntrack`),
+    /// of one zone and/or with one address as an endpoint.
+    CtShow {
+        /// Bridge name.
+        bridge: String,
+        /// Only this zone.
+        #[serde(default)]
+        zone: Option<u16>,
+        /// Only connections with this address as source or destination.
+        #[serde(default)]
+        addr: Option<String>,
+    },
+    /// Forget connections (OVS `dpctl/flush-conntrack`), of one zone or all.
+    CtFlush {
+        /// Bridge name.
+        bridge: String,
+        /// Only this zone.
+        #[serde(default)]
+        zone: Option<u16>,
+    },
+    /// The connection tracker's counters, limit and timeouts.
+    CtStats {
+        /// Bridge name.
+        bridge: String,
+    },
     /// Change bridge settings: `mac-aging-time` (seconds) and
     /// `mac-table-size` (entries), like OVS's bridge `other_config`.
     SetBridge {
@@ -331,6 +356,9 @@ impl Request {
             | Request::PmdRxqRebalance { bridge }
             | Request::FdbShow { bridge }
             | Request::FdbFlush { bridge }
+            | Request::CtShow { bridge, .. }
+            | Request::CtFlush { bridge, .. }
+            | Request::CtStats { bridge }
             | Request::SetBridge { bridge, .. }
             | Request::TnlNeighShow { bridge }
             | Request::DumpTunnels { bridge }

@@ -135,4 +135,25 @@ pub enum DpAction {
     /// polling thread; see `crate::packet::icmp_error`). Translation puts
     /// it first in the list; it leaves the packet itself unchanged.
     IcmpTimeExceeded(crate::packet::icmp_error::ErrorSrc),
+    /// Connection tracking (OVS datapath `ct(...)`, then `recirc(id)` when
+    /// the OpenFlow `ct` had `table=`). Boxed: rare and large.
+    Ct(Box<DpCt>),
+}
+
+/// A datapath `ct` action: track the packet as it is at this point; with
+/// `recirc`, run a copy through the datapath again with the tracker's
+/// answer in its key (the original continues with the following actions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpCt {
+    /// Zone, commit, mark and label writes.
+    pub exec: crate::conntrack::CtExec,
+    /// `table=T`: recirculate with `recirc_id = T + 1`.
+    pub recirc: Option<u8>,
+    /// The packet's metadata as translation had it at the `ct` (in_port,
+    /// registers, metadata, tunnel fields): the recirculated key takes
+    /// these, with headers re-extracted from the frame and the `ct_*`
+    /// fields from the tracker. Translation makes every field it takes
+    /// from the megaflow's key exact, so it is the same for every packet
+    /// of the megaflow.
+    pub frozen: crate::flow::FlowKey,
 }

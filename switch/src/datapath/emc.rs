@@ -34,6 +34,7 @@ const SEEDS: [u64; KEY_WORDS / 2 + 1] = [
     0xd131_0ba6_98df_b5ac,
     0x2ffd_72db_d01a_dfb7,
     0xb8e1_afed_6a26_7e96,
+    0xba7c_9045_f12c_7f99,
 ];
 
 /// 64x64 → 128-bit multiply, high and low halves folded (the mixing step

@@ -207,6 +207,9 @@ pub fn apply(pkt: &mut Packet, ctx: &mut ExecCtx, action: &DpAction) -> Result<(
         }
         // Built on a copy by the datapath (`send_time_exceeded`).
         DpAction::IcmpTimeExceeded(_) => Ok(()),
+        // Executed by the datapath itself (it needs the tracker and the
+        // recirculation queue): see `datapath::run_actions`.
+        DpAction::Ct(_) => Ok(()),
         DpAction::PushVlan { tpid, tci } => push_vlan(pkt, ctx, *tpid, *tci),
         DpAction::SetVlan { tci } => {
             let d = pkt.data_mut();

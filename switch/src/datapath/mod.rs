@@ -107,11 +107,16 @@ pub enum DropReason {
     /// The kernel had a frame for the port's AF_XDP socket but its rx ring
     /// was full: the polling thread fell behind (XDP_STATISTICS `rx_ring_full`).
     RxRingFull,
+    /// `ct(commit)` found the connection table at its limit.
+    CtFull,
+    /// A packet was recirculated more than [`MAX_RECIRC_DEPTH`] times, or
+    /// more recirculated copies were pending than the queue holds.
+    RecircDepth,
 }
 
 impl DropReason {
     /// Number of reasons (size of per-reason counter arrays).
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 22;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::NoFlow,
@@ -134,6 +139,8 @@ impl DropReason {
         DropReason::IcmpRateLimited,
         DropReason::RxNoFill,
         DropReason::RxRingFull,
+        DropReason::CtFull,
+        DropReason::RecircDepth,
     ];
 
     /// The counter name operators see (`no_flow`, `invalid_ttl`...).
@@ -159,6 +166,8 @@ impl DropReason {
             DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::RxNoFill => "rx_no_fill",
             DropReason::RxRingFull => "rx_ring_full",
+            DropReason::CtFull => "ct_full",
+            DropReason::RecircDepth => "recirc_depth",
         }
     }
 
@@ -229,6 +238,8 @@ pub struct DatapathStats {
     pub megaflow_miss_probes: u64,
     /// Handles found stale between lookup and execution (evicted mid-batch) and looked up again.
     pub stale_handles: u64,
+    /// Passes made by packets recirculated by `ct(table=T)`.
+    pub recirculations: u64,
     /// Packets (originals and copies) put on tx batches.
     pub tx_packets: u64,
     /// Copies made for multiple outputs.
@@ -398,6 +409,35 @@ impl TxBatches {
     }
 }
 
+/// Most passes one packet makes through the datapath: the first, plus
+/// recirculations (OVS dpif-netdev `MAX_RECIRC_DEPTH`).
+pub const MAX_RECIRC_DEPTH: u8 = 6;
+
+/// Recirculated copies one packet may have pending at once.
+const RECIRC_QUEUE: usize = 8;
+
+/// A packet waiting for its next pass (`ct(table=T)`).
+#[derive(Debug)]
+struct Recirc {
+    pkt: Packet,
+    key: FlowKey,
+    layout: Layout,
+    tunnel: Option<TunnelMeta>,
+    nexthop: u32,
+    /// Passes made so far.
+    depth: u8,
+}
+
+/// What `ct` actions need while a megaflow's actions run.
+struct CtEnv<'a> {
+    ct: &'a crate::conntrack::Conntrack,
+    now_ms: u64,
+    /// Where recirculated packets wait (capacity [`RECIRC_QUEUE`], never grown).
+    queue: &'a mut Vec<Recirc>,
+    /// Pass number of the packet whose actions run (1: fresh from a port).
+    depth: u8,
+}
+
 /// The slow-path translation function the datapath calls on a miss
 /// (normally [`crate::pipeline::translate`]).
 pub type Translator = fn(&Pipeline, &[PortNo], &FlowKey) -> Xlation;
@@ -468,6 +508,11 @@ pub struct Datapath {
     now_ms: u64,
     /// This thread's ICMP error rate limit.
     icmp_bucket: crate::packet::icmp_error::TokenBucket,
+    /// Packets recirculated by `ct(table=T)`, waiting for their next pass.
+    recirc: Vec<Recirc>,
+    /// The tracker's clock ([`crate::conntrack::Conntrack::now_ms`]), read
+    /// with `now_ms`.
+    ct_now_ms: u64,
 }
 
 /// Cycles between two reads of the clock for megaflow last-used times:
@@ -491,6 +536,8 @@ impl Datapath {
             clock_tsc: 0,
             now_ms: 0,
             icmp_bucket: crate::packet::icmp_error::TokenBucket::default(),
+            recirc: Vec::with_capacity(RECIRC_QUEUE),
+            ct_now_ms: 0,
             snapshot,
             cfg,
         };
@@ -560,6 +607,8 @@ impl Datapath {
         }
         self.push_stats();
         self.flush_caches();
+        // The new pipeline may bring another tracker (another clock).
+        self.clock_tsc = 0;
         if snapshot.ports != self.snapshot.ports {
             self.stats.ports = port_stats_for(&snapshot.ports, &self.stats.ports);
         }
@@ -620,6 +669,7 @@ impl Datapath {
         // is re-read only when the TSC says about a millisecond has passed.
         if self.clock_tsc == 0 || start.wrapping_sub(self.clock_tsc) >= CLOCK_REFRESH_CYCLES {
             self.now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.ct_now_ms = self.snapshot.pipeline.conntrack().now_ms();
             self.clock_tsc = start;
         }
         let now_ms = self.now_ms;
@@ -707,7 +757,16 @@ impl Datapath {
                             &mut self.stats,
                         );
                     }
-                    run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx)
+                    let mut env = CtEnv {
+                        ct: self.snapshot.pipeline.conntrack(),
+                        now_ms: self.ct_now_ms,
+                        queue: &mut self.recirc,
+                        depth: 1,
+                    };
+                    run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
+                    if !self.recirc.is_empty() {
+                        self.run_recirculations(tx, pool, pidx, now_ms);
+                    }
                 }
                 None => {
                     // Unreachable (the handle was just validated or installed);
@@ -728,6 +787,73 @@ impl Datapath {
         self.stats.megaflow = self.mf.counters;
         self.stats.megaflows_live = self.mf.len() as u64;
         self.stats.cycles += cycles_now().wrapping_sub(start);
+    }
+
+    /// Run the packets `ct(table=T)` recirculated (and those their passes
+    /// recirculate), one lookup (EMC, megaflow, slow path) and one action
+    /// list each, before the next received packet: OVS dp_netdev_recirculate.
+    #[cold]
+    fn run_recirculations(
+        &mut self,
+        tx: &mut TxBatches,
+        pool: &mut PacketPool,
+        pidx: usize,
+        now_ms: u64,
+    ) {
+        while let Some(r) = self.recirc.pop() {
+            self.stats.recirculations += 1;
+            if r.depth >= MAX_RECIRC_DEPTH {
+                self.stats.ports[pidx].drops[DropReason::RecircDepth.index()] += 1;
+                pool.put(r.pkt);
+                continue;
+            }
+            let h = self.lookup_one(&r.key);
+            let mut ctx = ExecCtx::new(&r.key, r.layout);
+            ctx.tunnel = r.tunnel;
+            ctx.nexthop = r.nexthop;
+            match self.mf.hit(h, r.pkt.len() as u64, now_ms) {
+                Some(flow) => {
+                    let mut env = CtEnv {
+                        ct: self.snapshot.pipeline.conntrack(),
+                        now_ms: self.ct_now_ms,
+                        queue: &mut self.recirc,
+                        depth: r.depth + 1,
+                    };
+                    run_actions(r.pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
+                }
+                None => {
+                    self.stats.ports[pidx].drops[DropReason::ActionFailed.index()] += 1;
+                    pool.put(r.pkt);
+                }
+            }
+        }
+    }
+
+    /// One key through the EMC, the megaflow cache, then the slow path,
+    /// counting the tier that answered and feeding the EMC.
+    fn lookup_one(&mut self, key: &FlowKey) -> MegaflowHandle {
+        let hash = key_hash(key);
+        if let Some(h) = self.emc.lookup(key, hash) {
+            if self.mf.get(h).is_some() {
+                self.stats.emc_hits += 1;
+                return h;
+            }
+        }
+        let h = match self.mf.lookup(key) {
+            (Some(h), probed) => {
+                self.stats.megaflow_hits += 1;
+                self.stats.megaflow_hit_probes += u64::from(probed);
+                h
+            }
+            (None, probed) => {
+                self.stats.megaflow_miss_probes += u64::from(probed);
+                self.stats.misses += 1;
+                self.upcall(key)
+            }
+        };
+        let mf = &self.mf;
+        self.emc.insert(key, hash, h, |x| mf.get(x).is_some());
+        h
     }
 
     /// The megaflow tier for the keys `base + j` of `scratch` with bit `j`
@@ -820,10 +946,12 @@ impl Datapath {
                 _ => u32::MAX,
             })
             .collect();
+        // Execution stops after the last output or `ct` (whose tracking
+        // and recirculation happen even when nothing is output after it).
         let last_output = x
             .actions
             .iter()
-            .rposition(|a| matches!(a, DpAction::Output(_)));
+            .rposition(|a| matches!(a, DpAction::Output(_) | DpAction::Ct(_)));
         let what = MegaflowInstall {
             mask,
             actions: x.actions.into_boxed_slice(),
@@ -929,8 +1057,10 @@ fn send_time_exceeded(
 }
 
 /// Execute a megaflow's actions on one packet: set actions in place, each
-/// output but the last on a copy from the pool, the last on the original.
+/// output but the last on a copy from the pool, the last on the original;
+/// `ct` through the tracker, its recirculated copy queued in `env`.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn run_actions(
     mut pkt: Packet,
     mut ctx: ExecCtx,
@@ -939,6 +1069,7 @@ fn run_actions(
     pool: &mut PacketPool,
     stats: &mut DatapathStats,
     pidx: usize,
+    env: &mut CtEnv<'_>,
 ) {
     let DatapathStats {
         ports,
@@ -994,6 +1125,48 @@ fn run_actions(
                     pool.put(p);
                 }
             }
+        } else if let DpAction::Ct(c) = a {
+            match conntrack(&pkt, c, env) {
+                CtStep::Continue => {}
+                CtStep::Drop(r) => {
+                    ps.drops[r.index()] += 1;
+                    pool.put(pkt);
+                    return;
+                }
+                CtStep::Recirculate(key, layout) => {
+                    let last_one = ai == last;
+                    let (p, left) = if last_one {
+                        (Some(pkt), None)
+                    } else {
+                        let Some(mut c) = pool.get() else {
+                            ps.drops[DropReason::PoolEmpty.index()] += 1;
+                            continue;
+                        };
+                        c.copy_from(&pkt);
+                        *copies += 1;
+                        (Some(c), Some(pkt))
+                    };
+                    if let Some(p) = p {
+                        if env.queue.len() < RECIRC_QUEUE {
+                            env.queue.push(Recirc {
+                                pkt: p,
+                                key,
+                                layout,
+                                tunnel: ctx.tunnel,
+                                nexthop: ctx.nexthop,
+                                depth: env.depth,
+                            });
+                        } else {
+                            ps.drops[DropReason::RecircDepth.index()] += 1;
+                            pool.put(p);
+                        }
+                    }
+                    match left {
+                        Some(p) => pkt = p,
+                        None => return,
+                    }
+                }
+            }
         } else if apply(&mut pkt, &mut ctx, a).is_err() {
             let r = match ctx.layout.status {
                 ParseStatus::Ok => DropReason::ActionFailed,
@@ -1007,4 +1180,47 @@ fn run_actions(
     }
     // Unreachable: the loop returns at `last`. Keep the buffer regardless.
     pool.put(pkt);
+}
+
+/// What a datapath `ct` decided.
+enum CtStep {
+    /// Tracked; no recirculation: carry on with the next action.
+    Continue,
+    /// Drop the packet (e.g. `ct_full`).
+    Drop(DropReason),
+    /// Tracked; recirculate a copy with this key and layout.
+    Recirculate(FlowKey, Layout),
+}
+
+/// Track `pkt` (OVS datapath `ct`): re-extract it as the earlier actions
+/// left it, ask the tracker, and with `recirc` build the next pass's key:
+/// headers from the frame, metadata from translation's frozen key, `ct_*`
+/// from the verdict, `recirc_id = T + 1`. No allocation; the tracker takes
+/// one shard lock.
+#[inline(never)]
+fn conntrack(pkt: &Packet, c: &actions::DpCt, env: &mut CtEnv<'_>) -> CtStep {
+    let mut key = FlowKey::ZERO;
+    let layout = extract(pkt.data(), c.frozen.in_port, &mut key);
+    let v = env
+        .ct
+        .execute(pkt.data(), &layout, &key, &c.exec, env.now_ms);
+    if v.full {
+        return CtStep::Drop(DropReason::CtFull);
+    }
+    let Some(table) = c.recirc else {
+        return CtStep::Continue;
+    };
+    let f = &c.frozen;
+    key.in_port = f.in_port;
+    key.metadata = f.metadata;
+    key.regs = f.regs;
+    key.tun_id = f.tun_id;
+    key.tun_src = f.tun_src;
+    key.tun_dst = f.tun_dst;
+    key.ct_state = v.state;
+    key.ct_zone = c.exec.zone;
+    key.ct_mark = v.mark;
+    key.ct_label = v.label.to_be_bytes();
+    key.recirc_id = u32::from(table) + 1;
+    CtStep::Recirculate(key, layout)
 }

@@ -113,4 +113,40 @@ pub enum Action {
     /// `xlate_group_bucket`). A flow naming a group that does not exist is
     /// refused (`OFPBAC_BAD_OUT_GROUP`).
     Group(u32),
+    /// `ct(...)`: send the packet through connection tracking (ovs-actions(7)).
+    Ct(Box<CtAction>),
+    /// `ct_clear`: forget the packet's conntrack state (every `ct_*` field 0).
+    CtClear,
+}
+
+/// Where `ct(zone=...)` takes the zone from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CtZone {
+    /// `zone=N`.
+    Imm(u16),
+    /// `zone=FIELD[a..b]` (16 bits of a field, e.g. `NXM_NX_REG0[0..15]`).
+    Field(FieldRange),
+}
+
+/// The arguments of `ct(...)` (OVS `struct ofpact_conntrack`).
+///
+/// Semantics (ovs-actions(7)): the packet goes through the tracker in the
+/// zone. With `table=T` it is then recirculated: a copy continues in table
+/// T with `ct_state`, `ct_zone`, `ct_mark` and `ct_label` set from the
+/// tracker, while the current action list continues with the packet's
+/// state as before the `ct`. `commit` creates the connection; `exec`'s
+/// `set_field`s on `ct_mark` / `ct_label` are stored in a committed
+/// connection. NAT is parsed and refused ("nat not supported yet").
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CtAction {
+    /// `commit`.
+    pub commit: bool,
+    /// `zone=`: the conntrack zone (default 0).
+    pub zone: CtZone,
+    /// `table=`: recirculate to this table (None: no recirculation).
+    pub table: Option<u8>,
+    /// `exec(set_field:V[/M]->ct_mark)`: value and mask.
+    pub mark: Option<(u32, u32)>,
+    /// `exec(set_field:V[/M]->ct_label)`: value and mask.
+    pub label: Option<(u128, u128)>,
 }

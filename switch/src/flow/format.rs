@@ -579,6 +579,47 @@ fn format_action(a: &Action, s: &mut String) {
         Action::Group(g) => {
             let _ = write!(s, "group:{}", g);
         }
+        Action::Ct(ct) => format_ct(s, ct),
+        Action::CtClear => s.push_str("ct_clear"),
+    }
+}
+
+/// `ct(...)` in OVS's order (lib/ofp-actions.c `format_CT`): commit,
+/// table, zone, then exec(...); an empty argument list prints `ct`.
+fn format_ct(s: &mut String, ct: &crate::flow::CtAction) {
+    let mut parts: Vec<String> = Vec::new();
+    if ct.commit {
+        parts.push("commit".into());
+    }
+    if let Some(t) = ct.table {
+        parts.push(format!("table={t}"));
+    }
+    match ct.zone {
+        crate::flow::CtZone::Imm(0) => {}
+        crate::flow::CtZone::Imm(z) => parts.push(format!("zone={z}")),
+        crate::flow::CtZone::Field(r) => parts.push(format!("zone={}", format_subfield(&r))),
+    }
+    let mut exec: Vec<String> = Vec::new();
+    let set = |v: u128, m: u128, full: u128, name: &str| {
+        if m == full {
+            format!("set_field:{}->{name}", c_hex(v))
+        } else {
+            format!("set_field:{}/{}->{name}", c_hex(v), c_hex(m))
+        }
+    };
+    if let Some((v, m)) = ct.mark {
+        exec.push(set(v.into(), m.into(), u32::MAX.into(), "ct_mark"));
+    }
+    if let Some((v, m)) = ct.label {
+        exec.push(set(v, m, u128::MAX, "ct_label"));
+    }
+    if !exec.is_empty() {
+        parts.push(format!("exec({})", exec.join(",")));
+    }
+    if parts.is_empty() {
+        s.push_str("ct");
+    } else {
+        let _ = write!(s, "ct({})", parts.join(","));
     }
 }
 

@@ -29,7 +29,7 @@
 use bytemuck::{Pod, Zeroable};
 
 /// Number of 64-bit words in a [`FlowKey`].
-pub const KEY_WORDS: usize = 23;
+pub const KEY_WORDS: usize = 24;
 
 /// `vlan_tci` bit set when the frame carries an 802.1Q/802.1ad tag.
 pub const VLAN_CFI: u16 = 0x1000;
@@ -186,6 +186,14 @@ pub struct FlowKey {
     // w21, w22
     /// IPv6 neighbour discovery target address (NS/NA, RFC 4861 §4.3).
     pub nd_target: [u8; 16],
+    // w23
+    /// Recirculation id (OVS's datapath `recirc_id`): 0 for a packet fresh
+    /// from a port; `T + 1` for a packet that `ct(table=T)` recirculated, so
+    /// the slow path resumes it in table T (see `datapath` and
+    /// docs/architecture.md "Connection tracking"). Not an OpenFlow field.
+    pub recirc_id: u32,
+    /// Unused; always 0 (keeps the struct free of padding).
+    pub pad0: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == KEY_WORDS * 8);
@@ -225,6 +233,8 @@ impl FlowKey {
         ipv6_dst: [0; 16],
         ct_label: [0; 16],
         nd_target: [0; 16],
+        recirc_id: 0,
+        pad0: 0,
     };
 
     /// The key as 64-bit words (for hashing and masked comparison).

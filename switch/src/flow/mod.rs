@@ -9,7 +9,7 @@ pub mod matches;
 pub mod parse;
 pub mod trace_spec;
 
-pub use action::{ofport, Action, FieldRange, PortNo};
+pub use action::{ofport, Action, CtAction, CtZone, FieldRange, PortNo};
 pub use field::{Field, Prereq};
 pub use format::{format_actions, format_flow, format_flow_stats, format_key, format_match};
 pub use key::{FlowKey, FlowMask};

@@ -17,7 +17,7 @@
 //! This module must never panic on any input: every slice is cut at an ASCII
 //! delimiter and every number is range-checked.
 
-use super::action::{ofport, Action, FieldRange, PortNo};
+use super::action::{ofport, Action, CtAction, CtZone, FieldRange, PortNo};
 use super::field::{Field, FieldInfo, Format, Prereq, ALL_FIELDS};
 use super::key::{ethertype, ipproto, FlowKey, VLAN_CFI, VLAN_PCP_MASK, VLAN_VID_MASK};
 use super::matches::Match;
@@ -763,6 +763,8 @@ const ACTION_NAMES: &[&str] = &[
     "pop_vlan",
     "goto_table",
     "write_metadata",
+    "ct",
+    "ct_clear",
     "normal",
     "flood",
     "all",
@@ -1884,6 +1886,20 @@ fn parse_actions_ctx(
                 acts.push(Action::GotoTable(n));
                 goto_at = Some(tok.to_string());
             }
+            "ct" => {
+                acts.push(Action::Ct(Box::new(parse_ct(
+                    t.value,
+                    t.value_off,
+                    off,
+                    tok,
+                )?)));
+            }
+            "ct_clear" => {
+                if t.value.is_some() {
+                    return Err(ParseError::new("ct_clear takes no argument", off, tok));
+                }
+                acts.push(Action::CtClear);
+            }
             "write_metadata" => {
                 let v = value_of(t, tok)?;
                 if let Some(w) = &metadata_at {
@@ -2107,6 +2123,163 @@ fn parse_set_field(
         } else {
             tci
         };
+    }
+    Ok(())
+}
+
+/// `ct`, `ct()` or `ct(commit,zone=Z,table=T,exec(...),nat...)`
+/// (ovs-actions(7) "The ct action"; lib/ofp-actions.c `parse_CT`).
+fn parse_ct(v: Option<&str>, voff: usize, off: usize, tok: &str) -> PResult<CtAction> {
+    let mut ct = CtAction {
+        commit: false,
+        zone: CtZone::Imm(0),
+        table: None,
+        mark: None,
+        label: None,
+    };
+    let Some(v) = v else {
+        return Ok(ct);
+    };
+    for a in lex(v, voff)? {
+        let name = a.key.to_ascii_lowercase();
+        let whole = a.whole(v, voff);
+        match name.as_str() {
+            "commit" if a.value.is_none() => ct.commit = true,
+            "force" => {
+                return Err(ParseError::new(
+                    "ct(force) is not supported yet",
+                    a.key_off,
+                    whole,
+                ))
+            }
+            "table" => {
+                let tv = value_of(&a, whole)?;
+                let t = parse_table_id(tv, a.value_off)?;
+                ct.table = Some(t);
+            }
+            "zone" => {
+                let zv = value_of(&a, whole)?;
+                ct.zone = if zv.contains('[') {
+                    let r = parse_subfield(zv, a.value_off)?;
+                    if r.n_bits != 16 {
+                        return Err(ParseError::new(
+                            format!("ct: zone={zv} must be a 16-bit subfield, got {} bits", r.n_bits),
+                            a.value_off,
+                            zv,
+                        ));
+                    }
+                    CtZone::Field(r)
+                } else {
+                    CtZone::Imm(parse_uint_max(zv, 0xffff, "ct zone", a.value_off)? as u16)
+                };
+            }
+            "exec" => {
+                let ev = a.value.unwrap_or("");
+                parse_ct_exec(&mut ct, ev, a.value_off)?;
+            }
+            "nat" => {
+                return Err(ParseError::new(
+                    "ct: nat not supported yet (connection tracking without address translation only)",
+                    a.key_off,
+                    whole,
+                ))
+            }
+            "alg" => {
+                return Err(ParseError::new(
+                    "ct: alg (FTP/TFTP helpers) is not supported",
+                    a.key_off,
+                    whole,
+                ))
+            }
+            _ => {
+                return Err(ParseError::new(
+                    format!(
+                        "ct: unknown argument \"{whole}\" (known: commit, zone=, table=, exec(...), nat)"
+                    ),
+                    a.key_off,
+                    whole,
+                ))
+            }
+        }
+    }
+    if !ct.commit && (ct.mark.is_some() || ct.label.is_some()) {
+        return Err(ParseError::new(
+            "ct: exec(...) needs commit (OVS only writes ct_mark/ct_label of a committed connection)",
+            off,
+            tok,
+        ));
+    }
+    Ok(ct)
+}
+
+fn parse_table_id(tv: &str, off: usize) -> PResult<u8> {
+    Ok(parse_uint_max(tv, 254, "ct table", off)? as u8)
+}
+
+/// The `exec(...)` actions of `ct`: only `set_field` (and `load`) on
+/// `ct_mark` and `ct_label`, as OVS allows.
+fn parse_ct_exec(ct: &mut CtAction, v: &str, voff: usize) -> PResult<()> {
+    for a in lex(v, voff)? {
+        let whole = a.whole(v, voff);
+        let name = a.key.to_ascii_lowercase();
+        let (field, value, mask) = match name.as_str() {
+            "set_field" => {
+                let sv = value_of(&a, whole)?;
+                let (val, fname, foff) = split_arrow(sv, a.value_off, whole)?;
+                let field = lookup_field(fname, foff)?;
+                if !matches!(field, Field::CtMark | Field::CtLabel) {
+                    return Err(ParseError::new(
+                        format!("ct: exec may only set ct_mark or ct_label, not {fname}"),
+                        foff,
+                        fname,
+                    ));
+                }
+                let (v, m) = parse_field_value(field.info(), val, a.value_off)?;
+                (field, v, m)
+            }
+            "load" => {
+                let lv = value_of(&a, whole)?;
+                let (val, dst, doff) = split_arrow(lv, a.value_off, whole)?;
+                let r = parse_subfield(dst, doff)?;
+                if !matches!(r.field, Field::CtMark | Field::CtLabel) {
+                    return Err(ParseError::new(
+                        format!("ct: exec may only load into ct_mark or ct_label, not {dst}"),
+                        doff,
+                        dst,
+                    ));
+                }
+                let value = parse_uint(val)
+                    .filter(|x| r.n_bits >= 128 || *x >> r.n_bits == 0)
+                    .ok_or_else(|| {
+                        ParseError::new(
+                            format!("load: value \"{val}\" does not fit in {} bits", r.n_bits),
+                            a.value_off,
+                            val,
+                        )
+                    })?;
+                let ones = if r.n_bits >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << r.n_bits) - 1
+                };
+                (r.field, value << r.ofs, ones << r.ofs)
+            }
+            _ => {
+                return Err(ParseError::new(
+                    format!("ct: exec may only contain set_field or load on ct_mark/ct_label, not \"{whole}\""),
+                    a.key_off,
+                    whole,
+                ))
+            }
+        };
+        if field == Field::CtMark {
+            let (ov, om) = ct.mark.unwrap_or((0, 0));
+            let (v, m) = (value as u32, mask as u32);
+            ct.mark = Some(((ov & !m) | (v & m), om | m));
+        } else {
+            let (ov, om) = ct.label.unwrap_or((0, 0));
+            ct.label = Some(((ov & !mask) | (value & mask), om | mask));
+        }
     }
     Ok(())
 }

@@ -56,6 +56,14 @@ fn parse_packet_inner(text: &str) -> Result<FlowKey, ParseError> {
         if t.key == "eth" && t.value.is_none() {
             continue;
         }
+        // `recirc_id=N`: trace the pass that `ct(table=N-1)` recirculates
+        // (OVS's trace takes recirc_id the same way).
+        if t.key == "recirc_id" {
+            let v = t.value.unwrap_or("");
+            let r = super::parse::parse_uint_max(v, 0xff, "recirc_id", t.value_off)?;
+            mb.value.recirc_id = r as u32;
+            continue;
+        }
         let field = match Field::from_name(t.key) {
             Some(f) => f,
             None => {

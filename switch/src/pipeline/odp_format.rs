@@ -178,6 +178,31 @@ impl Display for DpAction {
             DpAction::IcmpTimeExceeded(src) => {
                 write!(f, "icmp_time_exceeded(src={})", src.ip())
             }
+            DpAction::Ct(c) => {
+                // OVS odp-util format_odp_conntrack_action, then recirc().
+                let mut p: Vec<String> = Vec::new();
+                if c.exec.commit {
+                    p.push("commit".into());
+                }
+                if c.exec.zone != 0 {
+                    p.push(format!("zone={}", c.exec.zone));
+                }
+                if c.exec.mark.1 != 0 {
+                    p.push(format!("mark={:#x}/{:#x}", c.exec.mark.0, c.exec.mark.1));
+                }
+                if c.exec.label.1 != 0 {
+                    p.push(format!("label={:#x}/{:#x}", c.exec.label.0, c.exec.label.1));
+                }
+                if p.is_empty() {
+                    f.write_str("ct")?;
+                } else {
+                    write!(f, "ct({})", p.join(","))?;
+                }
+                match c.recirc {
+                    Some(t) => write!(f, ",recirc({:#x})", u32::from(t) + 1),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }

@@ -312,6 +312,9 @@ pub struct Pipeline {
     /// OpenFlow groups for `group:N` (shared between snapshots until a
     /// group-mod replaces them).
     groups: Arc<crate::group::GroupTable>,
+    /// The bridge's connection tracker for `ct` (shared by every snapshot:
+    /// a flow-mod never loses connections).
+    conntrack: Arc<crate::conntrack::Conntrack>,
 }
 
 impl Default for Pipeline {
@@ -321,6 +324,7 @@ impl Default for Pipeline {
             groups: Arc::default(),
             routes: Arc::default(),
             icmp_errors: crate::packet::icmp_error::IcmpErrorConfig::default(),
+            conntrack: Arc::default(),
         }
     }
 }
@@ -478,6 +482,16 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// The bridge's connection tracker.
+    pub fn conntrack(&self) -> &crate::conntrack::Conntrack {
+        &self.conntrack
+    }
+
+    /// The connection tracker, shared (control thread: ct-show, sweeps).
+    pub fn conntrack_arc(&self) -> Arc<crate::conntrack::Conntrack> {
+        Arc::clone(&self.conntrack)
     }
 
     /// Where ICMP time exceeded errors come from (router addresses, rate).

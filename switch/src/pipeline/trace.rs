@@ -400,6 +400,26 @@ fn outcome_node(o: &ActionOutcome) -> Option<Node> {
             format!("route table {table}: next hop MAC unknown (no mac= on the route, no neighbour entry), packet dropped (no_neighbour)"),
         ),
         ActionOutcome::RouteNotIp => (Detail, "not an IP packet: route does nothing".into()),
+        ActionOutcome::Conntrack {
+            zone,
+            commit,
+            table,
+        } => (
+            Detail,
+            match table {
+                Some(t) => format!(
+                    "conntrack zone {zone}{}: a copy is recirculated (recirc_id {:#x}) and resumes in table {t} with the tracker's ct_state; trace it with ct_state=... and recirc_id={} in the packet",
+                    if *commit { ", commit" } else { "" },
+                    u32::from(*t) + 1,
+                    u32::from(*t) + 1
+                ),
+                None => format!(
+                    "conntrack zone {zone}{}: no recirculation, ct_state unchanged in this pass",
+                    if *commit { ", commit" } else { "" }
+                ),
+            },
+        ),
+        ActionOutcome::CtClear => (Detail, "ct_state, ct_zone, ct_mark and ct_label cleared".into()),
         ActionOutcome::IcmpTimeExceeded { src } => (
             Detail,
             format!("ICMP time exceeded sent back to the source from {src}, out of the input port (rate-limited)"),

@@ -323,6 +323,19 @@ pub enum ActionOutcome {
         /// Why (OVS's trace wording).
         reason: &'static str,
     },
+    /// `ct`: the packet goes through connection tracking in `zone`
+    /// (committing when `commit`); with `table`, a copy is recirculated
+    /// and resumes in that table with the tracker's `ct_*` fields.
+    Conntrack {
+        /// Zone.
+        zone: u16,
+        /// `commit`.
+        commit: bool,
+        /// Recirculation table.
+        table: Option<u8>,
+    },
+    /// `ct_clear`: the `ct_*` fields are now zero.
+    CtClear,
 }
 
 /// Receives the walk of one translation, for `ofproto/trace`. Calls nest:
@@ -527,6 +540,8 @@ impl<'a> Xlator<'a> {
         wc.in_port = u32::MAX;
         wc.dl_type = u16::MAX;
         wc.vlan_tci = VLAN_CFI;
+        // Which pass of the packet this is (0: fresh from a port).
+        wc.recirc_id = u32::MAX;
         if is_ip(key) {
             wc.nw_frag = FRAG_ANY | FRAG_LATER;
         }
@@ -566,7 +581,16 @@ impl<'a> Xlator<'a> {
     }
 
     fn run(mut self) -> Xlation {
-        self.lookup_and_enter(0, None, Via::Start);
+        // A packet recirculated by `ct(table=T)` carries recirc_id T + 1
+        // and resumes in table T (OVS resumes from its frozen state; our
+        // key already carries registers and metadata, so the table is
+        // all there is to remember). An id no `ct` gives (above 255) looks
+        // up the permanently empty table 255: a miss, hence a drop.
+        let start = match self.flow.recirc_id {
+            0 => 0,
+            r => u8::try_from(r - 1).unwrap_or(u8::MAX),
+        };
+        self.lookup_and_enter(start, None, Via::Start);
         while !self.failed {
             let Some(top) = self.stack.last_mut() else {
                 break;
@@ -895,6 +919,15 @@ impl<'a> Xlator<'a> {
                 self.written.metadata |= mask;
             }
             Action::Group(g) => self.group(*g, table),
+            Action::Ct(ct) => self.conntrack(ct),
+            Action::CtClear => {
+                // OVS compose_ct_clear_action / flow_clear_conntrack.
+                self.flow.ct_state = 0;
+                self.flow.ct_zone = 0;
+                self.flow.ct_mark = 0;
+                self.flow.ct_label = [0; 16];
+                self.note(ActionOutcome::CtClear);
+            }
             Action::GotoTable(t) => {
                 if *t <= table {
                     self.note(ActionOutcome::BadGoto {
@@ -910,6 +943,50 @@ impl<'a> Xlator<'a> {
                 self.lookup_and_enter(*t, None, Via::Goto);
             }
         }
+    }
+
+    /// OVS compose_conntrack_action: commit the header changes made so far
+    /// (the tracker sees the packet as modified), emit the datapath `ct`
+    /// (and `recirc`), and carry on with this pass's key unchanged: the
+    /// `ct_*` fields are only known to the recirculated copy.
+    fn conntrack(&mut self, ct: &crate::flow::CtAction) {
+        let zone = match ct.zone {
+            crate::flow::CtZone::Imm(z) => z,
+            crate::flow::CtZone::Field(r) => {
+                if !self.range_ok(&r) {
+                    return;
+                }
+                let info = r.field.info();
+                info.set_bits(&mut self.wc, r.ofs, r.n_bits, u128::MAX);
+                u16::try_from(info.get_bits(&self.flow, r.ofs, r.n_bits.min(16))).unwrap_or(0)
+            }
+        };
+        self.commit();
+        if ct.table.is_some() {
+            // The recirculated key takes these from this key (`DpCt::frozen`):
+            // every packet of the megaflow must have the same ones.
+            self.wc.regs = [u32::MAX; 8];
+            self.wc.metadata = u64::MAX;
+            self.wc.tun_id = u64::MAX;
+            self.wc.tun_src = u32::MAX;
+            self.wc.tun_dst = u32::MAX;
+        }
+        self.actions
+            .push(DpAction::Ct(Box::new(crate::datapath::actions::DpCt {
+                exec: crate::conntrack::CtExec {
+                    zone,
+                    commit: ct.commit,
+                    mark: ct.mark.unwrap_or((0, 0)),
+                    label: ct.label.unwrap_or((0, 0)),
+                },
+                recirc: ct.table,
+                frozen: self.flow,
+            })));
+        self.note(ActionOutcome::Conntrack {
+            zone,
+            commit: ct.commit,
+            table: ct.table,
+        });
     }
 
     fn range_ok(&mut self, r: &FieldRange) -> bool {

@@ -1,0 +1,986 @@
+//! Connection tracking: the table behind OVS's `ct` action and the
+//! `ct_state`, `ct_zone`, `ct_mark`, `ct_label` matches.
+//!
+//! Data enters from the datapath's `ct` action ([`Conntrack::execute`]): a
+//! frame, its extraction [`Layout`] and [`FlowKey`] (re-extracted after the
+//! header changes committed before the `ct`), the zone, and whether to
+//! commit and which mark/label bits to write. It leaves as a [`CtVerdict`]:
+//! the `ct_state` bits (`+trk` with `+new`, `+est`, `+rel`, `+rpl` or
+//! `+inv`) and the connection's mark and label, which the datapath puts in
+//! the key of the recirculated packet. The control thread reads the table
+//! for `ct-show`, empties it for `ct-flush`, changes limits and timeouts,
+//! and sweeps expired connections ([`Conntrack::sweep`]).
+//!
+//! Design (see docs/architecture.md "Connection tracking"): one table per
+//! bridge, shared by its polling threads, split into [`N_SHARDS`] shards,
+//! each a `Mutex` around a hash table. Both directions of a connection use
+//! one *canonical* key (the two endpoints in sorted order), so one probe of
+//! one shard finds a connection whatever the direction, and no second index
+//! has to be kept consistent. A packet takes its shard's lock for the
+//! duration of one probe and state update (an uncontended lock is one
+//! atomic compare-exchange; two threads contend only when they hit the same
+//! shard of 256 at the same instant). There is no lock, allocation or
+//! syscall that covers the whole table per packet; only a commit of a new
+//! connection may allocate (when its shard's hash table grows).
+//!
+//! Semantics follow OVS's userspace tracker (lib/conntrack.c and
+//! conntrack-{tcp,other,icmp}.c) and Linux nf_conntrack's defaults:
+//! - a connection exists only once a `ct(commit)` created it; before that
+//!   every valid packet is `+trk+new` and nothing is remembered;
+//! - original direction: `+new` until a reply has been seen, then `+est`;
+//!   reply direction: `+est+rpl`;
+//! - TCP follows [`tcp`]'s state machine; UDP and other IP protocols are
+//!   tracked by addresses (and ports); ICMP echo requests and replies by
+//!   identifier; ICMP errors (destination unreachable, source quench,
+//!   redirect, time exceeded, parameter problem; ICMPv6 1-4) whose quoted
+//!   header belongs to a tracked connection are `+rel` (plus `+rpl` when
+//!   the quoted packet travelled in the original direction);
+//! - `+inv`: not IP, truncated or malformed headers, fragments (not
+//!   reassembled: a departure from OVS, which reassembles), TCP segments
+//!   the state machine rejects, ICMP messages other than echo and errors,
+//!   and an ICMP error about no tracked connection;
+//! - a connection expires after its protocol's and state's timeout of
+//!   inactivity ([`Timeouts`], Linux's defaults); an expired connection is
+//!   treated as absent at once and removed by the next sweep;
+//! - the table holds at most `limit` connections: a commit beyond it
+//!   fails and the datapath drops the packet as `ct_full`.
+//!
+//! NAT is not implemented: the flow parser refuses `nat` in `ct(...)`.
+//! Never: panic on any frame, allocate on the lookup path, hold a lock
+//! across more than one shard.
+
+pub mod tcp;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use hashbrown::HashTable;
+use serde::Serialize;
+
+use crate::flow::key::{ct_state as cs, ethertype, ipproto, FlowKey, FRAG_ANY};
+use crate::packet::{be16, be32, Layout, ParseStatus};
+use tcp::{TcpConn, TcpVerdict};
+
+/// Number of shards (a power of two).
+pub const N_SHARDS: usize = 256;
+
+/// Default connection limit (the most connections the table holds).
+pub const DEFAULT_LIMIT: usize = 1_000_000;
+
+/// One per-protocol / per-state timeout, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum TimeoutKind {
+    /// TCP: SYN seen (Linux nf_conntrack_tcp_timeout_syn_sent).
+    TcpSynSent,
+    /// TCP: SYN+ACK seen.
+    TcpSynRecv,
+    /// TCP: established.
+    TcpEstablished,
+    /// TCP: one FIN seen.
+    TcpFinWait,
+    /// TCP: first FIN acknowledged.
+    TcpCloseWait,
+    /// TCP: both FINs seen.
+    TcpLastAck,
+    /// TCP: both FINs acknowledged.
+    TcpTimeWait,
+    /// TCP: reset.
+    TcpClose,
+    /// UDP: no reply seen yet (nf_conntrack_udp_timeout).
+    UdpFirst,
+    /// UDP: replies seen (nf_conntrack_udp_timeout_stream).
+    UdpStream,
+    /// ICMP echo (nf_conntrack_icmp_timeout).
+    Icmp,
+    /// Other IP protocols (nf_conntrack_generic_timeout).
+    Other,
+}
+
+/// Timeout names (as `set-ct` accepts them and `ct-stats` prints them) and
+/// Linux's defaults in seconds, in [`TimeoutKind`] order.
+pub const TIMEOUTS: [(&str, u32); 12] = [
+    ("tcp_syn_sent", 120),
+    ("tcp_syn_recv", 60),
+    ("tcp_established", 432_000),
+    ("tcp_fin_wait", 120),
+    ("tcp_close_wait", 60),
+    ("tcp_last_ack", 30),
+    ("tcp_time_wait", 120),
+    ("tcp_close", 10),
+    ("udp_first", 30),
+    ("udp_stream", 120),
+    ("icmp", 30),
+    ("other", 600),
+];
+
+/// The timeouts in force, changeable at run time without a lock.
+#[derive(Debug)]
+pub struct Timeouts([AtomicU32; 12]);
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts(TIMEOUTS.map(|(_, s)| AtomicU32::new(s)))
+    }
+}
+
+impl Timeouts {
+    /// Seconds for `k`.
+    pub fn get(&self, k: TimeoutKind) -> u32 {
+        self.0[k as usize].load(Relaxed)
+    }
+
+    /// Set the timeout called `name` (see [`TIMEOUTS`]) to `secs` (at least 1).
+    pub fn set(&self, name: &str, secs: u32) -> Result<(), String> {
+        if secs == 0 {
+            return Err(format!("timeout {name} must be at least 1 second"));
+        }
+        let i = TIMEOUTS
+            .iter()
+            .position(|(n, _)| *n == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = TIMEOUTS.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown conntrack timeout {name:?} (known: {})",
+                    known.join(", ")
+                )
+            })?;
+        self.0[i].store(secs, Relaxed);
+        Ok(())
+    }
+
+    /// Every timeout by name.
+    pub fn all(&self) -> Vec<(&'static str, u32)> {
+        TIMEOUTS
+            .iter()
+            .zip(self.0.iter())
+            .map(|((n, _), v)| (*n, v.load(Relaxed)))
+            .collect()
+    }
+
+    fn ms(&self, k: TimeoutKind) -> u64 {
+        u64::from(self.get(k)) * 1000
+    }
+}
+
+/// What a `ct` action asks of the tracker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtExec {
+    /// Zone (connections in different zones never match each other).
+    pub zone: u16,
+    /// Create the connection if it is new (`ct(commit)`).
+    pub commit: bool,
+    /// `exec(set_field:V/M->ct_mark)`: value and mask (mask 0: no change).
+    pub mark: (u32, u32),
+    /// `exec(set_field:V/M->ct_label)`: value and mask (mask 0: no change).
+    pub label: (u128, u128),
+}
+
+/// What the tracker says about one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtVerdict {
+    /// `ct_state` bits (always with [`cs::TRK`]).
+    pub state: u32,
+    /// The connection's mark (0 when untracked).
+    pub mark: u32,
+    /// The connection's label (0 when untracked).
+    pub label: u128,
+    /// The commit failed because the table is full: drop as `ct_full`.
+    pub full: bool,
+}
+
+impl CtVerdict {
+    fn with_state(state: u32) -> CtVerdict {
+        CtVerdict {
+            state: cs::TRK | state,
+            mark: 0,
+            label: 0,
+            full: false,
+        }
+    }
+}
+
+/// A connection's key in canonical form: the endpoint `(a, pa)` sorts
+/// before `(b, pb)`, so both directions give the same key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CanonKey {
+    a: u128,
+    b: u128,
+    pa: u16,
+    pb: u16,
+    zone: u16,
+    proto: u8,
+    v6: bool,
+}
+
+impl CanonKey {
+    fn hash(&self) -> u64 {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+        for w in [
+            self.a as u64,
+            (self.a >> 64) as u64,
+            self.b as u64,
+            (self.b >> 64) as u64,
+            u64::from(self.pa)
+                | u64::from(self.pb) << 16
+                | u64::from(self.zone) << 32
+                | u64::from(self.proto) << 48
+                | u64::from(self.v6) << 56,
+        ] {
+            h = (h.rotate_left(26) ^ w).wrapping_mul(K);
+        }
+        h ^ (h >> 29)
+    }
+}
+
+/// One direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tuple {
+    v6: bool,
+    src: u128,
+    dst: u128,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+}
+
+impl Tuple {
+    /// Canonical key and whether this tuple is the swapped form of it.
+    fn canon(&self, zone: u16) -> (CanonKey, bool) {
+        let swapped = (self.src, self.sport) > (self.dst, self.dport);
+        let (a, pa, b, pb) = if swapped {
+            (self.dst, self.dport, self.src, self.sport)
+        } else {
+            (self.src, self.sport, self.dst, self.dport)
+        };
+        (
+            CanonKey {
+                a,
+                b,
+                pa,
+                pb,
+                zone,
+                proto: self.proto,
+                v6: self.v6,
+            },
+            swapped,
+        )
+    }
+}
+
+/// Per-protocol tracking state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProtoState {
+    Tcp(TcpConn),
+    Udp,
+    Icmp,
+    Other,
+}
+
+/// One tracked connection.
+#[derive(Clone, Debug)]
+struct Conn {
+    hash: u64,
+    key: CanonKey,
+    /// The original direction is the swapped form of `key`.
+    orig_swapped: bool,
+    proto: ProtoState,
+    seen_reply: bool,
+    mark: u32,
+    label: u128,
+    expires_ms: u64,
+}
+
+impl Conn {
+    fn orig(&self) -> Tuple {
+        let k = &self.key;
+        let (src, sport, dst, dport) = if self.orig_swapped {
+            (k.b, k.pb, k.a, k.pa)
+        } else {
+            (k.a, k.pa, k.b, k.pb)
+        };
+        Tuple {
+            v6: k.v6,
+            src,
+            dst,
+            sport,
+            dport,
+            proto: k.proto,
+        }
+    }
+
+    fn timeout(&self) -> TimeoutKind {
+        use tcp::TcpState::*;
+        match self.proto {
+            ProtoState::Tcp(c) => match c.state {
+                SynSent => TimeoutKind::TcpSynSent,
+                SynRecv => TimeoutKind::TcpSynRecv,
+                Established => TimeoutKind::TcpEstablished,
+                FinWait => TimeoutKind::TcpFinWait,
+                CloseWait => TimeoutKind::TcpCloseWait,
+                LastAck => TimeoutKind::TcpLastAck,
+                TimeWait => TimeoutKind::TcpTimeWait,
+                Close => TimeoutKind::TcpClose,
+            },
+            ProtoState::Udp if self.seen_reply => TimeoutKind::UdpStream,
+            ProtoState::Udp => TimeoutKind::UdpFirst,
+            ProtoState::Icmp => TimeoutKind::Icmp,
+            ProtoState::Other => TimeoutKind::Other,
+        }
+    }
+
+    fn apply_marks(&mut self, x: &CtExec) {
+        self.mark = (self.mark & !x.mark.1) | (x.mark.0 & x.mark.1);
+        self.label = (self.label & !x.label.1) | (x.label.0 & x.label.1);
+    }
+}
+
+/// What one packet is, to the tracker.
+#[derive(Clone, Copy, Debug)]
+enum Pkt {
+    /// A packet of a connection (TCP, UDP, ICMP echo, other IP).
+    Conn {
+        t: Tuple,
+        tcp_flags: u16,
+        /// ICMP echo: true for a reply (type 0 / 129).
+        echo_reply: bool,
+    },
+    /// An ICMP error quoting a packet with this tuple.
+    Related(Tuple),
+    /// Cannot be tracked: `+inv`.
+    Invalid,
+}
+
+/// Tracker counters (updated only on commits, expiry and flushes, never
+/// per looked-up packet).
+#[derive(Debug, Default)]
+pub struct CtCounters {
+    /// Connections created.
+    pub commits: AtomicU64,
+    /// Commits refused because the table was full (packets dropped `ct_full`).
+    pub full_drops: AtomicU64,
+    /// Connections removed because they expired.
+    pub expired: AtomicU64,
+    /// Connections removed by `ct-flush`.
+    pub flushed: AtomicU64,
+}
+
+/// A snapshot of the tracker's counters and settings (`ct-stats`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CtStats {
+    /// Connections in the table (expired ones not yet swept included).
+    pub entries: usize,
+    /// The connection limit.
+    pub limit: usize,
+    /// Connections created.
+    pub commits: u64,
+    /// Packets dropped because a commit found the table full.
+    pub ct_full: u64,
+    /// Connections removed on expiry.
+    pub expired: u64,
+    /// Connections removed by `ct-flush`.
+    pub flushed: u64,
+    /// Timeouts in seconds, by name.
+    pub timeouts: Vec<(String, u32)>,
+}
+
+/// One direction of a connection, for `ct-show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TupleView {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port (TCP/UDP) or ICMP id.
+    pub sport: u16,
+    /// Destination port (TCP/UDP) or ICMP id.
+    pub dport: u16,
+}
+
+/// One connection, for `ct-show` (`ovs-appctl dpctl/dump-conntrack`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnView {
+    /// IP protocol number.
+    pub proto: u8,
+    /// True for IPv6.
+    pub ipv6: bool,
+    /// The original direction.
+    pub orig: TupleView,
+    /// The reply direction.
+    pub reply: TupleView,
+    /// Zone.
+    pub zone: u16,
+    /// Mark.
+    pub mark: u32,
+    /// Label (hex, 128 bits).
+    pub label: String,
+    /// TCP state name (None for other protocols).
+    pub state: Option<&'static str>,
+    /// Seconds until expiry.
+    pub timeout: u64,
+}
+
+fn ip_of(v6: bool, a: u128) -> IpAddr {
+    if v6 {
+        IpAddr::V6(std::net::Ipv6Addr::from(a))
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::from(a as u32))
+    }
+}
+
+impl ConnView {
+    /// The `ovs-appctl dpctl/dump-conntrack` line:
+    /// `tcp,orig=(src=..,dst=..,sport=..,dport=..),reply=(..),zone=N,mark=M,protoinfo=(state=S)`.
+    pub fn to_line(&self) -> String {
+        let (name, icmp) = match (self.proto, self.ipv6) {
+            (ipproto::TCP, false) => ("tcp".to_string(), false),
+            (ipproto::TCP, true) => ("tcp6".to_string(), false),
+            (ipproto::UDP, false) => ("udp".to_string(), false),
+            (ipproto::UDP, true) => ("udp6".to_string(), false),
+            (ipproto::ICMP, false) => ("icmp".to_string(), true),
+            (ipproto::ICMPV6, true) => ("icmpv6".to_string(), true),
+            (p, _) => (p.to_string(), false),
+        };
+        let dir = |t: &TupleView, reply: bool| {
+            if icmp {
+                let (ty, ty6) = if reply { (0, 129) } else { (8, 128) };
+                format!(
+                    "src={},dst={},id={},type={},code=0",
+                    t.src,
+                    t.dst,
+                    t.sport,
+                    if self.ipv6 { ty6 } else { ty }
+                )
+            } else {
+                format!(
+                    "src={},dst={},sport={},dport={}",
+                    t.src, t.dst, t.sport, t.dport
+                )
+            }
+        };
+        let mut s = format!(
+            "{name},orig=({}),reply=({})",
+            dir(&self.orig, false),
+            dir(&self.reply, true)
+        );
+        if self.zone != 0 {
+            s.push_str(&format!(",zone={}", self.zone));
+        }
+        if self.mark != 0 {
+            s.push_str(&format!(",mark={}", self.mark));
+        }
+        if !self
+            .label
+            .trim_start_matches("0x")
+            .trim_start_matches('0')
+            .is_empty()
+        {
+            s.push_str(&format!(",labels={}", self.label));
+        }
+        if let Some(st) = self.state {
+            s.push_str(&format!(",protoinfo=(state={st})"));
+        }
+        s
+    }
+}
+
+/// A bridge's connection tracker (see the module documentation).
+#[derive(Debug)]
+pub struct Conntrack {
+    shards: Box<[Mutex<HashTable<Conn>>]>,
+    n_conns: AtomicUsize,
+    limit: AtomicUsize,
+    /// Timeouts in force.
+    pub timeouts: Timeouts,
+    /// Event counters.
+    pub counters: CtCounters,
+    epoch: Instant,
+    last_sweep_ms: AtomicU64,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack::new(DEFAULT_LIMIT)
+    }
+}
+
+impl Conntrack {
+    /// An empty tracker holding at most `limit` connections.
+    pub fn new(limit: usize) -> Conntrack {
+        Conntrack {
+            shards: (0..N_SHARDS)
+                .map(|_| Mutex::new(HashTable::new()))
+                .collect(),
+            n_conns: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+            timeouts: Timeouts::default(),
+            counters: CtCounters::default(),
+            epoch: Instant::now(),
+            last_sweep_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Milliseconds since the tracker was created (its clock for expiry).
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The connection limit.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Relaxed)
+    }
+
+    /// Change the connection limit (existing connections stay).
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Relaxed);
+    }
+
+    /// Connections in the table.
+    pub fn len(&self) -> usize {
+        self.n_conns.load(Relaxed)
+    }
+
+    /// True when no connection is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashTable<Conn>> {
+        let i = (hash >> 56) as usize & (N_SHARDS - 1);
+        // A thread that panicked while holding a shard cannot have left a
+        // connection half-written in a way that matters more than losing
+        // the table: keep using it.
+        match self.shards[i].lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Track one packet (the datapath's `ct` action). `frame` is the whole
+    /// Ethernet frame, `layout` and `key` its extraction; `now_ms` is
+    /// [`Conntrack::now_ms`] (read at most once per batch by the caller).
+    pub fn execute(
+        &self,
+        frame: &[u8],
+        layout: &Layout,
+        key: &FlowKey,
+        x: &CtExec,
+        now_ms: u64,
+    ) -> CtVerdict {
+        match classify(frame, layout, key) {
+            Pkt::Invalid => CtVerdict::with_state(cs::INV),
+            Pkt::Related(inner) => self.related(&inner, x.zone, now_ms),
+            Pkt::Conn {
+                t,
+                tcp_flags,
+                echo_reply,
+            } => self.track(&t, tcp_flags, echo_reply, x, now_ms),
+        }
+    }
+
+    fn related(&self, inner: &Tuple, zone: u16, now_ms: u64) -> CtVerdict {
+        let (k, swapped) = inner.canon(zone);
+        let h = k.hash();
+        let sh = self.shard(h);
+        match sh.find(h, |c| c.key == k) {
+            Some(c) if c.expires_ms > now_ms => CtVerdict {
+                // The quoted packet went in the original direction: the
+                // error about it travels in the reply direction.
+                state: cs::TRK
+                    | cs::REL
+                    | if swapped == c.orig_swapped {
+                        cs::RPL
+                    } else {
+                        0
+                    },
+                mark: c.mark,
+                label: c.label,
+                full: false,
+            },
+            _ => CtVerdict::with_state(cs::INV),
+        }
+    }
+
+    fn track(&self, t: &Tuple, flags: u16, echo_reply: bool, x: &CtExec, now_ms: u64) -> CtVerdict {
+        let (k, swapped) = t.canon(x.zone);
+        let h = k.hash();
+        let mut sh = self.shard(h);
+        if let Ok(entry) = sh.find_entry(h, |c| c.key == k) {
+            let live = entry.get().expires_ms > now_ms;
+            let reopen = live && {
+                let c = entry.get();
+                matches!(c.proto, ProtoState::Tcp(tc)
+                    if tcp::update(tc, swapped != c.orig_swapped, flags) == TcpVerdict::Reopen)
+            };
+            if live && !reopen {
+                let c = entry.into_mut();
+                return self.update(c, swapped, flags, echo_reply, x, now_ms);
+            }
+            // Expired, or a closed TCP connection started over: forget it.
+            entry.remove();
+            self.n_conns.fetch_sub(1, Relaxed);
+            if !reopen {
+                self.counters.expired.fetch_add(1, Relaxed);
+            }
+        }
+        // No connection: is this a valid first packet?
+        let proto = match t.proto {
+            ipproto::TCP if !tcp::valid_new(flags) => return CtVerdict::with_state(cs::INV),
+            ipproto::TCP => ProtoState::Tcp(tcp::initial()),
+            ipproto::UDP => ProtoState::Udp,
+            ipproto::ICMP | ipproto::ICMPV6 if echo_reply => return CtVerdict::with_state(cs::INV),
+            ipproto::ICMP | ipproto::ICMPV6 => ProtoState::Icmp,
+            _ => ProtoState::Other,
+        };
+        let mut c = Conn {
+            hash: h,
+            key: k,
+            orig_swapped: swapped,
+            proto,
+            seen_reply: false,
+            mark: 0,
+            label: 0,
+            expires_ms: 0,
+        };
+        c.apply_marks(x);
+        let v = CtVerdict {
+            state: cs::TRK | cs::NEW,
+            mark: c.mark,
+            label: c.label,
+            full: false,
+        };
+        if !x.commit {
+            // Not committed: nothing is remembered, and exec() applies only
+            // to a committed connection (OVS), so the packet has no mark.
+            return CtVerdict::with_state(cs::NEW);
+        }
+        if self.n_conns.fetch_add(1, Relaxed) >= self.limit() {
+            self.n_conns.fetch_sub(1, Relaxed);
+            self.counters.full_drops.fetch_add(1, Relaxed);
+            return CtVerdict { full: true, ..v };
+        }
+        c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
+        sh.insert_unique(h, c, |c| c.hash);
+        self.counters.commits.fetch_add(1, Relaxed);
+        v
+    }
+
+    fn update(
+        &self,
+        c: &mut Conn,
+        swapped: bool,
+        flags: u16,
+        echo_reply: bool,
+        x: &CtExec,
+        now_ms: u64,
+    ) -> CtVerdict {
+        let reply = swapped != c.orig_swapped;
+        // Both endpoints equal (a host talking to itself on one port, or
+        // an echo to itself): the ICMP type tells the direction.
+        let reply = if c.key.a == c.key.b && c.key.pa == c.key.pb {
+            echo_reply
+        } else {
+            reply
+        };
+        match c.proto {
+            ProtoState::Tcp(tc) => match tcp::update(tc, reply, flags) {
+                TcpVerdict::Next(n) => c.proto = ProtoState::Tcp(n),
+                TcpVerdict::Invalid | TcpVerdict::Reopen => {
+                    return CtVerdict::with_state(cs::INV);
+                }
+            },
+            ProtoState::Icmp if echo_reply != reply => return CtVerdict::with_state(cs::INV),
+            _ => {}
+        }
+        c.seen_reply |= reply;
+        if x.commit {
+            c.apply_marks(x);
+        }
+        c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
+        let state = match (reply, c.seen_reply) {
+            (true, _) => cs::EST | cs::RPL,
+            (false, true) => cs::EST,
+            (false, false) => cs::NEW,
+        };
+        CtVerdict {
+            state: cs::TRK | state,
+            mark: c.mark,
+            label: c.label,
+            full: false,
+        }
+    }
+
+    /// [`Conntrack::sweep`] at the current time, at most once a second
+    /// (the control thread calls this on every tick).
+    pub fn maybe_sweep(&self) -> usize {
+        let now = self.now_ms();
+        let last = self.last_sweep_ms.load(Relaxed);
+        if now < last.saturating_add(1000) {
+            return 0;
+        }
+        self.last_sweep_ms.store(now, Relaxed);
+        self.sweep(now)
+    }
+
+    /// Remove every connection expired at `now_ms`; returns how many.
+    /// Runs on the control thread (one shard locked at a time).
+    pub fn sweep(&self, now_ms: u64) -> usize {
+        let mut n = 0;
+        for s in self.shards.iter() {
+            let mut sh = match s.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            sh.retain(|c| {
+                let keep = c.expires_ms > now_ms;
+                n += usize::from(!keep);
+                keep
+            });
+        }
+        self.n_conns.fetch_sub(n, Relaxed);
+        self.counters.expired.fetch_add(n as u64, Relaxed);
+        n
+    }
+
+    /// Remove every connection (of `zone` only, when given); returns how many.
+    pub fn flush(&self, zone: Option<u16>) -> usize {
+        let mut n = 0;
+        for s in self.shards.iter() {
+            let mut sh = match s.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            sh.retain(|c| {
+                let keep = zone.is_some_and(|z| z != c.key.zone);
+                n += usize::from(!keep);
+                keep
+            });
+        }
+        self.n_conns.fetch_sub(n, Relaxed);
+        self.counters.flushed.fetch_add(n as u64, Relaxed);
+        n
+    }
+
+    /// The live connections (of `zone`, and with `addr` as an endpoint,
+    /// when given), sorted by zone, protocol and original tuple.
+    pub fn dump(&self, zone: Option<u16>, addr: Option<IpAddr>) -> Vec<ConnView> {
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            let sh = match s.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            for c in sh.iter() {
+                if c.expires_ms <= now || zone.is_some_and(|z| z != c.key.zone) {
+                    continue;
+                }
+                let o = c.orig();
+                let (src, dst) = (ip_of(o.v6, o.src), ip_of(o.v6, o.dst));
+                if addr.is_some_and(|a| a != src && a != dst) {
+                    continue;
+                }
+                out.push(ConnView {
+                    proto: o.proto,
+                    ipv6: o.v6,
+                    orig: TupleView {
+                        src,
+                        dst,
+                        sport: o.sport,
+                        dport: o.dport,
+                    },
+                    reply: TupleView {
+                        src: dst,
+                        dst: src,
+                        sport: o.dport,
+                        dport: o.sport,
+                    },
+                    zone: c.key.zone,
+                    mark: c.mark,
+                    label: format!("{:#x}", c.label),
+                    state: match c.proto {
+                        ProtoState::Tcp(t) => Some(t.state.name()),
+                        _ => None,
+                    },
+                    timeout: (c.expires_ms - now).div_ceil(1000),
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            (
+                a.zone,
+                a.proto,
+                a.orig.src,
+                a.orig.dst,
+                a.orig.sport,
+                a.orig.dport,
+            )
+                .cmp(&(
+                    b.zone,
+                    b.proto,
+                    b.orig.src,
+                    b.orig.dst,
+                    b.orig.sport,
+                    b.orig.dport,
+                ))
+        });
+        out
+    }
+
+    /// Counters and settings.
+    pub fn stats(&self) -> CtStats {
+        CtStats {
+            entries: self.len(),
+            limit: self.limit(),
+            commits: self.counters.commits.load(Relaxed),
+            ct_full: self.counters.full_drops.load(Relaxed),
+            expired: self.counters.expired.load(Relaxed),
+            flushed: self.counters.flushed.load(Relaxed),
+            timeouts: self
+                .timeouts
+                .all()
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+        }
+    }
+}
+
+/// ICMPv4 error types (RFC 792): destination unreachable, source quench,
+/// redirect, time exceeded, parameter problem.
+fn icmp4_error(t: u16) -> bool {
+    matches!(t, 3 | 4 | 5 | 11 | 12)
+}
+
+/// What `frame` is to the tracker (addresses and ports from `key`, the ICMP
+/// identifier and quoted headers from the frame).
+fn classify(frame: &[u8], layout: &Layout, key: &FlowKey) -> Pkt {
+    if layout.status != ParseStatus::Ok || key.nw_frag & FRAG_ANY != 0 {
+        return Pkt::Invalid;
+    }
+    let v6 = match key.dl_type {
+        ethertype::IPV4 => false,
+        ethertype::IPV6 => true,
+        _ => return Pkt::Invalid,
+    };
+    let (src, dst) = if v6 {
+        (
+            u128::from_be_bytes(key.ipv6_src),
+            u128::from_be_bytes(key.ipv6_dst),
+        )
+    } else {
+        (u128::from(key.nw_src), u128::from(key.nw_dst))
+    };
+    let mut t = Tuple {
+        v6,
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        proto: key.nw_proto,
+    };
+    let l4 = usize::from(layout.l4);
+    match (key.nw_proto, v6) {
+        (ipproto::TCP, _) | (ipproto::UDP, _) => {
+            t.sport = key.tp_src;
+            t.dport = key.tp_dst;
+            Pkt::Conn {
+                t,
+                tcp_flags: if key.nw_proto == ipproto::TCP {
+                    key.tcp_flags
+                } else {
+                    0
+                },
+                echo_reply: false,
+            }
+        }
+        (ipproto::ICMP, false) | (ipproto::ICMPV6, true) => {
+            let ty = key.tp_src;
+            let (req, rep) = if v6 { (128, 129) } else { (8, 0) };
+            if ty == req || ty == rep {
+                let Some(h) = frame.get(l4..l4 + 8) else {
+                    return Pkt::Invalid;
+                };
+                let id = be16(h, 4);
+                t.sport = id;
+                t.dport = id;
+                return Pkt::Conn {
+                    t,
+                    tcp_flags: 0,
+                    echo_reply: ty == rep,
+                };
+            }
+            let err = if v6 {
+                (1..=4).contains(&ty)
+            } else {
+                icmp4_error(ty)
+            };
+            if !err {
+                return Pkt::Invalid;
+            }
+            let Some(inner) = frame.get(l4 + 8..) else {
+                return Pkt::Invalid;
+            };
+            match quoted(inner, v6) {
+                Some(q) => Pkt::Related(q),
+                None => Pkt::Invalid,
+            }
+        }
+        (ipproto::ICMP, true) | (ipproto::ICMPV6, false) => Pkt::Invalid,
+        _ => Pkt::Conn {
+            t,
+            tcp_flags: 0,
+            echo_reply: false,
+        },
+    }
+}
+
+/// The tuple of the packet quoted in an ICMP error (RFC 792: the IP header
+/// and at least 8 bytes of its payload; RFC 4443 §2.4(c) for ICMPv6).
+fn quoted(b: &[u8], v6: bool) -> Option<Tuple> {
+    let (src, dst, proto, l4) = if v6 {
+        let h = b.get(..40)?;
+        if h[0] >> 4 != 6 {
+            return None;
+        }
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s.copy_from_slice(&h[8..24]);
+        d.copy_from_slice(&h[24..40]);
+        (u128::from_be_bytes(s), u128::from_be_bytes(d), h[6], 40)
+    } else {
+        let h = b.get(..20)?;
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        if h[0] >> 4 != 4 || ihl < 20 {
+            return None;
+        }
+        // A quoted later fragment has no transport header to match.
+        if be16(h, 6) & 0x1fff != 0 {
+            return None;
+        }
+        (u128::from(be32(h, 12)), u128::from(be32(h, 16)), h[9], ihl)
+    };
+    let p = b.get(l4..l4 + 8)?;
+    let (sport, dport) = match proto {
+        ipproto::TCP | ipproto::UDP => (be16(p, 0), be16(p, 2)),
+        ipproto::ICMP | ipproto::ICMPV6 => {
+            let id = be16(p, 4);
+            (id, id)
+        }
+        _ => (0, 0),
+    };
+    Some(Tuple {
+        v6,
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+    })
+}
+
+#[cfg(test)]
+mod tests;

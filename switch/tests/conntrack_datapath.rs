@@ -1,0 +1,326 @@
+//! Stateful ACL through the whole datapath: `ct(table=1,zone=1)` tracks and
+//! recirculates, table 1 matches `ct_state` / `ct_mark`, `ct(commit)` creates
+//! connections. Checks what an operator relies on: A reaches B on TCP 80,
+//! B's replies come back, B cannot open a connection to A, other ports and
+//! invalid segments are dropped, a full table drops as `ct_full`, and the
+//! caches (EMC, megaflow) never change an answer across batches. Also the
+//! `ct(...)` syntax round trip and refusals.
+
+use std::sync::Arc;
+
+use switch::datapath::{Datapath, DatapathConfig, DropReason, Snapshot, TxBatches};
+use switch::flow::{format_flow, parse_flow, FlowKey, ParseMode, PortNo};
+use switch::packet::{FrameBuilder, Packet, PacketPool};
+use switch::pipeline::table::{FlowMod, FlowModCommand};
+use switch::pipeline::{translate, Pipeline};
+
+const SYN: u16 = 0x002;
+const ACK: u16 = 0x010;
+const PSH: u16 = 0x008;
+const FIN: u16 = 0x001;
+const PORT_A: PortNo = 1;
+const PORT_B: PortNo = 2;
+const IP_A: [u8; 4] = [10, 244, 0, 5];
+const IP_B: [u8; 4] = [10, 244, 0, 6];
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 5];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 6];
+
+/// The ACL of the issue: track everything IP in zone 1; A may open TCP 80
+/// to B; established and related traffic flows both ways; everything else
+/// new or invalid is dropped. ARP is switched without tracking.
+const ACL: &[&str] = &[
+    "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=1)",
+    "table=0,priority=5,in_port=1,actions=output:2",
+    "table=0,priority=5,in_port=2,actions=output:1",
+    "table=1,priority=20,ct_state=+trk+new,tcp,in_port=1,tp_dst=80,actions=ct(commit,zone=1,exec(set_field:0x5->ct_mark)),output:2",
+    "table=1,priority=15,ct_state=+trk+est+rpl,ct_mark=0x5,in_port=2,actions=output:1",
+    "table=1,priority=10,ct_state=+trk+est,in_port=1,actions=output:2",
+    "table=1,priority=10,ct_state=+trk+rel,in_port=2,actions=output:1",
+    "table=1,priority=5,ct_state=+trk+new,actions=drop",
+    "table=1,priority=5,ct_state=+trk+inv,actions=drop",
+];
+
+fn pipeline(flows: &[&str]) -> Pipeline {
+    let mut p = Pipeline::new();
+    let mods: Vec<FlowMod> = flows
+        .iter()
+        .map(|t| FlowMod {
+            command: FlowModCommand::Add,
+            spec: parse_flow(t, ParseMode::Add).unwrap_or_else(|e| panic!("{t}: {}", e.message)),
+        })
+        .collect();
+    p.apply(&mods).unwrap();
+    p
+}
+
+struct Rig {
+    dp: Datapath,
+    tx: TxBatches,
+    pool: PacketPool,
+    snap: Arc<Snapshot>,
+}
+
+impl Rig {
+    fn new(p: Pipeline) -> Rig {
+        let snap = Arc::new(Snapshot {
+            generation: 1,
+            pipeline: Arc::new(p),
+            ports: vec![PORT_A, PORT_B],
+        });
+        let dp = Datapath::new(snap.clone(), DatapathConfig::default());
+        Rig {
+            dp,
+            tx: TxBatches::new(2, 64),
+            pool: PacketPool::with_capacity(256),
+            snap,
+        }
+    }
+
+    /// One batch from `in_port`; what each port received.
+    fn send(&mut self, in_port: PortNo, frames: &[Vec<u8>]) -> [Vec<Vec<u8>>; 2] {
+        let mut batch: Vec<Packet> = frames
+            .iter()
+            .map(|f| {
+                let mut p = self.pool.get().expect("buffer");
+                assert!(p.set_data(f));
+                p
+            })
+            .collect();
+        self.dp
+            .process_batch(in_port, &mut batch, &mut self.tx, &mut self.pool);
+        let mut out: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+        for (i, o) in out.iter_mut().enumerate() {
+            let v: Vec<Packet> = self.tx.drain(i).collect();
+            *o = v.iter().map(|p| p.data().to_vec()).collect();
+            v.into_iter().for_each(|p| self.pool.put(p));
+        }
+        out
+    }
+
+    fn drops(&self, r: DropReason) -> u64 {
+        self.dp.stats().drops(r)
+    }
+
+    fn conns(&self) -> Vec<String> {
+        self.snap
+            .pipeline
+            .conntrack()
+            .dump(None, None)
+            .iter()
+            .map(|c| c.to_line())
+            .collect()
+    }
+}
+
+fn tcp(from_a: bool, sport: u16, dport: u16, flags: u16) -> Vec<u8> {
+    let (ms, md, s, d) = if from_a {
+        (MAC_A, MAC_B, IP_A, IP_B)
+    } else {
+        (MAC_B, MAC_A, IP_B, IP_A)
+    };
+    FrameBuilder::new()
+        .eth(ms, md)
+        .ipv4(s, d)
+        .tcp(sport, dport, flags)
+        .payload(if flags & PSH != 0 { b"GET /" } else { b"" })
+        .build()
+}
+
+#[test]
+fn a_reaches_b_on_80_replies_flow_b_cannot_open_to_a() {
+    let mut r = Rig::new(pipeline(ACL));
+    // Handshake A -> B:80.
+    let syn = tcp(true, 40000, 80, SYN);
+    let out = r.send(PORT_A, std::slice::from_ref(&syn));
+    assert_eq!(out[1], vec![syn.clone()], "SYN to B:80 forwarded unchanged");
+    assert_eq!(
+        r.conns(),
+        ["tcp,orig=(src=10.244.0.5,dst=10.244.0.6,sport=40000,dport=80),reply=(src=10.244.0.6,dst=10.244.0.5,sport=80,dport=40000),zone=1,mark=5,protoinfo=(state=SYN_SENT)"]
+    );
+    let synack = tcp(false, 80, 40000, SYN | ACK);
+    assert_eq!(
+        r.send(PORT_B, std::slice::from_ref(&synack))[0],
+        vec![synack.clone()]
+    );
+    let ack = tcp(true, 40000, 80, ACK);
+    assert_eq!(
+        r.send(PORT_A, std::slice::from_ref(&ack))[1],
+        vec![ack.clone()]
+    );
+    assert!(r.conns()[0].ends_with("protoinfo=(state=ESTABLISHED)"));
+
+    // Data both ways, several per batch, several batches: cache hits must
+    // give the same answers.
+    let data_a = tcp(true, 40000, 80, ACK | PSH);
+    let data_b = tcp(false, 80, 40000, ACK | PSH);
+    for _ in 0..3 {
+        let out = r.send(PORT_A, &[data_a.clone(), data_a.clone(), data_a.clone()]);
+        assert_eq!(out[1].len(), 3);
+        let out = r.send(PORT_B, &[data_b.clone(), data_b.clone()]);
+        assert_eq!(out[0].len(), 2);
+    }
+    let st = r.dp.stats();
+    // 18 packets, two passes each: only the distinct (direction, flags,
+    // ct_state) combinations went to the slow path; the rest hit caches.
+    assert!(st.misses <= 6, "{st:?}");
+    assert_eq!(st.emc_hits + st.megaflow_hits + st.misses, 36, "{st:?}");
+    assert!(st.recirculations >= 14, "every IP packet recirculated once");
+
+    // B opens a connection to A: the SYN is new in table 1 and dropped.
+    let before = r.drops(DropReason::ExplicitDrop);
+    let out = r.send(PORT_B, &[tcp(false, 50000, 22, SYN)]);
+    assert!(out[0].is_empty() && out[1].is_empty());
+    assert_eq!(r.drops(DropReason::ExplicitDrop), before + 1);
+    // A to another port of B: new, not port 80: dropped.
+    let out = r.send(PORT_A, &[tcp(true, 40001, 81, SYN)]);
+    assert!(out[1].is_empty());
+    // An ACK with no connection: +inv, dropped.
+    let out = r.send(PORT_A, &[tcp(true, 40002, 80, ACK)]);
+    assert!(out[1].is_empty());
+    assert_eq!(r.drops(DropReason::ExplicitDrop), before + 3);
+    assert_eq!(r.conns().len(), 1, "refused packets created nothing");
+
+    // Close from A; the connection walks to TIME_WAIT and stays listed.
+    r.send(PORT_A, &[tcp(true, 40000, 80, FIN | ACK)]);
+    r.send(PORT_B, &[tcp(false, 80, 40000, FIN | ACK)]);
+    r.send(PORT_A, &[tcp(true, 40000, 80, ACK)]);
+    assert!(r.conns()[0].ends_with("protoinfo=(state=TIME_WAIT)"));
+
+    // ARP is switched without tracking.
+    let arp = FrameBuilder::new().arp_request(MAC_A, IP_A, IP_B).build();
+    assert_eq!(r.send(PORT_A, std::slice::from_ref(&arp))[1], vec![arp]);
+}
+
+#[test]
+fn icmp_errors_about_a_connection_come_back_as_related() {
+    let mut r = Rig::new(pipeline(ACL));
+    let syn = tcp(true, 40000, 80, SYN);
+    r.send(PORT_A, std::slice::from_ref(&syn));
+    // B's side answers with port unreachable quoting A's SYN.
+    let err = FrameBuilder::new()
+        .eth(MAC_B, MAC_A)
+        .ipv4(IP_B, IP_A)
+        .icmp(3, 3)
+        .payload(&syn[14..14 + 28])
+        .build();
+    assert_eq!(r.send(PORT_B, std::slice::from_ref(&err))[0], vec![err]);
+    // An unrelated error is invalid: dropped.
+    let other = tcp(true, 1, 2, SYN);
+    let err2 = FrameBuilder::new()
+        .eth(MAC_B, MAC_A)
+        .ipv4(IP_B, IP_A)
+        .icmp(3, 3)
+        .payload(&other[14..14 + 28])
+        .build();
+    assert!(r.send(PORT_B, &[err2])[0].is_empty());
+}
+
+#[test]
+fn full_table_drops_commits_as_ct_full() {
+    let p = pipeline(ACL);
+    p.conntrack().set_limit(1);
+    let mut r = Rig::new(p);
+    assert_eq!(r.send(PORT_A, &[tcp(true, 40000, 80, SYN)])[1].len(), 1);
+    let out = r.send(PORT_A, &[tcp(true, 40001, 80, SYN)]);
+    assert!(out[1].is_empty());
+    assert_eq!(r.drops(DropReason::CtFull), 1);
+    assert_eq!(r.snap.pipeline.conntrack().stats().ct_full, 1);
+    // The tracked connection still works.
+    assert_eq!(
+        r.send(PORT_B, &[tcp(false, 80, 40000, SYN | ACK)])[0].len(),
+        1
+    );
+}
+
+#[test]
+fn ct_without_table_continues_with_the_untracked_state() {
+    // ct(commit) then output in the same list: the packet is committed
+    // and forwarded; no recirculation, ct_state stays unset in this pass.
+    let mut r = Rig::new(pipeline(&[
+        "table=0,priority=10,ip,in_port=1,actions=ct(commit,zone=7),output:2",
+        "table=0,priority=10,ip,in_port=2,ct_state=-trk,actions=ct(table=1,zone=7)",
+        "table=1,ct_state=+trk+est+rpl,actions=output:1",
+    ]));
+    let syn = tcp(true, 1234, 443, SYN);
+    assert_eq!(r.send(PORT_A, std::slice::from_ref(&syn))[1], vec![syn]);
+    assert_eq!(r.dp.stats().recirculations, 0);
+    assert_eq!(r.conns().len(), 1);
+    assert!(r.conns()[0].contains("zone=7"));
+    assert_eq!(
+        r.send(PORT_B, &[tcp(false, 443, 1234, SYN | ACK)])[0].len(),
+        1
+    );
+}
+
+#[test]
+fn ct_syntax_round_trips_like_ovs_and_refuses_nat() {
+    for (input, printed) in [
+        (
+            "table=0,ip,actions=ct(table=1,zone=1)",
+            "ip actions=ct(table=1,zone=1)",
+        ),
+        (
+            "ip,actions=ct(zone=2,commit,exec(set_field:0x5->ct_mark,set_field:0x1/0x1->ct_label)),output:2",
+            "ip actions=ct(commit,zone=2,exec(set_field:0x5->ct_mark,set_field:0x1/0x1->ct_label)),output:2",
+        ),
+        (
+            "ip,actions=ct(commit,zone=NXM_NX_REG0[0..15])",
+            "ip actions=ct(commit,zone=NXM_NX_REG0[0..15])",
+        ),
+        ("ip,actions=ct,ct_clear,output:1", "ip actions=ct,ct_clear,output:1"),
+        (
+            "ct_state=+trk+est-rel,ct_zone=3,ct_mark=0x5/0xff,ip,actions=drop",
+            "ct_state=+est-rel+trk,ct_zone=3,ct_mark=0x5/0xff,ip actions=drop",
+        ),
+    ] {
+        let s = parse_flow(input, ParseMode::Add)
+            .unwrap_or_else(|e| panic!("{input}: {}", e.message));
+        let out = format_flow(&s.to_flow());
+        assert_eq!(out, printed, "{input}");
+        // What we print parses back to the same flow.
+        let again = parse_flow(&out, ParseMode::Add).unwrap();
+        assert_eq!(again.actions, s.actions);
+    }
+    for (bad, why) in [
+        (
+            "ip,actions=ct(commit,nat(src=10.0.0.1))",
+            "nat not supported yet",
+        ),
+        ("ip,actions=ct(commit,nat)", "nat not supported yet"),
+        ("ip,actions=ct(zone=70000)", "ct zone"),
+        ("ip,actions=ct(exec(set_field:1->ct_mark))", "needs commit"),
+        (
+            "ip,actions=ct(commit,exec(set_field:1->reg0))",
+            "only set ct_mark or ct_label",
+        ),
+        ("ip,actions=ct(bogus)", "unknown argument"),
+    ] {
+        let e = parse_flow(bad, ParseMode::Add).expect_err(bad);
+        assert!(e.message.contains(why), "{bad}: {}", e.message);
+    }
+}
+
+#[test]
+fn recirculated_pass_resumes_in_the_ct_table_and_masks_ct_fields() {
+    let p = pipeline(ACL);
+    let ports = [PORT_A, PORT_B];
+    let mut k = FlowKey::ZERO;
+    switch::packet::extract(&tcp(true, 40000, 80, SYN), PORT_A, &mut k);
+    let x = translate(&p, &ports, &k);
+    assert_eq!(x.actions.len(), 1);
+    assert_eq!(x.actions[0].to_string(), "ct(zone=1),recirc(0x2)");
+    assert_eq!(x.mask.recirc_id, u32::MAX);
+    // Second pass: recirc_id 2 resumes in table 1.
+    k.recirc_id = 2;
+    k.ct_state = 0x21; // +trk+new
+    k.ct_zone = 1;
+    let x = translate(&p, &ports, &k);
+    assert_eq!(
+        x.actions.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        ["ct(commit,zone=1,mark=0x5/0xffffffff)", "2"]
+    );
+    assert_ne!(x.mask.ct_state, 0, "the megaflow depends on ct_state");
+    // An id no ct gives: nothing matches.
+    k.recirc_id = 300;
+    assert!(translate(&p, &ports, &k).actions.is_empty());
+}
