@@ -203,7 +203,7 @@ proptest! {
         gens in prop::collection::vec(route_gen(), 0..24),
         connected in any::<u8>(),
         k in key(),
-        noise in prop::array::uniform23(any::<u64>()),
+        noise in prop::array::uniform32(any::<u64>()), // >= KEY_WORDS
         near in any::<u32>(),
     ) {
         let p = pipeline(build_routes(&gens, connected));

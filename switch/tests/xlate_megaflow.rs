@@ -167,7 +167,7 @@ proptest! {
     fn megaflow_is_sound(
         flows in prop::collection::vec(flow(), 1..14),
         k in key(),
-        noise in prop::array::uniform23(any::<u64>()),
+        noise in prop::array::uniform32(any::<u64>()), // >= KEY_WORDS
     ) {
         let mut p = Pipeline::new();
         for f in flows {
