@@ -38,7 +38,10 @@ use serde::{Deserialize, Serialize};
 use crate::packet::ethernet::Mac;
 use crate::packet::{be16, be32, Packet, PacketPool};
 use crate::port::{Counter, DropReason, Port, PortCounters};
-use crate::tunnel::neigh::{NeighCache, NeighConfig, NeighDrop, NeighView, Resolve, TickOutcome};
+use crate::tunnel::neigh::{
+    arp_reply_in_place, arp_request_frame, NeighCache, NeighConfig, NeighDrop, NeighView, Resolve,
+    TickOutcome,
+};
 
 /// How often the neighbour cache's timers run.
 const TICK: Duration = Duration::from_millis(100);
@@ -276,14 +279,7 @@ impl UplinkPort {
             self.shared.counters.pool_empty.add(1);
             return;
         };
-        let mut f = [0u8; 60];
-        f[0..6].fill(0xff);
-        f[6..12].copy_from_slice(&self.mac);
-        f[12..14].copy_from_slice(&ETH_ARP.to_be_bytes());
-        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-        f[22..28].copy_from_slice(&self.mac);
-        f[28..32].copy_from_slice(&self.addr.ip.to_be_bytes());
-        f[38..42].copy_from_slice(&ip.to_be_bytes());
+        let f = arp_request_frame(self.mac, self.addr.ip, ip);
         p.set_data(&f);
         self.tx.push(p);
         self.shared.counters.arp_requests_sent.add(1);
@@ -323,14 +319,7 @@ impl UplinkPort {
         }
         if for_us && op == 1 {
             // Turn the request into the reply in place.
-            let d = p.data_mut();
-            d[0..6].copy_from_slice(&sha);
-            d[6..12].copy_from_slice(&mac);
-            d[L3 + 6..L3 + 8].copy_from_slice(&2u16.to_be_bytes());
-            d[L3 + 18..L3 + 24].copy_from_slice(&sha);
-            d[L3 + 24..L3 + 28].copy_from_slice(&spa.to_be_bytes());
-            d[L3 + 8..L3 + 14].copy_from_slice(&mac);
-            d[L3 + 14..L3 + 18].copy_from_slice(&local.to_be_bytes());
+            arp_reply_in_place(p.data_mut(), L3, sha, spa, mac, local);
             self.tx.push(p);
             c.arp_replies_sent.add(1);
             return;

@@ -395,6 +395,36 @@ pub fn format_mac(m: &Mac) -> String {
     )
 }
 
+/// The ARP request (RFC 826, Ethernet/IPv4, broadcast) that `mac`/`ip` sends
+/// to resolve `target`, padded to the 60-byte Ethernet minimum. Shared by
+/// every owner of a [`NeighCache`] (the VXLAN port's underlay, routed uplinks).
+pub(crate) fn arp_request_frame(mac: Mac, ip: u32, target: u32) -> [u8; 60] {
+    let mut f = [0u8; 60];
+    f[0..6].fill(0xff);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    // htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4, op 1 (request).
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip.to_be_bytes());
+    f[38..42].copy_from_slice(&target.to_be_bytes());
+    f
+}
+
+/// Turn the ARP request in `d` (its ARP header at `l3`, checked by the
+/// caller to be Ethernet/IPv4 and at least 28 bytes) from `sha`/`spa` into
+/// our reply in place: `mac` is at `ip` (RFC 826 "swap the fields, set the
+/// opcode to reply").
+pub(crate) fn arp_reply_in_place(d: &mut [u8], l3: usize, sha: Mac, spa: u32, mac: Mac, ip: u32) {
+    d[0..6].copy_from_slice(&sha);
+    d[6..12].copy_from_slice(&mac);
+    d[l3 + 6..l3 + 8].copy_from_slice(&2u16.to_be_bytes());
+    d[l3 + 8..l3 + 14].copy_from_slice(&mac);
+    d[l3 + 14..l3 + 18].copy_from_slice(&ip.to_be_bytes());
+    d[l3 + 18..l3 + 24].copy_from_slice(&sha);
+    d[l3 + 24..l3 + 28].copy_from_slice(&spa.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::encap::{classify, encap, set_outer_dst_mac, EncapError, Outer, Underlay};
-use super::neigh::{NeighCache, NeighConfig, NeighDrop, NeighView, Resolve, TickOutcome};
+use super::neigh::{
+    arp_reply_in_place, arp_request_frame, NeighCache, NeighConfig, NeighDrop, NeighView, Resolve,
+    TickOutcome,
+};
 use super::options::{FromFlow, VxlanOptions};
 use crate::datapath::TunnelMeta;
 use crate::packet::ethernet::Mac;
@@ -338,14 +341,7 @@ impl VxlanPort {
             self.shared.counters.pool_empty.add(1);
             return;
         };
-        let mut f = [0u8; 60];
-        f[0..6].fill(0xff);
-        f[6..12].copy_from_slice(&self.outer.src_mac);
-        f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-        f[22..28].copy_from_slice(&self.outer.src_mac);
-        f[28..32].copy_from_slice(&self.opts.local_ip.to_be_bytes());
-        f[38..42].copy_from_slice(&ip.to_be_bytes());
+        let f = arp_request_frame(self.outer.src_mac, self.opts.local_ip, ip);
         p.set_data(&f);
         self.utx.push(p);
         self.shared.counters.arp_requests_sent.add(1);
@@ -383,14 +379,7 @@ impl VxlanPort {
         if for_us && op == 1 {
             // Turn the request into the reply in place.
             let local_mac = self.outer.src_mac;
-            let d = p.data_mut();
-            d[0..6].copy_from_slice(&sha);
-            d[6..12].copy_from_slice(&local_mac);
-            d[l3 + 6..l3 + 8].copy_from_slice(&2u16.to_be_bytes());
-            d[l3 + 18..l3 + 24].copy_from_slice(&sha);
-            d[l3 + 24..l3 + 28].copy_from_slice(&spa.to_be_bytes());
-            d[l3 + 8..l3 + 14].copy_from_slice(&local_mac);
-            d[l3 + 14..l3 + 18].copy_from_slice(&local.to_be_bytes());
+            arp_reply_in_place(p.data_mut(), l3, sha, spa, local_mac, local);
             self.utx.push(p);
             c.arp_replies_sent.add(1);
             return;
