@@ -28,6 +28,40 @@ use crate::packet::{Packet, PacketPool};
 
 pub use crate::datapath::DropReason;
 
+/// A set of named [`Counter`]s (one writer: the polling thread owning the
+/// port) and its plain copy for reports: `named_counters! { /// doc
+/// Counters, /// doc Stats { /// doc name, ... } }` declares both structs and
+/// `Counters::snapshot`. Ports with counters beyond [`PortCounters`] (VXLAN
+/// tunnels, routed uplinks) use it, so each list is written once.
+macro_rules! named_counters {
+    (
+        $(#[$cdoc:meta])* $counters:ident,
+        $(#[$sdoc:meta])* $stats:ident {
+            $($(#[$doc:meta])* $name:ident,)*
+        }
+    ) => {
+        $(#[$cdoc])*
+        #[derive(Debug, Default)]
+        pub struct $counters {
+            $($(#[$doc])* pub $name: $crate::port::Counter,)*
+        }
+
+        $(#[$sdoc])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub struct $stats {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl $counters {
+            /// A plain copy.
+            pub fn snapshot(&self) -> $stats {
+                $stats { $($name: self.$name.get(),)* }
+            }
+        }
+    };
+}
+pub(crate) use named_counters;
+
 /// A counter with one writer (the owning polling thread) and any number of
 /// readers. `add` is a relaxed load + store: no locked instruction.
 #[derive(Debug, Default)]

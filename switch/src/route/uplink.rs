@@ -33,11 +33,9 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::packet::ethernet::Mac;
 use crate::packet::{be16, be32, Packet, PacketPool};
-use crate::port::{Counter, DropReason, Port, PortCounters};
+use crate::port::{DropReason, Port, PortCounters};
 use crate::tunnel::neigh::{
     arp_reply_in_place, arp_request_frame, NeighCache, NeighConfig, NeighDrop, NeighView, Resolve,
     TickOutcome,
@@ -102,54 +100,36 @@ impl std::fmt::Display for NodeAddr {
     }
 }
 
-macro_rules! uplink_counters {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
-        /// Named counters of one routed uplink (one writer: its polling thread).
-        #[derive(Debug, Default)]
-        pub struct UplinkCounters {
-            $($(#[$doc])* pub $name: Counter,)*
-        }
-
-        /// A copy of [`UplinkCounters`].
-        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct UplinkStats {
-            $($(#[$doc])* pub $name: u64,)*
-        }
-
-        impl UplinkCounters {
-            /// A plain copy.
-            pub fn snapshot(&self) -> UplinkStats {
-                UplinkStats { $($name: self.$name.get(),)* }
-            }
-        }
-    };
-}
-
-uplink_counters! {
-    /// ARP requests for the node address answered.
-    arp_replies_sent,
-    /// ARP frames that created or refreshed a neighbour entry.
-    arp_learned,
-    /// ARP frames neither for the node address nor about a known neighbour.
-    arp_ignored,
-    /// ARP frames that were not Ethernet/IPv4 ARP or were truncated.
-    arp_malformed,
-    /// ARP requests sent for next hops.
-    arp_requests_sent,
-    /// Unicast frames for another MAC (dropped, as a non-promiscuous NIC does).
-    rx_not_for_us,
-    /// Frames sent with a next-hop MAC from the cache.
-    tx_resolved,
-    /// Frames that waited for ARP resolution.
-    tx_neigh_queued,
-    /// Frames dropped because the next hop's queue was full.
-    tx_neigh_queue_full,
-    /// Frames dropped because the next hop did not answer ARP.
-    tx_neigh_failed,
-    /// Frames dropped because the neighbour cache was full.
-    tx_neigh_cache_full,
-    /// Buffers the pool could not give for ARP requests.
-    pool_empty,
+crate::port::named_counters! {
+    /// Named counters of one routed uplink (one writer: its polling thread).
+    UplinkCounters,
+    /// A copy of [`UplinkCounters`].
+    UplinkStats {
+        /// ARP requests for the node address answered.
+        arp_replies_sent,
+        /// ARP frames that created or refreshed a neighbour entry.
+        arp_learned,
+        /// ARP frames neither for the node address nor about a known neighbour.
+        arp_ignored,
+        /// ARP frames that were not Ethernet/IPv4 ARP or were truncated.
+        arp_malformed,
+        /// ARP requests sent for next hops.
+        arp_requests_sent,
+        /// Unicast frames for another MAC (dropped, as a non-promiscuous NIC does).
+        rx_not_for_us,
+        /// Frames sent with a next-hop MAC from the cache.
+        tx_resolved,
+        /// Frames that waited for ARP resolution.
+        tx_neigh_queued,
+        /// Frames dropped because the next hop's queue was full.
+        tx_neigh_queue_full,
+        /// Frames dropped because the next hop did not answer ARP.
+        tx_neigh_failed,
+        /// Frames dropped because the neighbour cache was full.
+        tx_neigh_cache_full,
+        /// Buffers the pool could not give for ARP requests.
+        pool_empty,
+    }
 }
 
 #[derive(Debug)]

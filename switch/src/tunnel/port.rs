@@ -35,79 +35,61 @@ use super::options::{FromFlow, VxlanOptions};
 use crate::datapath::TunnelMeta;
 use crate::packet::ethernet::Mac;
 use crate::packet::{be16, be32, Packet, PacketPool};
-use crate::port::{Counter, DropReason, Port, PortCounters, PortStats};
+use crate::port::{DropReason, Port, PortCounters, PortStats};
 
 /// How often the neighbour cache's timers run.
 const TICK: Duration = Duration::from_millis(100);
 
-macro_rules! vxlan_counters {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
-        /// Named counters of one vxlan port (one writer: its polling thread).
-        #[derive(Debug, Default)]
-        pub struct VxlanCounters {
-            $($(#[$doc])* pub $name: Counter,)*
-        }
-
-        /// A copy of [`VxlanCounters`], as reported by `dump-tunnels`.
-        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct VxlanStats {
-            $($(#[$doc])* pub $name: u64,)*
-        }
-
-        impl VxlanCounters {
-            /// A plain copy.
-            pub fn snapshot(&self) -> VxlanStats {
-                VxlanStats { $($name: self.$name.get(),)* }
-            }
-        }
-    };
-}
-
-vxlan_counters! {
-    /// VXLAN frames decapsulated and handed to the pipeline.
-    rx_decap,
-    /// Underlay frames not for this VTEP (other MAC, address, protocol or UDP port).
-    rx_not_for_us,
-    /// Underlay frames whose outer Ethernet/IPv4/UDP header was malformed or
-    /// truncated, or whose IPv4 header checksum was wrong.
-    rx_bad_outer,
-    /// VXLAN frames with a short header, the I flag clear, or no inner Ethernet header.
-    rx_bad_vxlan,
-    /// Outer IPv4 fragments (VXLAN is not reassembled: the underlay MTU must fit).
-    rx_fragment,
-    /// ARP requests for local_ip answered.
-    arp_replies_sent,
-    /// ARP frames that created or refreshed a neighbour entry (replies,
-    /// requests for local_ip, gratuitous ARP of a known neighbour).
-    arp_learned,
-    /// ARP frames neither for local_ip nor about a known neighbour.
-    arp_ignored,
-    /// ARP frames that were not Ethernet/IPv4 ARP or were truncated.
-    arp_malformed,
-    /// ARP requests sent for next hops.
-    arp_requests_sent,
-    /// Frames encapsulated and sent on the underlay.
-    tx_encap,
-    /// Frames whose encapsulation would exceed the underlay MTU (dropped).
-    tx_oversize,
-    /// Frames without a remote VTEP (remote_ip=flow and no tun_dst set; dropped).
-    tx_no_remote,
-    /// Frames without headroom for the outer headers, or shorter than Ethernet (dropped).
-    tx_encap_failed,
-    /// Frames that waited for ARP resolution.
-    tx_neigh_queued,
-    /// Frames dropped because the next hop's queue was full.
-    tx_neigh_queue_full,
-    /// Frames dropped because the next hop did not answer ARP.
-    tx_neigh_failed,
-    /// Frames dropped because the neighbour cache was full.
-    tx_neigh_cache_full,
-    /// Buffers the pool could not give for ARP frames.
-    pool_empty,
-    /// `routed=true`: unencapsulated frames for the underlay MAC handed to the pipeline.
-    rx_routed,
-    /// `routed=true`: frames the `route` action sent unencapsulated to a next hop.
-    tx_routed,
+crate::port::named_counters! {
+    /// Named counters of one vxlan port (one writer: its polling thread).
+    VxlanCounters,
+    /// A copy of [`VxlanCounters`], as reported by `dump-tunnels`.
+    VxlanStats {
+        /// VXLAN frames decapsulated and handed to the pipeline.
+        rx_decap,
+        /// Underlay frames not for this VTEP (other MAC, address, protocol or UDP port).
+        rx_not_for_us,
+        /// Underlay frames whose outer Ethernet/IPv4/UDP header was malformed or
+        /// truncated, or whose IPv4 header checksum was wrong.
+        rx_bad_outer,
+        /// VXLAN frames with a short header, the I flag clear, or no inner Ethernet header.
+        rx_bad_vxlan,
+        /// Outer IPv4 fragments (VXLAN is not reassembled: the underlay MTU must fit).
+        rx_fragment,
+        /// ARP requests for local_ip answered.
+        arp_replies_sent,
+        /// ARP frames that created or refreshed a neighbour entry (replies,
+        /// requests for local_ip, gratuitous ARP of a known neighbour).
+        arp_learned,
+        /// ARP frames neither for local_ip nor about a known neighbour.
+        arp_ignored,
+        /// ARP frames that were not Ethernet/IPv4 ARP or were truncated.
+        arp_malformed,
+        /// ARP requests sent for next hops.
+        arp_requests_sent,
+        /// Frames encapsulated and sent on the underlay.
+        tx_encap,
+        /// Frames whose encapsulation would exceed the underlay MTU (dropped).
+        tx_oversize,
+        /// Frames without a remote VTEP (remote_ip=flow and no tun_dst set; dropped).
+        tx_no_remote,
+        /// Frames without headroom for the outer headers, or shorter than Ethernet (dropped).
+        tx_encap_failed,
+        /// Frames that waited for ARP resolution.
+        tx_neigh_queued,
+        /// Frames dropped because the next hop's queue was full.
+        tx_neigh_queue_full,
+        /// Frames dropped because the next hop did not answer ARP.
+        tx_neigh_failed,
+        /// Frames dropped because the neighbour cache was full.
+        tx_neigh_cache_full,
+        /// Buffers the pool could not give for ARP frames.
+        pool_empty,
+        /// `routed=true`: unencapsulated frames for the underlay MAC handed to the pipeline.
+        rx_routed,
+        /// `routed=true`: frames the `route` action sent unencapsulated to a next hop.
+        tx_routed,
+    }
 }
 
 /// Fixed facts about a vxlan port, for `dump-tunnels`.
