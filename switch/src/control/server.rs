@@ -87,10 +87,34 @@ impl Server {
             std::fs::remove_file(path)
                 .map_err(|e| ServerError::Io(format!("removing stale {}", path.display()), e))?;
         }
-        let mut listener = UnixListener::bind(path)
-            .map_err(|e| ServerError::Io(format!("binding {}", path.display()), e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| ServerError::Io(format!("chmod {}", path.display()), e))?;
+        // The socket appears at `path` only once it listens with its final
+        // permissions: bound under a temporary name in the same directory,
+        // chmod-ed, then renamed (atomic). A client that sees the path (a
+        // CNI plugin, a test polling for it) never gets ECONNREFUSED from
+        // the bind-to-listen window, nor a socket with the default mode.
+        // When the temporary name would be over the length limit, bind in
+        // place.
+        let tmp = path.with_file_name(format!(".switchd-{}.sock", std::process::id()));
+        let staged = tmp.as_os_str().len() <= 107;
+        let at = if staged {
+            let _ = std::fs::remove_file(&tmp);
+            tmp.as_path()
+        } else {
+            path
+        };
+        let mut listener = UnixListener::bind(at)
+            .map_err(|e| ServerError::Io(format!("binding {}", at.display()), e))?;
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ServerError::Io(format!("chmod {}", at.display()), e))?;
+        if staged {
+            std::fs::rename(at, path).map_err(|e| {
+                let _ = std::fs::remove_file(at);
+                ServerError::Io(
+                    format!("renaming {} to {}", at.display(), path.display()),
+                    e,
+                )
+            })?;
+        }
         let poll = Poll::new().map_err(|e| ServerError::Io("creating poll".into(), e))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
