@@ -82,9 +82,12 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
         == 0
 }
 
-/// One slot: 192 bytes, cache-line aligned, with everything a probe checks
-/// before comparing keys (`valid`, `hash`, and the answer) in its first line,
-/// so a probe of the wrong way touches one line, not three.
+/// One slot, cache-line aligned, with everything a probe checks before
+/// comparing keys (`valid`, `hash`, and the answer) in its first line, so a
+/// probe of the wrong way touches one line. With the 24-word key a slot is
+/// 216 bytes padded to 256 (four lines; three with the 21-word key): the EMC
+/// hit got 1.24-1.36x slower (docs/perf.md "FlowKey 21 -> 24 words"); moving
+/// hash/handle/valid to a parallel array would bring a slot back to three.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 struct EmcEntry {
