@@ -37,8 +37,8 @@ use crate::packet::ethernet::Mac;
 use crate::packet::{be16, be32, Packet, PacketPool};
 use crate::port::{DropReason, Port, PortCounters};
 use crate::tunnel::neigh::{
-    arp_reply_in_place, arp_request_frame, NeighCache, NeighConfig, NeighDrop, NeighView, Resolve,
-    TickOutcome,
+    aged_views, arp_reply_in_place, arp_request_frame, NeighCache, NeighConfig, NeighDrop,
+    NeighView, Resolve, TickOutcome,
 };
 
 /// How often the neighbour cache's timers run.
@@ -162,20 +162,7 @@ impl UplinkHandle {
 
     /// The learned neighbour table, ages as of now.
     pub fn neighbours(&self) -> Vec<NeighView> {
-        let now = Instant::now();
-        match self.0.neigh.lock() {
-            Ok(g) => {
-                let extra = now.saturating_duration_since(g.0).as_secs();
-                g.1.iter()
-                    .cloned()
-                    .map(|mut v| {
-                        v.age_s += extra;
-                        v
-                    })
-                    .collect()
-            }
-            Err(_) => Vec::new(),
-        }
+        aged_views(&self.0.neigh)
     }
 }
 

@@ -425,6 +425,28 @@ pub(crate) fn arp_reply_in_place(d: &mut [u8], l3: usize, sha: Mac, spa: u32, ma
     d[l3 + 24..l3 + 28].copy_from_slice(&spa.to_be_bytes());
 }
 
+/// The neighbour table a polling thread last published (`(when, views)`),
+/// with every entry's age brought up to now; empty if the publisher
+/// panicked. For the control thread's `dump-neigh`/`dump-tunnels`.
+pub(crate) fn aged_views(
+    published: &std::sync::Mutex<(Instant, Vec<NeighView>)>,
+) -> Vec<NeighView> {
+    let now = Instant::now();
+    match published.lock() {
+        Ok(g) => {
+            let extra = now.saturating_duration_since(g.0).as_secs();
+            g.1.iter()
+                .cloned()
+                .map(|mut v| {
+                    v.age_s += extra;
+                    v
+                })
+                .collect()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

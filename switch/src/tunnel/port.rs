@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::encap::{classify, encap, set_outer_dst_mac, EncapError, Outer, Underlay};
 use super::neigh::{
-    arp_reply_in_place, arp_request_frame, NeighCache, NeighConfig, NeighDrop, NeighView, Resolve,
-    TickOutcome,
+    aged_views, arp_reply_in_place, arp_request_frame, NeighCache, NeighConfig, NeighDrop,
+    NeighView, Resolve, TickOutcome,
 };
 use super::options::{FromFlow, VxlanOptions};
 use crate::datapath::TunnelMeta;
@@ -146,20 +146,7 @@ impl VxlanHandle {
 
     /// The neighbour table, ages as of now.
     pub fn neighbours(&self) -> Vec<NeighView> {
-        let now = Instant::now();
-        match self.0.neigh.lock() {
-            Ok(g) => {
-                let extra = now.saturating_duration_since(g.0).as_secs();
-                g.1.iter()
-                    .cloned()
-                    .map(|mut v| {
-                        v.age_s += extra;
-                        v
-                    })
-                    .collect()
-            }
-            Err(_) => Vec::new(),
-        }
+        aged_views(&self.0.neigh)
     }
 }
 
