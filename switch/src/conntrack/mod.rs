@@ -45,10 +45,21 @@
 //! - the table holds at most `limit` connections: a commit beyond it
 //!   fails and the datapath drops the packet as `ct_full`.
 //!
-//! NAT is not implemented: the flow parser refuses `nat` in `ct(...)`.
+//! NAT ([`nat`], docs/architecture.md "NAT"): a connection committed with
+//! `nat(src=...)` or `nat(dst=...)` gets a translated reply tuple, chosen
+//! so that no two connections share one (port allocation below). The
+//! connection lives under its original tuple's canonical key; a second,
+//! small *alias* entry under the reply tuple's canonical key points to it,
+//! so a reply finds it with two probes (two shards, locked one after the
+//! other, never together). `ct(nat)` then rewrites each packet to the
+//! other direction's view (original: the translated tuple; reply: back to
+//! the original endpoints), and ICMP errors about the connection get their
+//! quoted header translated back.
+//!
 //! Never: panic on any frame, allocate on the lookup path, hold a lock
 //! across more than one shard.
 
+pub mod nat;
 pub mod tcp;
 
 use std::net::IpAddr;
@@ -61,6 +72,7 @@ use serde::Serialize;
 
 use crate::flow::key::{ct_state as cs, ethertype, ipproto, FlowKey, FRAG_ANY};
 use crate::packet::{be16, be32, Layout, ParseStatus};
+use nat::{Ends, NatKind, NatSpec};
 use tcp::{TcpConn, TcpVerdict};
 
 /// Number of shards (a power of two).
@@ -176,6 +188,9 @@ pub struct CtExec {
     pub mark: (u32, u32),
     /// `exec(set_field:V/M->ct_label)`: value and mask (mask 0: no change).
     pub label: (u128, u128),
+    /// `nat`, `nat(src=...)`, `nat(dst=...)`: apply the connection's
+    /// translation, and with `commit` bind a new connection to one.
+    pub nat: Option<NatSpec>,
 }
 
 /// What the tracker says about one packet.
@@ -189,6 +204,9 @@ pub struct CtVerdict {
     pub label: u128,
     /// The commit failed because the table is full: drop as `ct_full`.
     pub full: bool,
+    /// The commit failed because `nat(...)`'s address and port range has
+    /// no free reply tuple left: drop as `nat_no_port`.
+    pub nat_exhausted: bool,
 }
 
 impl CtVerdict {
@@ -198,6 +216,7 @@ impl CtVerdict {
             mark: 0,
             label: 0,
             full: false,
+            nat_exhausted: false,
         }
     }
 }
@@ -269,6 +288,38 @@ impl Tuple {
             swapped,
         )
     }
+
+    /// The same connection seen from the other end.
+    fn mirror(&self) -> Tuple {
+        Tuple {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            ..*self
+        }
+    }
+
+    fn ends(&self) -> Ends {
+        Ends {
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+        }
+    }
+}
+
+/// A connection's NAT binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NatBinding {
+    /// `nat(src=...)` or `nat(dst=...)`.
+    kind: NatKind,
+    /// The reply tuple as reply packets arrive (before un-NAT).
+    reply: Tuple,
+    /// The alias entry under `reply`'s canonical key (None when the
+    /// translation left the tuple unchanged: the primary key finds both).
+    alias: Option<(CanonKey, u64)>,
 }
 
 /// Per-protocol tracking state.
@@ -292,6 +343,73 @@ struct Conn {
     mark: u32,
     label: u128,
     expires_ms: u64,
+    nat: Option<NatBinding>,
+}
+
+/// A table slot: a connection, or the alias that finds a NATed
+/// connection from its reply tuple.
+#[derive(Clone, Debug)]
+enum Slot {
+    Conn(Conn),
+    Alias {
+        hash: u64,
+        key: CanonKey,
+        /// The connection's key and hash.
+        primary: CanonKey,
+        primary_hash: u64,
+    },
+}
+
+impl Slot {
+    fn key(&self) -> &CanonKey {
+        match self {
+            Slot::Conn(c) => &c.key,
+            Slot::Alias { key, .. } => key,
+        }
+    }
+
+    fn hash(&self) -> u64 {
+        match self {
+            Slot::Conn(c) => c.hash,
+            Slot::Alias { hash, .. } => *hash,
+        }
+    }
+}
+
+/// The frame change a verdict asks for, applied after the shard lock is
+/// released.
+#[derive(Clone, Copy, Debug)]
+enum Xlate {
+    /// A packet of the connection: addresses and ports from `from` to `to`.
+    Packet { v6: bool, proto: u8, from: Ends, to: Ends },
+    /// An ICMP error: the quoted header from `from` to `to`, outer
+    /// addresses replaced where given.
+    Related {
+        v6: bool,
+        proto: u8,
+        from: Ends,
+        to: Ends,
+        outer_src: Option<u128>,
+        outer_dst: Option<u128>,
+    },
+}
+
+/// The outcome of one lookup attempt.
+enum Step {
+    Done(CtVerdict, Option<Xlate>),
+    /// The table changed under us (an expired NATed connection removed, a
+    /// racing commit): look again.
+    Retry,
+}
+
+/// What a NAT port allocation found.
+enum Alloc {
+    /// The reply tuple and its alias (reserved in the table).
+    Bound(NatBinding),
+    /// Nothing to translate (the range's address family is not the packet's).
+    None,
+    /// Every tuple of the range is taken.
+    Exhausted,
 }
 
 impl Conn {
@@ -309,6 +427,40 @@ impl Conn {
             sport,
             dport,
             proto: k.proto,
+        }
+    }
+
+    /// Whether a packet with tuple `t` (`swapped` against the key) is a
+    /// reply; None when it is not this connection's (a NATed connection's
+    /// original tuple seen backwards).
+    fn direction(&self, t: &Tuple, swapped: bool, echo_reply: bool) -> Option<bool> {
+        match self.nat {
+            // Both endpoints equal (a host talking to itself on one port,
+            // or an echo to itself): the ICMP type tells the direction.
+            None if self.key.a == self.key.b && self.key.pa == self.key.pb => Some(echo_reply),
+            None => Some(swapped != self.orig_swapped),
+            Some(_) if *t == self.orig() => Some(false),
+            Some(n) if *t == n.reply => Some(true),
+            Some(_) => None,
+        }
+    }
+
+    /// The reply tuple (translated for a NATed connection).
+    fn reply(&self) -> Tuple {
+        match self.nat {
+            Some(n) => n.reply,
+            None => self.orig().mirror(),
+        }
+    }
+
+    /// `ct_state` NAT bits for a packet translated in this direction (OVS
+    /// `nat_packet` / `reverse_nat_packet`: the reply of a SNAT connection
+    /// is destination-translated, and the other way round).
+    fn nat_bits(&self, reply: bool) -> u32 {
+        match (self.nat.map(|n| n.kind), reply) {
+            (Some(NatKind::Src), false) | (Some(NatKind::Dst), true) => cs::SNAT,
+            (Some(NatKind::Dst), false) | (Some(NatKind::Src), true) => cs::DNAT,
+            _ => 0,
         }
     }
 
@@ -366,6 +518,8 @@ pub struct CtCounters {
     pub expired: AtomicU64,
     /// Connections removed by `ct-flush`.
     pub flushed: AtomicU64,
+    /// Commits refused because no NAT tuple was free (packets dropped `nat_no_port`).
+    pub nat_exhausted: AtomicU64,
 }
 
 /// A snapshot of the tracker's counters and settings (`ct-stats`).
@@ -383,6 +537,8 @@ pub struct CtStats {
     pub expired: u64,
     /// Connections removed by `ct-flush`.
     pub flushed: u64,
+    /// Packets dropped because a NAT commit found no free tuple.
+    pub nat_no_port: u64,
     /// Timeouts in seconds, by name.
     pub timeouts: Vec<(String, u32)>,
 }
@@ -490,7 +646,7 @@ impl ConnView {
 /// A bridge's connection tracker (see the module documentation).
 #[derive(Debug)]
 pub struct Conntrack {
-    shards: Box<[Mutex<HashTable<Conn>>]>,
+    shards: Box<[Mutex<HashTable<Slot>>]>,
     n_conns: AtomicUsize,
     limit: AtomicUsize,
     /// Timeouts in force.
@@ -548,7 +704,7 @@ impl Conntrack {
         self.len() == 0
     }
 
-    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashTable<Conn>> {
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, HashTable<Slot>> {
         let i = (hash >> 56) as usize & (N_SHARDS - 1);
         // A thread that panicked while holding a shard cannot have left a
         // connection half-written in a way that matters more than losing
@@ -559,9 +715,12 @@ impl Conntrack {
         }
     }
 
-    /// Track one packet (the datapath's `ct` action). `frame` is the whole
-    /// Ethernet frame, `layout` and `key` its extraction; `now_ms` is
-    /// [`Conntrack::now_ms`] (read at most once per batch by the caller).
+    /// Track one packet (the datapath's `ct` action) without changing it.
+    /// `frame` is the whole Ethernet frame, `layout` and `key` its
+    /// extraction; `now_ms` is [`Conntrack::now_ms`] (read at most once per
+    /// batch by the caller). A commit with `nat(src=...)`/`nat(dst=...)`
+    /// still binds the connection to a translation; applying it to the
+    /// frame needs [`Conntrack::execute_mut`].
     pub fn execute(
         &self,
         frame: &[u8],
@@ -570,68 +729,219 @@ impl Conntrack {
         x: &CtExec,
         now_ms: u64,
     ) -> CtVerdict {
-        match classify(frame, layout, key) {
-            Pkt::Invalid => CtVerdict::with_state(cs::INV),
-            Pkt::Related(inner) => self.related(&inner, x.zone, now_ms),
-            Pkt::Conn {
-                t,
-                tcp_flags,
-                echo_reply,
-            } => self.track(&t, tcp_flags, echo_reply, x, now_ms),
-        }
+        self.decide(frame, layout, key, x, now_ms).0
     }
 
-    fn related(&self, inner: &Tuple, zone: u16, now_ms: u64) -> CtVerdict {
-        let (k, swapped) = inner.canon(zone);
+    /// [`Conntrack::execute`], and when `x.nat` is set and the packet's
+    /// connection is NATed, translate the frame in place (addresses, ports
+    /// or ICMP id, checksums; the quoted header of a related ICMP error).
+    /// Returns the verdict and whether the frame changed (its key must then
+    /// be extracted again). The rewrite runs after the shard lock is
+    /// released.
+    pub fn execute_mut(
+        &self,
+        frame: &mut [u8],
+        layout: &Layout,
+        key: &FlowKey,
+        x: &CtExec,
+        now_ms: u64,
+    ) -> (CtVerdict, bool) {
+        let (v, xl) = self.decide(frame, layout, key, x, now_ms);
+        let changed = match xl {
+            None => false,
+            Some(Xlate::Packet { v6, proto, from, to }) => {
+                nat::rewrite(frame, layout, v6, proto, &from, &to)
+            }
+            Some(Xlate::Related {
+                v6,
+                proto,
+                from,
+                to,
+                outer_src,
+                outer_dst,
+            }) => nat::rewrite_related(frame, layout, v6, proto, &from, &to, outer_src, outer_dst),
+        };
+        (v, changed)
+    }
+
+    fn decide(
+        &self,
+        frame: &[u8],
+        layout: &Layout,
+        key: &FlowKey,
+        x: &CtExec,
+        now_ms: u64,
+    ) -> (CtVerdict, Option<Xlate>) {
+        let pkt = classify(frame, layout, key);
+        // A retry follows a removal or a lost race, so the next attempt
+        // finds a different table; the bound only guards against a bug.
+        for _ in 0..4 {
+            let step = match pkt {
+                Pkt::Invalid => return (CtVerdict::with_state(cs::INV), None),
+                Pkt::Related(inner) => self.related(&inner, x, now_ms),
+                Pkt::Conn {
+                    t,
+                    tcp_flags,
+                    echo_reply,
+                } => self.track(&t, tcp_flags, echo_reply, x, now_ms),
+            };
+            if let Step::Done(v, xl) = step {
+                return (v, xl);
+            }
+        }
+        (CtVerdict::with_state(cs::INV), None)
+    }
+
+    /// An ICMP error quoting `inner`: `+rel` (and `+rpl` when it travels in
+    /// the reply direction) if `inner` belongs to a live connection, with
+    /// the quoted header translated back for a NATed one.
+    fn related(&self, inner: &Tuple, x: &CtExec, now_ms: u64) -> Step {
+        let (k, swapped) = inner.canon(x.zone);
         let h = k.hash();
         let sh = self.shard(h);
-        match sh.find(h, |c| c.key == k) {
-            Some(c) if c.expires_ms > now_ms => CtVerdict {
-                // The quoted packet went in the original direction: the
-                // error about it travels in the reply direction.
-                state: cs::TRK
-                    | cs::REL
-                    | if swapped == c.orig_swapped {
-                        cs::RPL
-                    } else {
-                        0
-                    },
-                mark: c.mark,
-                label: c.label,
-                full: false,
-            },
-            _ => CtVerdict::with_state(cs::INV),
+        let primary = match sh.find(h, |s| s.key() == &k) {
+            None => return Step::Done(CtVerdict::with_state(cs::INV), None),
+            Some(Slot::Conn(c)) => return related_verdict(c, inner, swapped, x, now_ms),
+            Some(Slot::Alias {
+                primary,
+                primary_hash,
+                ..
+            }) => (*primary, *primary_hash),
+        };
+        drop(sh);
+        let sh = self.shard(primary.1);
+        match sh.find(primary.1, |s| s.key() == &primary.0) {
+            Some(Slot::Conn(c)) => related_verdict(c, inner, swapped, x, now_ms),
+            _ => Step::Done(CtVerdict::with_state(cs::INV), None),
         }
     }
 
-    fn track(&self, t: &Tuple, flags: u16, echo_reply: bool, x: &CtExec, now_ms: u64) -> CtVerdict {
+    fn track(&self, t: &Tuple, flags: u16, echo_reply: bool, x: &CtExec, now_ms: u64) -> Step {
         let (k, swapped) = t.canon(x.zone);
         let h = k.hash();
         let mut sh = self.shard(h);
-        if let Ok(entry) = sh.find_entry(h, |c| c.key == k) {
-            let live = entry.get().expires_ms > now_ms;
-            let reopen = live && {
-                let c = entry.get();
-                matches!(c.proto, ProtoState::Tcp(tc)
-                    if tcp::update(tc, swapped != c.orig_swapped, flags) == TcpVerdict::Reopen)
+        if let Ok(mut entry) = sh.find_entry(h, |s| s.key() == &k) {
+            let alias = match entry.get() {
+                Slot::Alias {
+                    primary,
+                    primary_hash,
+                    ..
+                } => Some((*primary, *primary_hash)),
+                Slot::Conn(_) => None,
             };
+            if let Some((pk, ph)) = alias {
+                drop(sh);
+                return self.track_reply(t, (k, h), (pk, ph), flags, echo_reply, x, now_ms);
+            }
+            let Slot::Conn(c) = entry.get_mut() else {
+                return Step::Done(CtVerdict::with_state(cs::INV), None);
+            };
+            // A NATed connection is found under its original tuple only in
+            // the original direction; the mirror image is another flow.
+            let Some(reply) = c.direction(t, swapped, echo_reply) else {
+                return Step::Done(CtVerdict::with_state(cs::INV), None);
+            };
+            let live = c.expires_ms > now_ms;
+            let reopen = live
+                && matches!(c.proto, ProtoState::Tcp(tc)
+                    if tcp::update(tc, reply, flags) == TcpVerdict::Reopen);
             if live && !reopen {
-                let c = entry.into_mut();
-                return self.update(c, swapped, flags, echo_reply, x, now_ms);
+                return self.update(c, reply, flags, echo_reply, x, now_ms);
             }
             // Expired, or a closed TCP connection started over: forget it.
-            entry.remove();
+            let (old, _) = entry.remove();
             self.n_conns.fetch_sub(1, Relaxed);
             if !reopen {
                 self.counters.expired.fetch_add(1, Relaxed);
             }
+            if let Slot::Conn(Conn {
+                nat: Some(NatBinding {
+                    alias: Some((ak, ah)),
+                    ..
+                }),
+                ..
+            }) = old
+            {
+                drop(sh);
+                self.remove_alias(ak, ah, k);
+                return Step::Retry;
+            }
         }
-        // No connection: is this a valid first packet?
+        self.create(sh, t, (k, h), swapped, flags, echo_reply, x, now_ms)
+    }
+
+    /// A packet found through a NATed connection's alias: it must be the
+    /// connection's reply tuple.
+    #[allow(clippy::too_many_arguments)]
+    fn track_reply(
+        &self,
+        t: &Tuple,
+        (ak, ah): (CanonKey, u64),
+        (pk, ph): (CanonKey, u64),
+        flags: u16,
+        echo_reply: bool,
+        x: &CtExec,
+        now_ms: u64,
+    ) -> Step {
+        let mut sh = self.shard(ph);
+        let Ok(mut entry) = sh.find_entry(ph, |s| s.key() == &pk) else {
+            // The connection is being removed (its alias goes next).
+            return Step::Done(CtVerdict::with_state(cs::INV), None);
+        };
+        let Slot::Conn(c) = entry.get_mut() else {
+            return Step::Done(CtVerdict::with_state(cs::INV), None);
+        };
+        if c.nat.map(|n| n.reply) != Some(*t) {
+            return Step::Done(CtVerdict::with_state(cs::INV), None);
+        }
+        let live = c.expires_ms > now_ms;
+        let reopen = live
+            && matches!(c.proto, ProtoState::Tcp(tc)
+                if tcp::update(tc, true, flags) == TcpVerdict::Reopen);
+        if live && !reopen {
+            return self.update(c, true, flags, echo_reply, x, now_ms);
+        }
+        entry.remove();
+        drop(sh);
+        self.n_conns.fetch_sub(1, Relaxed);
+        if !reopen {
+            self.counters.expired.fetch_add(1, Relaxed);
+        }
+        self.remove_alias(ak, ah, pk);
+        Step::Retry
+    }
+
+    /// Remove the alias `ak` of the connection `pk` (if it is still there).
+    fn remove_alias(&self, ak: CanonKey, ah: u64, pk: CanonKey) {
+        let mut sh = self.shard(ah);
+        if let Ok(e) = sh.find_entry(ah, |s| {
+            matches!(s, Slot::Alias { key, primary, .. } if *key == ak && *primary == pk)
+        }) {
+            e.remove();
+        }
+    }
+
+    /// No connection has this tuple: a valid first packet is `+new`; with
+    /// `commit` the connection is created (and with `nat(src|dst=...)`
+    /// bound to a free translated tuple first).
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &self,
+        sh: std::sync::MutexGuard<'_, HashTable<Slot>>,
+        t: &Tuple,
+        (k, h): (CanonKey, u64),
+        swapped: bool,
+        flags: u16,
+        echo_reply: bool,
+        x: &CtExec,
+        now_ms: u64,
+    ) -> Step {
+        let inv = Step::Done(CtVerdict::with_state(cs::INV), None);
         let proto = match t.proto {
-            ipproto::TCP if !tcp::valid_new(flags) => return CtVerdict::with_state(cs::INV),
+            ipproto::TCP if !tcp::valid_new(flags) => return inv,
             ipproto::TCP => ProtoState::Tcp(tcp::initial()),
             ipproto::UDP => ProtoState::Udp,
-            ipproto::ICMP | ipproto::ICMPV6 if echo_reply => return CtVerdict::with_state(cs::INV),
+            ipproto::ICMP | ipproto::ICMPV6 if echo_reply => return inv,
             ipproto::ICMP | ipproto::ICMPV6 => ProtoState::Icmp,
             _ => ProtoState::Other,
         };
@@ -644,55 +954,204 @@ impl Conntrack {
             mark: 0,
             label: 0,
             expires_ms: 0,
+            nat: None,
         };
         c.apply_marks(x);
-        let v = CtVerdict {
+        let mut v = CtVerdict {
             state: cs::TRK | cs::NEW,
             mark: c.mark,
             label: c.label,
             full: false,
+            nat_exhausted: false,
         };
         if !x.commit {
             // Not committed: nothing is remembered, and exec() applies only
             // to a committed connection (OVS), so the packet has no mark.
-            return CtVerdict::with_state(cs::NEW);
+            return Step::Done(CtVerdict::with_state(cs::NEW), None);
         }
         if self.n_conns.fetch_add(1, Relaxed) >= self.limit() {
             self.n_conns.fetch_sub(1, Relaxed);
             self.counters.full_drops.fetch_add(1, Relaxed);
-            return CtVerdict { full: true, ..v };
+            return Step::Done(CtVerdict { full: true, ..v }, None);
+        }
+        let mut sh = sh;
+        if let Some(spec) = x.nat.filter(NatSpec::binds) {
+            // Allocation probes other shards: never with this one held.
+            drop(sh);
+            match self.allocate(t, x.zone, &spec, (k, h), now_ms) {
+                Alloc::Exhausted => {
+                    self.n_conns.fetch_sub(1, Relaxed);
+                    self.counters.nat_exhausted.fetch_add(1, Relaxed);
+                    v.nat_exhausted = true;
+                    return Step::Done(v, None);
+                }
+                Alloc::None => {}
+                Alloc::Bound(b) => c.nat = Some(b),
+            }
+            sh = self.shard(h);
+            if sh.find(h, |s| s.key() == &k).is_some() {
+                // Another thread committed this connection meanwhile.
+                drop(sh);
+                self.n_conns.fetch_sub(1, Relaxed);
+                if let Some((ak, ah)) = c.nat.and_then(|n| n.alias) {
+                    self.remove_alias(ak, ah, k);
+                }
+                return Step::Retry;
+            }
         }
         c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
-        sh.insert_unique(h, c, |c| c.hash);
+        let xl = match (x.nat, c.nat) {
+            (Some(_), Some(n)) => {
+                v.state |= c.nat_bits(false);
+                xlate_packet(t, &n.reply.mirror())
+            }
+            _ => None,
+        };
+        sh.insert_unique(h, Slot::Conn(c), Slot::hash);
         self.counters.commits.fetch_add(1, Relaxed);
-        v
+        Step::Done(v, xl)
+    }
+
+    /// Choose the translated tuple of a new connection `t` (OVS
+    /// lib/conntrack.c `nat_get_unique_tuple`): an address of the range
+    /// from a hash of the connection (or at random), then the ports: for
+    /// SNAT without a port range, the packet's own source port if free,
+    /// else a probe over 1-511, 600-1023 or 1024-65535 (the class of the
+    /// original port); with a range, a probe over it starting at a hash.
+    /// DNAT keeps the client's source port unless that collides (then the
+    /// same probe). A candidate is free when no slot of the table has its
+    /// reply tuple's key; it is reserved by inserting the alias at once
+    /// (one shard locked at a time). At most [`MAX_NAT_PROBES`] candidates
+    /// are tried.
+    fn allocate(
+        &self,
+        t: &Tuple,
+        zone: u16,
+        spec: &NatSpec,
+        primary: (CanonKey, u64),
+        now_ms: u64,
+    ) -> Alloc {
+        let Some(r) = spec.addrs else {
+            return Alloc::None;
+        };
+        if r.v6 != t.v6 {
+            return Alloc::None;
+        }
+        let hash = if spec.flags & nat::flags::RANDOM != 0 {
+            mix(primary.1 ^ now_ms.rotate_left(17) ^ self.counters.commits.load(Relaxed))
+        } else if spec.flags & nat::flags::PERSISTENT != 0 {
+            mix((t.src as u64) ^ ((t.src >> 64) as u64).rotate_left(7) ^ (t.dst as u64).rotate_left(31))
+        } else {
+            primary.1
+        };
+        let span = r.max - r.min;
+        let n_addr = span.saturating_add(1);
+        let a_start = u128::from(hash) % n_addr;
+        let icmp = matches!(t.proto, ipproto::ICMP | ipproto::ICMPV6);
+        let pat = icmp || matches!(t.proto, ipproto::TCP | ipproto::UDP);
+        let in_range = |lo: u16, hi: u16| lo + (hash % (u64::from(hi - lo) + 1)) as u16;
+        let ((s_cur, s_lo, s_hi), (d_cur, d_lo, d_hi)) = match (pat, spec.kind) {
+            (false, _) | (_, NatKind::Apply) => ((t.sport, t.sport, t.sport), (t.dport, t.dport, t.dport)),
+            (true, NatKind::Src) => {
+                let s = match spec.ports {
+                    Some((lo, hi)) => (in_range(lo, hi), lo, hi),
+                    None => {
+                        let (lo, hi) = default_port_class(t.sport);
+                        (t.sport, lo, hi)
+                    }
+                };
+                (s, (t.dport, t.dport, t.dport))
+            }
+            (true, NatKind::Dst) => {
+                let d = match spec.ports {
+                    Some((lo, hi)) if !icmp => (in_range(lo, hi), lo, hi),
+                    _ => (t.dport, t.dport, t.dport),
+                };
+                let (lo, hi) = default_port_class(t.sport);
+                ((t.sport, lo, hi), d)
+            }
+        };
+        let mut probes = 0u32;
+        let mut i: u128 = 0;
+        while i < n_addr {
+            let addr = r.min + (a_start + i) % n_addr;
+            i += 1;
+            for dp in port_probe(d_cur, d_lo, d_hi) {
+                for sp in port_probe(s_cur, s_lo, s_hi) {
+                    probes += 1;
+                    if probes > MAX_NAT_PROBES {
+                        return Alloc::Exhausted;
+                    }
+                    let mut tr = *t;
+                    match spec.kind {
+                        NatKind::Src => tr.src = addr,
+                        NatKind::Dst => tr.dst = addr,
+                        NatKind::Apply => {}
+                    }
+                    tr.sport = sp;
+                    // The ICMP echo identifier is the same in both fields.
+                    tr.dport = if icmp { sp } else { dp };
+                    let reply = tr.mirror();
+                    if let Some(alias) = self.reserve(&reply, zone, primary) {
+                        return Alloc::Bound(NatBinding {
+                            kind: spec.kind,
+                            reply,
+                            alias,
+                        });
+                    }
+                }
+            }
+        }
+        Alloc::Exhausted
+    }
+
+    /// Reserve `reply` for the connection `primary`: None when taken;
+    /// otherwise the alias inserted (None when `reply` is the untranslated
+    /// reply, which the connection's own key finds).
+    fn reserve(
+        &self,
+        reply: &Tuple,
+        zone: u16,
+        primary: (CanonKey, u64),
+    ) -> Option<Option<(CanonKey, u64)>> {
+        let (rk, _) = reply.canon(zone);
+        if rk == primary.0 {
+            return Some(None);
+        }
+        let rh = rk.hash();
+        let mut sh = self.shard(rh);
+        if sh.find(rh, |s| s.key() == &rk).is_some() {
+            return None;
+        }
+        sh.insert_unique(
+            rh,
+            Slot::Alias {
+                hash: rh,
+                key: rk,
+                primary: primary.0,
+                primary_hash: primary.1,
+            },
+            Slot::hash,
+        );
+        Some(Some((rk, rh)))
     }
 
     fn update(
         &self,
         c: &mut Conn,
-        swapped: bool,
+        reply: bool,
         flags: u16,
         echo_reply: bool,
         x: &CtExec,
         now_ms: u64,
-    ) -> CtVerdict {
-        let reply = swapped != c.orig_swapped;
-        // Both endpoints equal (a host talking to itself on one port, or
-        // an echo to itself): the ICMP type tells the direction.
-        let reply = if c.key.a == c.key.b && c.key.pa == c.key.pb {
-            echo_reply
-        } else {
-            reply
-        };
+    ) -> Step {
+        let inv = Step::Done(CtVerdict::with_state(cs::INV), None);
         match c.proto {
             ProtoState::Tcp(tc) => match tcp::update(tc, reply, flags) {
                 TcpVerdict::Next(n) => c.proto = ProtoState::Tcp(n),
-                TcpVerdict::Invalid | TcpVerdict::Reopen => {
-                    return CtVerdict::with_state(cs::INV);
-                }
+                TcpVerdict::Invalid | TcpVerdict::Reopen => return inv,
             },
-            ProtoState::Icmp if echo_reply != reply => return CtVerdict::with_state(cs::INV),
+            ProtoState::Icmp if echo_reply != reply => return inv,
             _ => {}
         }
         c.seen_reply |= reply;
@@ -700,17 +1159,31 @@ impl Conntrack {
             c.apply_marks(x);
         }
         c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
-        let state = match (reply, c.seen_reply) {
-            (true, _) => cs::EST | cs::RPL,
-            (false, true) => cs::EST,
-            (false, false) => cs::NEW,
-        };
-        CtVerdict {
-            state: cs::TRK | state,
-            mark: c.mark,
-            label: c.label,
-            full: false,
+        let mut state = cs::TRK
+            | match (reply, c.seen_reply) {
+                (true, _) => cs::EST | cs::RPL,
+                (false, true) => cs::EST,
+                (false, false) => cs::NEW,
+            };
+        let mut xl = None;
+        if let (Some(_), Some(n)) = (x.nat, c.nat) {
+            state |= c.nat_bits(reply);
+            xl = if reply {
+                xlate_packet(&n.reply, &c.orig().mirror())
+            } else {
+                xlate_packet(&c.orig(), &n.reply.mirror())
+            };
         }
+        Step::Done(
+            CtVerdict {
+                state,
+                mark: c.mark,
+                label: c.label,
+                full: false,
+                nat_exhausted: false,
+            },
+            xl,
+        )
     }
 
     /// [`Conntrack::sweep`] at the current time, at most once a second
@@ -729,16 +1202,30 @@ impl Conntrack {
     /// Runs on the control thread (one shard locked at a time).
     pub fn sweep(&self, now_ms: u64) -> usize {
         let mut n = 0;
+        let mut aliases = Vec::new();
         for s in self.shards.iter() {
             let mut sh = match s.lock() {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            sh.retain(|c| {
-                let keep = c.expires_ms > now_ms;
-                n += usize::from(!keep);
-                keep
+            sh.retain(|slot| match slot {
+                // Removed with its connection, below.
+                Slot::Alias { .. } => true,
+                Slot::Conn(c) => {
+                    let keep = c.expires_ms > now_ms;
+                    if !keep {
+                        n += 1;
+                        if let Some((ak, ah)) = c.nat.and_then(|b| b.alias) {
+                            aliases.push((ak, ah, c.key));
+                        }
+                    }
+                    keep
+                }
             });
+        }
+        // The NAT tuples of the removed connections are free again.
+        for (ak, ah, pk) in aliases {
+            self.remove_alias(ak, ah, pk);
         }
         self.n_conns.fetch_sub(n, Relaxed);
         self.counters.expired.fetch_add(n as u64, Relaxed);
@@ -753,9 +1240,10 @@ impl Conntrack {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            sh.retain(|c| {
-                let keep = zone.is_some_and(|z| z != c.key.zone);
-                n += usize::from(!keep);
+            // A connection's alias is in its zone: both go.
+            sh.retain(|slot| {
+                let keep = zone.is_some_and(|z| z != slot.key().zone);
+                n += usize::from(!keep && matches!(slot, Slot::Conn(_)));
                 keep
             });
         }
@@ -774,13 +1262,18 @@ impl Conntrack {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            for c in sh.iter() {
+            for slot in sh.iter() {
+                let Slot::Conn(c) = slot else { continue };
                 if c.expires_ms <= now || zone.is_some_and(|z| z != c.key.zone) {
                     continue;
                 }
                 let o = c.orig();
+                let r = c.reply();
                 let (src, dst) = (ip_of(o.v6, o.src), ip_of(o.v6, o.dst));
-                if addr.is_some_and(|a| a != src && a != dst) {
+                let (rsrc, rdst) = (ip_of(r.v6, r.src), ip_of(r.v6, r.dst));
+                // Either tuple's endpoints match the filter (a NATed
+                // connection is found by its translated address too).
+                if addr.is_some_and(|a| a != src && a != dst && a != rsrc && a != rdst) {
                     continue;
                 }
                 out.push(ConnView {
@@ -793,10 +1286,10 @@ impl Conntrack {
                         dport: o.dport,
                     },
                     reply: TupleView {
-                        src: dst,
-                        dst: src,
-                        sport: o.dport,
-                        dport: o.sport,
+                        src: rsrc,
+                        dst: rdst,
+                        sport: r.sport,
+                        dport: r.dport,
                     },
                     zone: c.key.zone,
                     mark: c.mark,
@@ -839,6 +1332,7 @@ impl Conntrack {
             ct_full: self.counters.full_drops.load(Relaxed),
             expired: self.counters.expired.load(Relaxed),
             flushed: self.counters.flushed.load(Relaxed),
+            nat_no_port: self.counters.nat_exhausted.load(Relaxed),
             timeouts: self
                 .timeouts
                 .all()
@@ -847,6 +1341,110 @@ impl Conntrack {
                 .collect(),
         }
     }
+}
+
+/// The most candidate tuples one NAT allocation tries before it reports
+/// the range exhausted (a bound on the work one new connection can cause).
+pub const MAX_NAT_PROBES: u32 = 1 << 18;
+
+/// The verdict on an ICMP error quoting `inner` of connection `c` (found
+/// under `inner`'s canonical key, `swapped` relative to it).
+fn related_verdict(c: &Conn, inner: &Tuple, swapped: bool, x: &CtExec, now_ms: u64) -> Step {
+    let inv = Step::Done(CtVerdict::with_state(cs::INV), None);
+    if c.expires_ms <= now_ms {
+        return inv;
+    }
+    // The error travels opposite to the packet it quotes: it is in the
+    // direction of the quoted tuple's mirror image.
+    let m = inner.mirror();
+    let reply = match c.nat {
+        // The quoted packet went in the original direction: the error
+        // about it travels in the reply direction.
+        None => swapped == c.orig_swapped,
+        Some(n) if m == n.reply => true,
+        Some(_) if m == c.orig() => false,
+        Some(_) => return inv,
+    };
+    let mut state = cs::TRK | cs::REL | if reply { cs::RPL } else { 0 };
+    let mut xl = None;
+    if let (Some(_), Some(n)) = (x.nat, c.nat) {
+        state |= c.nat_bits(reply);
+        // What the error's direction translates to, and the outer address
+        // OVS rewrites (`reverse_nat_packet`): for SNAT the destination of
+        // a reply / the source of an original-direction error, for DNAT
+        // the other way round.
+        let target = if reply {
+            c.orig().mirror()
+        } else {
+            n.reply.mirror()
+        };
+        let (outer_src, outer_dst) = match (n.kind, reply) {
+            (NatKind::Src, true) | (NatKind::Dst, false) => (None, Some(target.dst)),
+            _ => (Some(target.src), None),
+        };
+        let to = target.mirror();
+        if to != *inner || outer_src.is_some() || outer_dst.is_some() {
+            xl = Some(Xlate::Related {
+                v6: inner.v6,
+                proto: inner.proto,
+                from: inner.ends(),
+                to: to.ends(),
+                outer_src,
+                outer_dst,
+            });
+        }
+    }
+    Step::Done(
+        CtVerdict {
+            state,
+            mark: c.mark,
+            label: c.label,
+            full: false,
+            nat_exhausted: false,
+        },
+        xl,
+    )
+}
+
+/// The rewrite of a packet from `from` to `to` (None when equal).
+fn xlate_packet(from: &Tuple, to: &Tuple) -> Option<Xlate> {
+    (from != to).then_some(Xlate::Packet {
+        v6: from.v6,
+        proto: from.proto,
+        from: from.ends(),
+        to: to.ends(),
+    })
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// The port class OVS keeps a translated source port in when no range is
+/// given (lib/conntrack.c `set_sport_range`): 1-511, 600-1023 or 1024-65535.
+fn default_port_class(p: u16) -> (u16, u16) {
+    if p < 512 {
+        (1, 511)
+    } else if p < 1024 {
+        (600, 1023)
+    } else {
+        (1024, 65535)
+    }
+}
+
+/// `cur` first, then every other port of `lo..=hi` once, wrapping after
+/// `cur` (OVS `FOR_EACH_PORT_IN_RANGE`). No allocation.
+fn port_probe(cur: u16, lo: u16, hi: u16) -> impl Iterator<Item = u16> {
+    let n = u32::from(hi) - u32::from(lo) + 1;
+    let inside = (lo..=hi).contains(&cur);
+    let (start, count) = if inside {
+        (u32::from(cur - lo) + 1, n - 1)
+    } else {
+        (0, n)
+    };
+    std::iter::once(cur).chain((0..count).map(move |i| (u32::from(lo) + (start + i) % n) as u16))
 }
 
 /// ICMPv4 error types (RFC 792): destination unreachable, source quench,

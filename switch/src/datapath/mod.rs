@@ -112,11 +112,14 @@ pub enum DropReason {
     /// A packet was recirculated more than [`MAX_RECIRC_DEPTH`] times, or
     /// more recirculated copies were pending than the queue holds.
     RecircDepth,
+    /// `ct(commit,nat(...))` found every address and port of its range
+    /// taken by other connections (conntrack's NAT port allocation).
+    NatNoPort,
 }
 
 impl DropReason {
     /// Number of reasons (size of per-reason counter arrays).
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 23;
     /// Every reason, in counter-array order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::NoFlow,
@@ -141,6 +144,7 @@ impl DropReason {
         DropReason::RxRingFull,
         DropReason::CtFull,
         DropReason::RecircDepth,
+        DropReason::NatNoPort,
     ];
 
     /// The counter name operators see (`no_flow`, `invalid_ttl`...).
@@ -168,6 +172,7 @@ impl DropReason {
             DropReason::RxRingFull => "rx_ring_full",
             DropReason::CtFull => "ct_full",
             DropReason::RecircDepth => "recirc_depth",
+            DropReason::NatNoPort => "nat_no_port",
         }
     }
 
@@ -1126,7 +1131,7 @@ fn run_actions(
                 }
             }
         } else if let DpAction::Ct(c) = a {
-            match conntrack(&pkt, c, env) {
+            match conntrack(&mut pkt, c, env) {
                 CtStep::Continue => {}
                 CtStep::Drop(r) => {
                     ps.drops[r.index()] += 1;
@@ -1195,17 +1200,33 @@ enum CtStep {
 /// Track `pkt` (OVS datapath `ct`): re-extract it as the earlier actions
 /// left it, ask the tracker, and with `recirc` build the next pass's key:
 /// headers from the frame, metadata from translation's frozen key, `ct_*`
-/// from the verdict, `recirc_id = T + 1`. No allocation; the tracker takes
-/// one shard lock.
+/// from the verdict, `recirc_id = T + 1`. With `nat`, the tracker
+/// translates the frame in place (OVS's datapath `ct(nat)` does too: what
+/// follows, in this pass and the recirculated one, sees the translated
+/// packet) and the key is extracted again. No allocation; the tracker takes
+/// one shard lock at a time (two for a NATed reply).
 #[inline(never)]
-fn conntrack(pkt: &Packet, c: &actions::DpCt, env: &mut CtEnv<'_>) -> CtStep {
+fn conntrack(pkt: &mut Packet, c: &actions::DpCt, env: &mut CtEnv<'_>) -> CtStep {
     let mut key = FlowKey::ZERO;
-    let layout = extract(pkt.data(), c.frozen.in_port, &mut key);
-    let v = env
-        .ct
-        .execute(pkt.data(), &layout, &key, &c.exec, env.now_ms);
+    let mut layout = extract(pkt.data(), c.frozen.in_port, &mut key);
+    let v = if c.exec.nat.is_some() {
+        let (v, changed) =
+            env.ct
+                .execute_mut(pkt.data_mut(), &layout, &key, &c.exec, env.now_ms);
+        if changed {
+            key = FlowKey::ZERO;
+            layout = extract(pkt.data(), c.frozen.in_port, &mut key);
+        }
+        v
+    } else {
+        env.ct
+            .execute(pkt.data(), &layout, &key, &c.exec, env.now_ms)
+    };
     if v.full {
         return CtStep::Drop(DropReason::CtFull);
+    }
+    if v.nat_exhausted {
+        return CtStep::Drop(DropReason::NatNoPort);
     }
     let Some(table) = c.recirc else {
         return CtStep::Continue;

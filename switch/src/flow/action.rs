@@ -136,7 +136,9 @@ pub enum CtZone {
 /// tracker, while the current action list continues with the packet's
 /// state as before the `ct`. `commit` creates the connection; `exec`'s
 /// `set_field`s on `ct_mark` / `ct_label` are stored in a committed
-/// connection. NAT is parsed and refused ("nat not supported yet").
+/// connection. `nat` applies the connection's address translation (and
+/// with `commit` and a range, binds a new connection to one); see
+/// `crate::conntrack::nat`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CtAction {
     /// `commit`.
@@ -149,4 +151,6 @@ pub struct CtAction {
     pub mark: Option<(u32, u32)>,
     /// `exec(set_field:V[/M]->ct_label)`: value and mask.
     pub label: Option<(u128, u128)>,
+    /// `nat`, `nat(src=...)` or `nat(dst=...)`.
+    pub nat: Option<crate::conntrack::nat::NatSpec>,
 }

@@ -607,6 +607,10 @@ fn format_ct(s: &mut String, ct: &crate::flow::CtAction) {
             format!("set_field:{}/{}->{name}", c_hex(v), c_hex(m))
         }
     };
+    if let Some(n) = &ct.nat {
+        // OVS prints nat after zone and before exec (format_CT).
+        parts.push(n.format());
+    }
     if let Some((v, m)) = ct.mark {
         exec.push(set(v.into(), m.into(), u32::MAX.into(), "ct_mark"));
     }

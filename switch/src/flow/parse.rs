@@ -1887,12 +1887,11 @@ fn parse_actions_ctx(
                 goto_at = Some(tok.to_string());
             }
             "ct" => {
-                acts.push(Action::Ct(Box::new(parse_ct(
-                    t.value,
-                    t.value_off,
-                    off,
-                    tok,
-                )?)));
+                let ct = parse_ct(t.value, t.value_off, off, tok)?;
+                if let Some(n) = &ct.nat {
+                    check_nat_match(n, &ctx, off, tok)?;
+                }
+                acts.push(Action::Ct(Box::new(ct)));
             }
             "ct_clear" => {
                 if t.value.is_some() {
@@ -2136,6 +2135,7 @@ fn parse_ct(v: Option<&str>, voff: usize, off: usize, tok: &str) -> PResult<CtAc
         table: None,
         mark: None,
         label: None,
+        nat: None,
     };
     let Some(v) = v else {
         return Ok(ct);
@@ -2178,11 +2178,16 @@ fn parse_ct(v: Option<&str>, voff: usize, off: usize, tok: &str) -> PResult<CtAc
                 parse_ct_exec(&mut ct, ev, a.value_off)?;
             }
             "nat" => {
-                return Err(ParseError::new(
-                    "ct: nat not supported yet (connection tracking without address translation only)",
-                    a.key_off,
-                    whole,
-                ))
+                if ct.nat.is_some() {
+                    return Err(ParseError::new(
+                        "ct: only one nat(...) per ct action",
+                        a.key_off,
+                        whole,
+                    ));
+                }
+                let n = crate::conntrack::nat::NatSpec::parse(a.value)
+                    .map_err(|e| ParseError::new(format!("ct: {e}"), a.key_off, whole))?;
+                ct.nat = Some(n);
             }
             "alg" => {
                 return Err(ParseError::new(
@@ -2202,6 +2207,13 @@ fn parse_ct(v: Option<&str>, voff: usize, off: usize, tok: &str) -> PResult<CtAc
             }
         }
     }
+    if !ct.commit && ct.nat.is_some_and(|n| n.addrs.is_some()) {
+        return Err(ParseError::new(
+            "ct: nat with an address range needs commit (OVS: OFPBAC_BAD_ARGUMENT); use plain ct(nat) to apply an existing translation",
+            off,
+            tok,
+        ));
+    }
     if !ct.commit && (ct.mark.is_some() || ct.label.is_some()) {
         return Err(ParseError::new(
             "ct: exec(...) needs commit (OVS only writes ct_mark/ct_label of a committed connection)",
@@ -2210,6 +2222,43 @@ fn parse_ct(v: Option<&str>, voff: usize, off: usize, tok: &str) -> PResult<CtAc
         ));
     }
     Ok(ct)
+}
+
+/// OVS refuses `nat` in a flow whose match does not make the packet IP
+/// (and an IPv4 range without `ip`, an IPv6 range without `ipv6`):
+/// OFPBAC_MATCH_INCONSISTENT. A group bucket has no match: translation
+/// skips the rewrite of a packet of the other family.
+fn check_nat_match(
+    n: &crate::conntrack::nat::NatSpec,
+    ctx: &ActionCtx,
+    off: usize,
+    tok: &str,
+) -> PResult<()> {
+    if ctx.bucket {
+        return Ok(());
+    }
+    let dl = ctx.flow.dl_type;
+    let ok = match n.addrs {
+        Some(a) if a.v6 => dl == crate::flow::key::ethertype::IPV6,
+        Some(_) => dl == crate::flow::key::ethertype::IPV4,
+        None => matches!(
+            dl,
+            crate::flow::key::ethertype::IPV4 | crate::flow::key::ethertype::IPV6
+        ),
+    };
+    if ok {
+        return Ok(());
+    }
+    let want = match n.addrs {
+        Some(a) if a.v6 => "ipv6",
+        Some(_) => "ip",
+        None => "ip or ipv6",
+    };
+    Err(ParseError::new(
+        format!("ct: nat needs {want} in the match (OVS: actions are invalid with specified match)"),
+        off,
+        tok,
+    ))
 }
 
 fn parse_table_id(tv: &str, off: usize) -> PResult<u8> {

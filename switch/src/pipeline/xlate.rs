@@ -978,6 +978,7 @@ impl<'a> Xlator<'a> {
                     commit: ct.commit,
                     mark: ct.mark.unwrap_or((0, 0)),
                     label: ct.label.unwrap_or((0, 0)),
+                    nat: ct.nat,
                 },
                 recirc: ct.table,
                 frozen: self.flow,
