@@ -253,7 +253,7 @@ fn ct_without_table_continues_with_the_untracked_state() {
 }
 
 #[test]
-fn ct_syntax_round_trips_like_ovs_and_refuses_nat() {
+fn ct_syntax_round_trips_like_ovs_including_nat() {
     for (input, printed) in [
         (
             "table=0,ip,actions=ct(table=1,zone=1)",
@@ -272,6 +272,38 @@ fn ct_syntax_round_trips_like_ovs_and_refuses_nat() {
             "ct_state=+trk+est-rel,ct_zone=3,ct_mark=0x5/0xff,ip,actions=drop",
             "ct_state=+est-rel+trk,ct_zone=3,ct_mark=0x5/0xff,ip actions=drop",
         ),
+        // NAT, as `ovs-ofctl -O OpenFlow13 parse-flow` prints it (OVS 3.1):
+        // nat after zone, before exec; ranges collapsed; flags in OVS order.
+        (
+            "ip,actions=ct(commit,zone=5,nat(src=10.0.0.1),table=52)",
+            "ip actions=ct(commit,table=52,zone=5,nat(src=10.0.0.1))",
+        ),
+        (
+            "ip,actions=ct(zone=5,nat,table=51)",
+            "ip actions=ct(table=51,zone=5,nat)",
+        ),
+        (
+            "ip,actions=ct(commit,nat(dst=10.0.0.1-10.0.0.3:80-90,random))",
+            "ip actions=ct(commit,nat(dst=10.0.0.1-10.0.0.3:80-90,random))",
+        ),
+        (
+            "tcp,actions=ct(commit,nat(src=10.0.0.1:1024,hash,persistent),exec(set_field:1->ct_mark))",
+            "tcp actions=ct(commit,nat(src=10.0.0.1:1024,persistent,hash),exec(set_field:0x1->ct_mark))",
+        ),
+        (
+            "ipv6,actions=ct(commit,nat(src=[fe80::1]-[fe80::2]:10-20))",
+            "ipv6 actions=ct(commit,nat(src=[fe80::1]-[fe80::2]:10-20))",
+        ),
+        (
+            "ipv6,actions=ct(commit,nat(src=fe80::1))",
+            "ipv6 actions=ct(commit,nat(src=fe80::1))",
+        ),
+        (
+            "ip,actions=ct(commit,nat(src=10.0.0.1:80-80))",
+            "ip actions=ct(commit,nat(src=10.0.0.1:80))",
+        ),
+        ("ip,actions=ct(commit,nat())", "ip actions=ct(commit,nat)"),
+        ("ip,actions=ct(commit,nat(src))", "ip actions=ct(commit,nat(src))"),
     ] {
         let s = parse_flow(input, ParseMode::Add)
             .unwrap_or_else(|e| panic!("{input}: {}", e.message));
@@ -282,11 +314,18 @@ fn ct_syntax_round_trips_like_ovs_and_refuses_nat() {
         assert_eq!(again.actions, s.actions);
     }
     for (bad, why) in [
-        (
-            "ip,actions=ct(commit,nat(src=10.0.0.1))",
-            "nat not supported yet",
-        ),
-        ("ip,actions=ct(commit,nat)", "nat not supported yet"),
+        // What OVS refuses: a range without commit, a NAT without an IP
+        // match or of the other family, inverted ranges, both sides.
+        ("ip,actions=ct(nat(src=10.0.0.1))", "needs commit"),
+        ("actions=ct(commit,nat(src=10.0.0.1))", "nat needs ip"),
+        ("actions=ct(nat)", "nat needs ip or ipv6"),
+        ("ipv6,actions=ct(commit,nat(src=10.0.0.1))", "nat needs ip"),
+        ("ip,actions=ct(commit,nat(src=10.0.0.2-10.0.0.1))", "invalid nat range"),
+        ("ip,actions=ct(commit,nat(src=10.0.0.1:90-80))", "invalid nat range"),
+        ("ip,actions=ct(commit,nat(src=10.0.0.1,dst=10.0.0.2))", "only one of"),
+        ("ip,actions=ct(commit,nat(random))", "flags allowed only"),
+        ("ip,actions=ct(commit,nat(src=10.0.0.1,random,hash))", "both"),
+        ("ip,actions=ct(commit,nat(src=10.0.0.1),nat(dst=10.0.0.2))", "only one nat"),
         ("ip,actions=ct(zone=70000)", "ct zone"),
         ("ip,actions=ct(exec(set_field:1->ct_mark))", "needs commit"),
         (

@@ -1582,3 +1582,6 @@ fn quoted(b: &[u8], v6: bool) -> Option<Tuple> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod nat_tests;

@@ -233,6 +233,7 @@ fn commit_sets_mark_and_label_seen_by_both_directions() {
         commit: true,
         mark: (0x12, 0xff),
         label: (0xabcd << 64, u128::MAX),
+        nat: None,
     };
     let v = run(&ct, &udp(true, 1, 2), x, 0);
     assert_eq!((v.state, v.mark, v.label), (NEW, 0x12, 0xabcd << 64));
