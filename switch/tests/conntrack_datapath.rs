@@ -322,7 +322,7 @@ fn ct_syntax_round_trips_like_ovs_including_nat() {
         ("ipv6,actions=ct(commit,nat(src=10.0.0.1))", "nat needs ip"),
         ("ip,actions=ct(commit,nat(src=10.0.0.2-10.0.0.1))", "invalid nat range"),
         ("ip,actions=ct(commit,nat(src=10.0.0.1:90-80))", "invalid nat range"),
-        ("ip,actions=ct(commit,nat(src=10.0.0.1,dst=10.0.0.2))", "only one of"),
+        ("ip,actions=ct(commit,nat(src=10.0.0.1,dst=10.0.0.2))", "may only specify one of"),
         ("ip,actions=ct(commit,nat(random))", "flags allowed only"),
         ("ip,actions=ct(commit,nat(src=10.0.0.1,random,hash))", "both"),
         ("ip,actions=ct(commit,nat(src=10.0.0.1),nat(dst=10.0.0.2))", "only one nat"),
@@ -362,4 +362,195 @@ fn recirculated_pass_resumes_in_the_ct_table_and_masks_ct_fields() {
     // An id no ct gives: nothing matches.
     k.recirc_id = 300;
     assert!(translate(&p, &ports, &k).actions.is_empty());
+}
+
+/// Addresses and ports of an IPv4 TCP frame, after etherparse recomputed
+/// and compared its IP and TCP checksums.
+fn checked(f: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
+    use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+    let h = PacketHeaders::from_ethernet_slice(f).expect("parses");
+    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
+        panic!("not ipv4")
+    };
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    let Some(TransportHeader::Tcp(t)) = &h.transport else {
+        panic!("not tcp")
+    };
+    assert_eq!(t.checksum, t.calc_checksum_ipv4(ip, h.payload.slice()).unwrap());
+    (ip.source, ip.destination, t.source_port, t.destination_port)
+}
+
+fn tcp_between(s: [u8; 4], sp: u16, d: [u8; 4], dp: u16, flags: u16) -> Vec<u8> {
+    FrameBuilder::new()
+        .eth(MAC_A, MAC_B)
+        .ipv4(s, d)
+        .tcp(sp, dp, flags)
+        .payload(b"data")
+        .build()
+}
+
+const NODE: [u8; 4] = [192, 0, 2, 1];
+const OUTSIDE: [u8; 4] = [203, 0, 113, 9];
+
+/// Masquerade as cni-shim's compiler writes it: pod traffic from port 1
+/// committed with nat(src=NODE); replies from the uplink (port 2) un-NATed
+/// by ct(nat) and delivered to the pod.
+const MASQ: &[&str] = &[
+    "table=0,priority=10,in_port=1,ip,actions=ct(commit,zone=9,nat(src=192.0.2.1),table=1)",
+    "table=1,ip,actions=output:2",
+    "table=0,priority=10,in_port=2,ip,ct_state=-trk,actions=ct(zone=9,nat,table=2)",
+    "table=2,priority=10,ip,ct_state=+trk+est+rpl+dnat,actions=output:1",
+    "table=2,priority=5,actions=drop",
+];
+
+#[test]
+fn masquerade_rewrites_pod_traffic_to_the_node_address_and_replies_back() {
+    let mut r = Rig::new(pipeline(MASQ));
+    // Two pods, the same source port, the same server.
+    let mut ports = Vec::new();
+    for (pod, n) in [(IP_A, 0), (IP_B, 1)] {
+        let out = r.send(PORT_A, &[tcp_between(pod, 40000, OUTSIDE, 80, SYN)]);
+        assert_eq!(out[1].len(), 1, "pod {n}");
+        let (s, d, sp, dp) = checked(&out[1][0]);
+        assert_eq!((s, d, dp), (NODE, OUTSIDE, 80));
+        if n == 0 {
+            assert_eq!(sp, 40000, "a free source port is kept");
+        } else {
+            assert_ne!(sp, 40000, "the second pod gets another port");
+        }
+        ports.push(sp);
+    }
+    // ct-show has the translated reply tuples.
+    let conns = r.conns();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    assert!(conns.contains(&format!(
+        "tcp,orig=(src=10.244.0.6,dst=203.0.113.9,sport=40000,dport=80),\
+         reply=(src=203.0.113.9,dst=192.0.2.1,sport=80,dport={}),zone=9,protoinfo=(state=SYN_SENT)",
+        ports[1]
+    )), "{conns:?}");
+    // The server's answers to the node address reach the right pod, and
+    // the pods' next segments (through the cached megaflow) leave
+    // translated the same way.
+    for (port, pod) in [(ports[0], IP_A), (ports[1], IP_B)] {
+        let out = r.send(PORT_B, &[tcp_between(OUTSIDE, 80, NODE, port, SYN | ACK)]);
+        assert_eq!(out[0].len(), 1);
+        assert_eq!(checked(&out[0][0]), (OUTSIDE, pod, 80, 40000));
+        for flags in [ACK, ACK | PSH] {
+            let out = r.send(PORT_A, &[tcp_between(pod, 40000, OUTSIDE, 80, flags)]);
+            assert_eq!(checked(&out[1][0]), (NODE, OUTSIDE, port, 80));
+        }
+    }
+    // An answer to a port nobody has is not a reply: dropped.
+    let out = r.send(PORT_B, &[tcp_between(OUTSIDE, 80, NODE, 9, SYN | ACK)]);
+    assert!(out[0].is_empty());
+}
+
+#[test]
+fn an_exhausted_nat_range_drops_as_nat_no_port() {
+    let mut r = Rig::new(pipeline(&[
+        "table=0,in_port=1,ip,actions=ct(commit,zone=9,nat(src=192.0.2.1:5000),table=1)",
+        "table=1,ip,actions=output:2",
+    ]));
+    assert_eq!(r.send(PORT_A, &[tcp_between(IP_A, 1, OUTSIDE, 80, SYN)])[1].len(), 1);
+    assert!(r.send(PORT_A, &[tcp_between(IP_A, 2, OUTSIDE, 80, SYN)])[1].is_empty());
+    assert_eq!(r.drops(DropReason::NatNoPort), 1);
+    assert_eq!(r.snap.pipeline.conntrack().stats().nat_no_port, 1);
+}
+
+const VIP: [u8; 4] = [10, 96, 0, 10];
+const BACKENDS: [[u8; 4]; 3] = [[10, 244, 1, 1], [10, 244, 1, 2], [10, 244, 1, 3]];
+
+fn service_group(buckets: &[usize]) -> String {
+    let mut g =
+        String::from("group_id=1,type=select,selection_method=hash,fields(ip_src,ip_dst,tcp_src,tcp_dst)");
+    for &i in buckets {
+        g.push_str(&format!(
+            ",bucket=bucket_id:{i},actions=ct(commit,zone=5,table=2,nat(dst=10.244.1.{}:8080))",
+            i + 1
+        ));
+    }
+    g
+}
+
+/// A ClusterIP service: new connections to VIP:80 go through the select
+/// group, whose bucket commits them with DNAT to a backend; later packets
+/// follow the connection (`ct(nat)` in table 0); replies are un-DNATed.
+const SERVICE: &[&str] = &[
+    "table=0,priority=10,in_port=1,tcp,nw_dst=10.96.0.10,tp_dst=80,ct_state=-trk,actions=ct(zone=5,nat,table=1)",
+    "table=1,priority=10,ct_state=+trk+new,tcp,actions=group:1",
+    "table=1,priority=5,ct_state=+trk+est,tcp,actions=output:2",
+    "table=2,tcp,actions=output:2",
+    "table=0,priority=10,in_port=2,tcp,ct_state=-trk,actions=ct(zone=5,nat,table=3)",
+    "table=3,ct_state=+trk+rpl,tcp,actions=output:1",
+];
+
+fn service_rig(buckets: &[usize]) -> Rig {
+    let mut p = Pipeline::new();
+    p.apply_group_mod(
+        &switch::group::parse_group_mod(&service_group(buckets), switch::group::GroupCommand::Add)
+            .unwrap(),
+    )
+    .unwrap();
+    let mods: Vec<FlowMod> = SERVICE
+        .iter()
+        .map(|t| FlowMod {
+            command: FlowModCommand::Add,
+            spec: parse_flow(t, ParseMode::Add).unwrap_or_else(|e| panic!("{t}: {}", e.message)),
+        })
+        .collect();
+    p.apply(&mods).unwrap();
+    Rig::new(p)
+}
+
+/// Which backend a client port's packet went to.
+fn backend_of(r: &mut Rig, sport: u16, flags: u16) -> usize {
+    let out = r.send(PORT_A, &[tcp_between(IP_A, sport, VIP, 80, flags)]);
+    assert_eq!(out[1].len(), 1, "sport {sport}");
+    let (s, d, sp, dp) = checked(&out[1][0]);
+    assert_eq!((s, sp, dp), (IP_A, sport, 8080));
+    BACKENDS.iter().position(|b| *b == d).expect("a backend")
+}
+
+#[test]
+fn service_dnat_through_a_select_group_spreads_and_sticks_while_buckets_change() {
+    let mut r = service_rig(&[0, 1, 2]);
+    let mut per = [0usize; 3];
+    let mut chosen = Vec::new();
+    for sport in 30000..30060u16 {
+        let b = backend_of(&mut r, sport, SYN);
+        per[b] += 1;
+        chosen.push((sport, b));
+    }
+    assert!(per.iter().all(|&n| n >= 5), "spread {per:?}");
+    // Replies come from the VIP.
+    for &(sport, b) in chosen.iter().take(12) {
+        let out = r.send(PORT_B, &[tcp_between(BACKENDS[b], 8080, IP_A, sport, SYN | ACK)]);
+        assert_eq!(out[0].len(), 1);
+        assert_eq!(checked(&out[0][0]), (VIP, IP_A, 80, sport));
+    }
+    let b = chosen[0].1;
+    // Remove that connection's own backend from the group (new snapshot,
+    // same tracker): the open connection stays on it, new ones avoid it.
+    let mut p = (*r.snap.pipeline).clone();
+    p.apply_group_mod(
+        &switch::group::parse_group_mod(
+            &format!("group_id=1,command_bucket_id={b}"),
+            switch::group::GroupCommand::RemoveBuckets,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let snap = Arc::new(Snapshot {
+        generation: 2,
+        pipeline: Arc::new(p),
+        ports: vec![PORT_A, PORT_B],
+    });
+    r.dp.set_snapshot(snap.clone());
+    r.snap = snap;
+    for (sport, was) in chosen.iter().take(12) {
+        assert_eq!(backend_of(&mut r, *sport, ACK), *was, "sport {sport} moved");
+    }
+    for sport in 31000..31030u16 {
+        assert_ne!(backend_of(&mut r, sport, SYN), b, "a new connection went to the removed backend");
+    }
 }
