@@ -81,6 +81,7 @@ fn bench(c: &mut Criterion) {
         commit: true,
         mark: (1, 1),
         label: (0, 0),
+        nat: None,
     };
     let commit_new = CtExec { zone: 2, ..commit };
     for n in [1000u32, 1_000_000] {

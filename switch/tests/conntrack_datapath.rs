@@ -320,12 +320,27 @@ fn ct_syntax_round_trips_like_ovs_including_nat() {
         ("actions=ct(commit,nat(src=10.0.0.1))", "nat needs ip"),
         ("actions=ct(nat)", "nat needs ip or ipv6"),
         ("ipv6,actions=ct(commit,nat(src=10.0.0.1))", "nat needs ip"),
-        ("ip,actions=ct(commit,nat(src=10.0.0.2-10.0.0.1))", "invalid nat range"),
-        ("ip,actions=ct(commit,nat(src=10.0.0.1:90-80))", "invalid nat range"),
-        ("ip,actions=ct(commit,nat(src=10.0.0.1,dst=10.0.0.2))", "may only specify one of"),
+        (
+            "ip,actions=ct(commit,nat(src=10.0.0.2-10.0.0.1))",
+            "invalid nat range",
+        ),
+        (
+            "ip,actions=ct(commit,nat(src=10.0.0.1:90-80))",
+            "invalid nat range",
+        ),
+        (
+            "ip,actions=ct(commit,nat(src=10.0.0.1,dst=10.0.0.2))",
+            "may only specify one of",
+        ),
         ("ip,actions=ct(commit,nat(random))", "flags allowed only"),
-        ("ip,actions=ct(commit,nat(src=10.0.0.1,random,hash))", "both"),
-        ("ip,actions=ct(commit,nat(src=10.0.0.1),nat(dst=10.0.0.2))", "only one nat"),
+        (
+            "ip,actions=ct(commit,nat(src=10.0.0.1,random,hash))",
+            "both",
+        ),
+        (
+            "ip,actions=ct(commit,nat(src=10.0.0.1),nat(dst=10.0.0.2))",
+            "only one nat",
+        ),
         ("ip,actions=ct(zone=70000)", "ct zone"),
         ("ip,actions=ct(exec(set_field:1->ct_mark))", "needs commit"),
         (
@@ -376,7 +391,10 @@ fn checked(f: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
     let Some(TransportHeader::Tcp(t)) = &h.transport else {
         panic!("not tcp")
     };
-    assert_eq!(t.checksum, t.calc_checksum_ipv4(ip, h.payload.slice()).unwrap());
+    assert_eq!(
+        t.checksum,
+        t.calc_checksum_ipv4(ip, h.payload.slice()).unwrap()
+    );
     (ip.source, ip.destination, t.source_port, t.destination_port)
 }
 
@@ -423,11 +441,14 @@ fn masquerade_rewrites_pod_traffic_to_the_node_address_and_replies_back() {
     // ct-show has the translated reply tuples.
     let conns = r.conns();
     assert_eq!(conns.len(), 2, "{conns:?}");
-    assert!(conns.contains(&format!(
-        "tcp,orig=(src=10.244.0.6,dst=203.0.113.9,sport=40000,dport=80),\
+    assert!(
+        conns.contains(&format!(
+            "tcp,orig=(src=10.244.0.6,dst=203.0.113.9,sport=40000,dport=80),\
          reply=(src=203.0.113.9,dst=192.0.2.1,sport=80,dport={}),zone=9,protoinfo=(state=SYN_SENT)",
-        ports[1]
-    )), "{conns:?}");
+            ports[1]
+        )),
+        "{conns:?}"
+    );
     // The server's answers to the node address reach the right pod, and
     // the pods' next segments (through the cached megaflow) leave
     // translated the same way.
@@ -451,7 +472,10 @@ fn an_exhausted_nat_range_drops_as_nat_no_port() {
         "table=0,in_port=1,ip,actions=ct(commit,zone=9,nat(src=192.0.2.1:5000),table=1)",
         "table=1,ip,actions=output:2",
     ]));
-    assert_eq!(r.send(PORT_A, &[tcp_between(IP_A, 1, OUTSIDE, 80, SYN)])[1].len(), 1);
+    assert_eq!(
+        r.send(PORT_A, &[tcp_between(IP_A, 1, OUTSIDE, 80, SYN)])[1].len(),
+        1
+    );
     assert!(r.send(PORT_A, &[tcp_between(IP_A, 2, OUTSIDE, 80, SYN)])[1].is_empty());
     assert_eq!(r.drops(DropReason::NatNoPort), 1);
     assert_eq!(r.snap.pipeline.conntrack().stats().nat_no_port, 1);
@@ -461,8 +485,9 @@ const VIP: [u8; 4] = [10, 96, 0, 10];
 const BACKENDS: [[u8; 4]; 3] = [[10, 244, 1, 1], [10, 244, 1, 2], [10, 244, 1, 3]];
 
 fn service_group(buckets: &[usize]) -> String {
-    let mut g =
-        String::from("group_id=1,type=select,selection_method=hash,fields(ip_src,ip_dst,tcp_src,tcp_dst)");
+    let mut g = String::from(
+        "group_id=1,type=select,selection_method=hash,fields(ip_src,ip_dst,tcp_src,tcp_dst)",
+    );
     for &i in buckets {
         g.push_str(&format!(
             ",bucket=bucket_id:{i},actions=ct(commit,zone=5,table=2,nat(dst=10.244.1.{}:8080))",
@@ -524,7 +549,10 @@ fn service_dnat_through_a_select_group_spreads_and_sticks_while_buckets_change()
     assert!(per.iter().all(|&n| n >= 5), "spread {per:?}");
     // Replies come from the VIP.
     for &(sport, b) in chosen.iter().take(12) {
-        let out = r.send(PORT_B, &[tcp_between(BACKENDS[b], 8080, IP_A, sport, SYN | ACK)]);
+        let out = r.send(
+            PORT_B,
+            &[tcp_between(BACKENDS[b], 8080, IP_A, sport, SYN | ACK)],
+        );
         assert_eq!(out[0].len(), 1);
         assert_eq!(checked(&out[0][0]), (VIP, IP_A, 80, sport));
     }
@@ -551,6 +579,10 @@ fn service_dnat_through_a_select_group_spreads_and_sticks_while_buckets_change()
         assert_eq!(backend_of(&mut r, *sport, ACK), *was, "sport {sport} moved");
     }
     for sport in 31000..31030u16 {
-        assert_ne!(backend_of(&mut r, sport, SYN), b, "a new connection went to the removed backend");
+        assert_ne!(
+            backend_of(&mut r, sport, SYN),
+            b,
+            "a new connection went to the removed backend"
+        );
     }
 }

@@ -381,7 +381,12 @@ impl Slot {
 #[derive(Clone, Copy, Debug)]
 enum Xlate {
     /// A packet of the connection: addresses and ports from `from` to `to`.
-    Packet { v6: bool, proto: u8, from: Ends, to: Ends },
+    Packet {
+        v6: bool,
+        proto: u8,
+        from: Ends,
+        to: Ends,
+    },
     /// An ICMP error: the quoted header from `from` to `to`, outer
     /// addresses replaced where given.
     Related {
@@ -394,7 +399,9 @@ enum Xlate {
     },
 }
 
-/// The outcome of one lookup attempt.
+/// The outcome of one lookup attempt. Returned by value on the stack:
+/// boxing the large variant would allocate per packet.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Done(CtVerdict, Option<Xlate>),
     /// The table changed under us (an expired NATed connection removed, a
@@ -749,9 +756,12 @@ impl Conntrack {
         let (v, xl) = self.decide(frame, layout, key, x, now_ms);
         let changed = match xl {
             None => false,
-            Some(Xlate::Packet { v6, proto, from, to }) => {
-                nat::rewrite(frame, layout, v6, proto, &from, &to)
-            }
+            Some(Xlate::Packet {
+                v6,
+                proto,
+                from,
+                to,
+            }) => nat::rewrite(frame, layout, v6, proto, &from, &to),
             Some(Xlate::Related {
                 v6,
                 proto,
@@ -855,10 +865,11 @@ impl Conntrack {
                 self.counters.expired.fetch_add(1, Relaxed);
             }
             if let Slot::Conn(Conn {
-                nat: Some(NatBinding {
-                    alias: Some((ak, ah)),
-                    ..
-                }),
+                nat:
+                    Some(NatBinding {
+                        alias: Some((ak, ah)),
+                        ..
+                    }),
                 ..
             }) = old
             {
@@ -914,9 +925,10 @@ impl Conntrack {
     /// Remove the alias `ak` of the connection `pk` (if it is still there).
     fn remove_alias(&self, ak: CanonKey, ah: u64, pk: CanonKey) {
         let mut sh = self.shard(ah);
-        if let Ok(e) = sh.find_entry(ah, |s| {
-            matches!(s, Slot::Alias { key, primary, .. } if *key == ak && *primary == pk)
-        }) {
+        if let Ok(e) = sh.find_entry(
+            ah,
+            |s| matches!(s, Slot::Alias { key, primary, .. } if *key == ak && *primary == pk),
+        ) {
             e.remove();
         }
     }
@@ -1040,7 +1052,9 @@ impl Conntrack {
         let hash = if spec.flags & nat::flags::RANDOM != 0 {
             mix(primary.1 ^ now_ms.rotate_left(17) ^ self.counters.commits.load(Relaxed))
         } else if spec.flags & nat::flags::PERSISTENT != 0 {
-            mix((t.src as u64) ^ ((t.src >> 64) as u64).rotate_left(7) ^ (t.dst as u64).rotate_left(31))
+            mix((t.src as u64)
+                ^ ((t.src >> 64) as u64).rotate_left(7)
+                ^ (t.dst as u64).rotate_left(31))
         } else {
             primary.1
         };
@@ -1051,7 +1065,9 @@ impl Conntrack {
         let pat = icmp || matches!(t.proto, ipproto::TCP | ipproto::UDP);
         let in_range = |lo: u16, hi: u16| lo + (hash % (u64::from(hi - lo) + 1)) as u16;
         let ((s_cur, s_lo, s_hi), (d_cur, d_lo, d_hi)) = match (pat, spec.kind) {
-            (false, _) | (_, NatKind::Apply) => ((t.sport, t.sport, t.sport), (t.dport, t.dport, t.dport)),
+            (false, _) | (_, NatKind::Apply) => {
+                ((t.sport, t.sport, t.sport), (t.dport, t.dport, t.dport))
+            }
             (true, NatKind::Src) => {
                 let s = match spec.ports {
                     Some((lo, hi)) => (in_range(lo, hi), lo, hi),

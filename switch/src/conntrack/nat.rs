@@ -541,12 +541,24 @@ mod tests {
             ("src", "nat(src)"),
             ("src=10.0.0.1", "nat(src=10.0.0.1)"),
             ("src=10.0.0.1-10.0.0.1", "nat(src=10.0.0.1)"),
-            ("dst=10.0.0.1-10.0.0.3:80-90,random", "nat(dst=10.0.0.1-10.0.0.3:80-90,random)"),
+            (
+                "dst=10.0.0.1-10.0.0.3:80-90,random",
+                "nat(dst=10.0.0.1-10.0.0.3:80-90,random)",
+            ),
             ("src=10.0.0.1:80-80", "nat(src=10.0.0.1:80)"),
             ("src=10.0.0.1:0", "nat(src=10.0.0.1)"),
-            ("src=10.0.0.1:1024,hash,persistent", "nat(src=10.0.0.1:1024,persistent,hash)"),
-            ("src=10.0.0.1,random,persistent", "nat(src=10.0.0.1,persistent,random)"),
-            ("src=[fe80::1]-[fe80::2]:10-20", "nat(src=[fe80::1]-[fe80::2]:10-20)"),
+            (
+                "src=10.0.0.1:1024,hash,persistent",
+                "nat(src=10.0.0.1:1024,persistent,hash)",
+            ),
+            (
+                "src=10.0.0.1,random,persistent",
+                "nat(src=10.0.0.1,persistent,random)",
+            ),
+            (
+                "src=[fe80::1]-[fe80::2]:10-20",
+                "nat(src=[fe80::1]-[fe80::2]:10-20)",
+            ),
             ("src=fe80::1", "nat(src=fe80::1)"),
             ("src=fe80::1-fe80::2", "nat(src=fe80::1-fe80::2)"),
             ("src=[fe80::1]:80", "nat(src=[fe80::1]:80)"),

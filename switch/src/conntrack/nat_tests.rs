@@ -100,18 +100,34 @@ fn check(f: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
     let Some(NetHeaders::Ipv4(iph, _)) = &h.net else {
         panic!("not ipv4")
     };
-    assert_eq!(iph.header_checksum, iph.calc_header_checksum(), "ip checksum");
+    assert_eq!(
+        iph.header_checksum,
+        iph.calc_header_checksum(),
+        "ip checksum"
+    );
     let (sp, dp) = match &h.transport {
         Some(TransportHeader::Tcp(t)) => {
-            assert_eq!(t.checksum, t.calc_checksum_ipv4(iph, payload).unwrap(), "tcp checksum");
+            assert_eq!(
+                t.checksum,
+                t.calc_checksum_ipv4(iph, payload).unwrap(),
+                "tcp checksum"
+            );
             (t.source_port, t.destination_port)
         }
         Some(TransportHeader::Udp(u)) => {
-            assert_eq!(u.checksum, u.calc_checksum_ipv4(iph, payload).unwrap(), "udp checksum");
+            assert_eq!(
+                u.checksum,
+                u.calc_checksum_ipv4(iph, payload).unwrap(),
+                "udp checksum"
+            );
             (u.source_port, u.destination_port)
         }
         Some(TransportHeader::Icmpv4(i)) => {
-            assert_eq!(i.checksum, i.icmp_type.calc_checksum(payload), "icmp checksum");
+            assert_eq!(
+                i.checksum,
+                i.icmp_type.calc_checksum(payload),
+                "icmp checksum"
+            );
             if matches!(
                 i.icmp_type,
                 etherparse::Icmpv4Type::DestinationUnreachable(_)
@@ -166,13 +182,24 @@ fn snat_translates_both_directions_with_valid_checksums() {
     // A ct without nat finds the connection from the reply tuple but
     // leaves the packet alone (and sets no NAT bit).
     let mut sa2 = tcp(SRV, 80, NODE, 40000, ACK);
-    let (v, changed) = run(&ct, &mut sa2, CtExec { zone: 7, ..CtExec::default() }, 3);
+    let (v, changed) = run(
+        &ct,
+        &mut sa2,
+        CtExec {
+            zone: 7,
+            ..CtExec::default()
+        },
+        3,
+    );
     assert_eq!(v.state, cs::TRK | cs::EST | cs::RPL);
     assert!(!changed);
     assert_eq!(check(&sa2), (SRV, NODE, 80, 40000));
     // Another zone does not know the connection.
     let mut sa3 = tcp(SRV, 80, NODE, 40000, ACK);
-    assert_eq!(run(&ct, &mut sa3, nat_lookup(8), 3).0.state, cs::TRK | cs::INV);
+    assert_eq!(
+        run(&ct, &mut sa3, nat_lookup(8), 3).0.state,
+        cs::TRK | cs::INV
+    );
     assert_eq!(ct.len(), 1);
 }
 
@@ -180,7 +207,10 @@ fn snat_translates_both_directions_with_valid_checksums() {
 fn snat_udp_and_icmp_echo_translate_ports_and_ids() {
     let ct = Conntrack::new(100);
     let mut q = udp(POD, 5353, SRV, 53);
-    assert_eq!(run(&ct, &mut q, snat(1, "src=192.0.2.1"), 0).0.state, SNAT_NEW);
+    assert_eq!(
+        run(&ct, &mut q, snat(1, "src=192.0.2.1"), 0).0.state,
+        SNAT_NEW
+    );
     assert_eq!(check(&q), (NODE, SRV, 5353, 53));
     let mut r = udp(SRV, 53, NODE, 5353);
     run(&ct, &mut r, nat_lookup(1), 0);
@@ -189,8 +219,14 @@ fn snat_udp_and_icmp_echo_translate_ports_and_ids() {
     // second gets another identifier, and each reply finds its pod.
     let mut p1 = echo(POD, SRV, 7, false);
     let mut p2 = echo(POD2, SRV, 7, false);
-    assert_eq!(run(&ct, &mut p1, snat(1, "src=192.0.2.1"), 0).0.state, SNAT_NEW);
-    assert_eq!(run(&ct, &mut p2, snat(1, "src=192.0.2.1"), 0).0.state, SNAT_NEW);
+    assert_eq!(
+        run(&ct, &mut p1, snat(1, "src=192.0.2.1"), 0).0.state,
+        SNAT_NEW
+    );
+    assert_eq!(
+        run(&ct, &mut p2, snat(1, "src=192.0.2.1"), 0).0.state,
+        SNAT_NEW
+    );
     let (s1, _, id1, _) = check(&p1);
     let (s2, _, id2, _) = check(&p2);
     assert_eq!((s1, s2, id1), (NODE, NODE, 7));
@@ -214,7 +250,10 @@ fn two_pods_with_the_same_source_port_get_distinct_reply_tuples() {
     let (_, _, pb, _) = check(&b);
     assert_eq!(pa, 40000);
     assert_ne!(pb, 40000);
-    assert!((1024..=65535).contains(&pb), "{pb} outside the ephemeral class");
+    assert!(
+        (1024..=65535).contains(&pb),
+        "{pb} outside the ephemeral class"
+    );
     for (port, pod) in [(pa, POD), (pb, POD2)] {
         let mut r = tcp(SRV, 443, NODE, port, SYN | ACK);
         run(&ct, &mut r, nat_lookup(3), 1);
@@ -274,7 +313,11 @@ fn port_allocation_under_churn_never_shares_a_reply_tuple() {
         let n = replies.len();
         replies.sort();
         replies.dedup();
-        assert_eq!(replies.len(), n, "round {round}: two connections share a reply tuple");
+        assert_eq!(
+            replies.len(),
+            n,
+            "round {round}: two connections share a reply tuple"
+        );
         assert_eq!(n, translated.len());
         // Every reply comes back to the source that owns the port.
         for (src, sport, p) in translated {
@@ -304,7 +347,12 @@ fn an_exhausted_range_drops_with_a_named_reason_until_a_port_is_freed() {
     got.sort();
     assert_eq!(
         got,
-        vec![(NODE, 5000), (NODE, 5001), ([192, 0, 2, 2], 5000), ([192, 0, 2, 2], 5001)]
+        vec![
+            (NODE, 5000),
+            (NODE, 5001),
+            ([192, 0, 2, 2], 5000),
+            ([192, 0, 2, 2], 5001)
+        ]
     );
     let mut f = tcp(POD, 30009, SRV, 80, SYN);
     let (v, changed) = run(&ct, &mut f, x, 0);
@@ -401,7 +449,15 @@ fn icmp_errors_about_natted_connections_are_translated_back() {
     // Without nat in the ct action the error is related but untouched.
     let mut err2 = icmp_error(BACKEND, POD, 3, &d);
     let before = err2.clone();
-    let (v, changed) = run(&ct, &mut err2, CtExec { zone: 6, ..CtExec::default() }, 1);
+    let (v, changed) = run(
+        &ct,
+        &mut err2,
+        CtExec {
+            zone: 6,
+            ..CtExec::default()
+        },
+        1,
+    );
     assert_eq!(v.state, cs::TRK | cs::REL | cs::RPL);
     assert!(!changed);
     assert_eq!(err2, before);
@@ -415,5 +471,8 @@ fn the_mirror_of_a_natted_tuple_is_not_the_connection() {
     // The server answering the pod's own address (not the node's) is not
     // a reply of the masqueraded connection.
     let mut f = tcp(SRV, 80, POD, 40000, SYN | ACK);
-    assert_eq!(run(&ct, &mut f, nat_lookup(7), 1).0.state, cs::TRK | cs::INV);
+    assert_eq!(
+        run(&ct, &mut f, nat_lookup(7), 1).0.state,
+        cs::TRK | cs::INV
+    );
 }

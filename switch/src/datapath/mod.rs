@@ -1210,9 +1210,9 @@ fn conntrack(pkt: &mut Packet, c: &actions::DpCt, env: &mut CtEnv<'_>) -> CtStep
     let mut key = FlowKey::ZERO;
     let mut layout = extract(pkt.data(), c.frozen.in_port, &mut key);
     let v = if c.exec.nat.is_some() {
-        let (v, changed) =
-            env.ct
-                .execute_mut(pkt.data_mut(), &layout, &key, &c.exec, env.now_ms);
+        let (v, changed) = env
+            .ct
+            .execute_mut(pkt.data_mut(), &layout, &key, &c.exec, env.now_ms);
         if changed {
             key = FlowKey::ZERO;
             layout = extract(pkt.data(), c.frozen.in_port, &mut key);

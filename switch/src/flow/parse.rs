@@ -2255,7 +2255,9 @@ fn check_nat_match(
         None => "ip or ipv6",
     };
     Err(ParseError::new(
-        format!("ct: nat needs {want} in the match (OVS: actions are invalid with specified match)"),
+        format!(
+            "ct: nat needs {want} in the match (OVS: actions are invalid with specified match)"
+        ),
         off,
         tok,
     ))
