@@ -476,3 +476,46 @@ fn the_mirror_of_a_natted_tuple_is_not_the_connection() {
         cs::TRK | cs::INV
     );
 }
+
+#[test]
+fn ipv6_snat_rewrites_addresses_and_ports_with_valid_checksums() {
+    use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+    let pod: [u8; 16] = "fd00:10:244::5".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let srv: [u8; 16] = "2001:db8::9".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let node: [u8; 16] = "2001:db8:1::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let f6 = |s: [u8; 16], sp: u16, d: [u8; 16], dp: u16, flags: u16| {
+        FrameBuilder::new()
+            .eth(MAC_A, MAC_B)
+            .ipv6(s, d)
+            .tcp(sp, dp, flags)
+            .payload(b"v6")
+            .build()
+    };
+    let check6 = |f: &[u8]| {
+        let h = PacketHeaders::from_ethernet_slice(f).expect("parses");
+        let Some(NetHeaders::Ipv6(ip, _)) = &h.net else {
+            panic!("not ipv6")
+        };
+        let Some(TransportHeader::Tcp(t)) = &h.transport else {
+            panic!("not tcp")
+        };
+        assert_eq!(t.checksum, t.calc_checksum_ipv6(ip, h.payload.slice()).unwrap());
+        (ip.source, ip.destination, t.source_port, t.destination_port)
+    };
+    let ct = Conntrack::new(10);
+    let x = snat(1, "src=[2001:db8:1::1]:3000-3001");
+    let mut syn = f6(pod, 40000, srv, 443, SYN);
+    assert_eq!(run(&ct, &mut syn, x, 0).0.state, SNAT_NEW);
+    let (s, d, sp, dp) = check6(&syn);
+    assert_eq!((s, d, dp), (node, srv, 443));
+    assert!((3000..=3001).contains(&sp));
+    let mut sa = f6(srv, 443, node, sp, SYN | ACK);
+    let (v, _) = run(&ct, &mut sa, nat_lookup(1), 1);
+    assert_eq!(v.state, cs::TRK | cs::EST | cs::RPL | cs::DNAT);
+    assert_eq!(check6(&sa), (srv, pod, 443, 40000));
+    // An IPv4 range does not apply to an IPv6 connection: committed,
+    // untranslated.
+    let mut other = f6(pod, 40001, srv, 443, SYN);
+    let (v, changed) = run(&ct, &mut other, snat(1, "src=192.0.2.1"), 0);
+    assert_eq!((v.state, changed), (cs::TRK | cs::NEW, false));
+}
