@@ -480,9 +480,18 @@ fn the_mirror_of_a_natted_tuple_is_not_the_connection() {
 #[test]
 fn ipv6_snat_rewrites_addresses_and_ports_with_valid_checksums() {
     use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
-    let pod: [u8; 16] = "fd00:10:244::5".parse::<std::net::Ipv6Addr>().unwrap().octets();
-    let srv: [u8; 16] = "2001:db8::9".parse::<std::net::Ipv6Addr>().unwrap().octets();
-    let node: [u8; 16] = "2001:db8:1::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let pod: [u8; 16] = "fd00:10:244::5"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let srv: [u8; 16] = "2001:db8::9"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let node: [u8; 16] = "2001:db8:1::1"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
     let f6 = |s: [u8; 16], sp: u16, d: [u8; 16], dp: u16, flags: u16| {
         FrameBuilder::new()
             .eth(MAC_A, MAC_B)
@@ -499,7 +508,10 @@ fn ipv6_snat_rewrites_addresses_and_ports_with_valid_checksums() {
         let Some(TransportHeader::Tcp(t)) = &h.transport else {
             panic!("not tcp")
         };
-        assert_eq!(t.checksum, t.calc_checksum_ipv6(ip, h.payload.slice()).unwrap());
+        assert_eq!(
+            t.checksum,
+            t.calc_checksum_ipv6(ip, h.payload.slice()).unwrap()
+        );
         (ip.source, ip.destination, t.source_port, t.destination_port)
     };
     let ct = Conntrack::new(10);

@@ -1241,8 +1241,8 @@ impl Bridge {
             Request::CtStats { .. } => {
                 let st = self.pipeline.conntrack().stats();
                 let mut text = format!(
-                    "entries: {}\nlimit: {}\ncommits: {}\ndrops: ct_full={}\nexpired: {}\nflushed: {}\ntimeouts:\n",
-                    st.entries, st.limit, st.commits, st.ct_full, st.expired, st.flushed
+                    "entries: {}\nlimit: {}\ncommits: {}\ndrops: ct_full={} nat_no_port={}\nexpired: {}\nflushed: {}\ntimeouts:\n",
+                    st.entries, st.limit, st.commits, st.ct_full, st.nat_no_port, st.expired, st.flushed
                 );
                 for (n, v) in &st.timeouts {
                     text.push_str(&format!("  {n}: {v}s\n"));
