@@ -39,7 +39,8 @@ const PODS: [(&str, &str, &str, u16); 2] = [
 const ZONE: u16 = 65280;
 
 /// Answer each TCP connection on 8080 and each UDP datagram on 5353 with
-/// the peer address and port seen (20 s at most).
+/// the peer address and port seen (2 minutes at most; killed when the test
+/// ends).
 const SERVER: &str = r#"
 import socket, select, time
 t = socket.socket()
@@ -48,7 +49,7 @@ t.bind(('0.0.0.0', 8080))
 t.listen(16)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.bind(('0.0.0.0', 5353))
-end = time.time() + 20
+end = time.time() + 120
 while time.time() < end:
     r, _, _ = select.select([t, u], [], [], 0.5)
     for s in r:
@@ -154,6 +155,23 @@ fn masq_flows(guard: &LeakGuard) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Wait (at most 20 s) until something in `ns` listens on TCP `port`: a
+/// loaded machine can take seconds to start python.
+fn wait_listening(ns: &Netns, port: u16) -> Result<()> {
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end {
+        let out = ns.run(&["ss", "-Hltn", &format!("sport = :{port}")])?;
+        if !out.trim().is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(TopoError::Other(format!(
+        "nothing listens on {port} in {}",
+        ns.name()
+    )))
+}
+
 #[test]
 fn masquerade_hides_pods_behind_the_node_address() -> Result<()> {
     if !require_root() {
@@ -209,7 +227,9 @@ fn masquerade_hides_pods_behind_the_node_address() -> Result<()> {
         "tcpdump",
     );
     let _server = ChildGuard::new(out.ns.spawn(&["python3", "-c", SERVER])?, "server");
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_listening(&out.ns, 8080)?;
+    // tcpdump's start.
+    std::thread::sleep(Duration::from_millis(1000));
 
     // Ping: requests leave as the node, replies find the pod.
     for p in &pods {

@@ -170,9 +170,9 @@ fn spread(client: &Pod, from: u16, to: u16) -> Result<BTreeMap<u16, String>> {
         .collect())
 }
 
-/// The contents of `p` once it exists (at most 20 s).
+/// The contents of `p` once it exists (at most 60 s: a loaded machine).
 fn wait_file(p: &Path) -> Result<String> {
-    let end = Instant::now() + Duration::from_secs(20);
+    let end = Instant::now() + Duration::from_secs(60);
     while Instant::now() < end {
         if let Ok(s) = std::fs::read_to_string(p) {
             return Ok(s.trim().to_string());
@@ -185,6 +185,23 @@ fn wait_file(p: &Path) -> Result<String> {
 fn go(dir: &Path, n: u32) -> Result<()> {
     std::fs::write(dir.join(format!("go{n}")), "")
         .map_err(|e| TopoError::Other(format!("go{n}: {e}")))
+}
+
+/// Wait (at most 20 s) until something in `ns` listens on TCP `port`: a
+/// loaded machine can take seconds to start python.
+fn wait_listening(ns: &Netns, port: u16) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        let out = ns.run(&["ss", "-Hltn", &format!("sport = :{port}")])?;
+        if !out.trim().is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(TopoError::Other(format!(
+        "nothing listens on {port} in {}",
+        ns.name()
+    )))
 }
 
 #[test]
@@ -248,7 +265,9 @@ fn service_dnat_spreads_and_keeps_open_connections_on_their_backend() -> Result<
     for f in &flows {
         sd.flowctl_ok(&["add-flow", "br0", f])?;
     }
-    std::thread::sleep(Duration::from_millis(500));
+    for b in &backends {
+        wait_listening(&b.ns, 8080)?;
+    }
 
     // Spread.
     let first = spread(&client, 42000, 42060)?;
@@ -298,7 +317,16 @@ fn service_dnat_spreads_and_keeps_open_connections_on_their_backend() -> Result<
             .spawn(&["python3", "-c", LONG, &LONG_PORT.to_string(), &dir_s, VIP])?,
         "long-lived client",
     );
-    let mine = wait_file(&dir.join("name0"))?;
+    let mine = match wait_file(&dir.join("name0")) {
+        Ok(m) => m,
+        Err(e) => {
+            let out = long.output_timeout(Duration::from_secs(1));
+            return Err(TopoError::Other(format!(
+                "{e}; client: {out:?}\n{}",
+                sd.log()
+            )));
+        }
+    };
     let own = BACKENDS
         .iter()
         .position(|b| b.0 == mine)
