@@ -404,21 +404,30 @@ fn outcome_node(o: &ActionOutcome) -> Option<Node> {
             zone,
             commit,
             table,
-        } => (
-            Detail,
-            match table {
-                Some(t) => format!(
-                    "conntrack zone {zone}{}: a copy is recirculated (recirc_id {:#x}) and resumes in table {t} with the tracker's ct_state; trace it with ct_state=... and recirc_id={} in the packet",
-                    if *commit { ", commit" } else { "" },
-                    u32::from(*t) + 1,
-                    u32::from(*t) + 1
+            nat,
+        } => {
+            let nat = match nat {
+                Some(n) => format!(
+                    ", {n}: a packet of a NATed connection is translated (addresses and ports), a new committed one bound"
                 ),
-                None => format!(
-                    "conntrack zone {zone}{}: no recirculation, ct_state unchanged in this pass",
-                    if *commit { ", commit" } else { "" }
-                ),
-            },
-        ),
+                None => String::new(),
+            };
+            (
+                Detail,
+                match table {
+                    Some(t) => format!(
+                        "conntrack zone {zone}{}{nat}: a copy is recirculated (recirc_id {:#x}) and resumes in table {t} with the tracker's ct_state; trace it with ct_state=... and recirc_id={} in the packet",
+                        if *commit { ", commit" } else { "" },
+                        u32::from(*t) + 1,
+                        u32::from(*t) + 1
+                    ),
+                    None => format!(
+                        "conntrack zone {zone}{}{nat}: no recirculation, ct_state unchanged in this pass",
+                        if *commit { ", commit" } else { "" }
+                    ),
+                },
+            )
+        }
         ActionOutcome::CtClear => (Detail, "ct_state, ct_zone, ct_mark and ct_label cleared".into()),
         ActionOutcome::IcmpTimeExceeded { src } => (
             Detail,

@@ -333,6 +333,8 @@ pub enum ActionOutcome {
         commit: bool,
         /// Recirculation table.
         table: Option<u8>,
+        /// The `nat(...)` argument as printed (None without nat).
+        nat: Option<String>,
     },
     /// `ct_clear`: the `ct_*` fields are now zero.
     CtClear,
@@ -987,6 +989,7 @@ impl<'a> Xlator<'a> {
             zone,
             commit: ct.commit,
             table: ct.table,
+            nat: ct.nat.map(|n| n.format()),
         });
     }
 
