@@ -351,8 +351,8 @@ enum Cmd {
         /// `zone=N`: only that zone.
         zone: Option<String>,
     },
-    /// Connection tracker counters (entries, limit, commits, ct_full drops,
-    /// expirations) and timeouts.
+    /// Connection tracker counters (entries, limit, commits, ct_full and
+    /// nat_no_port drops, expirations) and timeouts.
     CtStats {
         /// Bridge name.
         bridge: String,

@@ -15,8 +15,8 @@
 //! bridge, shared by its polling threads, split into [`N_SHARDS`] shards,
 //! each a `Mutex` around a hash table. Both directions of a connection use
 //! one *canonical* key (the two endpoints in sorted order), so one probe of
-//! one shard finds a connection whatever the direction, and no second index
-//! has to be kept consistent. A packet takes its shard's lock for the
+//! one shard finds a connection whatever the direction (a NATed connection
+//! also has an alias slot under its translated reply tuple: see NAT below). A packet takes its shard's lock for the
 //! duration of one probe and state update (an uncontended lock is one
 //! atomic compare-exchange; two threads contend only when they hit the same
 //! shard of 256 at the same instant). There is no lock, allocation or
