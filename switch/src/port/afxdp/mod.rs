@@ -70,6 +70,7 @@
 //! never let a UMEM frame be both in a kernel ring and in userspace.
 
 pub mod fastpath;
+pub mod offload;
 pub mod options;
 pub mod umem;
 pub mod xdp_prog;
