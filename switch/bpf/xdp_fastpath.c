@@ -8,7 +8,12 @@
 //     TCP | UDP | SCTP ports, ICMP | IGMP type and code, into `struct fp_key`
 //     (the same values switch/src/packet/extract.rs puts in a FlowKey).
 //  2. Look the key up in `fp_flows`, the offload table switchd fills from
-//     megaflows it decided to offload (switch/src/port/afxdp/offload.rs).
+//     megaflows it decided to offload (switch/src/port/afxdp/offload.rs):
+//     like the userspace megaflow cache, a tuple space search (Srinivasan et
+//     al., SIGCOMM '99; OVS's dpcls): for each mask in use (`fp_masks`, at
+//     most FP_MAX_MASKS), the key ANDed with the mask, tagged with the mask's
+//     slot, is looked up in one hash map; the first hit wins (megaflows that
+//     overlap give the same answer for the packets they share).
 //     A hit applies the entry's actions (set eth src/dst, set IPv4 TTL with
 //     an incremental checksum update, RFC 1624 eqn. 3), adds the frame to the
 //     entry's packets/bytes, and redirects it to the output interface
@@ -30,6 +35,8 @@
 #include <bpf/bpf_endian.h>
 
 // Keep in sync with FpKey / FpAction in fastpath.rs (layout asserted there).
+// As a mask (`fp_masks`): pad[1] = 1 marks the slot in use. As a lookup key:
+// pad[0] = the slot of the mask it was ANDed with.
 struct fp_key {
 	__u32 ifindex;     // ingress interface
 	__u8 dl_dst[6];
@@ -84,6 +91,16 @@ struct {
 	__type(key, struct fp_key);
 	__type(value, struct fp_action);
 } fp_flows SEC(".maps");
+
+#define FP_MAX_MASKS 8
+#define FP_KEY_WORDS (sizeof(struct fp_key) / 4)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FP_MAX_MASKS);
+	__type(key, __u32);
+	__type(value, struct fp_key);
+} fp_masks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
@@ -185,7 +202,25 @@ int xdp_fastpath(struct xdp_md *ctx)
 		count(FP_UNPARSED);
 		return to_userspace(ctx);
 	}
-	struct fp_action *a = bpf_map_lookup_elem(&fp_flows, &k);
+	struct fp_action *a = 0;
+	struct fp_key mk;
+#pragma unroll
+	for (__u32 i = 0; i < FP_MAX_MASKS; i++) {
+		__u32 slot = i;
+		struct fp_key *m = bpf_map_lookup_elem(&fp_masks, &slot);
+		if (!m || m->pad[1] != 1)
+			continue;
+		__u32 *kw = (__u32 *)&k, *mw = (__u32 *)m, *ow = (__u32 *)&mk;
+#pragma unroll
+		for (int w = 0; w < FP_KEY_WORDS; w++)
+			ow[w] = kw[w] & mw[w];
+		mk.pad[0] = i;
+		mk.pad[1] = 0;
+		mk.pad[2] = 0;
+		a = bpf_map_lookup_elem(&fp_flows, &mk);
+		if (a)
+			break;
+	}
 	if (!a) {
 		count(FP_MISS);
 		return to_userspace(ctx);

@@ -43,14 +43,18 @@ const BPF_ANY: u64 = 0;
 /// `BPF_NOEXIST`.
 const BPF_NOEXIST: u64 = 1;
 
+/// Mask slots of the program's tuple space search (`FP_MAX_MASKS`).
+pub const MAX_MASKS: u32 = 8;
+
 /// Default size of the offload table (`xdp-offload-entries`).
 pub const DEFAULT_OFFLOAD_ENTRIES: u32 = 8192;
 /// Largest offload table accepted.
 pub const MAX_OFFLOAD_ENTRIES: u32 = 1 << 20;
 
-/// The exact-match key of `fp_flows` (`struct fp_key` in xdp_fastpath.c):
-/// what the program extracts from an untagged IPv4 frame. Multi-byte
-/// header fields are kept in network byte order, as on the wire.
+/// The key of `fp_flows` (`struct fp_key` in xdp_fastpath.c): what the
+/// program extracts from an untagged IPv4 frame, ANDed with a mask of
+/// `fp_masks` whose slot goes in `pad[0]`. Multi-byte header fields are
+/// kept in network byte order, as on the wire. The same struct is a mask.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FpKey {
@@ -143,6 +147,7 @@ pub struct Fastpath {
     flows: RawFd,
     ports: RawFd,
     stats: RawFd,
+    masks: RawFd,
     entries: u32,
 }
 
@@ -190,6 +195,7 @@ impl Fastpath {
             flows: -1,
             ports: -1,
             stats: -1,
+            masks: -1,
             entries,
         };
         // SAFETY: `obj` is a valid open object; names are NUL-terminated.
@@ -211,6 +217,7 @@ impl Fastpath {
         fp.flows = fp.map_fd(c"fp_flows")?;
         fp.ports = fp.map_fd(c"fp_ports")?;
         fp.stats = fp.map_fd(c"fp_stats")?;
+        fp.masks = fp.map_fd(c"fp_masks")?;
         // SAFETY: valid object, NUL-terminated name; checked for NULL.
         let prog = unsafe {
             libxdp_sys::bpf_object__find_program_by_name(obj.as_ptr(), c"xdp_fastpath".as_ptr())
@@ -287,6 +294,19 @@ impl Fastpath {
     pub fn add_socket(&self, queue: u32, fd: RawFd) -> io::Result<()> {
         let v: u32 = u32::try_from(fd).map_err(|_| err("socket fd", libc::EBADF))?;
         self.update(self.xsks, &queue, &v, BPF_ANY, "inserting the socket in xsks_map")
+    }
+
+    /// Put `mask` in mask slot `slot` (< [`MAX_MASKS`]); `None` frees the
+    /// slot. Entries of a freed slot must have been removed first.
+    pub fn set_mask(&self, slot: u32, mask: Option<&FpKey>) -> io::Result<()> {
+        let m = match mask {
+            Some(m) => FpKey {
+                pad: [0, 1, 0],
+                ..*m
+            },
+            None => FpKey::default(),
+        };
+        self.update(self.masks, &slot, &m, BPF_ANY, "setting an offload mask")
     }
 
     /// Make `ifindex` a possible output of offload entries.

@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 
-use super::fastpath::{FpAction, FpKey, FP_SET_ETH_DST, FP_SET_ETH_SRC, FP_SET_TTL};
+use super::fastpath::{FpAction, FpKey, FP_SET_ETH_DST, FP_SET_ETH_SRC, FP_SET_TTL, MAX_MASKS};
 use super::xdp_prog;
 use crate::datapath::DpAction;
 use crate::flow::{FlowKey, FlowMask, PortNo};
@@ -185,17 +185,34 @@ impl fmt::Display for Refusal {
 /// ethertype IPv4.
 const ETH_IPV4: u16 = 0x0800;
 
+/// What [`decide`] offloads: the packet's XDP key, the megaflow's mask in
+/// XDP key terms, the entry's actions and the output port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The packet's key (unmasked).
+    pub key: FpKey,
+    /// The mask ([`fp_mask`]).
+    pub mask: FpKey,
+    /// The actions.
+    pub action: FpAction,
+    /// The output port.
+    pub out: PortNo,
+}
+
 /// Decide whether the megaflow (`mask`, `actions`) installed for the packet
-/// `key` can be offloaded, and if so the exact XDP entry for that packet.
+/// `key` can be offloaded as a masked entry of the XDP program (the
+/// megaflow itself: every packet the entry matches matches the megaflow).
 ///
 /// Holds when (every packet that hits the entry would get the same actions
 /// from the slow path, and the program applies them exactly):
 /// - the packet is untagged, unfragmented IPv4 (what the program parses);
-/// - every field the mask covers is in the XDP key ([`FpKey`]), or is a
-///   field every packet hitting the entry has at 0 at ingress (conntrack
-///   state, registers, metadata, tunnel fields of a non-tunnel port,
-///   IPv6/ARP fields of an IPv4 packet, TCP flags of a non-TCP packet);
-///   TCP flags of a TCP packet change per packet and refuse;
+/// - every field the mask covers is in the XDP key ([`FpKey`]), or is
+///   matched on 0 and every frame the program looks up has it at 0
+///   (conntrack state, registers, metadata, tunnel fields of a non-tunnel
+///   port, IPv6/ARP fields, fragment bits and VLAN of the untagged,
+///   unfragmented IPv4 frames it parses); TCP flags change per packet, so
+///   they may be matched only on a megaflow that also matches a non-TCP
+///   `nw_proto` (whose packets all have them at 0);
 /// - the actions are only set(eth(src,dst)), set(ipv4(ttl)) (what dec_ttl
 ///   and mod_dl_src/dst become) and one final output to another port, and
 ///   a TTL set only happens on a TTL > 1 (the ICMP time exceeded of an
@@ -209,7 +226,7 @@ pub fn decide(
     mask: &FlowMask,
     actions: &[DpAction],
     port: &dyn Fn(PortNo) -> Option<PortInfo>,
-) -> Result<(FpKey, FpAction, PortNo), Refusal> {
+) -> Result<Decision, Refusal> {
     if key.dl_type != ETH_IPV4 {
         return Err(Refusal::NotIpv4);
     }
@@ -242,7 +259,8 @@ pub fn decide(
         ("ipv6_dst", zero_u8(&mask.ipv6_dst, &key.ipv6_dst)),
         (
             "tcp_flags",
-            mask.tcp_flags == 0 || (key.nw_proto != 6 && key.tcp_flags == 0),
+            mask.tcp_flags == 0
+                || (key.tcp_flags == 0 && key.nw_proto != 6 && mask.nw_proto == u8::MAX),
         ),
         ("nw_frag", true),
         ("vlan_tci", true),
@@ -295,7 +313,47 @@ pub fn decide(
         .ok_or(Refusal::InPort)?;
     let outp = port(*out).filter(|p| p.offload).ok_or(Refusal::OutPort)?;
     act.out_ifindex = outp.ifindex;
-    Ok((fp_key(inp.ifindex, key), act, *out))
+    Ok(Decision {
+        key: fp_key(inp.ifindex, key),
+        mask: fp_mask(mask),
+        action: act,
+        out: *out,
+    })
+}
+
+/// The XDP mask of megaflow mask `m`: its bits on the fields the XDP key
+/// holds; the ingress interface always (the datapath always matches in_port).
+pub fn fp_mask(m: &FlowMask) -> FpKey {
+    FpKey {
+        ifindex: u32::MAX,
+        ..fp_key(0, m)
+    }
+}
+
+/// `key` AND `mask`, tagged with the mask's slot (the lookup key the
+/// program builds for that slot).
+pub fn masked(key: &FpKey, mask: &FpKey, slot: u8) -> FpKey {
+    let and = |a: &[u8], b: &[u8], out: &mut [u8]| {
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            *o = x & y;
+        }
+    };
+    let mut k = FpKey {
+        ifindex: key.ifindex & mask.ifindex,
+        nw_proto: key.nw_proto & mask.nw_proto,
+        nw_tos: key.nw_tos & mask.nw_tos,
+        nw_ttl: key.nw_ttl & mask.nw_ttl,
+        pad: [slot, 0, 0],
+        ..FpKey::default()
+    };
+    and(&key.dl_dst, &mask.dl_dst, &mut k.dl_dst);
+    and(&key.dl_src, &mask.dl_src, &mut k.dl_src);
+    and(&key.dl_type, &mask.dl_type, &mut k.dl_type);
+    and(&key.nw_src, &mask.nw_src, &mut k.nw_src);
+    and(&key.nw_dst, &mask.nw_dst, &mut k.nw_dst);
+    and(&key.tp_src, &mask.tp_src, &mut k.tp_src);
+    and(&key.tp_dst, &mask.tp_dst, &mut k.tp_dst);
+    k
 }
 
 /// The XDP key of packet `key` arriving on interface `ifindex`.
@@ -321,6 +379,8 @@ pub fn fp_key(ifindex: u32, key: &FlowKey) -> FpKey {
 struct Entry {
     in_port: PortNo,
     out_port: PortNo,
+    /// The XDP mask (for offload-show).
+    mask: FpKey,
     rules: Vec<Arc<Rule>>,
     tables: Vec<(u8, bool)>,
     /// Counters already credited.
@@ -352,7 +412,10 @@ pub struct ShownEntry {
 /// The control thread's offload state (one per bridge).
 #[derive(Debug, Default)]
 pub struct Offloader {
+    /// By masked key (which holds the ingress ifindex and the mask slot).
     entries: BTreeMap<FpKey, Entry>,
+    /// The masks in use per ingress ifindex, by slot.
+    masks: BTreeMap<u32, [Option<FpKey>; MAX_MASKS as usize]>,
     ports: BTreeMap<PortNo, PortOffload>,
     /// Entries inserted so far.
     pub inserted: u64,
@@ -362,6 +425,8 @@ pub struct Offloader {
     pub refused: BTreeMap<&'static str, u64>,
     /// Candidates not offloaded because the table was full.
     pub table_full: u64,
+    /// Candidates not offloaded because every mask slot was taken.
+    pub masks_full: u64,
     /// Candidates of an older generation, dropped.
     pub stale: u64,
     /// Map errors (insert or program missing).
@@ -377,32 +442,53 @@ impl Offloader {
                 self.stale += 1;
                 continue;
             }
-            let (k, a, out) = match decide(&c.key, &c.mask, &c.actions, port) {
+            let d = match decide(&c.key, &c.mask, &c.actions, port) {
                 Ok(x) => x,
                 Err(r) => {
                     *self.refused.entry(r.name()).or_default() += 1;
                     continue;
                 }
             };
-            if self.entries.contains_key(&k) {
-                continue;
-            }
-            let Some(fp) = xdp_prog::fastpath(k.ifindex) else {
+            let ifindex = d.key.ifindex;
+            let Some(fp) = xdp_prog::fastpath(ifindex) else {
                 self.errors += 1;
                 continue;
             };
-            if fp.add_output(a.out_ifindex).is_err() {
+            let slots = self.masks.entry(ifindex).or_default();
+            let slot = match slots.iter().position(|m| *m == Some(d.mask)) {
+                Some(i) => i,
+                None => match slots.iter().position(Option::is_none) {
+                    Some(i) => {
+                        if fp.set_mask(i as u32, Some(&d.mask)).is_err() {
+                            self.errors += 1;
+                            continue;
+                        }
+                        slots[i] = Some(d.mask);
+                        i
+                    }
+                    None => {
+                        self.masks_full += 1;
+                        continue;
+                    }
+                },
+            };
+            let k = masked(&d.key, &d.mask, slot as u8);
+            if self.entries.contains_key(&k) {
+                continue;
+            }
+            if fp.add_output(d.action.out_ifindex).is_err() {
                 self.errors += 1;
                 continue;
             }
-            match fp.insert(&k, &a) {
+            match fp.insert(&k, &d.action) {
                 Ok(true) => {
                     self.inserted += 1;
                     self.entries.insert(
                         k,
                         Entry {
                             in_port: c.key.in_port,
-                            out_port: out,
+                            out_port: d.out,
+                            mask: d.mask,
                             rules: c.rules,
                             tables: c.tables,
                             packets: 0,
@@ -443,10 +529,6 @@ impl Offloader {
 
     /// Credit, then delete every entry (a change that may change decisions).
     pub fn flush(&mut self, pipeline: &Pipeline) {
-        if self.entries.is_empty() {
-            // Candidates still queued were decided under the old generation.
-            return;
-        }
         let entries = std::mem::take(&mut self.entries);
         for (k, mut e) in entries {
             if let Some(fp) = xdp_prog::fastpath(k.ifindex) {
@@ -455,6 +537,16 @@ impl Offloader {
                 }
             }
             self.flushed += 1;
+        }
+        // Then the masks: no entry refers to them any more.
+        for (ifindex, slots) in std::mem::take(&mut self.masks) {
+            if let Some(fp) = xdp_prog::fastpath(ifindex) {
+                for (i, m) in slots.iter().enumerate() {
+                    if m.is_some() {
+                        let _ = fp.set_mask(i as u32, None);
+                    }
+                }
+            }
         }
     }
 
@@ -481,7 +573,7 @@ impl Offloader {
             .map(|(k, e)| ShownEntry {
                 in_port: e.in_port,
                 out_port: e.out_port,
-                match_: format_key(e.in_port, k),
+                match_: format_key(e.in_port, k, &e.mask),
                 actions: xdp_prog::fastpath(k.ifindex)
                     .and_then(|fp| fp.entry(k))
                     .map(|a| format_action(e.out_port, &a))
@@ -545,20 +637,45 @@ fn mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-fn format_key(in_port: PortNo, k: &FpKey) -> String {
-    let ip = |a: &[u8; 4]| std::net::Ipv4Addr::from(*a).to_string();
-    format!(
-        "in_port={in_port},dl_src={},dl_dst={},ip,nw_src={},nw_dst={},nw_proto={},nw_tos={},nw_ttl={},tp_src={},tp_dst={}",
-        mac(&k.dl_src),
-        mac(&k.dl_dst),
-        ip(&k.nw_src),
-        ip(&k.nw_dst),
-        k.nw_proto,
-        k.nw_tos,
-        k.nw_ttl,
-        u16::from_be_bytes(k.tp_src),
-        u16::from_be_bytes(k.tp_dst),
-    )
+/// The entry as an ovs-ofctl style match: only the fields its mask covers
+/// (a partial mask as value/mask).
+fn format_key(in_port: PortNo, k: &FpKey, m: &FpKey) -> String {
+    let mut v = vec![format!("in_port={in_port}")];
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let field = |v: &mut Vec<String>, name: &str, val: String, mask: &[u8], full: bool| {
+        if mask.iter().all(|&b| b == 0) {
+            return;
+        }
+        if full {
+            v.push(format!("{name}={val}"));
+        } else {
+            v.push(format!("{name}={val}/0x{}", hex(mask)));
+        }
+    };
+    let ones = |b: &[u8]| b.iter().all(|&x| x == 0xff);
+    field(&mut v, "dl_src", mac(&k.dl_src), &m.dl_src, ones(&m.dl_src));
+    field(&mut v, "dl_dst", mac(&k.dl_dst), &m.dl_dst, ones(&m.dl_dst));
+    v.push("ip".to_string());
+    let ip = |a: &[u8; 4], m: &[u8; 4]| {
+        let bits = u32::from_be_bytes(*m);
+        let a = std::net::Ipv4Addr::from(*a);
+        if bits == u32::MAX {
+            a.to_string()
+        } else if bits.leading_ones() + bits.trailing_zeros() == 32 {
+            format!("{a}/{}", bits.leading_ones())
+        } else {
+            format!("{a}/{}", std::net::Ipv4Addr::from(*m))
+        }
+    };
+    field(&mut v, "nw_src", ip(&k.nw_src, &m.nw_src), &m.nw_src, true);
+    field(&mut v, "nw_dst", ip(&k.nw_dst, &m.nw_dst), &m.nw_dst, true);
+    field(&mut v, "nw_proto", k.nw_proto.to_string(), &[m.nw_proto], ones(&[m.nw_proto]));
+    field(&mut v, "nw_tos", k.nw_tos.to_string(), &[m.nw_tos], ones(&[m.nw_tos]));
+    field(&mut v, "nw_ttl", k.nw_ttl.to_string(), &[m.nw_ttl], ones(&[m.nw_ttl]));
+    let port = |p: [u8; 2]| u16::from_be_bytes(p).to_string();
+    field(&mut v, "tp_src", port(k.tp_src), &m.tp_src, ones(&m.tp_src));
+    field(&mut v, "tp_dst", port(k.tp_dst), &m.tp_dst, ones(&m.tp_dst));
+    v.join(",")
 }
 
 fn format_action(out: PortNo, a: &FpAction) -> String {
@@ -657,7 +774,8 @@ mod tests {
     #[test]
     fn plain_output_between_offload_ports_qualifies() {
         let k = udp_key();
-        let (fk, a, out) = decide(&k, &l2_mask(), &[DpAction::Output(2)], &ports).unwrap();
+        let d = decide(&k, &l2_mask(), &[DpAction::Output(2)], &ports).unwrap();
+        let (fk, a, out) = (d.key, d.action, d.out);
         assert_eq!(out, 2);
         assert_eq!(a.out_ifindex, 12);
         assert_eq!(a.flags, 0);
@@ -666,13 +784,38 @@ mod tests {
         assert_eq!(fk.tp_dst, 5201u16.to_be_bytes());
         assert_eq!(fk.dl_type, [8, 0]);
         assert!(quick_filter(&[DpAction::Output(2)]));
+        // The megaflow matched only in_port: so does the entry, for every
+        // IPv4 frame the program parses on that interface.
+        assert_eq!(
+            d.mask,
+            FpKey {
+                ifindex: u32::MAX,
+                ..FpKey::default()
+            }
+        );
+        let other = fp_key(
+            11,
+            &FlowKey {
+                nw_proto: 6,
+                tp_src: 80,
+                ..udp_key()
+            },
+        );
+        assert_eq!(masked(&fk, &d.mask, 3), masked(&other, &d.mask, 3));
+        assert_eq!(masked(&fk, &d.mask, 3).pad, [3, 0, 0]);
+        assert_ne!(masked(&fk, &d.mask, 3), masked(&fk, &d.mask, 4));
     }
 
     #[test]
     fn routed_mac_rewrite_and_dec_ttl_qualify() {
         let (mask, actions) = routed();
         assert!(quick_filter(&actions));
-        let (fk, a, _) = decide(&udp_key(), &mask, &actions, &ports).unwrap();
+        let d = decide(&udp_key(), &mask, &actions, &ports).unwrap();
+        let (fk, a) = (d.key, d.action);
+        // Matches what the route matched: destination /24 and the TTL.
+        let m = masked(&fk, &d.mask, 0);
+        assert_eq!(m.nw_dst, [10, 0, 1, 0]);
+        assert_eq!((m.nw_ttl, m.nw_src, m.tp_dst), (64, [0; 4], [0; 2]));
         assert_eq!(a.flags, FP_SET_ETH_SRC | FP_SET_ETH_DST | FP_SET_TTL);
         assert_eq!((a.eth_src, a.eth_dst, a.ttl), (R, B, 63));
         // The key is the packet's, before the actions.
@@ -795,9 +938,19 @@ mod tests {
             ..udp_key()
         };
         assert_eq!(decide(&k, &m, &o, &ports), Err(Refusal::Mask("ct_state")));
-        // TCP flags change per packet: never on TCP; fine on UDP (always 0).
+        // TCP flags change per packet: never on TCP; on UDP only when the
+        // megaflow also matches nw_proto (else a TCP frame could hit it).
         let m = FlowMask {
             tcp_flags: 0x0fff,
+            ..l2_mask()
+        };
+        assert_eq!(
+            decide(&udp_key(), &m, &o, &ports),
+            Err(Refusal::Mask("tcp_flags"))
+        );
+        let m = FlowMask {
+            tcp_flags: 0x0fff,
+            nw_proto: u8::MAX,
             ..l2_mask()
         };
         assert!(decide(&udp_key(), &m, &o, &ports).is_ok());
@@ -837,7 +990,9 @@ mod tests {
             tp_dst: 0,
             ..udp_key()
         };
-        let (fk, _, _) = decide(&k, &l2_mask(), &[DpAction::Output(2)], &ports).unwrap();
+        let fk = decide(&k, &l2_mask(), &[DpAction::Output(2)], &ports)
+            .unwrap()
+            .key;
         assert_eq!(fk.tp_src, [0, 8]);
         assert_eq!(fk.tp_dst, [0, 0]);
     }
@@ -865,10 +1020,10 @@ mod tests {
     #[test]
     fn formats_for_offload_show() {
         let (mask, actions) = routed();
-        let (fk, a, out) = decide(&udp_key(), &mask, &actions, &ports).unwrap();
-        let m = format_key(1, &fk);
-        assert!(m.contains("nw_src=10.0.0.1"), "{m}");
-        assert!(m.contains("tp_dst=5201"), "{m}");
+        let d = decide(&udp_key(), &mask, &actions, &ports).unwrap();
+        let (a, out) = (d.action, d.out);
+        let m = format_key(1, &masked(&d.key, &d.mask, 0), &d.mask);
+        assert_eq!(m, "in_port=1,ip,nw_dst=10.0.1.0/24,nw_ttl=64");
         assert_eq!(
             format_action(out, &a),
             "set(eth(src=02:00:00:00:00:fe,dst=02:00:00:00:00:02)),set(ipv4(ttl=63)),2"
