@@ -12,7 +12,8 @@
 //! packets, that deleting a flow stops its traffic (the entries are
 //! flushed), and the program's life: ours on the interface while a port is
 //! there, gone after del-port and after switchd exits, a stale one left by
-//! a killed switchd replaced at restart.
+//! a killed switchd replaced at restart; and that a peer breaking the
+//! contract (no NAPI) loses the redirected frames visibly.
 //!
 //! Root only (each test passes early otherwise); needs `cargo build --bins`.
 //! One test at a time (see afxdp_pods.rs).
@@ -57,6 +58,30 @@ impl Pod {
         }
         // The offload contract: the pod side runs NAPI (GRO on).
         ns.run(&["ethtool", "-K", "eth0", "gro", "on"])?;
+        Pod::finish(ns, veth, host_if, cidr, mac, ofport)
+    }
+
+    /// A pod whose eth0 has GRO off (no NAPI): breaks the offload contract.
+    fn without_napi(
+        guard: &LeakGuard,
+        name: &str,
+        cidr: &str,
+        mac: &str,
+        ofport: u16,
+    ) -> Result<Pod> {
+        let PodLink { ns, veth, host_if } = guard.pod_link(name, cidr, mac)?;
+        ns.run(&["ethtool", "-K", "eth0", "gro", "off"])?;
+        Pod::finish(ns, veth, host_if, cidr, mac, ofport)
+    }
+
+    fn finish(
+        ns: Netns,
+        veth: VethPair,
+        host_if: String,
+        cidr: &str,
+        mac: &str,
+        ofport: u16,
+    ) -> Result<Pod> {
         let ip = cidr.split('/').next().unwrap_or(cidr).to_string();
         Ok(Pod {
             ns,
@@ -171,12 +196,13 @@ fn xdp_prog_id(dev: &str) -> Result<Option<u64>> {
     Ok(v[0]["xdp"]["prog"]["id"].as_u64())
 }
 
-/// A veth's `ethtool -S` counter (0 when not listed).
-fn ethtool_stat(ns: &Netns, dev: &str, name: &str) -> u64 {
+/// A veth's `ethtool -S` counters whose name ends with `suffix`, summed
+/// over queues (`tx_queue_0_xdp_xmit`, `tx_queue_0_xdp_xmit_errors`).
+fn ethtool_stat(ns: &Netns, dev: &str, suffix: &str) -> u64 {
     let out = ns.run(&["ethtool", "-S", dev]).unwrap_or_default();
     out.lines()
         .filter_map(|l| l.trim().split_once(':'))
-        .filter(|(k, _)| k.trim() == name)
+        .filter(|(k, _)| k.trim().ends_with(suffix))
         .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
         .sum()
 }
@@ -287,9 +313,13 @@ fn routed_flows_are_offloaded_with_ttl_counters_and_flushed_on_delete() -> Resul
     let v = offload_show(&sd)?;
     eprintln!("{v}");
     assert_eq!(v["programs"][0]["redirect_fail"].as_u64(), Some(0), "{v}");
-    // A redirect the veth refuses (peer without NAPI) shows up here.
-    let errs = ethtool_stat(&Netns::host(), &b.host_if, "tx_xdp_xmit_errors")
-        + ethtool_stat(&Netns::host(), &a.host_if, "tx_xdp_xmit_errors");
+    // The frames went out of b's veth as XDP transmits (veth_xdp_xmit), and
+    // none was refused (a peer without NAPI would count them here).
+    let host = Netns::host();
+    let xmit = ethtool_stat(&host, &b.host_if, "_xdp_xmit");
+    assert!(xmit > 1000, "XDP redirects into pod b's veth: {xmit}");
+    let errs = ethtool_stat(&host, &b.host_if, "_xdp_xmit_errors")
+        + ethtool_stat(&host, &a.host_if, "_xdp_xmit_errors");
     assert_eq!(errs, 0, "no XDP transmit error on the veths");
 
     // The rule and the ports count what the kernel forwarded.
@@ -346,8 +376,8 @@ fn l2_offload_and_the_program_lifecycle() -> Result<()> {
     add_flows(
         &sd,
         &[
-            format!("priority=100,arp,in_port=1,actions=output:2"),
-            format!("priority=100,arp,in_port=2,actions=output:1"),
+            "priority=100,arp,in_port=1,actions=output:2".to_string(),
+            "priority=100,arp,in_port=2,actions=output:1".to_string(),
             format!("priority=100,ip,dl_dst={},actions=output:2", b.mac),
             format!("priority=100,ip,dl_dst={},actions=output:1", a.mac),
         ],
@@ -395,5 +425,49 @@ fn l2_offload_and_the_program_lifecycle() -> Result<()> {
     // switchd's exit takes the last program.
     sd.stop();
     assert_eq!(xdp_prog_id(&b.host_if)?, None, "no program after exit");
+    Ok(())
+}
+
+/// The rule `xdp-offload=true` states: a veth takes XDP redirects into its
+/// peer only when the peer runs NAPI. A pod with GRO off (and no XDP
+/// program) breaks it: once its flow is offloaded, the frames redirected to
+/// it are lost. What shows it: offload-show's `hit` grows while the
+/// output veth's `ethtool -S` `tx_queue_N_xdp_xmit` does not.
+#[test]
+fn an_offload_port_whose_peer_has_no_napi_loses_the_redirected_frames() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let _s = serial();
+    let guard = LeakGuard::new("xon")?;
+    let sd = switchd(&guard)?;
+    let a = Pod::new(&guard, "a", "10.247.4.2/24", "02:00:00:f7:04:02", None, 1)?;
+    let b = Pod::without_napi(&guard, "b", "10.247.4.3/24", "02:00:00:f7:04:03", 2)?;
+    a.attach(&sd, "pod-a")?;
+    b.attach(&sd, "pod-b")?;
+    add_flows(
+        &sd,
+        &[
+            "priority=100,arp,in_port=1,actions=output:2".to_string(),
+            "priority=100,arp,in_port=2,actions=output:1".to_string(),
+            format!("priority=100,ip,dl_dst={},actions=output:2", b.mac),
+            format!("priority=100,ip,dl_dst={},actions=output:1", a.mac),
+        ],
+    )?;
+    // The first echo crosses the slow path (userspace transmit works).
+    wait_reachable(&a.ns, &b.ip, Duration::from_secs(4))?;
+    let v = wait_entries(&sd, 2)?;
+    assert!(entries(&v).len() >= 2, "{v}");
+    let host = Netns::host();
+    let (hits0, xmit0) = (hits(&v), ethtool_stat(&host, &b.host_if, "_xdp_xmit"));
+    let r = ping(Some(&a.ns), &b.ip, 3)?;
+    let v = offload_show(&sd)?;
+    let (hits1, xmit1) = (hits(&v), ethtool_stat(&host, &b.host_if, "_xdp_xmit"));
+    assert_eq!(r.received, 0, "redirects into b are lost: {}", r.output);
+    // The program redirected the requests (hit), the veth transmitted none
+    // of them (veth_xdp_xmit refuses without NAPI: -ENXIO, counted only by
+    // the xdp:xdp_devmap_xmit tracepoint): hit - xdp_xmit is the loss.
+    assert!(hits1 >= hits0 + 3, "the requests were redirected: {v}");
+    assert_eq!(xmit1, xmit0, "and none reached pod b's veth");
     Ok(())
 }
