@@ -250,7 +250,10 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
             }
         }
         Cmd::OffloadShow { .. } => {
-            let entries = body["entries"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let entries = body["entries"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let _ = writeln!(out, "offloaded flows: {}", entries.len());
             for e in entries {
                 let _ = writeln!(
@@ -263,7 +266,11 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     e["actions"].as_str().unwrap_or("")
                 );
             }
-            for p in body["programs"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            for p in body["programs"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
                 let n = |k: &str| p[k].as_u64().unwrap_or(0);
                 let _ = writeln!(
                     out,
@@ -293,10 +300,11 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  inserted={} flushed={} table_full={} stale={} errors={} queue_full={} refused: {}",
+                "  inserted={} flushed={} table_full={} masks_full={} stale={} errors={} queue_full={} refused: {}",
                 n("inserted"),
                 n("flushed"),
                 n("table_full"),
+                n("masks_full"),
                 n("stale"),
                 n("errors"),
                 n("queue_full"),

@@ -22,8 +22,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use topology_tests::{
-    iperf3, ping, require_root, switchd_bin, LeakGuard, Netns, PodLink, Result, Switchd,
-    TopoError, VethPair,
+    iperf3, ping, require_root, switchd_bin, LeakGuard, Netns, PodLink, Result, Switchd, TopoError,
+    VethPair,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -310,8 +310,9 @@ fn routed_flows_are_offloaded_with_ttl_counters_and_flushed_on_delete() -> Resul
         t.retransmits
     );
     assert!(t.bits_per_second > 50e6, "{t:?}");
+    eprintln!("{}", sd.flowctl_ok(&["offload-show", "br0"])?);
+    eprintln!("{}", sd.flowctl_ok(&["dump-ports", "br0"])?);
     let v = offload_show(&sd)?;
-    eprintln!("{v}");
     assert_eq!(v["programs"][0]["redirect_fail"].as_u64(), Some(0), "{v}");
     // The frames went out of b's veth as XDP transmits (veth_xdp_xmit), and
     // none was refused (a peer without NAPI would count them here).
@@ -352,9 +353,10 @@ fn routed_flows_are_offloaded_with_ttl_counters_and_flushed_on_delete() -> Resul
     assert_eq!(r.received, 0, "no route, no reply: {}", r.output);
     let v = offload_show(&sd)?;
     assert!(
-        entries(&v)
-            .iter()
-            .all(|e| !e["match"].as_str().unwrap_or("").contains("nw_dst=10.247.2.2")),
+        entries(&v).iter().all(|e| !e["match"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nw_dst=10.247.2.2")),
         "no entry toward b after the flow went: {v}"
     );
     assert!(v["flushed"].as_u64().unwrap_or(0) >= 2, "{v}");

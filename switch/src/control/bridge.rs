@@ -876,7 +876,10 @@ impl Bridge {
             .filter_map(|(n, p)| {
                 let ifindex = crate::port::afxdp::xdp_prog::ifindex(p.ifname.as_deref()?)?;
                 let offload = p.cfg.options.get("xdp-offload").map(String::as_str) == Some("true");
-                Some((*n, crate::port::afxdp::offload::PortInfo { ifindex, offload }))
+                Some((
+                    *n,
+                    crate::port::afxdp::offload::PortInfo { ifindex, offload },
+                ))
             })
             .collect()
     }
@@ -928,6 +931,7 @@ impl Bridge {
             "inserted": o.inserted,
             "flushed": o.flushed,
             "table_full": o.table_full,
+            "masks_full": o.masks_full,
             "stale": o.stale,
             "errors": o.errors,
             "queue_full": o.queue_full(),
@@ -946,10 +950,9 @@ impl Bridge {
         #[cfg(feature = "afxdp")]
         {
             let o = self.offload.port(n);
-            let on = self
-                .ports
-                .get(&n)
-                .is_some_and(|p| p.cfg.options.get("xdp-offload").map(String::as_str) == Some("true"));
+            let on = self.ports.get(&n).is_some_and(|p| {
+                p.cfg.options.get("xdp-offload").map(String::as_str) == Some("true")
+            });
             if on || o != crate::port::PortOffload::default() {
                 return Some(o);
             }

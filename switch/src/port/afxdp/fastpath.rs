@@ -223,7 +223,10 @@ impl Fastpath {
             libxdp_sys::bpf_object__find_program_by_name(obj.as_ptr(), c"xdp_fastpath".as_ptr())
         };
         if prog.is_null() {
-            return Err(err("the XDP object has no xdp_fastpath program", libc::ENOENT));
+            return Err(err(
+                "the XDP object has no xdp_fastpath program",
+                libc::ENOENT,
+            ));
         }
         // SAFETY: `prog` belongs to the loaded object.
         let prog_fd = unsafe { libxdp_sys::bpf_program__fd(prog) };
@@ -293,7 +296,13 @@ impl Fastpath {
     /// (`xsk_socket__update_xskmap`'s map update).
     pub fn add_socket(&self, queue: u32, fd: RawFd) -> io::Result<()> {
         let v: u32 = u32::try_from(fd).map_err(|_| err("socket fd", libc::EBADF))?;
-        self.update(self.xsks, &queue, &v, BPF_ANY, "inserting the socket in xsks_map")
+        self.update(
+            self.xsks,
+            &queue,
+            &v,
+            BPF_ANY,
+            "inserting the socket in xsks_map",
+        )
     }
 
     /// Put `mask` in mask slot `slot` (< [`MAX_MASKS`]); `None` frees the
@@ -323,7 +332,13 @@ impl Fastpath {
     /// Insert an offload entry. `Ok(false)` when the table is full (E2BIG)
     /// or the key is already there.
     pub fn insert(&self, key: &FpKey, act: &FpAction) -> io::Result<bool> {
-        match self.update(self.flows, key, act, BPF_NOEXIST, "inserting an offload entry") {
+        match self.update(
+            self.flows,
+            key,
+            act,
+            BPF_NOEXIST,
+            "inserting an offload entry",
+        ) {
             Ok(()) => Ok(true),
             Err(e) if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::EEXIST)) => Ok(false),
             Err(e) => Err(e),

@@ -87,15 +87,17 @@ pub fn quick_filter(actions: &[DpAction]) -> bool {
     let Some((DpAction::Output(_), rest)) = actions.split_last() else {
         return false;
     };
-    rest.iter().all(|a| match a {
-        DpAction::SetEth { .. } => true,
-        DpAction::SetIpv4 {
-            src: None,
-            dst: None,
-            tos: None,
-            ttl: Some(_),
-        } => true,
-        _ => false,
+    rest.iter().all(|a| {
+        matches!(
+            a,
+            DpAction::SetEth { .. }
+                | DpAction::SetIpv4 {
+                    src: None,
+                    dst: None,
+                    tos: None,
+                    ttl: Some(_),
+                }
+        )
     })
 }
 
@@ -250,7 +252,10 @@ pub fn decide(
         ("metadata", mask.metadata == 0 || key.metadata == 0),
         (
             "reg",
-            mask.regs.iter().zip(&key.regs).all(|(m, k)| *m == 0 || *k == 0),
+            mask.regs
+                .iter()
+                .zip(&key.regs)
+                .all(|(m, k)| *m == 0 || *k == 0),
         ),
         ("arp_sha", zero_u8(&mask.arp_sha, &key.arp_sha)),
         ("arp_tha", zero_u8(&mask.arp_tha, &key.arp_tha)),
@@ -669,9 +674,27 @@ fn format_key(in_port: PortNo, k: &FpKey, m: &FpKey) -> String {
     };
     field(&mut v, "nw_src", ip(&k.nw_src, &m.nw_src), &m.nw_src, true);
     field(&mut v, "nw_dst", ip(&k.nw_dst, &m.nw_dst), &m.nw_dst, true);
-    field(&mut v, "nw_proto", k.nw_proto.to_string(), &[m.nw_proto], ones(&[m.nw_proto]));
-    field(&mut v, "nw_tos", k.nw_tos.to_string(), &[m.nw_tos], ones(&[m.nw_tos]));
-    field(&mut v, "nw_ttl", k.nw_ttl.to_string(), &[m.nw_ttl], ones(&[m.nw_ttl]));
+    field(
+        &mut v,
+        "nw_proto",
+        k.nw_proto.to_string(),
+        &[m.nw_proto],
+        ones(&[m.nw_proto]),
+    );
+    field(
+        &mut v,
+        "nw_tos",
+        k.nw_tos.to_string(),
+        &[m.nw_tos],
+        ones(&[m.nw_tos]),
+    );
+    field(
+        &mut v,
+        "nw_ttl",
+        k.nw_ttl.to_string(),
+        &[m.nw_ttl],
+        ones(&[m.nw_ttl]),
+    );
     let port = |p: [u8; 2]| u16::from_be_bytes(p).to_string();
     field(&mut v, "tp_src", port(k.tp_src), &m.tp_src, ones(&m.tp_src));
     field(&mut v, "tp_dst", port(k.tp_dst), &m.tp_dst, ones(&m.tp_dst));
@@ -863,7 +886,13 @@ mod tests {
         assert_eq!(decide(&k, &m, &two, &ports), Err(Refusal::Outputs));
         assert!(!quick_filter(&two));
         assert_eq!(decide(&k, &m, &[], &ports), Err(Refusal::Outputs));
-        let vlan = [DpAction::PushVlan { tpid: 0x8100, tci: 5 }, DpAction::Output(2)];
+        let vlan = [
+            DpAction::PushVlan {
+                tpid: 0x8100,
+                tci: 5,
+            },
+            DpAction::Output(2),
+        ];
         assert_eq!(decide(&k, &m, &vlan, &ports), Err(Refusal::Action));
         assert!(!quick_filter(&vlan));
         let nat = [

@@ -210,7 +210,9 @@ impl AfxdpOptions {
                 .ok()
                 .filter(|n| (1..=max).contains(n))
                 .ok_or_else(|| {
-                    format!("afxdp: xdp-offload-entries={v} must be a number of entries, 1 to {max}")
+                    format!(
+                        "afxdp: xdp-offload-entries={v} must be a number of entries, 1 to {max}"
+                    )
                 })?;
         }
         let need = o.n_rxq_desc + o.n_txq_desc;
@@ -346,7 +348,8 @@ mod tests {
             err(&[("ifname", "e"), ("n_rxq", "2"), ("queue", "1")]).contains("do not go together")
         );
         assert!(err(&[("ifname", "e"), ("xdp-offload", "yes")]).contains("xdp-offload=yes"));
-        assert!(err(&[("ifname", "e"), ("xdp-offload-entries", "0")])
-            .contains("xdp-offload-entries=0"));
+        assert!(
+            err(&[("ifname", "e"), ("xdp-offload-entries", "0")]).contains("xdp-offload-entries=0")
+        );
     }
 }
