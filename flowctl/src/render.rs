@@ -107,7 +107,11 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     let per = if s.tx_kicks > 0 {
                         format!(
                             " ({:.1} tx pkts/kick)",
-                            s.tx_packets as f64 / s.tx_kicks as f64
+                            // Offloaded frames never took a kick.
+                            s.tx_packets
+                                .saturating_sub(p.offloaded.map_or(0, |o| o.tx_packets))
+                                as f64
+                                / s.tx_kicks as f64
                         )
                     } else {
                         String::new()
