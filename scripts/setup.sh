@@ -6,10 +6,13 @@
 set -euo pipefail
 
 # AF_XDP (xsk-rs builds libxdp and libbpf from source): clang llvm libelf-dev
+# (switch/build.rs compiles switchd's XDP program with clang -target bpf
+# against libbpf-dev's bpf_helpers.h and linux-libc-dev's linux/bpf.h),
 # zlib1g-dev libpcap-dev m4 pkg-config. Topology tests: iproute2 (ip netns,
 # veth), iputils-ping, iperf3, ethtool, tcpdump. vhost-user tests with a real
 # peer (topology-tests/tests/vhost_user_testpmd.rs): dpdk-dev (dpdk-testpmd).
 PACKAGES=(build-essential pkg-config clang llvm libelf-dev zlib1g-dev libpcap-dev m4
+          libbpf-dev linux-libc-dev
           iproute2 iputils-ping iperf3 ethtool tcpdump dpdk-dev)
 # cni-shim (the ferroswitch CNI plugin): nsenter (util-linux) and sysctl (procps)
 # for the pod netns, host-local/tuning IPAM and chaining (containernetworking-plugins,

@@ -131,6 +131,13 @@ enum Cmd {
         /// Bridge name.
         bridge: String,
     },
+    /// The flows switchd's XDP program forwards in the kernel (AF_XDP ports
+    /// with `xdp-offload=true`), their counters, and why others were not
+    /// offloaded (like `ovs-appctl dpctl/dump-flows type=offloaded`).
+    OffloadShow {
+        /// Bridge name.
+        bridge: String,
+    },
     /// Re-assign ports to polling threads by switchd's --pmd-rxq-assign policy
     /// (`ovs-appctl dpif-netdev/pmd-rxq-rebalance`); prints the ports moved.
     PmdRxqRebalance {
@@ -505,6 +512,9 @@ fn request_lines(cmd: &Cmd) -> Result<(Request, Vec<usize>), String> {
             bridge: bridge.clone(),
         },
         Cmd::PmdPerfShow { bridge } => Request::PmdPerfShow {
+            bridge: bridge.clone(),
+        },
+        Cmd::OffloadShow { bridge } => Request::OffloadShow {
             bridge: bridge.clone(),
         },
         Cmd::PmdRxqRebalance { bridge } => Request::PmdRxqRebalance {

@@ -74,6 +74,13 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                         s.rx_malformed, s.rx_truncated
                     );
                 }
+                if let Some(o) = &p.offloaded {
+                    let _ = writeln!(
+                        out,
+                        "{pad}offloaded: rx pkts={}, bytes={}, tx pkts={}, bytes={} (included above)",
+                        o.rx_packets, o.rx_bytes, o.tx_packets, o.tx_bytes
+                    );
+                }
                 if !s.rx_drop_reasons.is_empty() {
                     let _ = writeln!(out, "{pad}rx drops: {}", reasons(&s.rx_drop_reasons));
                 }
@@ -100,7 +107,11 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     let per = if s.tx_kicks > 0 {
                         format!(
                             " ({:.1} tx pkts/kick)",
-                            s.tx_packets as f64 / s.tx_kicks as f64
+                            // Offloaded frames never took a kick.
+                            s.tx_packets
+                                .saturating_sub(p.offloaded.map_or(0, |o| o.tx_packets))
+                                as f64
+                                / s.tx_kicks as f64
                         )
                     } else {
                         String::new()
@@ -241,6 +252,68 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     t["busy_pct"].as_f64().unwrap_or(0.0)
                 );
             }
+        }
+        Cmd::OffloadShow { .. } => {
+            let entries = body["entries"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let _ = writeln!(out, "offloaded flows: {}", entries.len());
+            for e in entries {
+                let _ = writeln!(
+                    out,
+                    "  {}, packets:{}, bytes:{}, age:{:.1}s, actions:{}",
+                    e["match"].as_str().unwrap_or(""),
+                    e["packets"].as_u64().unwrap_or(0),
+                    e["bytes"].as_u64().unwrap_or(0),
+                    e["age"].as_f64().unwrap_or(0.0),
+                    e["actions"].as_str().unwrap_or("")
+                );
+            }
+            for p in body["programs"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let n = |k: &str| p[k].as_u64().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "  port {} xdp prog {} ({}, offload {}, table {}): hit={} miss={} unparsed={} ttl={} no_port={} redirect_fail={}",
+                    n("port"),
+                    n("prog_id"),
+                    p["mode"].as_str().unwrap_or("?"),
+                    if p["xdp_offload"].as_bool().unwrap_or(false) { "on" } else { "off" },
+                    n("capacity"),
+                    n("hit"),
+                    n("miss"),
+                    n("unparsed"),
+                    n("ttl"),
+                    n("no_port"),
+                    n("redirect_fail")
+                );
+            }
+            let n = |k: &str| body[k].as_u64().unwrap_or(0);
+            let refused = body["refused"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_u64().unwrap_or(0)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  inserted={} flushed={} table_full={} masks_full={} stale={} errors={} queue_full={} refused: {}",
+                n("inserted"),
+                n("flushed"),
+                n("table_full"),
+                n("masks_full"),
+                n("stale"),
+                n("errors"),
+                n("queue_full"),
+                if refused.is_empty() { "none".to_string() } else { refused }
+            );
         }
         Cmd::PmdPerfShow { .. } => {
             for t in body["pmds"]

@@ -24,6 +24,11 @@
 #                      forwarding the first UDP test; sw_idle_cpu_pct: same, idle for IDLE_SECONDS
 #                      with its ports attached and no traffic.
 #   switchd-alt        optional dp: switchd again with the binary SWITCHD_ALT (A/B of a change).
+#   switchd-offload    optional dp: switchd with xdp-offload=true on both ports, so the in_port
+#                      flows' megaflows are forwarded by switchd's XDP program in the kernel
+#                      (docs/architecture.md "XDP offload"); the pods' eth0 get GRO on while it
+#                      runs (an XDP redirect into a veth needs NAPI on the peer). RATIO lines are
+#                      then also printed relative to it.
 #   window_*           the polling thread during the measured window only (after WARMUP): its
 #                      CPU share, voluntary/involuntary context switches per second, and the CPU
 #                      time of ksoftirqd on SW_CPU (softirq work the kernel deferred to a thread
@@ -192,8 +197,8 @@ dp_switchd_start() {
   [ -S "$SD_SOCK" ] || { cat "$DP_DIR/switchd.log" >&2; return 1; }
   [ "$(cat /proc/$SD_PID/comm 2>/dev/null)" = switchd ] || log "WARNING: pid $SD_PID is not switchd"
   [ -w "/proc/$SD_PID/autogroup" ] && echo "$NICE" > "/proc/$SD_PID/autogroup" 2>/dev/null
-  fctl add-port br0 pa type=afxdp ifname="$HOST_A" xdp-mode=native ofport=1 &&
-  fctl add-port br0 pb type=afxdp ifname="$HOST_B" xdp-mode=native ofport=2 &&
+  fctl add-port br0 pa type=afxdp ifname="$HOST_A" xdp-mode=native ofport=1 ${SD_PORT_OPTS:-} &&
+  fctl add-port br0 pb type=afxdp ifname="$HOST_B" xdp-mode=native ofport=2 ${SD_PORT_OPTS:-} &&
   fctl add-flow br0 in_port=1,actions=output:2 && fctl add-flow br0 in_port=2,actions=output:1
 }
 dp_switchd_stop() { stop_pid "$SD_PID" switchd; SD_PID=""; }
@@ -202,6 +207,16 @@ dp_switchd_alt_start() { [ -x "${SWITCHD_ALT:-}" ] || { log "switchd-alt needs S
   SWITCHD_BIN=$SWITCHD_ALT dp_switchd_start; }
 dp_switchd_alt_stop() { dp_switchd_stop; }
 dp_switchd_alt_perf() { dp_switchd_perf "$@"; }
+# switchd-offload: the same switchd, flows offloaded to its XDP program (needs NAPI on the pods' eth0)
+dp_switchd_offload_start() {
+  in_a ethtool -K eth0 gro on >/dev/null; in_b ethtool -K eth0 gro on >/dev/null
+  SD_PORT_OPTS=xdp-offload=true dp_switchd_start
+}
+dp_switchd_offload_stop() {
+  [ -n "$SD_PID" ] && fctl offload-show br0 > "$DP_DIR/offload-end.txt" 2>&1
+  dp_switchd_stop; in_a ethtool -K eth0 gro off >/dev/null; in_b ethtool -K eth0 gro off >/dev/null
+}
+dp_switchd_offload_perf() { dp_switchd_perf "$@"; fctl offload-show br0 > "$DP_DIR/offload-$1.txt" 2>&1; }
 dp_switchd_idle() {   # switchd's CPU use with ports attached and no traffic
   local t0 t1; t0=$(proc_ticks "$SD_PID"); sleep "$IDLE_SECONDS"; t1=$(proc_ticks "$SD_PID")
   awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$IDLE_SECONDS" 'BEGIN {printf "%.1f", 100 * d / hz / s}'
@@ -367,7 +382,7 @@ run_dp() {   # run_dp DP REP
   CUR_STOP="dp_${id}_stop"
   if ! "dp_${id}_start"; then log "dp $dp failed to start (logs in $DP_DIR)"; $CUR_STOP; CUR_STOP=""; KEEP=1; return 1; fi
   in_a ping -q -c 3 -i 0.1 -W 1 $B_IP >/dev/null 2>&1 || log "WARNING dp=$dp: ping A->B fails"
-  if [ "$dp" = switchd ] || [ "$dp" = switchd-alt ]; then
+  if [ "$dp" = switchd ] || [ "$dp" = switchd-alt ] || [ "$dp" = switchd-offload ]; then
     local idle; idle=$(dp_switchd_idle); record "$dp" sw_idle_cpu_pct "$2" "$idle"
     log "INFO dp=$dp rep=$2 idle ${IDLE_SECONDS}s: switchd_cpu=${idle}%"
   fi
@@ -387,3 +402,6 @@ for rep in $(seq 1 "$REPS"); do
 done
 cp "$SAMPLES" "$RUN/samples-final.tsv"
 "$BIN/fs-pktgen" summarize "$SAMPLES" --ratio-to switchd | tee "$RUN/results.txt"
+case " $DPS " in *" switchd-offload "*)
+  "$BIN/fs-pktgen" summarize "$SAMPLES" --ratio-to switchd-offload | grep '^RATIO' | tee -a "$RUN/results.txt";;
+esac

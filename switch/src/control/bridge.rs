@@ -170,6 +170,9 @@ pub struct Bridge {
     fdb_epoch: Instant,
     /// `set-bridge` settings, persisted as given.
     other_config: BTreeMap<String, String>,
+    /// XDP offload of flows between `xdp-offload=true` AF_XDP ports.
+    #[cfg(feature = "afxdp")]
+    offload: crate::port::afxdp::offload::Offloader,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -229,6 +232,8 @@ impl Bridge {
             fdb_published: 0,
             fdb_epoch: Instant::now(),
             other_config: BTreeMap::new(),
+            #[cfg(feature = "afxdp")]
+            offload: Default::default(),
         };
         if let Some(bs) = state.bridges.get(name) {
             let (aging, size) = parse_bridge_settings(&bs.other_config)
@@ -333,6 +338,10 @@ impl Bridge {
     }
 
     fn publish(&mut self) {
+        // Any published change may change an offload decision: credit the
+        // offloaded entries' statistics and remove them (offload.rs).
+        #[cfg(feature = "afxdp")]
+        self.offload.flush(&self.pipeline);
         self.generation += 1;
         let snap = Snapshot {
             generation: self.generation,
@@ -782,6 +791,8 @@ impl Bridge {
             None => Default::default(),
         };
         self.pmd.sync(SYNC_TIMEOUT);
+        #[cfg(feature = "afxdp")]
+        self.offload.credit(&self.pipeline);
         let now = Instant::now();
         let flows: Vec<FlowEntry> = self
             .pipeline
@@ -827,6 +838,14 @@ impl Bridge {
             .filter(|(n, _)| only.is_none_or(|o| o == **n))
             .map(|(n, p)| {
                 let (state, state_reason) = port_state(p);
+                let mut stats = sum_stats(&p.counters);
+                let offloaded = self.port_offloaded(*n);
+                if let Some(o) = &offloaded {
+                    stats.rx_packets += o.rx_packets;
+                    stats.rx_bytes += o.rx_bytes;
+                    stats.tx_packets += o.tx_packets;
+                    stats.tx_bytes += o.tx_bytes;
+                }
                 PortEntry {
                     ofport: *n,
                     name: p.cfg.name.clone(),
@@ -835,7 +854,8 @@ impl Bridge {
                     duration: now.saturating_duration_since(p.added).as_secs_f64(),
                     state,
                     state_reason,
-                    stats: sum_stats(&p.counters),
+                    stats,
+                    offloaded,
                     errors: p
                         .vhost
                         .as_ref()
@@ -844,6 +864,101 @@ impl Bridge {
                 }
             })
             .collect()
+    }
+
+    /// The offload view of this bridge's ports: AF_XDP ports with their
+    /// interface index and whether they have `xdp-offload=true`.
+    #[cfg(feature = "afxdp")]
+    fn offload_ports(&self) -> BTreeMap<PortNo, crate::port::afxdp::offload::PortInfo> {
+        self.ports
+            .iter()
+            .filter(|(_, p)| p.cfg.port_type == "afxdp")
+            .filter_map(|(n, p)| {
+                let ifindex = crate::port::afxdp::xdp_prog::ifindex(p.ifname.as_deref()?)?;
+                let offload = p.cfg.options.get("xdp-offload").map(String::as_str) == Some("true");
+                Some((
+                    *n,
+                    crate::port::afxdp::offload::PortInfo { ifindex, offload },
+                ))
+            })
+            .collect()
+    }
+
+    /// Every tick: offers on while some port has `xdp-offload=true`, then
+    /// decide the polling threads' candidates and credit the entries.
+    #[cfg(feature = "afxdp")]
+    fn offload_service(&mut self) {
+        use crate::port::afxdp::offload;
+        let on = self
+            .ports
+            .values()
+            .any(|p| p.cfg.options.get("xdp-offload").map(String::as_str) == Some("true"));
+        offload::set_enabled(on);
+        if !on && self.offload.is_empty() {
+            return;
+        }
+        let ports = self.offload_ports();
+        self.offload
+            .poll(self.generation, &|n: PortNo| ports.get(&n).copied());
+        self.offload.credit(&self.pipeline);
+    }
+
+    #[cfg(feature = "afxdp")]
+    fn offload_show(&mut self) -> Result<serde_json::Value, ErrorBody> {
+        self.pmd.sync(SYNC_TIMEOUT);
+        self.offload_service();
+        let o = &self.offload;
+        let progs: Vec<serde_json::Value> = self
+            .offload_ports()
+            .into_iter()
+            .filter_map(|(n, info)| {
+                let fp = crate::port::afxdp::xdp_prog::fastpath(info.ifindex)?;
+                let c = fp.counters();
+                Some(json!({
+                    "port": n,
+                    "xdp_offload": info.offload,
+                    "prog_id": fp.prog_id(),
+                    "mode": fp.mode().name(),
+                    "capacity": fp.capacity(),
+                    "hit": c.hit, "miss": c.miss, "unparsed": c.unparsed,
+                    "ttl": c.ttl, "no_port": c.no_port, "redirect_fail": c.redirect_fail,
+                }))
+            })
+            .collect();
+        Ok(json!({
+            "entries": o.show(),
+            "programs": progs,
+            "inserted": o.inserted,
+            "flushed": o.flushed,
+            "table_full": o.table_full,
+            "masks_full": o.masks_full,
+            "stale": o.stale,
+            "errors": o.errors,
+            "queue_full": o.queue_full(),
+            "refused": o.refused,
+        }))
+    }
+
+    #[cfg(not(feature = "afxdp"))]
+    fn offload_show(&mut self) -> Result<serde_json::Value, ErrorBody> {
+        Ok(json!({ "entries": [], "programs": [] }))
+    }
+
+    /// Offloaded traffic of port `n` (None when it is not an AF_XDP port
+    /// with `xdp-offload=true` and nothing was ever offloaded through it).
+    fn port_offloaded(&self, n: PortNo) -> Option<crate::port::PortOffload> {
+        #[cfg(feature = "afxdp")]
+        {
+            let o = self.offload.port(n);
+            let on = self.ports.get(&n).is_some_and(|p| {
+                p.cfg.options.get("xdp-offload").map(String::as_str) == Some("true")
+            });
+            if on || o != crate::port::PortOffload::default() {
+                return Some(o);
+            }
+        }
+        let _ = n;
+        None
     }
 
     /// Milliseconds on the MAC table's clock.
@@ -1036,6 +1151,8 @@ impl Bridge {
             Request::DumpPorts { port, .. } => {
                 let only = port.as_deref().map(|p| self.port_by(p)).transpose()?;
                 self.pmd.sync(SYNC_TIMEOUT);
+                #[cfg(feature = "afxdp")]
+                self.offload.credit(&self.pipeline);
                 Ok(json!({ "ports": self.port_entries(only) }))
             }
             Request::DumpTables { .. } => {
@@ -1209,6 +1326,7 @@ impl Bridge {
                     .collect();
                 Ok(json!({ "assign": self.pmd.assign(), "pmds": pmds }))
             }
+            Request::OffloadShow { .. } => self.offload_show(),
             Request::PmdPerfShow { .. } => {
                 self.pmd.sync(SYNC_TIMEOUT);
                 let pmds: Vec<PmdPerf> = self.pmd.stats().iter().map(PmdPerf::from).collect();
@@ -1534,6 +1652,8 @@ impl Handler for Bridge {
 
     fn tick(&mut self) {
         self.l2_service();
+        #[cfg(feature = "afxdp")]
+        self.offload_service();
         // Expired connections leave the tracker here, off the packet path.
         self.pipeline.conntrack().maybe_sweep();
         let mut next = self.pipeline.clone();

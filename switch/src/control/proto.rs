@@ -189,6 +189,13 @@ pub enum Request {
         /// Bridge name.
         bridge: String,
     },
+    /// The flows switchd's XDP program forwards in the kernel (AF_XDP
+    /// ports with `xdp-offload=true`), with their counters and the offload
+    /// decision counters.
+    OffloadShow {
+        /// Bridge name.
+        bridge: String,
+    },
     /// Add (or replace) a route: `[table=N] PREFIX via IP port=N [mac=MAC]
     /// [weight=W] [via ...]` (see `crate::route::Route::parse`).
     AddRoute {
@@ -353,6 +360,7 @@ impl Request {
             | Request::Capture { bridge, .. }
             | Request::PmdRxqShow { bridge }
             | Request::PmdPerfShow { bridge }
+            | Request::OffloadShow { bridge }
             | Request::PmdRxqRebalance { bridge }
             | Request::FdbShow { bridge }
             | Request::FdbFlush { bridge }
@@ -557,6 +565,9 @@ pub struct PortEntry {
     pub state_reason: Option<String>,
     /// Counters.
     pub stats: PortStats,
+    /// Traffic forwarded by the XDP offload (already included in `stats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offloaded: Option<crate::port::PortOffload>,
     /// Backend-specific error counters by name, non-zero only (vhost_user:
     /// ring and descriptor errors, `vhost_bad_addr`...; they are also in
     /// `rx_errors`/`tx_errors`).

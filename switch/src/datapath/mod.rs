@@ -957,6 +957,24 @@ impl Datapath {
             .actions
             .iter()
             .rposition(|a| matches!(a, DpAction::Output(_) | DpAction::Ct(_)));
+        // XDP offload (port/afxdp/offload.rs): offer a plain megaflow to the
+        // control thread, which decides and inserts it; slow path only.
+        #[cfg(feature = "afxdp")]
+        if crate::port::afxdp::offload::enabled()
+            && x.group_counters.is_empty()
+            && l2_uses.is_empty()
+            && x.drop.is_none()
+            && crate::port::afxdp::offload::quick_filter(&x.actions)
+        {
+            crate::port::afxdp::offload::offer(crate::port::afxdp::offload::Candidate {
+                generation: snap.generation,
+                key: *key,
+                mask,
+                actions: x.actions.clone().into_boxed_slice(),
+                rules: x.rules.clone(),
+                tables: x.tables.clone(),
+            });
+        }
         let what = MegaflowInstall {
             mask,
             actions: x.actions.into_boxed_slice(),

@@ -89,6 +89,20 @@ impl Counter {
     }
 }
 
+/// Traffic of one port forwarded by the XDP offload (port/afxdp/offload.rs),
+/// credited so far by the control thread (reported by dump-ports).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortOffload {
+    /// Frames received on the port and forwarded by the XDP program.
+    pub rx_packets: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Frames the XDP program sent out of the port.
+    pub tx_packets: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+}
+
 /// Counters of one port, shared between its polling thread and the control thread.
 #[derive(Debug, Default)]
 pub struct PortCounters {

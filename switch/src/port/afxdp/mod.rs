@@ -6,8 +6,9 @@
 //! AF_XDP port served by one polling thread binds its socket to that thread's
 //! [`AfxdpUmem`], whose frames the thread's
 //! [`PacketPool`] owns (see `umem.rs` and `packet/buf.rs` for the books).
-//! - rx: the kernel's XDP program (libxdp's default, attached when the socket
-//!   binds) redirects each frame of the queue into a UMEM frame userspace put
+//! - rx: the kernel's XDP program (switchd's own, fastpath.rs, attached by the
+//!   interface's first socket; libxdp's default program is never loaded)
+//!   redirects each frame of the queue into a UMEM frame userspace put
 //!   on the fill ring; [`AfxdpPort::rx_batch`] turns each rx descriptor into
 //!   a [`Packet`] that *is* that frame (no copy) and tops the fill ring up
 //!   from the pool's free frames.
@@ -68,6 +69,8 @@
 //! This module must never allocate, lock or make a syscall per packet, and
 //! never let a UMEM frame be both in a kernel ring and in userspace.
 
+pub mod fastpath;
+pub mod offload;
 pub mod options;
 pub mod umem;
 pub mod xdp_prog;
@@ -80,7 +83,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use xsk_rs::config::{BindFlags, Interface, QueueSize, SocketConfig, XdpFlags};
+use xsk_rs::config::{BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::socket::{RxQueue, Socket, TxQueue};
 use xsk_rs::umem::frame::FrameDesc;
 use xsk_rs::{CompQueue, FillQueue};
@@ -335,6 +338,11 @@ impl AfxdpPort {
     /// Interface name.
     pub fn ifname(&self) -> &str {
         &self.opts.ifname
+    }
+
+    /// The port's options.
+    pub fn options(&self) -> &AfxdpOptions {
+        &self.opts
     }
 
     /// Queue id.
@@ -630,11 +638,22 @@ fn bind(
         .map_err(|_| fail("interface name contains a NUL byte".into()))?;
     let rxq = QueueSize::new(opts.n_rxq_desc).map_err(|e| fail(e.to_string()))?;
     let txq = QueueSize::new(opts.n_txq_desc).map_err(|e| fail(e.to_string()))?;
+    let ifindex = xdp_prog::ifindex(&opts.ifname)
+        .ok_or_else(|| AfxdpError::NoSuchInterface(opts.ifname.clone()))?;
     let mut errors = Vec::new();
     for &(mode, zc) in attempts {
-        let xdp = match mode {
-            XdpMode::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
-            _ => XdpFlags::XDP_FLAGS_DRV_MODE,
+        // switchd's XDP program (fastpath.rs) replaces libxdp's default one:
+        // attached here in this mode by the interface's first socket, shared
+        // by the others (whatever mode it got), never loaded by libxdp.
+        let prog = match xdp_prog::program_for(ifindex, mode, opts.offload_entries) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(format!("{}: {e}", mode_name(mode, zc)));
+                if sole {
+                    let _ = xdp_prog::detach_all(ifindex);
+                }
+                continue;
+            }
         };
         let copy = if zc {
             BindFlags::XDP_ZEROCOPY
@@ -644,12 +663,12 @@ fn bind(
         let config = SocketConfig::builder()
             .rx_queue_size(rxq)
             .tx_queue_size(txq)
-            .xdp_flags(xdp)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
             .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP | copy)
             .build();
-        // SAFETY: xsk-rs requires XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD only when
-        // this UMEM already has a socket on the same (interface, queue); the
-        // Claim taken by the caller guarantees this process has none there.
+        // SAFETY: program loading is inhibited (xsk-rs's requirement for a
+        // UMEM with a socket on the same pair); the Claim taken by the
+        // caller guarantees this process has no other socket there.
         match unsafe { Socket::new(config, umem.umem(), &iface, opts.queue) } {
             Ok((tx, rx, Some((fq, cq)))) => {
                 // A socket sharing the thread's UMEM takes the bind flags of
@@ -665,7 +684,13 @@ fn bind(
                         mode_name(mode, zc)
                     ));
                 } else {
-                    return Ok((Rings { tx, rx, fq, cq }, mode, got_zc));
+                    match prog.add_socket(opts.queue, rx.fd().as_raw_fd()) {
+                        Ok(()) => return Ok((Rings { tx, rx, fq, cq }, prog.mode(), got_zc)),
+                        Err(e) => {
+                            drop((tx, rx, fq, cq));
+                            errors.push(format!("{}: {e}", mode_name(mode, zc)));
+                        }
+                    }
                 }
             }
             Ok((_, _, None)) => {
@@ -691,12 +716,12 @@ fn bind(
                 errors.push(msg);
             }
         }
-        // A failed attach may leave a program behind; clear it before the
-        // next mode, unless another socket of ours relies on it.
+        // A failed bind of the interface's only socket takes the program
+        // down before the next mode, unless another socket of ours uses it.
+        drop(prog);
         if sole {
-            if let Some(i) = xdp_prog::ifindex(&opts.ifname) {
-                let _ = xdp_prog::detach_all(i);
-            }
+            xdp_prog::unload(ifindex);
+            let _ = xdp_prog::detach_all(ifindex);
         }
     }
     Err(fail(errors.join("; ")))

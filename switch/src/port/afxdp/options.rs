@@ -88,10 +88,18 @@ pub struct AfxdpOptions {
     /// switchd a port shares its polling thread's UMEM
     /// ([`super::umem::THREAD_UMEM_FRAMES`]) and this is only validated.
     pub umem_frames: u32,
+    /// `xdp-offload=true`: flows between this port and other such ports may
+    /// be forwarded by switchd's XDP program in the kernel (offload.rs).
+    /// Setting it asserts that the interface's veth peer can take XDP
+    /// redirects (it has GRO enabled or an XDP program: the peer needs NAPI,
+    /// kernel >= 5.13); without that the kernel drops redirected frames.
+    pub xdp_offload: bool,
+    /// `xdp-offload-entries`: size of the interface's offload table.
+    pub offload_entries: u32,
 }
 
 /// The keys [`AfxdpOptions::from_map`] accepts (`type` is the port type itself).
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 10] = [
     "type",
     "ifname",
     "queue",
@@ -100,6 +108,8 @@ pub const KEYS: [&str; 8] = [
     "n-rxq-desc",
     "n-txq-desc",
     "umem-frames",
+    "xdp-offload",
+    "xdp-offload-entries",
 ];
 
 impl AfxdpOptions {
@@ -126,6 +136,8 @@ impl AfxdpOptions {
             n_rxq_desc: DEFAULT_RING_DESCS,
             n_txq_desc: DEFAULT_RING_DESCS,
             umem_frames: 2 * DEFAULT_RING_DESCS,
+            xdp_offload: false,
+            offload_entries: super::fastpath::DEFAULT_OFFLOAD_ENTRIES,
         }
     }
 
@@ -183,6 +195,25 @@ impl AfxdpOptions {
         }
         if let Some(v) = map.get("n-txq-desc") {
             o.n_txq_desc = ring_size("n-txq-desc", v)?;
+        }
+        if let Some(v) = map.get("xdp-offload") {
+            o.xdp_offload = match v.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(format!("afxdp: xdp-offload={v} must be true or false")),
+            };
+        }
+        if let Some(v) = map.get("xdp-offload-entries") {
+            let max = super::fastpath::MAX_OFFLOAD_ENTRIES;
+            o.offload_entries = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "afxdp: xdp-offload-entries={v} must be a number of entries, 1 to {max}"
+                    )
+                })?;
         }
         let need = o.n_rxq_desc + o.n_txq_desc;
         match map.get("umem-frames") {
@@ -280,6 +311,15 @@ mod tests {
         // umem-frames defaults to what the rings need
         let o = AfxdpOptions::from_map(&map(&[("ifname", "e"), ("n-rxq-desc", "128")])).unwrap();
         assert_eq!(o.umem_frames, 128 + 2048);
+        assert!(!o.xdp_offload);
+        let o = AfxdpOptions::from_map(&map(&[
+            ("ifname", "e"),
+            ("xdp-offload", "true"),
+            ("xdp-offload-entries", "100"),
+        ]))
+        .unwrap();
+        assert!(o.xdp_offload);
+        assert_eq!(o.offload_entries, 100);
         for m in ["best-effort", "native", "generic", "native-with-zerocopy"] {
             assert_eq!(XdpMode::parse(m).unwrap().name(), m);
         }
@@ -306,6 +346,10 @@ mod tests {
         assert!(err(&[("ifname", "e"), ("n_rxq", "two")]).contains("n_rxq=two"));
         assert!(
             err(&[("ifname", "e"), ("n_rxq", "2"), ("queue", "1")]).contains("do not go together")
+        );
+        assert!(err(&[("ifname", "e"), ("xdp-offload", "yes")]).contains("xdp-offload=yes"));
+        assert!(
+            err(&[("ifname", "e"), ("xdp-offload-entries", "0")]).contains("xdp-offload-entries=0")
         );
     }
 }

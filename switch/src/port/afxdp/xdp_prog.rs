@@ -2,8 +2,10 @@
 //! per-process count of our sockets per interface so that the program is
 //! removed when the last one closes.
 //!
-//! The program itself is libxdp's default AF_XDP redirect program, loaded by
-//! `xsk_socket__create` when the socket is bound. What this module adds:
+//! The program is switchd's own (`fastpath.rs`): loaded and attached by the
+//! first socket of this process on an interface ([`program_for`], from the
+//! port's bind), kept in a per-process registry by interface index, and
+//! detached when the last socket there closes. What this module adds:
 //! - before the first socket of this process binds an interface, any XDP
 //!   program already there (left by a killed switchd, or by OVS: see
 //!   BENCH.md "AF_XDP on veth") is detached in both driver and generic mode,
@@ -19,24 +21,57 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// `XDP_FLAGS_SKB_MODE` (include/uapi/linux/if_link.h).
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-/// `XDP_FLAGS_DRV_MODE` (include/uapi/linux/if_link.h).
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+use super::fastpath::Fastpath;
+use super::XdpMode;
+
+use super::fastpath::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 
 /// Sockets of this process per ifindex, and which (ifindex, queue) pairs are bound.
 #[derive(Debug, Default)]
 struct Users {
     per_if: BTreeMap<u32, usize>,
     bound: BTreeMap<(u32, u32), ()>,
+    /// The program this process attached, per ifindex.
+    progs: BTreeMap<u32, Arc<Fastpath>>,
 }
 
 static USERS: Mutex<Users> = Mutex::new(Users {
     per_if: BTreeMap::new(),
     bound: BTreeMap::new(),
+    progs: BTreeMap::new(),
 });
+
+/// The program of this process on `ifindex`; when there is none yet, load
+/// switchd's program with an offload table of `entries` entries and attach
+/// it in `mode` (`Native` or `Generic`). Control path (bind).
+pub fn program_for(ifindex: u32, mode: XdpMode, entries: u32) -> io::Result<Arc<Fastpath>> {
+    let mut u = USERS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(p) = u.progs.get(&ifindex) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(Fastpath::load(ifindex, mode, entries)?);
+    u.progs.insert(ifindex, p.clone());
+    Ok(p)
+}
+
+/// The program this process attached to `ifindex`, if any (the offload
+/// manager's handle on its maps).
+pub fn fastpath(ifindex: u32) -> Option<Arc<Fastpath>> {
+    let u = USERS.lock().unwrap_or_else(PoisonError::into_inner);
+    u.progs.get(&ifindex).cloned()
+}
+
+/// Forget the program on `ifindex` (after the only socket there failed to
+/// bind); it is detached when the last handle goes.
+pub fn unload(ifindex: u32) {
+    let p = {
+        let mut u = USERS.lock().unwrap_or_else(PoisonError::into_inner);
+        u.progs.remove(&ifindex)
+    };
+    drop(p);
+}
 
 /// The interface index of `ifname`, or None when there is no such interface
 /// (in this network namespace).
@@ -167,9 +202,12 @@ impl Drop for Claim {
         let n = u.per_if.get(&self.ifindex).copied().unwrap_or(1) - 1;
         if n == 0 {
             u.per_if.remove(&self.ifindex);
-            // libxdp normally removes its program with the last socket; this
-            // catches what it leaves (e.g. after a failed attach). A vanished
-            // interface took its program with it.
+            // Our program goes with the last socket (Fastpath's Drop detaches
+            // it once no offload handle holds it); detach_all also catches
+            // whatever a failed attach left. A vanished interface took its
+            // program with it.
+            let prog = u.progs.remove(&self.ifindex);
+            drop(prog);
             if ifindex_exists(self.ifindex) {
                 let _ = detach_all(self.ifindex);
             }
