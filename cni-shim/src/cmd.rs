@@ -260,6 +260,12 @@ fn add_steps(
             // AF_XDP copy mode on veth hands frames on as they are: the pod
             // must send complete checksums (BENCH.md "AF_XDP on veth").
             sys::run_in(netns, "ethtool", &["-K", ifname, "tx", "off"])?;
+            if conf.xdp_offload {
+                // A frame switchd's XDP program redirects into the host end
+                // is delivered to this end only if it runs NAPI, which GRO
+                // turns on (kernel >= 5.13; docs/architecture.md "XDP offload").
+                sys::run_in(netns, "ethtool", &["-K", ifname, "gro", "on"])?;
+            }
             sys::run_in(netns, "ip", &["addr", "add", &cidr, "dev", ifname])?;
             sys::run_in(netns, "ip", &["link", "set", "dev", ifname, "up"])?;
             let mut routes = ipr.routes.clone();
@@ -317,6 +323,7 @@ fn add_steps(
                 options: [
                     ("ifname".to_string(), port.to_string()),
                     ("n-rxq-desc".to_string(), conf.rx_ring.to_string()),
+                    ("xdp-offload".to_string(), conf.xdp_offload.to_string()),
                 ]
                 .into_iter()
                 .collect(),

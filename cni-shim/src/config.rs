@@ -67,6 +67,10 @@ pub struct NetConf {
     pub state_dir: String,
     /// AF_XDP rx (and fill) ring size of a pod port (`n-rxq-desc`).
     pub rx_ring: u32,
+    /// `xdpOffload`: forward the pod port's plain flows in switchd's XDP
+    /// program (`add-port ... xdp-offload=true`), with GRO on the pod end so
+    /// a redirect into it is delivered (docs/architecture.md "XDP offload").
+    pub xdp_offload: bool,
     /// `ipam` object (None only where a command does not need it).
     pub ipam: Option<Value>,
     /// `prevResult`, if any.
@@ -227,6 +231,16 @@ impl NetConf {
                 }
             },
         };
+        let xdp_offload = match v.get("xdpOffload") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(CniError::new(
+                    INVALID_CONFIG,
+                    format!("\"xdpOffload\" must be true or false, got {other}"),
+                ))
+            }
+        };
         let ipam = match v.get("ipam") {
             None | Some(Value::Null) => None,
             Some(i @ Value::Object(_)) => Some(i.clone()),
@@ -276,6 +290,7 @@ impl NetConf {
             socket_dir,
             state_dir,
             rx_ring,
+            xdp_offload,
             ipam,
             prev_result,
             raw: v,
@@ -423,6 +438,7 @@ mod tests {
             assert_eq!(c.iface_type, IfaceType::Veth);
             assert_eq!(c.router_mac, DEFAULT_ROUTER_MAC);
             assert_eq!(c.rx_ring, DEFAULT_RX_RING);
+            assert!(!c.xdp_offload, "XDP offload is opt-in");
         }
         let c = conf(json!({"cniVersion": "1.1.0", "name": "r", "mode": "routed",
             "ipam": {"type": "host-local"}}))
@@ -487,6 +503,19 @@ mod tests {
             .unwrap_err();
             assert_eq!(e.code, INVALID_CONFIG);
         }
+        let e = conf(
+            json!({"cniVersion": "1.0.0", "name": "x", "xdpOffload": "yes",
+            "ipam": {"type": "h"}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, INVALID_CONFIG);
+        assert!(e.msg.contains("xdpOffload"), "{}", e.msg);
+        let c = conf(
+            json!({"cniVersion": "1.0.0", "name": "x", "xdpOffload": true,
+            "ipam": {"type": "h"}}),
+        )
+        .unwrap();
+        assert!(c.xdp_offload);
         let e = conf(
             json!({"cniVersion": "1.0.0", "name": "x", "routerMac": "nope",
             "ipam": {"type": "h"}}),

@@ -682,3 +682,66 @@ fn routed_mode_pods_reach_each_other_one_routed_hop_through_the_router_mac() -> 
     assert_eq!(node.rt.reservations("fs-cnr")?, vec![]);
     Ok(())
 }
+
+/// `"xdpOffload": true`: the plugin turns GRO on in the pod (so a frame
+/// redirected into its veth is delivered) and adds the port with
+/// `xdp-offload=true`; pod-to-pod traffic is then forwarded by switchd's XDP
+/// program, not the polling thread, and still arrives.
+#[test]
+fn xdp_offload_pods_are_forwarded_by_the_xdp_program() -> Result<()> {
+    if !runnable()? {
+        return Ok(());
+    }
+    let _s = serial();
+    let node = Node::start("cnx")?;
+    let net = NetList::single(
+        "fs-cnx",
+        "1.1.0",
+        node.rt.ferroswitch_conf(
+            node.rt.host_local("10.247.12.0/24", "10.247.12.1"),
+            json!({ "xdpOffload": true }),
+        ),
+    );
+    let (ns_a, ns_b) = (node.netns("a")?, node.netns("b")?);
+    let a = Pod::add(&node, &net, Attachment::pod("a", &ns_a, "eth0"))?;
+    let b = Pod::add(&node, &net, Attachment::pod("b", &ns_b, "eth0"))?;
+    for ns in [&ns_a, &ns_b] {
+        let k = ns.run(&["ethtool", "-k", "eth0"])?;
+        assert!(
+            k.lines().any(|l| l.trim() == "generic-receive-offload: on"),
+            "GRO on in the pod: {k}"
+        );
+    }
+    let (ip_a, ip_b) = (a.ip()?, b.ip()?);
+    wait_reachable(&ns_a, &ip_b, Duration::from_secs(5))?;
+    // The first packets go up to switchd, whose control thread installs the
+    // offload entries a tick later; then the XDP program forwards.
+    let hits = |node: &Node| -> Result<u64> {
+        let out = node.sd.flowctl_ok(&["--json", "offload-show", "br0"])?;
+        let v: Value = serde_json::from_str(&out)
+            .map_err(|e| err(format!("offload-show --json: {e}: {out}")))?;
+        Ok(v["ok"]["programs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["hit"].as_u64().unwrap_or(0))
+            .sum())
+    };
+    let r = ping(Some(&ns_a), &ip_b, 3)?;
+    assert_eq!(r.received, 3, "{}", r.output);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = hits(&node)?;
+    let r = ping(Some(&ns_b), &ip_a, 5)?;
+    assert_eq!(r.received, 5, "{}", r.output);
+    let after = hits(&node)?;
+    assert!(
+        after >= before + 10,
+        "requests and replies forwarded by the XDP program ({before} -> {after}):\n{}",
+        node.sd.flowctl_ok(&["offload-show", "br0"])?
+    );
+    for p in [&a, &b] {
+        net.del(&node.rt, &p.att, p.result.as_ref())?;
+        assert_pod_gone(&node, p, &host_ifaces(p.result()?))?;
+    }
+    Ok(())
+}
