@@ -180,6 +180,27 @@ impl Netns {
         })
     }
 
+    /// Wait (at most `within`) until something in the namespace listens on
+    /// TCP `port`: a server just spawned (python3 on a loaded machine can
+    /// take seconds to start) is ready only then, and a fixed sleep before
+    /// connecting is a flaky test.
+    pub fn wait_listening(&self, port: u16, within: std::time::Duration) -> Result<()> {
+        let end = std::time::Instant::now() + within;
+        let filter = format!("sport = :{port}");
+        loop {
+            if !self.run(&["ss", "-Hltn", &filter])?.trim().is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= end {
+                return Err(TopoError::Other(format!(
+                    "nothing listens on TCP {port} in {} after {within:?}",
+                    self.name()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// `ip ARGS` in this namespace (`ip -n NAME ARGS`).
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut c = Command::new("ip");

@@ -37,16 +37,18 @@ const ACL: &[&str] = &[
     "table=1,priority=5,ct_state=+trk+inv,actions=drop",
 ];
 
-/// Accept connections on port 80 and answer each with "hello" (15 s at most).
+/// Accept connections on port 80 and answer each with "hello" (120 s at
+/// most: the test's ChildGuard kills it sooner; a short lifetime ran out
+/// before the test's last connect on a loaded machine).
 const SERVER: &str = r#"
 import socket, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('0.0.0.0', 80))
 s.listen(8)
-s.settimeout(15)
+s.settimeout(120)
 t = time.time()
-while time.time() - t < 15:
+while time.time() - t < 120:
     try:
         c, _ = s.accept()
         c.sendall(b'hello\n')
@@ -120,7 +122,8 @@ fn acl_allows_a_to_b_80_replies_flow_b_cannot_open_to_a() -> Result<()> {
     b.ns.neigh_add("eth0", IP_A, MAC_A)?;
     let _srv_b = ChildGuard::new(b.ns.spawn(&["python3", "-c", SERVER])?, "server in b");
     let _srv_a = ChildGuard::new(a.ns.spawn(&["python3", "-c", SERVER])?, "server in a");
-    std::thread::sleep(Duration::from_millis(500));
+    b.ns.wait_listening(80, Duration::from_secs(20))?;
+    a.ns.wait_listening(80, Duration::from_secs(20))?;
 
     // a -> b:80 is allowed, and b's replies (SYN+ACK, data, FIN) come back.
     let r = a.connect(IP_B, 80)?;

@@ -155,23 +155,6 @@ fn masq_flows(guard: &LeakGuard) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Wait (at most 20 s) until something in `ns` listens on TCP `port`: a
-/// loaded machine can take seconds to start python.
-fn wait_listening(ns: &Netns, port: u16) -> Result<()> {
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < end {
-        let out = ns.run(&["ss", "-Hltn", &format!("sport = :{port}")])?;
-        if !out.trim().is_empty() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(TopoError::Other(format!(
-        "nothing listens on {port} in {}",
-        ns.name()
-    )))
-}
-
 #[test]
 fn masquerade_hides_pods_behind_the_node_address() -> Result<()> {
     if !require_root() {
@@ -227,7 +210,7 @@ fn masquerade_hides_pods_behind_the_node_address() -> Result<()> {
         "tcpdump",
     );
     let _server = ChildGuard::new(out.ns.spawn(&["python3", "-c", SERVER])?, "server");
-    wait_listening(&out.ns, 8080)?;
+    out.ns.wait_listening(8080, Duration::from_secs(20))?;
     // tcpdump's start.
     std::thread::sleep(Duration::from_millis(1000));
 

@@ -187,23 +187,6 @@ fn go(dir: &Path, n: u32) -> Result<()> {
         .map_err(|e| TopoError::Other(format!("go{n}: {e}")))
 }
 
-/// Wait (at most 20 s) until something in `ns` listens on TCP `port`: a
-/// loaded machine can take seconds to start python.
-fn wait_listening(ns: &Netns, port: u16) -> Result<()> {
-    let end = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < end {
-        let out = ns.run(&["ss", "-Hltn", &format!("sport = :{port}")])?;
-        if !out.trim().is_empty() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(TopoError::Other(format!(
-        "nothing listens on {port} in {}",
-        ns.name()
-    )))
-}
-
 #[test]
 fn service_dnat_spreads_and_keeps_open_connections_on_their_backend() -> Result<()> {
     if !require_root() {
@@ -266,7 +249,7 @@ fn service_dnat_spreads_and_keeps_open_connections_on_their_backend() -> Result<
         sd.flowctl_ok(&["add-flow", "br0", f])?;
     }
     for b in &backends {
-        wait_listening(&b.ns, 8080)?;
+        b.ns.wait_listening(8080, Duration::from_secs(20))?;
     }
 
     // Spread.
