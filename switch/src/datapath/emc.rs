@@ -8,6 +8,24 @@
 //! the handle against the megaflow cache (generation compare), so entries
 //! pointing at evicted or flushed megaflows are simply ignored.
 //!
+//! Layout (docs/perf.md "FlowKey 21 -> 24 words", "EMC split"): two parallel
+//! arrays instead of one array of `{hash, handle, valid, key}` slots.
+//! - **Tags**: 16 bytes per slot (the hash with bit 0 forced on, 0 meaning
+//!   empty, and the handle); the two ways of a set sit side by side, so a
+//!   probe reads both ways' tags from **one** cache line, and a miss (no tag
+//!   equal) touches nothing else.
+//! - **Keys**: the 24-word key alone, 192 bytes aligned to 64, exactly three
+//!   cache lines, read only for a way whose tag matched.
+//!
+//! A hit therefore touches 1 + 3 lines. The former slot was 216 bytes padded
+//! to 256 (four lines, plus the other way's first line when the key sat in the
+//! second way, which used independent positions); with the 21-word key it had
+//! been three. Measured: the split brought the EMC hit back to below its
+//! 21-word cost (docs/perf.md). Ways in one set (rather than two positions
+//! from two hash halves, OVS's layout) cost a little associativity but keep
+//! the probe to one tag line; with 8192 slots and the 1/100 insertion the
+//! difference in conflicts is not measurable next to the cache-line saving.
+//!
 //! Insertion is probabilistic like OVS's `emc-insert-inv-prob`: with many
 //! flows, inserting every one would thrash the cache; inserting 1 in N means
 //! only flows that keep sending get in. 0 disables insertion, 1 inserts
@@ -82,32 +100,46 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
         == 0
 }
 
-/// One slot, cache-line aligned, with everything a probe checks before
-/// comparing keys (`valid`, `hash`, and the answer) in its first line, so a
-/// probe of the wrong way touches one line. With the 24-word key a slot is
-/// 216 bytes padded to 256 (four lines; three with the 21-word key): the EMC
-/// hit got 1.24-1.36x slower (docs/perf.md "FlowKey 21 -> 24 words"); moving
-/// hash/handle/valid to a parallel array would bring a slot back to three.
-#[repr(C, align(64))]
+/// The tag half of a slot: which hash it holds (`0` = empty) and the answer.
+/// 16 bytes, so four per cache line and both ways of a set in one line.
+#[repr(C, align(16))]
 #[derive(Clone, Copy, Debug)]
-struct EmcEntry {
-    hash: u64,
+struct Tag {
+    /// `hash | 1` of the key in this slot, or 0 when the slot is empty.
+    tag: u64,
     handle: MegaflowHandle,
-    valid: bool,
-    key: FlowKey,
 }
 
-const EMPTY: EmcEntry = EmcEntry {
-    hash: 0,
+const EMPTY_TAG: Tag = Tag {
+    tag: 0,
     handle: MegaflowHandle::NONE,
-    valid: false,
-    key: FlowKey::ZERO,
 };
+
+/// The key half of a slot: exactly three cache lines (192 bytes, aligned).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+struct KeySlot(FlowKey);
+
+const _: () = assert!(core::mem::size_of::<Tag>() == 16);
+const _: () = assert!(core::mem::size_of::<KeySlot>() == KEY_WORDS * 8);
+const _: () = assert!(KEY_WORDS * 8 % 64 == 0);
+
+/// The stored tag of `hash`: never 0, so 0 can mean "empty". Forcing bit 0
+/// merges two hashes into one tag at worst, which only costs a key compare:
+/// the key is always compared in full.
+#[inline(always)]
+fn tag_of(hash: u64) -> u64 {
+    hash | 1
+}
 
 /// The exact-match cache of one polling thread.
 pub struct Emc {
-    entries: Box<[EmcEntry]>,
-    mask: usize,
+    /// `2 * sets` tags; set `s` is `tags[2s]`, `tags[2s + 1]`.
+    tags: Box<[Tag]>,
+    /// The keys, parallel to `tags`.
+    keys: Box<[KeySlot]>,
+    /// `sets - 1` (sets is a power of two).
+    set_mask: usize,
     inv_prob: u32,
     rng: u64,
 }
@@ -115,7 +147,7 @@ pub struct Emc {
 impl core::fmt::Debug for Emc {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Emc")
-            .field("capacity", &self.entries.len())
+            .field("capacity", &self.tags.len())
             .field("insert_inv_prob", &self.inv_prob)
             .finish()
     }
@@ -131,8 +163,9 @@ impl Emc {
             entries.max(2).next_power_of_two()
         };
         Emc {
-            entries: vec![EMPTY; n].into_boxed_slice(),
-            mask: n.saturating_sub(1),
+            tags: vec![EMPTY_TAG; n].into_boxed_slice(),
+            keys: vec![KeySlot(FlowKey::ZERO); n].into_boxed_slice(),
+            set_mask: (n / 2).saturating_sub(1),
             inv_prob: insert_inv_prob,
             rng: 0x2545_f491_4f6c_dd1d,
         }
@@ -140,14 +173,13 @@ impl Emc {
 
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.entries.len()
+        self.tags.len()
     }
 
+    /// Index of the first way of `hash`'s set (the second is the next slot).
     #[inline(always)]
-    fn ways(&self, hash: u64) -> [usize; 2] {
-        let a = (hash as usize) & self.mask;
-        let b = ((hash >> 32) as usize ^ 1) & self.mask;
-        [a, if b == a { a ^ 1 } else { b }]
+    fn set(&self, hash: u64) -> usize {
+        ((hash as usize) & self.set_mask) * 2
     }
 
     /// The handle cached for exactly `key`, whose hash is `hash` (any
@@ -155,13 +187,16 @@ impl Emc {
     /// datapath uses [`key_hash`]).
     #[inline(always)]
     pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<MegaflowHandle> {
-        if self.entries.is_empty() {
+        if self.tags.is_empty() {
             return None;
         }
-        for w in self.ways(hash) {
-            let e = &self.entries[w];
-            if e.valid && e.hash == hash && same_key(&e.key, key) {
-                return Some(e.handle);
+        let s = self.set(hash);
+        let t = tag_of(hash);
+        // One bounds check for both ways (`s + 1 < len` since len is even).
+        let (tags, keys) = (&self.tags[s..s + 2], &self.keys[s..s + 2]);
+        for w in 0..2 {
+            if tags[w].tag == t && same_key(&keys[w].0, key) {
+                return Some(tags[w].handle);
             }
         }
         None
@@ -178,7 +213,7 @@ impl Emc {
         handle: MegaflowHandle,
         live: impl Fn(MegaflowHandle) -> bool,
     ) {
-        if self.entries.is_empty() || self.inv_prob == 0 {
+        if self.tags.is_empty() || self.inv_prob == 0 {
             return;
         }
         if self.inv_prob > 1 {
@@ -192,42 +227,36 @@ impl Emc {
                 return;
             }
         }
-        let [a, b] = self.ways(hash);
-        let victim = if self.entries[a].valid
-            && self.entries[a].hash == hash
-            && same_key(&self.entries[a].key, key)
-        {
+        let s = self.set(hash);
+        let t = tag_of(hash);
+        let (a, b) = (s, s + 1);
+        let holds = |i: usize| self.tags[i].tag == t && same_key(&self.keys[i].0, key);
+        let free = |i: usize| self.tags[i].tag == 0 || !live(self.tags[i].handle);
+        let victim = if holds(a) {
             a
-        } else if self.entries[b].valid
-            && self.entries[b].hash == hash
-            && same_key(&self.entries[b].key, key)
-        {
+        } else if holds(b) {
             b
-        } else if !self.entries[a].valid || !live(self.entries[a].handle) {
+        } else if free(a) {
             a
-        } else if !self.entries[b].valid || !live(self.entries[b].handle) {
+        } else if free(b) {
             b
         } else if hash & (1 << 40) == 0 {
             a
         } else {
             b
         };
-        self.entries[victim] = EmcEntry {
-            hash,
-            key: *key,
-            handle,
-            valid: true,
-        };
+        self.tags[victim] = Tag { tag: t, handle };
+        self.keys[victim] = KeySlot(*key);
     }
 
-    /// Forget every entry.
+    /// Forget every entry (writes the tags only).
     pub fn flush(&mut self) {
-        self.entries.iter_mut().for_each(|e| e.valid = false);
+        self.tags.fill(EMPTY_TAG);
     }
 
     /// Slots in use (valid, not necessarily live).
     pub fn occupied(&self) -> usize {
-        self.entries.iter().filter(|e| e.valid).count()
+        self.tags.iter().filter(|e| e.tag != 0).count()
     }
 }
 
@@ -278,6 +307,28 @@ mod tests {
         e.insert(&a, key_hash(&a), hb, |_| true);
         assert_eq!(e.lookup(&a, key_hash(&a)), Some(hb));
         assert_eq!(e.lookup(&c, key_hash(&c)), Some(hc));
+    }
+
+    #[test]
+    fn equal_hashes_are_told_apart_by_the_key() {
+        // Two keys forced onto one hash share a set and a tag: both are
+        // kept, one per way, and each lookup returns its own handle, never
+        // the other key's.
+        let mut e = Emc::new(64, 1);
+        let (a, b, c) = (key(1), key(2), key(3));
+        let (ha, hb) = (MegaflowHandle::from_raw(1, 0), MegaflowHandle::from_raw(2, 0));
+        let h = 0x1234_5678_9abc_def0;
+        e.insert(&a, h, ha, |_| true);
+        e.insert(&b, h, hb, |_| true);
+        assert_eq!(e.lookup(&a, h), Some(ha));
+        assert_eq!(e.lookup(&b, h), Some(hb));
+        assert!(e.lookup(&c, h).is_none());
+        assert_eq!(e.occupied(), 2);
+        // A third key on the same set evicts exactly one of them.
+        e.insert(&c, h, MegaflowHandle::from_raw(3, 0), |_| true);
+        assert_eq!(e.occupied(), 2);
+        assert_eq!(e.lookup(&c, h), Some(MegaflowHandle::from_raw(3, 0)));
+        assert!(e.lookup(&a, h).is_some() != e.lookup(&b, h).is_some());
     }
 
     #[test]
