@@ -36,7 +36,7 @@
 //!
 //! Never allocates after construction, never locks.
 
-use super::megaflow::MegaflowHandle;
+use super::megaflow::{prefetch, MegaflowHandle};
 use crate::flow::key::KEY_WORDS;
 use crate::flow::FlowKey;
 
@@ -191,6 +191,20 @@ impl Emc {
     #[inline(always)]
     fn set(&self, hash: u64) -> usize {
         (hash as usize) & self.set_mask
+    }
+
+    /// Start fetching the tag line of `hash`'s set, so that a later
+    /// [`Emc::lookup`] of that hash finds it in L1 and its only possible cache
+    /// miss is the key's (three adjacent lines). The datapath calls it right
+    /// after hashing each packet of a batch, a whole batch before the
+    /// lookups: with the tags and keys in separate arrays, a cold hit would
+    /// otherwise wait for two misses in a row (tag, then key) where a slot
+    /// holding both waited for one.
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(set) = self.tags.get(self.set(hash)) {
+            prefetch(set);
+        }
     }
 
     /// The handle cached for exactly `key`, whose hash is `hash` (any

@@ -700,6 +700,7 @@ impl Datapath {
                 }
                 scratch.layouts[i] = lay;
                 scratch.hashes[i] = key_hash(&scratch.keys[i]);
+                self.emc.prefetch(scratch.hashes[i]);
             }
         }
         self.stats.packets += n as u64;
