@@ -1,5 +1,5 @@
 //! The exact-match cache (EMC): full packet key → megaflow handle, in a
-//! fixed-size, 4-way set-associative array indexed by a whole-key hash
+//! fixed-size, 2-way set-associative array indexed by a whole-key hash
 //! ([`key_hash`] in the datapath), as OVS's `emc_cache` in `lib/dpif-netdev.c`.
 //!
 //! Data enters through [`Emc::insert`] (after a megaflow hit or install,
@@ -8,27 +8,6 @@
 //! the handle against the megaflow cache (generation compare), so entries
 //! pointing at evicted or flushed megaflows are simply ignored.
 //!
-//! Layout (docs/perf.md "FlowKey 21 -> 24 words", "EMC split"): two parallel
-//! arrays instead of one array of `{hash, handle, valid, key}` slots.
-//! - **Tags**: 16 bytes per slot (the hash with bit 0 forced on, 0 meaning
-//!   empty, and the handle); the four ways of a set fill one aligned cache
-//!   line, so a probe reads every way's tag from **one** line, and a miss (no
-//!   tag equal) touches nothing else.
-//! - **Keys**: the 24-word key alone, 192 bytes aligned to 64, exactly three
-//!   cache lines, read only for a way whose tag matched.
-//!
-//! A hit therefore touches 1 + 3 lines. The former slot was 216 bytes padded
-//! to 256 (four lines, and the other way's first line too when the key sat
-//! in the second way); with the 21-word key it had been three.
-//!
-//! Four ways in one set, where the former layout (and OVS's) had two ways at
-//! two independent positions taken from two halves of the hash: two ways in
-//! one set lost ~1 % of 1000 flows to conflicts in an 8192-slot cache (the
-//! `cycles` harness showed 98.8 % EMC hits instead of 100 %); four ways in
-//! one tag line keep them all (a set overflows when 5 of ~1000 keys land in
-//! one of 2048 sets) at the same one-line probe. Measured A/B against the
-//! former layout: docs/perf.md "FlowKey 21 -> 24 words".
-//!
 //! Insertion is probabilistic like OVS's `emc-insert-inv-prob`: with many
 //! flows, inserting every one would thrash the cache; inserting 1 in N means
 //! only flows that keep sending get in. 0 disables insertion, 1 inserts
@@ -36,7 +15,7 @@
 //!
 //! Never allocates after construction, never locks.
 
-use super::megaflow::{prefetch, MegaflowHandle};
+use super::megaflow::MegaflowHandle;
 use crate::flow::key::KEY_WORDS;
 use crate::flow::FlowKey;
 
@@ -103,53 +82,32 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
         == 0
 }
 
-/// The tag half of a slot: which hash it holds (`0` = empty) and the answer.
-/// 16 bytes, so the four ways of a set are one cache line.
-#[repr(C, align(16))]
+/// One slot, cache-line aligned, with everything a probe checks before
+/// comparing keys (`valid`, `hash`, and the answer) in its first line, so a
+/// probe of the wrong way touches one line. With the 24-word key a slot is
+/// 216 bytes padded to 256 (four lines; three with the 21-word key): the EMC
+/// hit got 1.24-1.36x slower (docs/perf.md "FlowKey 21 -> 24 words"); moving
+/// hash/handle/valid to a parallel array would bring a slot back to three.
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
-struct Tag {
-    /// `hash | 1` of the key in this slot, or 0 when the slot is empty.
-    tag: u64,
+struct EmcEntry {
+    hash: u64,
     handle: MegaflowHandle,
+    valid: bool,
+    key: FlowKey,
 }
 
-const EMPTY_TAG: Tag = Tag {
-    tag: 0,
+const EMPTY: EmcEntry = EmcEntry {
+    hash: 0,
     handle: MegaflowHandle::NONE,
+    valid: false,
+    key: FlowKey::ZERO,
 };
-
-/// The key half of a slot: exactly three cache lines (192 bytes, aligned).
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug)]
-struct KeySlot(FlowKey);
-
-/// The tags of one set: one aligned cache line.
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug)]
-struct TagSet([Tag; WAYS]);
-
-const _: () = assert!(core::mem::size_of::<TagSet>() == 64);
-const _: () = assert!(core::mem::size_of::<KeySlot>() == KEY_WORDS * 8);
-
-/// Ways per set: four 16-byte tags are one 64-byte cache line.
-const WAYS: usize = 4;
-
-/// The stored tag of `hash`: never 0, so 0 can mean "empty". Forcing bit 0
-/// merges two hashes into one tag at worst, which only costs a key compare:
-/// the key is always compared in full.
-#[inline(always)]
-fn tag_of(hash: u64) -> u64 {
-    hash | 1
-}
 
 /// The exact-match cache of one polling thread.
 pub struct Emc {
-    /// One line of tags per set.
-    tags: Box<[TagSet]>,
-    /// The keys: way `w` of set `s` is `keys[WAYS * s + w]`.
-    keys: Box<[KeySlot]>,
-    /// `sets - 1` (sets is a power of two).
-    set_mask: usize,
+    entries: Box<[EmcEntry]>,
+    mask: usize,
     inv_prob: u32,
     rng: u64,
 }
@@ -157,25 +115,24 @@ pub struct Emc {
 impl core::fmt::Debug for Emc {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Emc")
-            .field("capacity", &self.keys.len())
+            .field("capacity", &self.entries.len())
             .field("insert_inv_prob", &self.inv_prob)
             .finish()
     }
 }
 
 impl Emc {
-    /// A cache of `entries` slots (rounded up to a power of two, at least 4;
+    /// A cache of `entries` slots (rounded up to a power of two, at least 2;
     /// 0 disables the cache) inserting 1 in `insert_inv_prob` candidates.
     pub fn new(entries: usize, insert_inv_prob: u32) -> Emc {
         let n = if entries == 0 {
             0
         } else {
-            entries.max(WAYS).next_power_of_two()
+            entries.max(2).next_power_of_two()
         };
         Emc {
-            tags: vec![TagSet([EMPTY_TAG; WAYS]); n / WAYS].into_boxed_slice(),
-            keys: vec![KeySlot(FlowKey::ZERO); n].into_boxed_slice(),
-            set_mask: (n / WAYS).saturating_sub(1),
+            entries: vec![EMPTY; n].into_boxed_slice(),
+            mask: n.saturating_sub(1),
             inv_prob: insert_inv_prob,
             rng: 0x2545_f491_4f6c_dd1d,
         }
@@ -183,27 +140,14 @@ impl Emc {
 
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.keys.len()
+        self.entries.len()
     }
 
-    /// Index of `hash`'s set.
     #[inline(always)]
-    fn set(&self, hash: u64) -> usize {
-        (hash as usize) & self.set_mask
-    }
-
-    /// Start fetching the tag line of `hash`'s set, so that a later
-    /// [`Emc::lookup`] of that hash finds it in L1 and its only possible cache
-    /// miss is the key's (three adjacent lines). The datapath calls it right
-    /// after hashing each packet of a batch, a whole batch before the
-    /// lookups: with the tags and keys in separate arrays, a cold hit would
-    /// otherwise wait for two misses in a row (tag, then key) where a slot
-    /// holding both waited for one.
-    #[inline(always)]
-    pub fn prefetch(&self, hash: u64) {
-        if let Some(set) = self.tags.get(self.set(hash)) {
-            prefetch(set);
-        }
+    fn ways(&self, hash: u64) -> [usize; 2] {
+        let a = (hash as usize) & self.mask;
+        let b = ((hash >> 32) as usize ^ 1) & self.mask;
+        [a, if b == a { a ^ 1 } else { b }]
     }
 
     /// The handle cached for exactly `key`, whose hash is `hash` (any
@@ -211,17 +155,13 @@ impl Emc {
     /// datapath uses [`key_hash`]).
     #[inline(always)]
     pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<MegaflowHandle> {
-        if self.keys.is_empty() {
+        if self.entries.is_empty() {
             return None;
         }
-        let s = self.set(hash);
-        let t = tag_of(hash);
-        let tags = &self.tags[s].0;
-        // One bounds check for the set's keys.
-        let keys = &self.keys[s * WAYS..(s + 1) * WAYS];
-        for (tag, k) in tags.iter().zip(keys) {
-            if tag.tag == t && same_key(&k.0, key) {
-                return Some(tag.handle);
+        for w in self.ways(hash) {
+            let e = &self.entries[w];
+            if e.valid && e.hash == hash && same_key(&e.key, key) {
+                return Some(e.handle);
             }
         }
         None
@@ -238,7 +178,7 @@ impl Emc {
         handle: MegaflowHandle,
         live: impl Fn(MegaflowHandle) -> bool,
     ) {
-        if self.keys.is_empty() || self.inv_prob == 0 {
+        if self.entries.is_empty() || self.inv_prob == 0 {
             return;
         }
         if self.inv_prob > 1 {
@@ -252,33 +192,42 @@ impl Emc {
                 return;
             }
         }
-        let s = self.set(hash);
-        let t = tag_of(hash);
-        let tags = &self.tags[s].0;
-        let holds = |w: usize| tags[w].tag == t && same_key(&self.keys[s * WAYS + w].0, key);
-        let free = |w: usize| tags[w].tag == 0 || !live(tags[w].handle);
-        // The way already holding this key, else an empty or stale way, else
-        // a pseudo-random one (hash bits the set index does not use).
-        let w = (0..WAYS)
-            .find(|&w| holds(w))
-            .or_else(|| (0..WAYS).find(|&w| free(w)))
-            .unwrap_or((hash >> 40) as usize & (WAYS - 1));
-        self.tags[s].0[w] = Tag { tag: t, handle };
-        self.keys[s * WAYS + w] = KeySlot(*key);
+        let [a, b] = self.ways(hash);
+        let victim = if self.entries[a].valid
+            && self.entries[a].hash == hash
+            && same_key(&self.entries[a].key, key)
+        {
+            a
+        } else if self.entries[b].valid
+            && self.entries[b].hash == hash
+            && same_key(&self.entries[b].key, key)
+        {
+            b
+        } else if !self.entries[a].valid || !live(self.entries[a].handle) {
+            a
+        } else if !self.entries[b].valid || !live(self.entries[b].handle) {
+            b
+        } else if hash & (1 << 40) == 0 {
+            a
+        } else {
+            b
+        };
+        self.entries[victim] = EmcEntry {
+            hash,
+            key: *key,
+            handle,
+            valid: true,
+        };
     }
 
-    /// Forget every entry (writes the tags only).
+    /// Forget every entry.
     pub fn flush(&mut self) {
-        self.tags.fill(TagSet([EMPTY_TAG; WAYS]));
+        self.entries.iter_mut().for_each(|e| e.valid = false);
     }
 
     /// Slots in use (valid, not necessarily live).
     pub fn occupied(&self) -> usize {
-        self.tags
-            .iter()
-            .flat_map(|set| &set.0)
-            .filter(|e| e.tag != 0)
-            .count()
+        self.entries.iter().filter(|e| e.valid).count()
     }
 }
 
@@ -308,59 +257,27 @@ mod tests {
 
     #[test]
     fn stale_slots_are_replaced_first() {
-        // Four slots, one set: every key maps to all four ways.
-        let mut e = Emc::new(4, 1);
-        assert_eq!(e.capacity(), 4);
-        let keys: Vec<FlowKey> = (1..=5).map(key).collect();
-        let hs: Vec<MegaflowHandle> = (1..=5).map(|i| MegaflowHandle::from_raw(i, 0)).collect();
-        for i in 0..4 {
-            e.insert(&keys[i], key_hash(&keys[i]), hs[i], |_| true);
-        }
-        for i in 0..4 {
-            assert_eq!(e.lookup(&keys[i], key_hash(&keys[i])), Some(hs[i]));
-        }
-        // Key 2's megaflow is gone: key 5 takes its slot, the others survive.
-        e.insert(&keys[4], key_hash(&keys[4]), hs[4], |h| h != hs[1]);
-        assert!(e.lookup(&keys[1], key_hash(&keys[1])).is_none());
-        for i in [0, 2, 3, 4] {
-            assert_eq!(e.lookup(&keys[i], key_hash(&keys[i])), Some(hs[i]));
-        }
+        // Two slots: every key maps to both ways.
+        let mut e = Emc::new(2, 1);
+        let (a, b, c) = (key(1), key(2), key(3));
+        let (ha, hb, hc) = (
+            MegaflowHandle::from_raw(1, 0),
+            MegaflowHandle::from_raw(2, 0),
+            MegaflowHandle::from_raw(3, 0),
+        );
+        e.insert(&a, key_hash(&a), ha, |_| true);
+        e.insert(&b, key_hash(&b), hb, |_| true);
+        assert_eq!(e.lookup(&a, key_hash(&a)), Some(ha));
+        assert_eq!(e.lookup(&b, key_hash(&b)), Some(hb));
+        // b's megaflow is gone: c takes its slot and a survives.
+        e.insert(&c, key_hash(&c), hc, |h| h != hb);
+        assert_eq!(e.lookup(&a, key_hash(&a)), Some(ha));
+        assert_eq!(e.lookup(&c, key_hash(&c)), Some(hc));
+        assert!(e.lookup(&b, key_hash(&b)).is_none());
         // Re-inserting a key updates its slot in place.
-        e.insert(&keys[0], key_hash(&keys[0]), hs[1], |_| true);
-        assert_eq!(e.lookup(&keys[0], key_hash(&keys[0])), Some(hs[1]));
-        assert_eq!(e.occupied(), 4);
-        // A full set of live entries: the newcomer evicts exactly one.
-        e.insert(&keys[1], key_hash(&keys[1]), hs[1], |_| true);
-        assert_eq!(e.lookup(&keys[1], key_hash(&keys[1])), Some(hs[1]));
-        let kept = keys
-            .iter()
-            .filter(|k| e.lookup(k, key_hash(k)).is_some())
-            .count();
-        assert_eq!(kept, 4);
-    }
-
-    #[test]
-    fn equal_hashes_are_told_apart_by_the_key() {
-        // Keys forced onto one hash share a set and a tag: all are kept, one
-        // per way, and each lookup returns its own handle, never another
-        // key's.
-        let mut e = Emc::new(64, 1);
-        let h = 0x1234_5678_9abc_def0;
-        let keys: Vec<FlowKey> = (1..=5).map(key).collect();
-        for (i, k) in keys.iter().enumerate().take(4) {
-            e.insert(k, h, MegaflowHandle::from_raw(i as u32, 0), |_| true);
-        }
-        for (i, k) in keys.iter().enumerate().take(4) {
-            assert_eq!(e.lookup(k, h), Some(MegaflowHandle::from_raw(i as u32, 0)));
-        }
-        assert!(e.lookup(&keys[4], h).is_none());
-        assert_eq!(e.occupied(), 4);
-        // A fifth key on the same set evicts exactly one of them.
-        e.insert(&keys[4], h, MegaflowHandle::from_raw(4, 0), |_| true);
-        assert_eq!(e.occupied(), 4);
-        assert_eq!(e.lookup(&keys[4], h), Some(MegaflowHandle::from_raw(4, 0)));
-        let kept = keys.iter().filter(|k| e.lookup(k, h).is_some()).count();
-        assert_eq!(kept, 4);
+        e.insert(&a, key_hash(&a), hb, |_| true);
+        assert_eq!(e.lookup(&a, key_hash(&a)), Some(hb));
+        assert_eq!(e.lookup(&c, key_hash(&c)), Some(hc));
     }
 
     #[test]
@@ -375,13 +292,13 @@ mod tests {
                 assert_ne!(key_hash(&k), h0, "word {word} bit {bit}");
             }
         }
-        // Sequential addresses spread over the sets and their ways.
+        // Sequential addresses spread over the slots of both ways.
         let mut e = Emc::new(4096, 1);
         for i in 0..1024 {
             let k = key(0x0a00_0000 + i);
             e.insert(&k, key_hash(&k), MegaflowHandle::NONE, |_| true);
         }
-        assert!(e.occupied() > 1010, "{} of 1024 kept", e.occupied());
+        assert!(e.occupied() > 950, "{} of 1024 kept", e.occupied());
     }
 
     #[test]

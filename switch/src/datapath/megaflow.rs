@@ -161,7 +161,7 @@ struct Line([u64; 8]);
 
 /// Hint the CPU to fetch the line at `p` into all cache levels.
 #[inline(always)]
-pub(super) fn prefetch<T>(p: *const T) {
+fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is a hint: it never faults (not even on an invalid
     // address), has no architectural effect, and SSE is baseline on x86_64.

@@ -700,7 +700,6 @@ impl Datapath {
                 }
                 scratch.layouts[i] = lay;
                 scratch.hashes[i] = key_hash(&scratch.keys[i]);
-                self.emc.prefetch(scratch.hashes[i]);
             }
         }
         self.stats.packets += n as u64;
