@@ -86,8 +86,10 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 /// comparing keys (`valid`, `hash`, and the answer) in its first line, so a
 /// probe of the wrong way touches one line. With the 24-word key a slot is
 /// 216 bytes padded to 256 (four lines; three with the 21-word key): the EMC
-/// hit got 1.24-1.36x slower (docs/perf.md "FlowKey 21 -> 24 words"); moving
-/// hash/handle/valid to a parallel array would bring a slot back to three.
+/// hit got 1.24-1.36x slower (docs/perf.md "FlowKey 21 -> 24 words"). A
+/// split into a tag array (4 ways per 64-byte line) and a 3-line key array
+/// was built and measured in PVP (h30): no gain in the 64-byte cases, the
+/// routing cases slower, so it was reverted (docs/perf.md, same section).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]
 struct EmcEntry {
