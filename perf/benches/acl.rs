@@ -58,7 +58,11 @@ fn bench_acl(c: &mut Criterion) {
             let mut k = FlowKey::ZERO;
             let lay = extract(&f, perf::OUT_PORT, &mut k);
             let v = ct.execute(&f, &lay, &k, &look, ct.now_ms());
-            assert_ne!(v.state & switch::flow::key::ct_state::RPL, 0, "reply of flow {i}");
+            assert_ne!(
+                v.state & switch::flow::key::ct_state::RPL,
+                0,
+                "reply of flow {i}"
+            );
         }
         acl.warm(warm);
         let acl_misses = acl.dp.stats().misses;
@@ -73,7 +77,10 @@ fn bench_acl(c: &mut Criterion) {
             b.iter(|| black_box(perf::forward_batch(&mut acl)))
         });
         let (p, a) = (plain.dp.stats(), acl.dp.stats());
-        assert_eq!(p.misses, plain_misses, "the measured batches were cache hits");
+        assert_eq!(
+            p.misses, plain_misses,
+            "the measured batches were cache hits"
+        );
         assert_eq!(a.misses, acl_misses, "the measured batches were cache hits");
         assert_eq!(p.total_drops(), 0);
         assert_eq!(a.total_drops(), 0);
@@ -90,7 +97,11 @@ fn bench_acl(c: &mut Criterion) {
     let mut rig = perf::Rig::new(perf::new_connection_frames(NEW_CHUNK), pipeline);
     let batches = (NEW_CHUNK as usize) / perf::BATCH;
     rig.warm(2);
-    assert_eq!(ct.len(), 2 * perf::BATCH, "every packet committed its own connection");
+    assert_eq!(
+        ct.len(),
+        2 * perf::BATCH,
+        "every packet committed its own connection"
+    );
     assert_eq!(rig.dp.stats().misses, 2, "pass 1 and pass 2 megaflows");
     ct.flush(Some(1));
     // The port replays from the start after `batches` batches.

@@ -656,7 +656,10 @@ spec:
     for p in [36411, 36423, 3869] {
         assert!(!w.allowed("client", "db", SCTP, p), "SCTP {p}");
     }
-    assert!(!w.allowed("client", "db", TCP, 3868), "diameter is an SCTP port");
+    assert!(
+        !w.allowed("client", "db", TCP, 3868),
+        "diameter is an SCTP port"
+    );
     assert_eq!(
         w.drop_cookie("web", "db", SCTP, 10),
         w.cookie("default/sctp"),
@@ -669,8 +672,9 @@ spec:
     );
     let flows: Vec<String> = w.compiled.flows.iter().map(|f| f.to_string()).collect();
     assert!(
-        flows.iter().any(|f| f.contains("sctp,ct_state=+new+trk,ct_zone=3")
-            && f.contains(",tp_dst=9,")),
+        flows
+            .iter()
+            .any(|f| f.contains("sctp,ct_state=+new+trk,ct_zone=3") && f.contains(",tp_dst=9,")),
         "{flows:#?}"
     );
 }

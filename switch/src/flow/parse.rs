@@ -2327,7 +2327,10 @@ mod tests {
         // shorthand (lib/match.c match_format), whatever name was used.
         for (text, want) in [
             ("sctp,tp_dst=80,actions=drop", "sctp,tp_dst=80 actions=drop"),
-            ("sctp,sctp_dst=80,actions=drop", "sctp,tp_dst=80 actions=drop"),
+            (
+                "sctp,sctp_dst=80,actions=drop",
+                "sctp,tp_dst=80 actions=drop",
+            ),
             (
                 "sctp,sctp_src=5000,sctp_dst=0x50/0xfff0,actions=drop",
                 "sctp,tp_src=5000,tp_dst=80/0xfff0 actions=drop",
@@ -2366,13 +2369,19 @@ mod tests {
     #[test]
     fn sctp_port_prerequisites_are_errors_naming_the_fix() {
         for (text, needle) in [
-            ("sctp_dst=80,actions=drop", "sctp_dst=80 requires sctp or sctp6: add \"sctp,\""),
+            (
+                "sctp_dst=80,actions=drop",
+                "sctp_dst=80 requires sctp or sctp6: add \"sctp,\"",
+            ),
             ("ip,sctp_src=80,actions=drop", "requires sctp or sctp6"),
             ("tcp,sctp_dst=80,actions=drop", "requires sctp or sctp6"),
             ("ipv6,sctp_dst=80,actions=drop", "add \"sctp6,\""),
             ("sctp,tcp_dst=80,actions=drop", "requires tcp or tcp6"),
             ("sctp,udp_src=80,actions=drop", "requires udp or udp6"),
-            ("ip,tp_dst=80,actions=drop", "requires tcp, udp, sctp, tcp6, udp6 or sctp6"),
+            (
+                "ip,tp_dst=80,actions=drop",
+                "requires tcp, udp, sctp, tcp6, udp6 or sctp6",
+            ),
             ("sctp,tp_dst=65536,actions=drop", "65536"),
         ] {
             match parse_flow(text, ParseMode::Add) {

@@ -903,7 +903,10 @@ mod tests {
         ));
         let (k, l) = run(&v6);
         assert_eq!(l.status, ParseStatus::Ok);
-        assert_eq!((k.nw_proto, k.tp_src, k.tp_dst), (ipproto::SCTP, 36412, 38412));
+        assert_eq!(
+            (k.nw_proto, k.tp_src, k.tp_dst),
+            (ipproto::SCTP, 36412, 38412)
+        );
         // A common header cut short (11 of its 12 bytes): truncated, no ports.
         let mut short = v4[..34 + 11].to_vec();
         short[16..18].copy_from_slice(&31u16.to_be_bytes()); // 20 + 11
