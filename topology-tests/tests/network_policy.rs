@@ -398,7 +398,10 @@ fn policy_allows_a_to_b_80_only_and_b_cannot_open_to_a() -> Result<()> {
         })
         .ok_or_else(|| fail(format!("no cookie in:\n{compiled}")))?;
     let r = connect(&ns_c, &ip_a, 80)?;
-    assert_eq!(r, "got hello", "c ({ip_c}) -> a:80 (inside the ipBlock): {r}");
+    assert_eq!(
+        r, "got hello",
+        "c ({ip_c}) -> a:80 (inside the ipBlock): {r}"
+    );
     assert_eq!(
         deny_count(&drop_counts(&node, block_cookie)?, 41),
         Some(0),
