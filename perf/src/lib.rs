@@ -69,6 +69,14 @@ pub fn next_hop_mac(i: u32) -> [u8; 6] {
 /// table=3  output:                reg1=2 → output:2
 /// ```
 pub fn l3_flows(routes: u32) -> Vec<String> {
+    l3_flows_at(0, routes)
+}
+
+/// [`l3_flows`] with its tables moved up by `first` (table `t` becomes
+/// `first + t`, every `goto_table` with it), so another stage (the ACL
+/// benches' conntrack tables) can sit in front of it.
+pub fn l3_flows_at(first: u8, routes: u32) -> Vec<String> {
+    let t = |n: u8| first + n;
     let mac = |m: [u8; 6]| {
         m.iter()
             .map(|b| format!("{b:02x}"))
@@ -77,25 +85,96 @@ pub fn l3_flows(routes: u32) -> Vec<String> {
     };
     let mut v = vec![
         format!(
-            "table=0,priority=100,in_port={IN_PORT},actions=load:1->NXM_NX_REG0[],goto_table:1"
+            "table={},priority=100,in_port={IN_PORT},actions=load:1->NXM_NX_REG0[],goto_table:{}",
+            t(0),
+            t(1)
         ),
-        "table=0,priority=0,actions=drop".to_string(),
+        format!("table={},priority=0,actions=drop", t(0)),
         format!(
-            "table=1,priority=100,dl_dst={},actions=goto_table:2",
-            mac(ROUTER_MAC)
+            "table={},priority=100,dl_dst={},actions=goto_table:{}",
+            t(1),
+            mac(ROUTER_MAC),
+            t(2)
         ),
-        "table=1,priority=0,actions=drop".to_string(),
-        format!("table=3,priority=100,reg1={OUT_PORT},actions=output:{OUT_PORT}"),
+        format!("table={},priority=0,actions=drop", t(1)),
+        format!(
+            "table={},priority=100,reg1={OUT_PORT},actions=output:{OUT_PORT}",
+            t(3)
+        ),
     ];
     for i in 0..routes {
         v.push(format!(
-            "table=2,priority=100,ip,nw_dst={},actions=dec_ttl,mod_dl_src:{},mod_dl_dst:{},load:{OUT_PORT}->NXM_NX_REG1[],goto_table:3",
+            "table={},priority=100,ip,nw_dst={},actions=dec_ttl,mod_dl_src:{},mod_dl_dst:{},load:{OUT_PORT}->NXM_NX_REG1[],goto_table:{}",
+            t(2),
             route_dst(i),
             mac(ROUTER_MAC),
             mac(next_hop_mac(i)),
+            t(3),
         ));
     }
     v
+}
+
+/// The first table of the L3 pipeline behind the ACL stage ([`acl_flows`]).
+pub const ACL_NEXT_TABLE: u8 = 10;
+
+/// A commit-and-forward ACL in front of the L3 pipeline (tables 0 and 1),
+/// what `ferroswitch-policy` emits for allowed traffic:
+///
+/// ```text
+/// table=0  ip,ct_state=-trk            → ct(table=1,zone=1)   (anything else: drop)
+/// table=1  ip,ct_state=+trk+new        → ct(commit,zone=1), goto_table:10
+///          ip,ct_state=+trk+est        → goto_table:10
+///          (anything else: drop)
+/// table=10.. the L3 pipeline of [`l3_flows`], moved to start at table 10
+/// ```
+pub fn acl_flows(routes: u32) -> Vec<String> {
+    let next = ACL_NEXT_TABLE;
+    let mut v = vec![
+        "table=0,priority=100,ip,ct_state=-trk,actions=ct(table=1,zone=1)".to_string(),
+        "table=0,priority=0,actions=drop".to_string(),
+        format!(
+            "table=1,priority=100,ip,ct_state=+trk+new,actions=ct(commit,zone=1),goto_table:{next}"
+        ),
+        format!("table=1,priority=100,ip,ct_state=+trk+est,actions=goto_table:{next}"),
+        "table=1,priority=0,actions=drop".to_string(),
+    ];
+    v.extend(l3_flows_at(next, routes));
+    v
+}
+
+/// The L3 pipeline with `routes` routes behind the conntrack ACL ([`acl_flows`]).
+pub fn acl_pipeline(routes: u32) -> Pipeline {
+    pipeline_from(&acl_flows(routes))
+}
+
+/// The reply to [`udp_frame`]`(i)` (from the route's address back to the
+/// host), for establishing its connection in the tracker.
+pub fn udp_reply_frame(i: u32) -> Vec<u8> {
+    FrameBuilder::new()
+        .eth(ROUTER_MAC, HOST_MAC)
+        .ipv4(route_dst(i), Ipv4Addr::new(192, 168, 0, 1))
+        .ttl(64)
+        .udp(5001, 1024)
+        .build()
+}
+
+/// `n` UDP frames to route 0, each a new 5-tuple: source 172.16.x.y, source
+/// port from 1024 (for the new-connections bench: one connection per frame).
+pub fn new_connection_frames(n: u32) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|j| {
+            FrameBuilder::new()
+                .eth(HOST_MAC, ROUTER_MAC)
+                .ipv4(
+                    Ipv4Addr::new(172, 16, (j >> 8) as u8, j as u8),
+                    route_dst(0),
+                )
+                .ttl(64)
+                .udp(1024 + (j >> 16) as u16, 5001)
+                .build()
+        })
+        .collect()
 }
 
 /// Build a pipeline from ovs-ofctl flow strings. Panics on a bad flow: the

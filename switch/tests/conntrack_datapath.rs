@@ -586,3 +586,32 @@ fn service_dnat_through_a_select_group_spreads_and_sticks_while_buckets_change()
         );
     }
 }
+
+#[test]
+fn ct_after_a_header_rewrite_tracks_the_rewritten_packet() {
+    // A set action before `ct` changes what the tracker must see: the
+    // datapath re-extracts the rewritten frame then (it reuses the lookup
+    // key only while no action has touched the packet). Both passes of the
+    // recirculated copy see port 8080, and the committed connection is to
+    // 8080, not to the port the packet arrived with.
+    let mut r = Rig::new(pipeline(&[
+        "table=0,priority=10,tcp,in_port=1,ct_state=-trk,actions=mod_tp_dst:8080,ct(table=1,zone=3)",
+        "table=1,priority=10,tcp,ct_state=+trk+new,tp_dst=8080,actions=ct(commit,zone=3),output:2",
+        "table=1,priority=5,actions=drop",
+    ]));
+    let out = r.send(PORT_A, &[tcp(true, 1234, 80, SYN)]);
+    assert_eq!(out[1].len(), 1, "tracked and committed as 8080");
+    assert_eq!(&out[1][0][36..38], &8080u16.to_be_bytes(), "rewritten");
+    let conns = r.conns();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    assert!(conns[0].contains("dport=8080"), "{conns:?}");
+    assert!(!conns[0].contains("dport=80)"), "{conns:?}");
+    // Without the rewrite (a pristine packet) the same ACL keys on port 80.
+    let mut r = Rig::new(pipeline(&[
+        "table=0,priority=10,tcp,in_port=1,ct_state=-trk,actions=ct(table=1,zone=3)",
+        "table=1,priority=10,tcp,ct_state=+trk+new,tp_dst=80,actions=ct(commit,zone=3),output:2",
+        "table=1,priority=5,actions=drop",
+    ]));
+    assert_eq!(r.send(PORT_A, &[tcp(true, 1234, 80, SYN)])[1].len(), 1);
+    assert!(r.conns()[0].contains("dport=80)"), "{:?}", r.conns());
+}

@@ -219,18 +219,6 @@ fn named_port(pod: &PodInfo, proto: u8, name: &str) -> Option<u16> {
     })
 }
 
-const SCTP: u8 = 132;
-
-fn sctp_port_warning(policy: &NetworkPolicy, warnings: &mut Vec<String>) {
-    let m = format!(
-        "{}: SCTP with a port allows nothing yet (switchd cannot match SCTP ports); SCTP without a port works",
-        policy.id()
-    );
-    if !warnings.contains(&m) {
-        warnings.push(m);
-    }
-}
-
 /// Expand one rule for the selected pod `me`.
 fn expand_rule<'a>(
     cluster: &'a Cluster<'a>,
@@ -299,21 +287,14 @@ fn expand_rule<'a>(
         for s in &specs {
             match s {
                 PortSpec::Range { proto, lo, hi } => {
+                    // SCTP ports match like TCP and UDP ones (`sctp,tp_dst=`,
+                    // RFC 9260 §3.1 ports, extracted by switchd).
                     let ports = (!(*lo == 0 && *hi == 65535)).then_some((*lo, *hi));
-                    if *proto == SCTP && ports.is_some() {
-                        // switchd's flow parser refuses `sctp,tp_dst=` (OVS
-                        // accepts it): allowing nothing is the safe side.
-                        sctp_port_warning(policy, warnings);
-                        continue;
-                    }
                     out.push(Allow {
                         peer: *peer,
                         proto: Some(*proto),
                         ports,
                     })
-                }
-                PortSpec::Named { proto, .. } if *proto == SCTP => {
-                    sctp_port_warning(policy, warnings);
                 }
                 PortSpec::Named { proto, name } => {
                     if ingress {

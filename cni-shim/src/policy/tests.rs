@@ -33,7 +33,10 @@ pods:
     labels: { role: db, tier: backend }
     ips: [10.244.1.3, "fd00::3"]
     ofport: 3
-    ports: [ { name: redis, containerPort: 6379 }, { name: metrics, containerPort: 9121, protocol: TCP } ]
+    ports:
+      - { name: redis, containerPort: 6379 }
+      - { name: metrics, containerPort: 9121, protocol: TCP }
+      - { name: diameter, containerPort: 3868, protocol: SCTP }
   - { namespace: default, name: web, labels: { app: web, tier: frontend }, ips: [10.244.1.4], ofport: 4 }
   - { namespace: prod, name: client, labels: { app: client }, ips: [10.244.1.5], ofport: 5 }
   - namespace: kube-system
@@ -620,7 +623,7 @@ spec:
 }
 
 #[test]
-fn sctp_without_port_is_allowed_and_with_a_port_allows_nothing_yet() {
+fn sctp_ports_ranges_and_named_ports_match_like_tcp() {
     let mut w = world(
         r#"
 apiVersion: networking.k8s.io/v1
@@ -633,17 +636,46 @@ spec:
     ports: [ { protocol: SCTP } ]
   - from: [ { podSelector: { matchLabels: { app: web } } } ]
     ports: [ { protocol: SCTP, port: 9 }, { protocol: TCP, port: 9 } ]
+  - from: [ { podSelector: { matchLabels: { app: client } }, namespaceSelector: {} } ]
+    ports: [ { protocol: SCTP, port: 36412, endPort: 36422 }, { protocol: SCTP, port: diameter } ]
 "#,
     );
+    // Without a port: every SCTP port, nothing else.
     assert!(w.allowed("frontend", "db", SCTP, 9));
     assert!(w.allowed("frontend", "db", SCTP, 10));
     assert!(!w.allowed("frontend", "db", TCP, 9));
-    assert!(!w.allowed("web", "db", SCTP, 9));
+    // SCTP 9 and TCP 9, not SCTP 10 nor UDP 9.
+    assert!(w.allowed("web", "db", SCTP, 9));
     assert!(w.allowed("web", "db", TCP, 9));
+    assert!(!w.allowed("web", "db", SCTP, 10));
+    assert!(!w.allowed("web", "db", UDP, 9));
+    // A range and a named SCTP port (db's `diameter`: 3868/SCTP).
+    for p in [36412, 36417, 36422, 3868] {
+        assert!(w.allowed("client", "db", SCTP, p), "SCTP {p}");
+    }
+    for p in [36411, 36423, 3869] {
+        assert!(!w.allowed("client", "db", SCTP, p), "SCTP {p}");
+    }
     assert!(
-        w.compiled.warnings.iter().any(|m| m.contains("SCTP")),
+        !w.allowed("client", "db", TCP, 3868),
+        "diameter is an SCTP port"
+    );
+    assert_eq!(
+        w.drop_cookie("web", "db", SCTP, 10),
+        w.cookie("default/sctp"),
+        "the refused SCTP association is the policy's drop"
+    );
+    assert!(
+        w.compiled.warnings.iter().all(|m| !m.contains("SCTP")),
         "{:?}",
         w.compiled.warnings
+    );
+    let flows: Vec<String> = w.compiled.flows.iter().map(|f| f.to_string()).collect();
+    assert!(
+        flows
+            .iter()
+            .any(|f| f.contains("sctp,ct_state=+new+trk,ct_zone=3") && f.contains(",tp_dst=9,")),
+        "{flows:#?}"
     );
 }
 

@@ -1498,7 +1498,11 @@ fn classify(frame: &[u8], layout: &Layout, key: &FlowKey) -> Pkt {
     };
     let l4 = usize::from(layout.l4);
     match (key.nw_proto, v6) {
-        (ipproto::TCP, _) | (ipproto::UDP, _) => {
+        // SCTP (RFC 9260 §3.1) has ports like UDP: with them in the tuple an
+        // association is its own connection (a policy allowing SCTP port 9
+        // must not let a later association to port 10 pass as +est). Its
+        // state is tracked as "other" (no chunk state machine).
+        (ipproto::TCP, _) | (ipproto::UDP, _) | (ipproto::SCTP, _) => {
             t.sport = key.tp_src;
             t.dport = key.tp_dst;
             Pkt::Conn {

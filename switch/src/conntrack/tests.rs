@@ -184,6 +184,35 @@ fn icmp_error(to_a: bool, ty: u8, quoted: &[u8]) -> Vec<u8> {
         .build()
 }
 
+/// An SCTP packet (RFC 9260 §3.1 common header: ports, verification tag,
+/// checksum; then one DATA chunk header).
+fn sctp(from_a: bool, sport: u16, dport: u16) -> Vec<u8> {
+    let (s, d) = if from_a { (A, B) } else { (B, A) };
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+    l4.extend_from_slice(&[0, 3, 0, 16, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 46]);
+    FrameBuilder::new()
+        .eth(MAC_A, MAC_B)
+        .ipv4(s, d)
+        .ip_proto(ipproto::SCTP)
+        .payload(&l4)
+        .build()
+}
+
+#[test]
+fn sctp_associations_are_told_apart_by_port() {
+    let ct = Conntrack::new(10);
+    assert_eq!(run(&ct, &sctp(true, 5000, 9), commit(1), 0).state, NEW);
+    assert_eq!(run(&ct, &sctp(false, 9, 5000), look(1), 0).state, RPL);
+    assert_eq!(run(&ct, &sctp(true, 5000, 9), look(1), 0).state, EST);
+    // Another destination port between the same two hosts: a new association.
+    assert_eq!(run(&ct, &sctp(true, 5000, 10), look(1), 0).state, NEW);
+    assert_eq!(run(&ct, &sctp(true, 5001, 9), look(1), 0).state, NEW);
+    assert_eq!(ct.len(), 1);
+}
+
 #[test]
 fn icmp_errors_about_tracked_connections_are_related() {
     let ct = Conntrack::new(10);

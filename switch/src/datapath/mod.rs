@@ -441,6 +441,10 @@ struct CtEnv<'a> {
     queue: &'a mut Vec<Recirc>,
     /// Pass number of the packet whose actions run (1: fresh from a port).
     depth: u8,
+    /// The key this pass was looked up with: while no action has changed
+    /// the packet, `ct` takes its headers from here instead of extracting
+    /// the frame again (the key and layout extraction would give).
+    key: &'a FlowKey,
 }
 
 /// The slow-path translation function the datapath calls on a miss
@@ -767,6 +771,7 @@ impl Datapath {
                         now_ms: self.ct_now_ms,
                         queue: &mut self.recirc,
                         depth: 1,
+                        key,
                     };
                     run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
                     if !self.recirc.is_empty() {
@@ -823,6 +828,7 @@ impl Datapath {
                         now_ms: self.ct_now_ms,
                         queue: &mut self.recirc,
                         depth: r.depth + 1,
+                        key: &r.key,
                     };
                     run_actions(r.pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
                 }
@@ -1101,6 +1107,8 @@ fn run_actions(
         ..
     } = stats;
     let ps = &mut ports[pidx];
+    // No action has changed the packet yet: `ct` may reuse `env.key`.
+    let mut pristine = true;
     let Some(last) = what.last_output else {
         let r = what.drop.unwrap_or(DropReason::NoOutput);
         ps.drops[r.index()] += 1;
@@ -1149,7 +1157,10 @@ fn run_actions(
                 }
             }
         } else if let DpAction::Ct(c) = a {
-            match conntrack(&mut pkt, c, env) {
+            let reuse = pristine.then_some((env.key, ctx.layout));
+            // A `ct` may rewrite the packet (NAT): what follows re-extracts.
+            pristine = false;
+            match conntrack(&mut pkt, c, env, reuse) {
                 CtStep::Continue => {}
                 CtStep::Drop(r) => {
                     ps.drops[r.index()] += 1;
@@ -1190,15 +1201,18 @@ fn run_actions(
                     }
                 }
             }
-        } else if apply(&mut pkt, &mut ctx, a).is_err() {
-            let r = match ctx.layout.status {
-                ParseStatus::Ok => DropReason::ActionFailed,
-                ParseStatus::Truncated => DropReason::Truncated,
-                ParseStatus::Malformed => DropReason::Malformed,
-            };
-            ps.drops[r.index()] += 1;
-            pool.put(pkt);
-            return;
+        } else {
+            pristine = false;
+            if apply(&mut pkt, &mut ctx, a).is_err() {
+                let r = match ctx.layout.status {
+                    ParseStatus::Ok => DropReason::ActionFailed,
+                    ParseStatus::Truncated => DropReason::Truncated,
+                    ParseStatus::Malformed => DropReason::Malformed,
+                };
+                ps.drops[r.index()] += 1;
+                pool.put(pkt);
+                return;
+            }
         }
     }
     // Unreachable: the loop returns at `last`. Keep the buffer regardless.
@@ -1216,17 +1230,31 @@ enum CtStep {
 }
 
 /// Track `pkt` (OVS datapath `ct`): re-extract it as the earlier actions
-/// left it, ask the tracker, and with `recirc` build the next pass's key:
+/// left it (or, when none changed it, take `pristine`: the key and layout
+/// this pass was looked up with, whose headers are what extraction would
+/// give), ask the tracker, and with `recirc` build the next pass's key:
 /// headers from the frame, metadata from translation's frozen key, `ct_*`
-/// from the verdict, `recirc_id = T + 1`. With `nat`, the tracker
-/// translates the frame in place (OVS's datapath `ct(nat)` does too: what
-/// follows, in this pass and the recirculated one, sees the translated
-/// packet) and the key is extracted again. No allocation; the tracker takes
-/// one shard lock at a time (two for a NATed reply).
+/// from the verdict, `recirc_id = T + 1` (every non-header field is set
+/// here, so a reused key carries nothing of the previous pass). With `nat`,
+/// the tracker translates the frame in place (OVS's datapath `ct(nat)` does
+/// too: what follows, in this pass and the recirculated one, sees the
+/// translated packet) and the key is extracted again. No allocation; the
+/// tracker takes one shard lock at a time (two for a NATed reply).
 #[inline(never)]
-fn conntrack(pkt: &mut Packet, c: &actions::DpCt, env: &mut CtEnv<'_>) -> CtStep {
-    let mut key = FlowKey::ZERO;
-    let mut layout = extract(pkt.data(), c.frozen.in_port, &mut key);
+fn conntrack(
+    pkt: &mut Packet,
+    c: &actions::DpCt,
+    env: &mut CtEnv<'_>,
+    pristine: Option<(&FlowKey, Layout)>,
+) -> CtStep {
+    let (mut key, mut layout) = match pristine {
+        Some((k, l)) => (*k, l),
+        None => {
+            let mut key = FlowKey::ZERO;
+            let layout = extract(pkt.data(), c.frozen.in_port, &mut key);
+            (key, layout)
+        }
+    };
     let v = if c.exec.nat.is_some() {
         let (v, changed) = env
             .ct

@@ -59,8 +59,11 @@ pub enum Prereq {
     Tcp,
     /// IPv4 or IPv6 with `nw_proto=17`.
     Udp,
-    /// IPv4 or IPv6 with `nw_proto` 6 or 17 (the generic `tp_src`/`tp_dst`).
+    /// IPv4 or IPv6 with `nw_proto` 6, 17 or 132 (the generic
+    /// `tp_src`/`tp_dst`: TCP, UDP or SCTP ports, as in ovs-ofctl).
     TcpOrUdp,
+    /// IPv4 or IPv6 with `nw_proto=132` (SCTP, RFC 9260).
+    Sctp,
     /// IPv4 with `nw_proto=1`.
     Icmp,
     /// IPv6 with `nw_proto=58`.
@@ -86,7 +89,8 @@ impl Prereq {
             Prereq::Arp => "arp (or dl_type=0x0806)",
             Prereq::Tcp => "tcp or tcp6",
             Prereq::Udp => "udp or udp6",
-            Prereq::TcpOrUdp => "tcp, udp, tcp6 or udp6",
+            Prereq::TcpOrUdp => "tcp, udp, sctp, tcp6, udp6 or sctp6",
+            Prereq::Sctp => "sctp or sctp6",
             Prereq::Icmp => "icmp",
             Prereq::Icmpv6 => "icmp6",
             Prereq::Nd => "icmp6 with icmp_type=135 or icmp_type=136",
@@ -109,7 +113,10 @@ impl Prereq {
             Prereq::Arp => k.dl_type == ethertype::ARP,
             Prereq::Tcp => ip && k.nw_proto == ipproto::TCP,
             Prereq::Udp => ip && k.nw_proto == ipproto::UDP,
-            Prereq::TcpOrUdp => ip && (k.nw_proto == ipproto::TCP || k.nw_proto == ipproto::UDP),
+            Prereq::TcpOrUdp => {
+                ip && matches!(k.nw_proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP)
+            }
+            Prereq::Sctp => ip && k.nw_proto == ipproto::SCTP,
             Prereq::Icmp => ip4 && k.nw_proto == ipproto::ICMP,
             Prereq::Icmpv6 => ip6 && k.nw_proto == ipproto::ICMPV6,
             Prereq::Nd => is_nd(k, None),
@@ -384,10 +391,10 @@ fields! {
     /// IPv6 flow label.
     Ipv6Label = { name: "ipv6_label", aliases: ["NXM_NX_IPV6_LABEL", "OXM_OF_IPV6_FLABEL"], slot: ipv6_label,
         kind: Int, shift: 0, width: 20, maskable: true, writable: true, prereq: Ipv6, format: Hex },
-    /// Generic L4 source port (ovs-ofctl `tp_src`, TCP or UDP).
+    /// Generic L4 source port (ovs-ofctl `tp_src`, TCP, UDP or SCTP).
     TpSrc = { name: "tp_src", aliases: [], slot: tp_src,
         kind: Int, shift: 0, width: 16, maskable: true, writable: true, prereq: TcpOrUdp, format: Decimal },
-    /// Generic L4 destination port (ovs-ofctl `tp_dst`, TCP or UDP).
+    /// Generic L4 destination port (ovs-ofctl `tp_dst`, TCP, UDP or SCTP).
     TpDst = { name: "tp_dst", aliases: [], slot: tp_dst,
         kind: Int, shift: 0, width: 16, maskable: true, writable: true, prereq: TcpOrUdp, format: Decimal },
     /// TCP source port.
@@ -402,6 +409,13 @@ fields! {
     /// UDP destination port.
     UdpDst = { name: "udp_dst", aliases: ["NXM_OF_UDP_DST", "OXM_OF_UDP_DST"], slot: tp_dst,
         kind: Int, shift: 0, width: 16, maskable: true, writable: true, prereq: Udp, format: Decimal },
+    /// SCTP source port (RFC 9260 §3.1). Not writable: rewriting it would
+    /// need the CRC32c checksum recomputed, which ferroswitch does not do.
+    SctpSrc = { name: "sctp_src", aliases: ["OXM_OF_SCTP_SRC"], slot: tp_src,
+        kind: Int, shift: 0, width: 16, maskable: true, writable: false, prereq: Sctp, format: Decimal },
+    /// SCTP destination port (RFC 9260 §3.1). Not writable (see `sctp_src`).
+    SctpDst = { name: "sctp_dst", aliases: ["OXM_OF_SCTP_DST"], slot: tp_dst,
+        kind: Int, shift: 0, width: 16, maskable: true, writable: false, prereq: Sctp, format: Decimal },
     /// TCP flags.
     TcpFlags = { name: "tcp_flags", aliases: ["NXM_NX_TCP_FLAGS", "OXM_OF_TCP_FLAGS"], slot: tcp_flags,
         kind: Int, shift: 0, width: 12, maskable: true, writable: false, prereq: Tcp, format: TcpFlags },

@@ -89,6 +89,8 @@ pub mod ipproto {
     pub const UDP: u8 = 17;
     /// ICMP for IPv6.
     pub const ICMPV6: u8 = 58;
+    /// SCTP (RFC 9260).
+    pub const SCTP: u8 = 132;
 }
 
 /// IPv6 neighbour discovery constants (RFC 4861).

@@ -685,12 +685,13 @@ const PROTOCOLS: &[(&str, u16, Option<u8>)] = &[
     ("tcp6", ethertype::IPV6, Some(ipproto::TCP)),
     ("udp6", ethertype::IPV6, Some(ipproto::UDP)),
     ("arp", ethertype::ARP, None),
+    // SCTP: ports as `tp_src`/`tp_dst` or `sctp_src`/`sctp_dst` (RFC 9260 §3.1).
+    ("sctp", ethertype::IPV4, Some(ipproto::SCTP)),
+    ("sctp6", ethertype::IPV6, Some(ipproto::SCTP)),
     // Matched by ethertype / IP protocol only: ferroswitch has no fields for
-    // their headers (no sctp_src, no RARP-specific fields, no MPLS label), but
-    // dump-flows prints these names for such matches, so they must parse back.
+    // their headers (no RARP-specific fields, no MPLS label), but dump-flows
+    // prints these names for such matches, so they must parse back.
     ("rarp", 0x8035, None),
-    ("sctp", ethertype::IPV4, Some(132)),
-    ("sctp6", ethertype::IPV6, Some(132)),
     ("igmp", ethertype::IPV4, Some(2)),
     ("mpls", 0x8847, None),
     ("mplsm", 0x8848, None),
@@ -859,6 +860,13 @@ pub(crate) fn prereq_keyword(p: Prereq, k: &FlowKey) -> &'static str {
                 "udp6"
             } else {
                 "udp"
+            }
+        }
+        Prereq::Sctp => {
+            if v6 {
+                "sctp6"
+            } else {
+                "sctp"
             }
         }
         Prereq::Icmp => "icmp",
@@ -2355,6 +2363,92 @@ fn parse_route_action(v: Option<&str>, off: usize) -> Result<Action, ParseError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `text` parsed as an add, printed back as dump-flows does.
+    fn sctp_dump(text: &str) -> String {
+        match parse_flow(text, ParseMode::Add) {
+            Ok(spec) => crate::flow::format_flow(&spec.to_flow()),
+            Err(e) => panic!("{text:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn sctp_ports_parse_and_print_as_ovs_ofctl() {
+        // ovs-ofctl prints SCTP ports as tp_src/tp_dst after the `sctp`
+        // shorthand (lib/match.c match_format), whatever name was used.
+        for (text, want) in [
+            ("sctp,tp_dst=80,actions=drop", "sctp,tp_dst=80 actions=drop"),
+            (
+                "sctp,sctp_dst=80,actions=drop",
+                "sctp,tp_dst=80 actions=drop",
+            ),
+            (
+                "sctp,sctp_src=5000,sctp_dst=0x50/0xfff0,actions=drop",
+                "sctp,tp_src=5000,tp_dst=80/0xfff0 actions=drop",
+            ),
+            (
+                "sctp6,ipv6_dst=2001:db8::2,tp_dst=38412,actions=drop",
+                "sctp6,ipv6_dst=2001:db8::2,tp_dst=38412 actions=drop",
+            ),
+            (
+                "ip,nw_proto=132,OXM_OF_SCTP_DST=9,actions=drop",
+                "sctp,tp_dst=9 actions=drop",
+            ),
+            ("sctp,actions=drop", "sctp actions=drop"),
+        ] {
+            let out = sctp_dump(text);
+            assert!(out.ends_with(want), "{text:?} printed {out:?}");
+            // And the printed form parses back to the same match.
+            let again = sctp_dump(&out.replace(" actions=", ",actions="));
+            assert_eq!(again, out, "{text:?} round trip");
+        }
+        let spec = match parse_flow("sctp,tp_src=1,tp_dst=2,actions=drop", ParseMode::Add) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let f = spec.to_flow();
+        let mut k = FlowKey::ZERO;
+        k.dl_type = ethertype::IPV4;
+        k.nw_proto = ipproto::SCTP;
+        k.tp_src = 1;
+        k.tp_dst = 2;
+        assert!(f.matches.matches(&k), "an SCTP packet 1->2 matches");
+        k.nw_proto = ipproto::UDP;
+        assert!(!f.matches.matches(&k), "a UDP packet 1->2 does not");
+    }
+
+    #[test]
+    fn sctp_port_prerequisites_are_errors_naming_the_fix() {
+        for (text, needle) in [
+            (
+                "sctp_dst=80,actions=drop",
+                "sctp_dst=80 requires sctp or sctp6: add \"sctp,\"",
+            ),
+            ("ip,sctp_src=80,actions=drop", "requires sctp or sctp6"),
+            ("tcp,sctp_dst=80,actions=drop", "requires sctp or sctp6"),
+            ("ipv6,sctp_dst=80,actions=drop", "add \"sctp6,\""),
+            ("sctp,tcp_dst=80,actions=drop", "requires tcp or tcp6"),
+            ("sctp,udp_src=80,actions=drop", "requires udp or udp6"),
+            (
+                "ip,tp_dst=80,actions=drop",
+                "requires tcp, udp, sctp, tcp6, udp6 or sctp6",
+            ),
+            ("sctp,tp_dst=65536,actions=drop", "65536"),
+        ] {
+            match parse_flow(text, ParseMode::Add) {
+                Ok(_) => panic!("{text:?} parsed"),
+                Err(e) => assert!(e.to_string().contains(needle), "{text:?}: {e}"),
+            }
+        }
+        // Rewriting an SCTP port would need its CRC32c recomputed: refused.
+        for text in [
+            "sctp,actions=set_field:1->sctp_dst",
+            "sctp,actions=mod_tp_dst:1",
+            "sctp,actions=set_field:1->tp_dst",
+        ] {
+            assert!(parse_flow(text, ParseMode::Add).is_err(), "{text:?} parsed");
+        }
+    }
 
     #[test]
     fn lexer_offsets_and_nesting() {

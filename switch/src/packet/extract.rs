@@ -875,6 +875,46 @@ mod tests {
         );
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
+            .collect()
+    }
+
+    #[test]
+    fn sctp_ports_from_real_frames() {
+        // Built with scapy: IPv4 SCTP INIT 10.0.0.1:5000 -> 10.0.0.2:80
+        // (verification tag 0, CRC32c set), and IPv6 SCTP DATA
+        // [2001:db8::1]:36412 -> [2001:db8::2]:38412 (S1AP/NGAP ports).
+        // RFC 9260 §3.1: source and destination port are the first two
+        // 16-bit words of the 12-byte common header.
+        let v4 = unhex(concat!(
+            "0200000000bb0200000000aa08004500003400010000408466430a0000010a000002",
+            "138800500000000011e9891901000014112233440000ffff000a000a00000001"
+        ));
+        let (k, l) = run(&v4);
+        assert_eq!(l.status, ParseStatus::Ok);
+        assert_eq!((k.nw_proto, k.tp_src, k.tp_dst), (ipproto::SCTP, 5000, 80));
+        assert_eq!((k.tcp_flags, l.l4), (0, 34));
+        let v6 = unhex(concat!(
+            "0200000000bb0200000000aa86dd600000000020844020010db80000000000000000",
+            "0000000120010db80000000000000000000000028e3c960c010203046a824b150000",
+            "001400000007000000000000002e70696e67"
+        ));
+        let (k, l) = run(&v6);
+        assert_eq!(l.status, ParseStatus::Ok);
+        assert_eq!(
+            (k.nw_proto, k.tp_src, k.tp_dst),
+            (ipproto::SCTP, 36412, 38412)
+        );
+        // A common header cut short (11 of its 12 bytes): truncated, no ports.
+        let mut short = v4[..34 + 11].to_vec();
+        short[16..18].copy_from_slice(&31u16.to_be_bytes()); // 20 + 11
+        let (k, l) = run(&short);
+        assert_eq!(l.status, ParseStatus::Truncated);
+        assert_eq!((k.nw_proto, k.tp_src, k.tp_dst), (ipproto::SCTP, 0, 0));
+    }
+
     #[test]
     fn fuzz_entry_handles_odd_inputs() {
         fuzz_extract(&[]);

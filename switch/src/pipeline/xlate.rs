@@ -1013,7 +1013,12 @@ impl<'a> Xlator<'a> {
                 self.wc.vlan_tci |= VLAN_CFI;
                 p.satisfied_by(&self.flow)
             }
-            Prereq::Tcp | Prereq::Udp | Prereq::TcpOrUdp | Prereq::Icmp | Prereq::Icmpv6 => {
+            Prereq::Tcp
+            | Prereq::Udp
+            | Prereq::TcpOrUdp
+            | Prereq::Sctp
+            | Prereq::Icmp
+            | Prereq::Icmpv6 => {
                 if !is_ip(&self.flow) {
                     return false;
                 }
