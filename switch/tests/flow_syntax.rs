@@ -646,8 +646,14 @@ fn errors_point_at_the_token() {
     assert_eq!(dump("sctp,actions=drop"), "sctp actions=drop");
     assert_eq!(dump("ip,nw_proto=132,actions=drop"), "sctp actions=drop");
     assert_eq!(dump("rarp,actions=drop"), "rarp actions=drop");
-    assert_eq!(dump("sctp,sctp_src=5,actions=drop"), "sctp,tp_src=5 actions=drop");
-    assert_eq!(dump("sctp,tp_dst=80,actions=drop"), "sctp,tp_dst=80 actions=drop");
+    assert_eq!(
+        dump("sctp,sctp_src=5,actions=drop"),
+        "sctp,tp_src=5 actions=drop"
+    );
+    assert_eq!(
+        dump("sctp,tp_dst=80,actions=drop"),
+        "sctp,tp_dst=80 actions=drop"
+    );
     let e = add_err("ip,sctp_src=5,actions=drop");
     assert!(e.token.starts_with("sctp_src"), "{e:?}");
     let e = add_err("rarp,arp_spa=1.2.3.4,actions=drop");
