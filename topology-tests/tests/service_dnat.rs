@@ -391,8 +391,9 @@ fn service_dnat_spreads_and_keeps_open_connections_on_their_backend() -> Result<
             assert_eq!(&f[2..], &[VIP, "80"], "{l}");
         }
     }
-    // SYN+ACK, the greeting, two answers, and the close at least.
-    assert!(inbound >= 5, "{seen}");
+    // SYN+ACK, the greeting and the two answers at least (the close may be
+    // the client's RST, which the server does not answer).
+    assert!(inbound >= 4, "{seen}");
     drop(servers);
     Ok(())
 }
