@@ -319,9 +319,16 @@ fn routed_flows_are_offloaded_with_ttl_counters_and_flushed_on_delete() -> Resul
     let host = Netns::host();
     let xmit = ethtool_stat(&host, &b.host_if, "_xdp_xmit");
     assert!(xmit > 1000, "XDP redirects into pod b's veth: {xmit}");
+    // A peer without NAPI refuses every redirect; a peer with NAPI refuses
+    // only what finds its 256-entry ring full, which a TCP burst at line
+    // rate can do now and then (TCP retransmits them, as after any full
+    // ring). So: errors, if any, are a small fraction of the transmits.
     let errs = ethtool_stat(&host, &b.host_if, "_xdp_xmit_errors")
         + ethtool_stat(&host, &a.host_if, "_xdp_xmit_errors");
-    assert_eq!(errs, 0, "no XDP transmit error on the veths");
+    assert!(
+        errs * 100 < xmit,
+        "XDP transmit errors on the veths ({errs}) are ring-full drops, not refusals ({xmit} sent)"
+    );
 
     // The rule and the ports count what the kernel forwarded.
     let pa = port_json(&sd, "pod-a")?;
