@@ -41,7 +41,7 @@ use std::process::{Command, Output};
 pub use guard::{LeakGuard, Leftovers, PodLink};
 pub use netns::{LinkStats, Netns, VethPair};
 pub use switchd::{bin_dir, flowctl_bin, switchd_bin, Switchd};
-pub use tools::{iperf3, ping, ChildGuard, Iperf3Result, PingResult};
+pub use tools::{hello_server, iperf3, ping, tcp_hello, ChildGuard, Iperf3Result, PingResult};
 
 /// What went wrong while building or using a topology.
 #[derive(Debug, thiserror::Error)]

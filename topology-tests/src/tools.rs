@@ -260,6 +260,56 @@ pub fn iperf3(
     r
 }
 
+/// A TCP server on `argv[1]` answering every connection with "hello" (90 s
+/// at most; [`hello_server`]'s guard kills it sooner).
+const HELLO_SERVER: &str = r#"
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+s.listen(8)
+s.settimeout(90)
+t = time.time()
+while time.time() - t < 90:
+    try:
+        c, _ = s.accept()
+        c.sendall(b'hello\n')
+        c.close()
+    except Exception:
+        break
+"#;
+
+/// Connect to argv[1]:argv[2] (3 s timeout) and print what the server says.
+const HELLO_CLIENT: &str = r#"
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print('got', c.recv(64).decode().strip())
+except Exception as e:
+    print('failed', type(e).__name__)
+"#;
+
+/// Start a TCP server in `ns` on `port` that answers every connection with
+/// "hello", and return once it listens (python3 can take seconds to start
+/// on a loaded machine). The guard kills it.
+pub fn hello_server(ns: &Netns, port: u16) -> Result<ChildGuard> {
+    let p = port.to_string();
+    let g = ChildGuard::new(
+        ns.spawn(&["python3", "-c", HELLO_SERVER, &p])?,
+        "hello server",
+    );
+    ns.wait_listening(port, Duration::from_secs(20))?;
+    Ok(g)
+}
+
+/// Connect from `ns` to `ip:port` (3 s timeout): "got hello" from a
+/// [`hello_server`], or "failed <python exception>" (e.g. "failed timeout"
+/// when a SYN is dropped, "failed ConnectionRefusedError").
+pub fn tcp_hello(ns: &Netns, ip: &str, port: u16) -> Result<String> {
+    let out = ns.exec(&["python3", "-c", HELLO_CLIENT, ip, &port.to_string()])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

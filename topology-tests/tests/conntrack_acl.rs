@@ -15,10 +15,9 @@
 //! Root only (passes early otherwise); needs `cargo build --bins` with the
 //! default `afxdp` feature.
 
-use std::time::Duration;
-
 use topology_tests::{
-    require_root, switchd_bin, ChildGuard, LeakGuard, Netns, PodLink, Result, Switchd, VethPair,
+    hello_server, require_root, switchd_bin, tcp_hello, LeakGuard, Netns, PodLink, Result, Switchd,
+    VethPair,
 };
 
 const MAC_A: &str = "02:00:00:00:23:0a";
@@ -36,36 +35,6 @@ const ACL: &[&str] = &[
     "table=1,priority=5,ct_state=+trk+new,actions=drop",
     "table=1,priority=5,ct_state=+trk+inv,actions=drop",
 ];
-
-/// Accept connections on port 80 and answer each with "hello" (120 s at
-/// most: the test's ChildGuard kills it sooner; a short lifetime ran out
-/// before the test's last connect on a loaded machine).
-const SERVER: &str = r#"
-import socket, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', 80))
-s.listen(8)
-s.settimeout(120)
-t = time.time()
-while time.time() - t < 120:
-    try:
-        c, _ = s.accept()
-        c.sendall(b'hello\n')
-        c.close()
-    except Exception:
-        break
-"#;
-
-/// Connect to argv[1]:argv[2] (3 s timeout) and print what the server says.
-const CLIENT: &str = r#"
-import socket, sys
-try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-    print('got', c.recv(64).decode().strip())
-except Exception as e:
-    print('failed', type(e).__name__)
-"#;
 
 struct Pod {
     ns: Netns,
@@ -92,10 +61,7 @@ impl Pod {
 
     /// Connect to `ip:port` from this pod: "got hello" or "failed ...".
     fn connect(&self, ip: &str, port: u16) -> Result<String> {
-        let out = self
-            .ns
-            .exec(&["python3", "-c", CLIENT, ip, &port.to_string()])?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        tcp_hello(&self.ns, ip, port)
     }
 }
 
@@ -120,10 +86,8 @@ fn acl_allows_a_to_b_80_replies_flow_b_cannot_open_to_a() -> Result<()> {
     }
     a.ns.neigh_add("eth0", IP_B, MAC_B)?;
     b.ns.neigh_add("eth0", IP_A, MAC_A)?;
-    let _srv_b = ChildGuard::new(b.ns.spawn(&["python3", "-c", SERVER])?, "server in b");
-    let _srv_a = ChildGuard::new(a.ns.spawn(&["python3", "-c", SERVER])?, "server in a");
-    b.ns.wait_listening(80, Duration::from_secs(20))?;
-    a.ns.wait_listening(80, Duration::from_secs(20))?;
+    let _srv_b = hello_server(&b.ns, 80)?;
+    let _srv_a = hello_server(&a.ns, 80)?;
 
     // a -> b:80 is allowed, and b's replies (SYN+ACK, data, FIN) come back.
     let r = a.connect(IP_B, 80)?;

@@ -41,35 +41,9 @@ use std::time::Duration;
 
 use cni_support::{attachment_name, have_plugins, wait_reachable, Attachment, NetList, Node, Pod};
 use serde_json::json;
-use topology_tests::{bin_dir, output, require_root, ChildGuard, Netns, Result, TopoError};
-
-/// Serve `argv[1]` and answer every connection with "hello" (90 s at most).
-const SERVER: &str = r#"
-import socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', int(sys.argv[1])))
-s.listen(8)
-s.settimeout(90)
-t = time.time()
-while time.time() - t < 90:
-    try:
-        c, _ = s.accept()
-        c.sendall(b'hello\n')
-        c.close()
-    except Exception:
-        break
-"#;
-
-/// Connect to argv[1]:argv[2] (3 s timeout) and print what the server says.
-const CLIENT: &str = r#"
-import socket, sys
-try:
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-    print('got', c.recv(64).decode().strip())
-except Exception as e:
-    print('failed', type(e).__name__)
-"#;
+use topology_tests::{
+    bin_dir, hello_server, output, require_root, tcp_hello, Netns, Result, TopoError,
+};
 
 const POLICY: &str = r#"
 apiVersion: networking.k8s.io/v1
@@ -97,8 +71,7 @@ fn fail(s: impl Into<String>) -> TopoError {
 
 /// Connect from `ns` to `ip:port`: "got hello" or "failed ...".
 fn connect(ns: &Netns, ip: &str, port: u16) -> Result<String> {
-    let out = ns.exec(&["python3", "-c", CLIENT, ip, &port.to_string()])?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    tcp_hello(ns, ip, port)
 }
 
 fn timed_out(r: &str) -> bool {
@@ -184,9 +157,9 @@ fn policy_allows_a_to_b_80_only_and_b_cannot_open_to_a() -> Result<()> {
     let (name_a, name_b) = (attachment_name(&pod_a.att), attachment_name(&pod_b.att));
     let (port_a, port_b) = (ofport(&node, &name_a)?, ofport(&node, &name_b)?);
 
-    let _srv_b80 = ChildGuard::new(ns_b.spawn(&["python3", "-c", SERVER, "80"])?, "b:80");
-    let _srv_b81 = ChildGuard::new(ns_b.spawn(&["python3", "-c", SERVER, "81"])?, "b:81");
-    let _srv_a80 = ChildGuard::new(ns_a.spawn(&["python3", "-c", SERVER, "80"])?, "a:80");
+    let _srv_b80 = hello_server(&ns_b, 80)?;
+    let _srv_b81 = hello_server(&ns_b, 81)?;
+    let _srv_a80 = hello_server(&ns_a, 80)?;
     wait_reachable(&ns_a, &ip_b, Duration::from_secs(10))?;
     wait_reachable(&ns_b, &ip_a, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(300));
