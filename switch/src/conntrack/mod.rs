@@ -219,6 +219,18 @@ impl CtVerdict {
             nat_exhausted: false,
         }
     }
+
+    /// The verdict for a packet of connection `c`: `state` as given (with
+    /// [`cs::TRK`]), the connection's mark and label.
+    fn of_conn(state: u32, c: &Conn) -> CtVerdict {
+        CtVerdict {
+            state,
+            mark: c.mark,
+            label: c.label,
+            full: false,
+            nat_exhausted: false,
+        }
+    }
 }
 
 /// A connection's key in canonical form: the endpoint `(a, pa)` sorts
@@ -969,13 +981,7 @@ impl Conntrack {
             nat: None,
         };
         c.apply_marks(x);
-        let mut v = CtVerdict {
-            state: cs::TRK | cs::NEW,
-            mark: c.mark,
-            label: c.label,
-            full: false,
-            nat_exhausted: false,
-        };
+        let mut v = CtVerdict::of_conn(cs::TRK | cs::NEW, &c);
         if !x.commit {
             // Not committed: nothing is remembered, and exec() applies only
             // to a committed connection (OVS), so the packet has no mark.
@@ -1190,16 +1196,7 @@ impl Conntrack {
                 xlate_packet(&c.orig(), &n.reply.mirror())
             };
         }
-        Step::Done(
-            CtVerdict {
-                state,
-                mark: c.mark,
-                label: c.label,
-                full: false,
-                nat_exhausted: false,
-            },
-            xl,
-        )
+        Step::Done(CtVerdict::of_conn(state, c), xl)
     }
 
     /// [`Conntrack::sweep`] at the current time, at most once a second
@@ -1410,16 +1407,7 @@ fn related_verdict(c: &Conn, inner: &Tuple, swapped: bool, x: &CtExec, now_ms: u
             });
         }
     }
-    Step::Done(
-        CtVerdict {
-            state,
-            mark: c.mark,
-            label: c.label,
-            full: false,
-            nat_exhausted: false,
-        },
-        xl,
-    )
+    Step::Done(CtVerdict::of_conn(state, c), xl)
 }
 
 /// The rewrite of a packet from `from` to `to` (None when equal).
