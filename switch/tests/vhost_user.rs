@@ -715,6 +715,7 @@ fn bad_descriptors_are_counted_returned_and_never_crash() {
             "case {k}: both chains returned"
         );
         assert!(st.link_up());
+        assert_eq!(s.pool.available(), 256, "case {k}: the bad chain's buffer is back");
     }
     // Nested indirect: an indirect table whose entry is itself indirect.
     let (to, ta) = g.alloc(16);

@@ -384,12 +384,19 @@ impl Vring {
             for i in 0..good {
                 let slot = first.wrapping_add(i as u16) & mask;
                 let head = heads[i];
-                let Some(mut p) = pool.get() else {
+                let Some(p) = pool.get() else {
                     break 'batch;
+                };
+                // Into the batch first, filled in place after: filling a
+                // local and then moving it made the move's wide loads wait
+                // for the narrow stores of the fill (h21's profile).
+                out.push(p);
+                let Some(p) = out.last_mut() else {
+                    break 'batch; // just pushed: not reached
                 };
                 let f = flat[i];
                 let r = if f.ptr.is_null() {
-                    self.copy_out(mem, head, hdr_len, &mut p)
+                    self.copy_out(mem, head, hdr_len, p)
                 } else {
                     let len = f.len as usize;
                     let area = p.frame_area_mut();
@@ -402,12 +409,13 @@ impl Vring {
                     Ok(len) => {
                         p.truncate(len);
                         bytes += len as u64;
-                        out.push(p);
                         n += 1;
                     }
                     Err(e) => {
                         t.err(e);
-                        pool.put(p);
+                        if let Some(p) = out.pop() {
+                            pool.put(p);
+                        }
                     }
                 }
                 self.put_used(slot, head, 0);
