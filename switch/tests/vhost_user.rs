@@ -660,7 +660,10 @@ fn recycled_receive_buffers_get_a_correct_header_whatever_they_held() {
     let mut got = g.read(f0, 600);
     got.extend(g.read(h1, 12));
     got.extend(g.read(f1, 388));
-    assert_eq!(got, mid, "the second chain's first bytes are frame, not header");
+    assert_eq!(
+        got, mid,
+        "the second chain's first bytes are frame, not header"
+    );
 }
 
 #[test]
@@ -715,7 +718,11 @@ fn bad_descriptors_are_counted_returned_and_never_crash() {
             "case {k}: both chains returned"
         );
         assert!(st.link_up());
-        assert_eq!(s.pool.available(), 256, "case {k}: the bad chain's buffer is back");
+        assert_eq!(
+            s.pool.available(),
+            256,
+            "case {k}: the bad chain's buffer is back"
+        );
     }
     // Nested indirect: an indirect table whose entry is itself indirect.
     let (to, ta) = g.alloc(16);
