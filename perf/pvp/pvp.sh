@@ -29,6 +29,8 @@
 # --switches may also name switchd-alt: switchd again from the binary SWITCHD_ALT (an A/B of a
 # change in the same run, e.g. SWITCHD_ALT=/tmp/switchd-before --switches "switchd switchd-alt
 # ovs"); report.md then gets a second table, switchd / switchd-alt.
+# TESTPMD_EXTRA="--record-burst-stats" adds testpmd options for a diagnostic run (every switch
+# alike); testpmd's own busy cycles/packet is always in OUT/fwdstats-*.log (--record-core-cycles).
 #
 # Per case and repetition the script runs switchd then OVS (OVS first on even repetitions),
 # each freshly started, programmed from the same flow file (generated once by pvp-tool, loaded
@@ -54,6 +56,7 @@ WARMUP=${WARMUP:-3}
 ROUTES=${ROUTES:-1000}
 FLOWS=${FLOWS:-10000}
 QUEUE_SIZE=${QUEUE_SIZE:-1024}
+TESTPMD_EXTRA=${TESTPMD_EXTRA:-}   # more testpmd app options (diagnostics), every switch alike
 NICE=${NICE:--19}               # nice of testpmd and the switch: this box is shared with builds
 GEN_CPU=${GEN_CPU:-0}
 SUT_CPU=${SUT_CPU:-1}
@@ -163,6 +166,10 @@ tp_start() {   # ENGINE TXPKTS
   local app=(-i --nb-cores=1 --forward-mode="$engine" --burst=32 --txpkts="$txpkts"
              --rxd="$QUEUE_SIZE" --txd="$QUEUE_SIZE" --total-num-mbufs=32768 --no-flush-rx
              --tx-ip=10.254.0.1,10.253.0.0 --flowgen-flows="$FLOWS" --record-core-cycles)
+  # TESTPMD_EXTRA: more testpmd application options for a diagnostic run, e.g.
+  # --record-burst-stats (burst size spread in fwdstats-*.log), the same for every switch
+  # shellcheck disable=SC2206
+  app+=(${TESTPMD_EXTRA:-})
   echo "$TESTPMD ${eal[*]} -- ${app[*]}" >> "$OUT/commands.log"
   ( exec setsid nice -n "$NICE" taskset -c "$GEN_CPU" stdbuf -oL -eL "$TESTPMD" "${eal[@]}" -- "${app[@]}" <"$fifo" >"$TP_LOG" 2>&1 ) &
   TP_PID=$!

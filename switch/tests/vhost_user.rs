@@ -591,6 +591,81 @@ fn mergeable_rx_buffers_spread_a_frame_and_set_num_buffers() {
     );
 }
 
+/// Post the guest memory at `off` (`len` bytes, header first) again as a
+/// one-descriptor receive chain with head `h`, as a driver recycling its
+/// buffers does, without touching its contents.
+fn repost_rx(g: &mut Guest, h: u16, off: usize, len: u32) {
+    g.set_desc(0, h, GPA0 + off as u64, len, WRITE, 0);
+    g.make_avail(0, h);
+}
+
+#[test]
+fn recycled_receive_buffers_get_a_correct_header_whatever_they_held() {
+    // The header is stored only where it differs from what the buffer holds
+    // (set_net_hdr): whatever a recycled buffer held, the guest must read a
+    // zeroed header with the right num_buffers (virtio 1.1 §5.1.6.4).
+    let mut s = server();
+    let mut g = Guest::connect(&s.path);
+    g.negotiate(F_MRG);
+    let bufs = g.post_rx(0, 3, 512);
+    let big = frame(1500, 7);
+    assert_eq!(tx(&mut s.port, &mut s.pool, std::slice::from_ref(&big)), 1);
+    assert_eq!(g.take_used(0), vec![(0, 512), (1, 512), (2, 488)]);
+    assert_eq!(g.u16_at(bufs[0].1 + 10), 3);
+    // Buffer 0 holds num_buffers 3, buffer 1 frame bytes where its header
+    // goes, buffer 2 a header whose bytes 0-9 are right but num_buffers is
+    // not; then buffer 0 again with a correct header and one stale field.
+    repost_rx(&mut g, 3, bufs[0].1, 512);
+    repost_rx(&mut g, 4, bufs[1].1, 512);
+    g.write(bufs[2].1, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9]);
+    repost_rx(&mut g, 5, bufs[2].1, 512);
+    let small: Vec<Vec<u8>> = (0..3).map(|i| frame(60, 20 + i)).collect();
+    assert_eq!(tx(&mut s.port, &mut s.pool, &small), 3);
+    assert_eq!(g.take_used(0), vec![(3, 72), (4, 72), (5, 72)]);
+    let want_hdr = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    for (i, b) in bufs.iter().enumerate() {
+        let got = g.read(b.1, 72);
+        assert_eq!(got[..12], want_hdr, "buffer {i}'s header");
+        assert_eq!(got[12..], small[i][..], "buffer {i}'s frame");
+    }
+    // Already right: stays right. One stale byte (gso_size): cleared.
+    repost_rx(&mut g, 6, bufs[0].1, 512);
+    g.write(bufs[1].1 + 5, &[0x80]);
+    repost_rx(&mut g, 7, bufs[1].1, 512);
+    assert_eq!(tx(&mut s.port, &mut s.pool, &small[..2]), 2);
+    assert_eq!(g.take_used(0), vec![(6, 72), (7, 72)]);
+    assert_eq!(g.read(bufs[0].1, 12), want_hdr);
+    assert_eq!(g.read(bufs[1].1, 12), want_hdr);
+
+    // The general walk (a chain of two descriptors, header alone in the
+    // first) over buffers that held something else: the header is zeroed
+    // and num_buffers counts the chains of this frame only.
+    let (h0, a0) = g.alloc(12);
+    let (f0, fa0) = g.alloc(600);
+    let (h1, a1) = g.alloc(12);
+    let (f1, fa1) = g.alloc(600);
+    for (o, n) in [(h0, 12), (f0, 600), (h1, 12), (f1, 600)] {
+        g.write(o, &vec![0x5A; n]);
+    }
+    g.set_desc(0, 8, a0, 12, WRITE | NEXT, 9);
+    g.set_desc(0, 9, fa0, 600, WRITE, 0);
+    g.make_avail(0, 8);
+    g.set_desc(0, 10, a1, 12, WRITE | NEXT, 11);
+    g.set_desc(0, 11, fa1, 600, WRITE, 0);
+    g.make_avail(0, 10);
+    let mid = frame(1000, 9);
+    assert_eq!(tx(&mut s.port, &mut s.pool, std::slice::from_ref(&mid)), 1);
+    assert_eq!(g.take_used(0), vec![(8, 612), (10, 400)]);
+    assert_eq!(g.read(h0, 12), [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0]);
+    let mut got = g.read(f0, 600);
+    got.extend(g.read(h1, 12));
+    got.extend(g.read(f1, 388));
+    assert_eq!(
+        got, mid,
+        "the second chain's first bytes are frame, not header"
+    );
+}
+
 #[test]
 fn bad_descriptors_are_counted_returned_and_never_crash() {
     let mut s = server();
@@ -643,6 +718,11 @@ fn bad_descriptors_are_counted_returned_and_never_crash() {
             "case {k}: both chains returned"
         );
         assert!(st.link_up());
+        assert_eq!(
+            s.pool.available(),
+            256,
+            "case {k}: the bad chain's buffer is back"
+        );
     }
     // Nested indirect: an indirect table whose entry is itself indirect.
     let (to, ta) = g.alloc(16);

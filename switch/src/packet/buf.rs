@@ -482,13 +482,19 @@ impl PacketPool {
         }
     }
 
-    /// Take a heap buffer (its contents are stale). None when the pool is
-    /// empty: the caller counts a drop, it never allocates on the hot path.
+    /// Take a heap buffer (its contents are stale, its metadata clear). None
+    /// when the pool is empty: the caller counts a drop, it never allocates
+    /// on the hot path.
+    ///
+    /// Writes nothing: every packet in the free list is already clear
+    /// ([`Packet::new`], or [`PacketPool::put`] cleared it). Clearing fields
+    /// of the popped value here, just before moving all 48 bytes of it to the
+    /// caller, made that move's wide loads wait for the narrow stores
+    /// (no store-to-load forwarding across sizes; docs/perf.md, h21's profile).
     #[inline]
     pub fn get(&mut self) -> Option<Packet> {
-        let mut p = self.free.pop()?;
-        p.tunnel = None;
-        p.nexthop = 0;
+        let p = self.free.pop()?;
+        debug_assert!(p.tunnel.is_none() && p.nexthop == 0);
         Some(p)
     }
 
@@ -497,12 +503,18 @@ impl PacketPool {
     /// never carries a previous packet's tunnel).
     #[inline]
     pub fn put(&mut self, mut p: Packet) {
-        p.tunnel = None;
-        p.nexthop = 0;
         if !p.is_umem() {
+            // Move first, clear in place after: clearing `p` before the move
+            // stalled the move's loads (see `get`).
             self.free.push(p);
+            if let Some(q) = self.free.last_mut() {
+                q.tunnel = None;
+                q.nexthop = 0;
+            }
             return;
         }
+        p.tunnel = None;
+        p.nexthop = 0;
         let idx = p.frame;
         match self.frames.as_mut() {
             Some(f) if f.is(idx, FrameState::User, None) && f.frame_ptr_ok(idx, &p) => {
@@ -815,6 +827,35 @@ mod tests {
         assert!(p.push_tail(4));
         assert_eq!(p.data(), &[1, 2, 3, 0, 0, 0, 0]);
         assert!(!p.push_tail(BUF_CAP));
+    }
+
+    #[test]
+    fn a_pool_never_hands_out_a_previous_packets_tunnel_or_next_hop() {
+        // `get` writes nothing: `put` must leave every pooled packet clear.
+        let mut pool = PacketPool::with_capacity(2);
+        let mut held = Vec::new();
+        while let Some(mut p) = pool.get() {
+            assert!(p.tunnel().is_none() && p.nexthop() == 0, "fresh packet");
+            p.set_tunnel(Some(TunnelMeta {
+                tun_id: 5,
+                src: 1,
+                dst: 2,
+            }));
+            p.set_nexthop(0x0a00_0001);
+            held.push(p);
+        }
+        // Back, plus one from outside the pool (a datapath copy).
+        let mut extra = Packet::from_slice(&[1; 60]).unwrap();
+        extra.set_nexthop(7);
+        held.push(extra);
+        for p in held {
+            pool.put(p);
+        }
+        assert_eq!(pool.available(), 3);
+        while let Some(p) = pool.get() {
+            assert!(p.tunnel().is_none(), "tunnel carried over");
+            assert_eq!(p.nexthop(), 0, "next hop carried over");
+        }
     }
 
     const FS: usize = 4096;
