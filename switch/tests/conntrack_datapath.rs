@@ -720,7 +720,11 @@ fn hinted_pass_runs_a_second_ct_like_a_looked_up_one() {
     ]));
     for i in 0..4u16 {
         let f = udp(true, 5000, 53);
-        assert_eq!(r.send(PORT_A, std::slice::from_ref(&f))[1].len(), 1, "packet {i}");
+        assert_eq!(
+            r.send(PORT_A, std::slice::from_ref(&f))[1].len(),
+            1,
+            "packet {i}"
+        );
     }
     let conns = r.conns();
     assert_eq!(conns.len(), 1, "{conns:?}");

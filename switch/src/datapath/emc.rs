@@ -460,7 +460,10 @@ mod tests {
     fn hints_stay_with_the_insertion_they_were_set_on() {
         let mut e = Emc::new(2, 1);
         let (a, b) = (key(1), key(2));
-        let (h1, h2) = (MegaflowHandle::from_raw(1, 0), MegaflowHandle::from_raw(2, 0));
+        let (h1, h2) = (
+            MegaflowHandle::from_raw(1, 0),
+            MegaflowHandle::from_raw(2, 0),
+        );
         let at = e.insert(&a, key_hash(&a), h1, |_| true).expect("inserted");
         assert_eq!(e.lookup_at(&a, key_hash(&a)), Some((h1, at)));
         assert_eq!(e.hint(at), None, "a new entry has no hint");
