@@ -459,7 +459,7 @@ mod tests {
     #[test]
     fn hints_stay_with_the_insertion_they_were_set_on() {
         let mut e = Emc::new(2, 1);
-        let (a, b) = (key(1), key(2));
+        let a = key(1);
         let (h1, h2) = (
             MegaflowHandle::from_raw(1, 0),
             MegaflowHandle::from_raw(2, 0),
