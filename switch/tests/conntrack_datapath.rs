@@ -615,3 +615,122 @@ fn ct_after_a_header_rewrite_tracks_the_rewritten_packet() {
     assert_eq!(r.send(PORT_A, &[tcp(true, 1234, 80, SYN)])[1].len(), 1);
     assert!(r.conns()[0].contains("dport=80)"), "{:?}", r.conns());
 }
+
+fn udp(from_a: bool, sport: u16, dport: u16) -> Vec<u8> {
+    let (ms, md, s, d) = if from_a {
+        (MAC_A, MAC_B, IP_A, IP_B)
+    } else {
+        (MAC_B, MAC_A, IP_B, IP_A)
+    };
+    FrameBuilder::new()
+        .eth(ms, md)
+        .ipv4(s, d)
+        .udp(sport, dport)
+        .payload(b"x")
+        .build()
+}
+
+/// A rig whose EMC takes every key (the default inserts 1 in 100), so the
+/// first pass of each packet below is an EMC hit and may carry a hint.
+fn rig_emc_always(p: Pipeline) -> Rig {
+    let mut r = Rig::new(p);
+    r.dp = Datapath::new(
+        r.snap.clone(),
+        DatapathConfig {
+            emc_insert_inv_prob: 1,
+            ..DatapathConfig::default()
+        },
+    );
+    r
+}
+
+/// The recirculation hint (the first pass's EMC entry remembering the
+/// recirculated pass's megaflow) answers only for the verdict it was
+/// recorded with: `+new` -> `+est` and a mark change each take the full
+/// lookup and give the new verdict's answer, and a flow-mod (new snapshot
+/// generation) never sees an answer of the old tables.
+#[test]
+fn recirculation_hint_follows_the_verdict_and_never_outlives_a_flow_mod() {
+    let mut r = rig_emc_always(pipeline(&[
+        "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=1)",
+        "table=1,priority=20,udp,ct_state=+trk+new,in_port=1,actions=ct(commit,zone=1),output:2",
+        "table=1,priority=20,udp,ct_state=+trk+est+rpl,in_port=2,actions=ct(commit,zone=1,exec(set_field:0x7->ct_mark)),output:1",
+        "table=1,priority=20,udp,ct_state=+trk+est-rpl,ct_mark=0,in_port=1,actions=output:2",
+        "table=1,priority=20,udp,ct_state=+trk+est-rpl,ct_mark=0x7,in_port=1,actions=drop",
+    ]));
+    let a = udp(true, 4000, 53);
+    let hints = |r: &Rig| r.dp.stats().recirc_hint_hits;
+    // +new, committed: the full lookup, which records the hint.
+    assert_eq!(r.send(PORT_A, std::slice::from_ref(&a))[1].len(), 1);
+    assert_eq!(hints(&r), 0);
+    // Still +new (no reply yet): the hint answers.
+    assert_eq!(r.send(PORT_A, std::slice::from_ref(&a))[1].len(), 1);
+    assert_eq!(hints(&r), 1);
+    assert_eq!(r.conns().len(), 1);
+    // The reply makes it +est and sets the mark to 7.
+    assert_eq!(r.send(PORT_B, &[udp(false, 53, 4000)])[0].len(), 1);
+    assert!(r.conns()[0].contains("mark=7"), "{:?}", r.conns());
+    // +est with mark 7 is dropped: the +new hint must not answer.
+    let h0 = hints(&r);
+    let drops0 = r.drops(DropReason::ExplicitDrop);
+    let out = r.send(PORT_A, std::slice::from_ref(&a));
+    assert!(out[0].is_empty() && out[1].is_empty(), "{out:?}");
+    assert_eq!(r.drops(DropReason::ExplicitDrop), drops0 + 1);
+    assert_eq!(hints(&r), h0, "a different verdict takes the full lookup");
+    // Same verdict again: the (new) hint answers, with the same outcome.
+    let out = r.send(PORT_A, &[a.clone(), a.clone()]);
+    assert!(out[1].is_empty());
+    assert_eq!(r.drops(DropReason::ExplicitDrop), drops0 + 3);
+    assert_eq!(hints(&r), h0 + 2);
+    // A flow-mod (same tracker, new generation) lets mark 7 through: the
+    // caches and their hints are gone, the new tables answer.
+    let mut p2 = (*r.snap.pipeline).clone();
+    p2.apply(&[FlowMod {
+        command: FlowModCommand::ModifyStrict,
+        spec: parse_flow(
+            "table=1,priority=20,udp,ct_state=+trk+est-rpl,ct_mark=0x7,in_port=1,actions=output:2",
+            ParseMode::ModifyStrict,
+        )
+        .unwrap(),
+    }])
+    .unwrap();
+    let snap2 = Arc::new(Snapshot {
+        generation: 2,
+        pipeline: Arc::new(p2),
+        ports: vec![PORT_A, PORT_B],
+    });
+    r.dp.set_snapshot(snap2);
+    let h1 = hints(&r);
+    assert_eq!(r.send(PORT_A, std::slice::from_ref(&a))[1], vec![a.clone()]);
+    assert_eq!(hints(&r), h1, "no hint survives the flush");
+    assert_eq!(r.send(PORT_A, std::slice::from_ref(&a))[1], vec![a.clone()]);
+    assert_eq!(hints(&r), h1 + 1);
+    assert_eq!(r.drops(DropReason::ExplicitDrop), drops0 + 3);
+}
+
+/// A hinted pass is the same pass as a looked-up one: a `ct` in the
+/// recirculated pass (a second zone) tracks with the recirculated key's
+/// headers, and recirculates again from the hinted pass.
+#[test]
+fn hinted_pass_runs_a_second_ct_like_a_looked_up_one() {
+    let mut r = rig_emc_always(pipeline(&[
+        "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=1)",
+        "table=1,priority=10,udp,ct_state=+trk,ct_zone=1,actions=ct(table=2,zone=2)",
+        "table=2,priority=10,udp,ct_state=+trk+new,ct_zone=2,actions=ct(commit,zone=2),output:2",
+    ]));
+    for i in 0..4u16 {
+        let f = udp(true, 5000, 53);
+        assert_eq!(
+            r.send(PORT_A, std::slice::from_ref(&f))[1].len(),
+            1,
+            "packet {i}"
+        );
+    }
+    let conns = r.conns();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    assert!(conns[0].contains("zone=2") && conns[0].contains("dport=53"));
+    // Packets 2-4: their second pass from the hint; the third is looked up
+    // (a hinted pass has no EMC entry of its own to carry the next hint).
+    assert_eq!(r.dp.stats().recirc_hint_hits, 3, "{:?}", r.dp.stats());
+    assert_eq!(r.dp.stats().recirculations, 8);
+}

@@ -354,3 +354,59 @@ fn garbage_frames_never_panic() {
         let _ = run(&ct, &e, commit(0), 0);
     }
 }
+
+#[test]
+fn canonical_key_hashes_spread_over_shards_and_buckets() {
+    // The hash's top byte picks the shard, its low bits the bucket: 64k
+    // connections that differ only in the client's port, then only in the
+    // client's address (v4 and v6), must all hash apart, in both
+    // directions alike, and fill shards and buckets evenly.
+    let cases: [&dyn Fn(u32) -> Tuple; 3] = [
+        &|i| Tuple {
+            v6: false,
+            src: 0x0af4_0005,
+            dst: 0x0af4_0006,
+            sport: i as u16,
+            dport: 80,
+            proto: ipproto::TCP,
+        },
+        &|i| Tuple {
+            v6: false,
+            src: 0x0a00_0000 + u128::from(i),
+            dst: 0x0a60_0001,
+            sport: 40000,
+            dport: 53,
+            proto: ipproto::UDP,
+        },
+        &|i| Tuple {
+            v6: true,
+            src: 0xfd00_0000_0000_0000_0000_0000_0000_0000 + u128::from(i),
+            dst: 0xfd00_0000_0000_0000_0000_0000_0000_0001 << 64,
+            sport: 40000,
+            dport: 443,
+            proto: ipproto::TCP,
+        },
+    ];
+    for (n, case) in cases.iter().enumerate() {
+        let mut shards = [0u32; N_SHARDS];
+        let mut buckets = vec![0u32; 4096];
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..65536u32 {
+            let t = case(i);
+            let h = t.canon(1).0.hash();
+            assert_eq!(h, t.mirror().canon(1).0.hash(), "case {n}: both directions");
+            assert_ne!(h, t.canon(2).0.hash(), "case {n}: zones apart");
+            seen.insert(h);
+            shards[(h >> 56) as usize & (N_SHARDS - 1)] += 1;
+            buckets[h as usize & 4095] += 1;
+        }
+        assert_eq!(seen.len(), 65536, "case {n}: no two hashes equal");
+        // 256 per shard and 16 per bucket on average.
+        assert!(
+            shards.iter().all(|c| (128..=384).contains(c)),
+            "case {n}: {shards:?}"
+        );
+        let (lo, hi) = (buckets.iter().min(), buckets.iter().max());
+        assert!(lo >= Some(&1) && hi <= Some(&48), "case {n}: {lo:?}-{hi:?}");
+    }
+}

@@ -13,6 +13,17 @@
 //! only flows that keep sending get in. 0 disables insertion, 1 inserts
 //! always. The random source is a per-cache xorshift, no syscall.
 //!
+//! An entry can also carry a [`RecircHint`]: the megaflow that answered
+//! the *next* pass of a packet with this exact key after its `ct(table=T)`
+//! recirculated it, and the conntrack verdict that pass was looked up with.
+//! The next pass's key is a pure function of this entry's key, the entry's
+//! megaflow (whose `ct` action fixes zone, table and the frozen metadata)
+//! and the verdict, so while the hint's megaflow is live and the verdict is
+//! the same, the datapath can skip hashing and looking up the recirculated
+//! key (`datapath::conntrack`). A re-insert clears the hint; [`EmcRef`]
+//! (slot and insertion tag) makes sure a hint is only ever attached to the
+//! entry whose megaflow ran.
+//!
 //! Never allocates after construction, never locks.
 
 use super::megaflow::MegaflowHandle;
@@ -82,6 +93,67 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
         == 0
 }
 
+/// What a recirculated pass was answered by (see the module documentation):
+/// the megaflow, and the conntrack verdict (`ct_state`, `ct_mark`,
+/// `ct_label`) the recirculated key was built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecircHint {
+    /// The recirculated pass's megaflow (re-validated before use).
+    pub handle: MegaflowHandle,
+    /// The verdict's `ct_state`.
+    pub state: u32,
+    /// The verdict's `ct_mark`.
+    pub mark: u32,
+    /// The verdict's `ct_label`, as two words (no 16-byte alignment, so
+    /// the hint fits in the slot's padding).
+    pub label: [u64; 2],
+}
+
+impl RecircHint {
+    /// No hint.
+    pub const NONE: RecircHint = RecircHint {
+        handle: MegaflowHandle::NONE,
+        state: 0,
+        mark: 0,
+        label: [0; 2],
+    };
+
+    /// The verdict fields in hint form.
+    #[inline(always)]
+    pub fn of(handle: MegaflowHandle, state: u32, mark: u32, label: u128) -> RecircHint {
+        RecircHint {
+            handle,
+            state,
+            mark,
+            label: [label as u64, (label >> 64) as u64],
+        }
+    }
+
+    /// Whether this hint was recorded for this verdict.
+    #[inline(always)]
+    pub fn same_verdict(&self, state: u32, mark: u32, label: u128) -> bool {
+        ((self.state ^ state) | (self.mark ^ mark)) == 0
+            && ((self.label[0] ^ label as u64) | (self.label[1] ^ (label >> 64) as u64)) == 0
+    }
+}
+
+/// Where one lookup or insert found or put a key: a slot and the tag of
+/// the insertion that filled it, so that a later [`Emc::hint`] or
+/// [`Emc::set_hint`] acts only if the slot still holds that insertion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmcRef {
+    slot: u32,
+    tag: u32,
+}
+
+impl EmcRef {
+    /// No slot.
+    pub const NONE: EmcRef = EmcRef {
+        slot: u32::MAX,
+        tag: 0,
+    };
+}
+
 /// One slot, cache-line aligned, with everything a probe checks before
 /// comparing keys (`valid`, `hash`, and the answer) in its first line, so a
 /// probe of the wrong way touches one line. With the 24-word key a slot is
@@ -95,14 +167,25 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 struct EmcEntry {
     hash: u64,
     handle: MegaflowHandle,
+    /// Which insertion filled the slot ([`EmcRef`]).
+    tag: u32,
     valid: bool,
     key: FlowKey,
+    /// The recirculation hint, in the padding after the key (bytes
+    /// 216-248): the probe and key compare read exactly the bytes they
+    /// read without it, and the hint shares the key's last line, which a
+    /// hit has just read.
+    hint: RecircHint,
 }
+
+const _: () = assert!(core::mem::size_of::<EmcEntry>() == 256);
 
 const EMPTY: EmcEntry = EmcEntry {
     hash: 0,
     handle: MegaflowHandle::NONE,
+    tag: 0,
     valid: false,
+    hint: RecircHint::NONE,
     key: FlowKey::ZERO,
 };
 
@@ -112,6 +195,8 @@ pub struct Emc {
     mask: usize,
     inv_prob: u32,
     rng: u64,
+    /// Insertions so far (wrapping): the next entry's tag.
+    inserts: u32,
 }
 
 impl core::fmt::Debug for Emc {
@@ -137,6 +222,7 @@ impl Emc {
             mask: n.saturating_sub(1),
             inv_prob: insert_inv_prob,
             rng: 0x2545_f491_4f6c_dd1d,
+            inserts: 0,
         }
     }
 
@@ -157,21 +243,63 @@ impl Emc {
     /// datapath uses [`key_hash`]).
     #[inline(always)]
     pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<MegaflowHandle> {
+        self.lookup_at(key, hash).map(|(h, _)| h)
+    }
+
+    /// [`Emc::lookup`], also saying where the entry is (for its hint).
+    #[inline(always)]
+    pub fn lookup_at(&self, key: &FlowKey, hash: u64) -> Option<(MegaflowHandle, EmcRef)> {
         if self.entries.is_empty() {
             return None;
         }
         for w in self.ways(hash) {
             let e = &self.entries[w];
             if e.valid && e.hash == hash && same_key(&e.key, key) {
-                return Some(e.handle);
+                return Some((
+                    e.handle,
+                    EmcRef {
+                        slot: w as u32,
+                        tag: e.tag,
+                    },
+                ));
             }
         }
         None
     }
 
+    /// The entry at `at`, if it still holds the insertion `at` names.
+    #[inline(always)]
+    fn at(&self, at: EmcRef) -> Option<&EmcEntry> {
+        self.entries
+            .get(at.slot as usize)
+            .filter(|e| e.valid && e.tag == at.tag)
+    }
+
+    /// The recirculation hint of the entry at `at` (None when the slot
+    /// was refilled since, or holds no hint). The caller re-validates the
+    /// hint's handle and compares its verdict.
+    #[inline(always)]
+    pub fn hint(&self, at: EmcRef) -> Option<RecircHint> {
+        self.at(at)
+            .map(|e| e.hint)
+            .filter(|h| h.handle != MegaflowHandle::NONE)
+    }
+
+    /// Attach `hint` to the entry at `at`, if the slot still holds that
+    /// insertion (otherwise the entry it was meant for is gone: nothing).
+    #[inline]
+    pub fn set_hint(&mut self, at: EmcRef, hint: RecircHint) {
+        if self.at(at).is_some() {
+            if let Some(e) = self.entries.get_mut(at.slot as usize) {
+                e.hint = hint;
+            }
+        }
+    }
+
     /// Maybe cache `key` → `handle`, per the insertion probability.
     /// `live` says whether a slot's current handle is still live (stale slots
-    /// are replaced first).
+    /// are replaced first). Returns where the entry went (None: not
+    /// inserted); the entry starts without a hint.
     #[inline]
     pub fn insert(
         &mut self,
@@ -179,9 +307,9 @@ impl Emc {
         hash: u64,
         handle: MegaflowHandle,
         live: impl Fn(MegaflowHandle) -> bool,
-    ) {
+    ) -> Option<EmcRef> {
         if self.entries.is_empty() || self.inv_prob == 0 {
-            return;
+            return None;
         }
         if self.inv_prob > 1 {
             // xorshift64 (Marsaglia 2003).
@@ -191,7 +319,7 @@ impl Emc {
             x ^= x << 17;
             self.rng = x;
             if !x.is_multiple_of(u64::from(self.inv_prob)) {
-                return;
+                return None;
             }
         }
         let [a, b] = self.ways(hash);
@@ -214,12 +342,20 @@ impl Emc {
         } else {
             b
         };
+        self.inserts = self.inserts.wrapping_add(1);
+        let tag = self.inserts;
         self.entries[victim] = EmcEntry {
             hash,
             key: *key,
             handle,
+            tag,
             valid: true,
+            hint: RecircHint::NONE,
         };
+        Some(EmcRef {
+            slot: victim as u32,
+            tag,
+        })
     }
 
     /// Forget every entry.
@@ -318,5 +454,52 @@ mod tests {
         let mut disabled = Emc::new(0, 1);
         disabled.insert(&key(1), key_hash(&key(1)), MegaflowHandle::NONE, |_| true);
         assert!(disabled.lookup(&key(1), key_hash(&key(1))).is_none());
+    }
+
+    #[test]
+    fn hints_stay_with_the_insertion_they_were_set_on() {
+        let mut e = Emc::new(2, 1);
+        let a = key(1);
+        let (h1, h2) = (
+            MegaflowHandle::from_raw(1, 0),
+            MegaflowHandle::from_raw(2, 0),
+        );
+        let at = e.insert(&a, key_hash(&a), h1, |_| true).expect("inserted");
+        assert_eq!(e.lookup_at(&a, key_hash(&a)), Some((h1, at)));
+        assert_eq!(e.hint(at), None, "a new entry has no hint");
+        let hint = RecircHint::of(h2, 0x22, 7, 1 << 100 | 5);
+        e.set_hint(at, hint);
+        assert_eq!(e.hint(at), Some(hint));
+        assert!(hint.same_verdict(0x22, 7, 1 << 100 | 5));
+        assert!(!hint.same_verdict(0x21, 7, 1 << 100 | 5));
+        assert!(!hint.same_verdict(0x22, 6, 1 << 100 | 5));
+        assert!(!hint.same_verdict(0x22, 7, 5));
+        assert!(!hint.same_verdict(0x22, 7, 1 << 100 | 4));
+        // Re-inserting the same key (e.g. its megaflow was replaced) starts
+        // over without the hint, and the old reference is dead.
+        let at2 = e.insert(&a, key_hash(&a), h2, |_| true).expect("inserted");
+        assert_ne!(at, at2);
+        assert_eq!(e.hint(at2), None);
+        assert_eq!(e.hint(at), None);
+        e.set_hint(at, hint);
+        assert_eq!(e.hint(at2), None, "a stale reference writes nothing");
+        // Another key taking the slot: same. (Two slots, every slot's
+        // megaflow dead: new keys replace a's entry within a few inserts.)
+        e.set_hint(at2, hint);
+        assert_eq!(e.hint(at2), Some(hint));
+        let mut i = 10;
+        while e.lookup(&a, key_hash(&a)).is_some() && i < 200 {
+            let k = key(i);
+            let _ = e.insert(&k, key_hash(&k), h1, |_| false);
+            i += 1;
+        }
+        assert_eq!(e.lookup(&a, key_hash(&a)), None, "a was replaced");
+        assert_eq!(e.hint(at2), None);
+        // A flush forgets entries and hints.
+        let at3 = e.insert(&a, key_hash(&a), h1, |_| true).expect("inserted");
+        e.set_hint(at3, hint);
+        e.flush();
+        assert_eq!(e.hint(at3), None);
+        assert_eq!(e.hint(EmcRef::NONE), None);
     }
 }

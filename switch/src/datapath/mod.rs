@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use actions::DpAction;
-pub use emc::{key_hash, Emc};
+pub use emc::{key_hash, Emc, EmcRef, RecircHint};
 pub use execute::{apply, ExecCtx, ExecError, TunnelMeta};
 pub use fdb::{DpL2, L2DpStats};
 pub use megaflow::{
@@ -233,6 +233,9 @@ pub struct DatapathStats {
     pub batches: u64,
     /// Packets answered by the exact-match cache.
     pub emc_hits: u64,
+    /// Of which recirculated passes answered by the previous pass's EMC
+    /// entry's recirculation hint, without hashing or looking up their key.
+    pub recirc_hint_hits: u64,
     /// Packets answered by the megaflow cache.
     pub megaflow_hits: u64,
     /// Packets sent to the slow path (upcalls).
@@ -421,30 +424,102 @@ pub const MAX_RECIRC_DEPTH: u8 = 6;
 /// Recirculated copies one packet may have pending at once.
 const RECIRC_QUEUE: usize = 8;
 
-/// A packet waiting for its next pass (`ct(table=T)`).
+/// Entries of the recirculation stack: the pending copies, plus the passes
+/// in flight, which keep their entry (and their key, in place) until the
+/// copies they queued have run: at most `MAX_RECIRC_DEPTH - 1` of them.
+const RECIRC_SLOTS: usize = RECIRC_QUEUE + MAX_RECIRC_DEPTH as usize;
+
+/// A packet waiting for its next pass (`ct(table=T)`); its key is the
+/// stack's key slot of the same index ([`RecircStack`]).
 #[derive(Debug)]
 struct Recirc {
-    pkt: Packet,
-    key: FlowKey,
+    /// The packet; None once its pass has started.
+    pkt: Option<Packet>,
     layout: Layout,
     tunnel: Option<TunnelMeta>,
     nexthop: u32,
     /// Passes made so far.
     depth: u8,
+    /// The pass's megaflow, known from the previous pass's EMC entry's
+    /// [`RecircHint`] (re-validated before use); NONE: look the key up.
+    hinted: MegaflowHandle,
+    /// On a hint miss: the previous pass's EMC entry, to remember this
+    /// pass's megaflow at (with the verdict the key was built from).
+    hint_at: Option<(EmcRef, RecircHint)>,
+}
+
+/// Packets recirculated by `ct(table=T)` waiting for their next pass, LIFO
+/// (OVS `dp_netdev_recirculate` runs them before the next received packet).
+/// `ct` builds a recirculated key straight into `keys[entries.len()]`, and
+/// the pass runs from there: the 192-byte key is never moved (it was
+/// returned, pushed and popped: 10 % of the ACL benchmark's samples were
+/// `memcpy`). A pass in flight keeps its entry, its packet taken, so the
+/// copies it queues land above its key; the entry is popped when the loop
+/// comes back to it. Never grows after construction.
+#[derive(Debug)]
+struct RecircStack {
+    /// At most [`RECIRC_SLOTS`].
+    entries: Vec<Recirc>,
+    /// One more than `entries` can hold: `keys[entries.len()]` always
+    /// exists, as `ct`'s place to build a key even when the stack is full.
+    keys: Box<[FlowKey]>,
+    /// Entries whose packet still waits.
+    pending: usize,
+}
+
+impl RecircStack {
+    fn new() -> RecircStack {
+        RecircStack {
+            entries: Vec::with_capacity(RECIRC_SLOTS),
+            keys: vec![FlowKey::ZERO; RECIRC_SLOTS + 1].into_boxed_slice(),
+            pending: 0,
+        }
+    }
+}
+
+/// Where a pass's `ct` queues recirculated copies: the stack's entries,
+/// and its key slots from `base` up (those below belong to passes in
+/// flight, one of which may be the pass whose actions run).
+struct RecircSink<'a> {
+    entries: &'a mut Vec<Recirc>,
+    keys: &'a mut [FlowKey],
+    base: usize,
+    pending: &'a mut usize,
+}
+
+impl RecircSink<'_> {
+    /// The key slot the next queued copy gets (a spare one when the stack
+    /// is full: `ct` builds its key there and the copy is then dropped).
+    #[inline(always)]
+    fn next_key(&mut self) -> &mut FlowKey {
+        let i = (self.entries.len() - self.base).min(self.keys.len() - 1);
+        &mut self.keys[i]
+    }
+
+    /// Whether another copy may be queued.
+    #[inline(always)]
+    fn has_room(&self) -> bool {
+        *self.pending < RECIRC_QUEUE && self.entries.len() < RECIRC_SLOTS
+    }
 }
 
 /// What `ct` actions need while a megaflow's actions run.
 struct CtEnv<'a> {
     ct: &'a crate::conntrack::Conntrack,
     now_ms: u64,
-    /// Where recirculated packets wait (capacity [`RECIRC_QUEUE`], never grown).
-    queue: &'a mut Vec<Recirc>,
+    /// Where recirculated packets wait.
+    queue: RecircSink<'a>,
     /// Pass number of the packet whose actions run (1: fresh from a port).
     depth: u8,
     /// The key this pass was looked up with: while no action has changed
     /// the packet, `ct` takes its headers from here instead of extracting
     /// the frame again (the key and layout extraction would give).
     key: &'a FlowKey,
+    /// The thread's EMC, for recirculation hints.
+    emc: &'a Emc,
+    /// The EMC entry that answered this pass with the megaflow whose
+    /// actions run (NONE: none did; no hint is read or recorded).
+    emc_ref: EmcRef,
 }
 
 /// The slow-path translation function the datapath calls on a miss
@@ -475,6 +550,8 @@ struct Scratch {
     layouts: Vec<Layout>,
     hashes: Vec<u64>,
     handles: Vec<MegaflowHandle>,
+    /// The EMC entry that gave (or took) each key's handle.
+    emc_refs: Vec<EmcRef>,
 }
 
 impl Scratch {
@@ -491,6 +568,7 @@ impl Scratch {
             );
             self.hashes.resize(n, 0);
             self.handles.resize(n, MegaflowHandle::NONE);
+            self.emc_refs.resize(n, EmcRef::NONE);
         }
     }
 }
@@ -518,7 +596,7 @@ pub struct Datapath {
     /// This thread's ICMP error rate limit.
     icmp_bucket: crate::packet::icmp_error::TokenBucket,
     /// Packets recirculated by `ct(table=T)`, waiting for their next pass.
-    recirc: Vec<Recirc>,
+    recirc: RecircStack,
     /// The tracker's clock ([`crate::conntrack::Conntrack::now_ms`]), read
     /// with `now_ms`.
     ct_now_ms: u64,
@@ -545,7 +623,7 @@ impl Datapath {
             clock_tsc: 0,
             now_ms: 0,
             icmp_bucket: crate::packet::icmp_error::TokenBucket::default(),
-            recirc: Vec::with_capacity(RECIRC_QUEUE),
+            recirc: RecircStack::new(),
             ct_now_ms: 0,
             snapshot,
             cfg,
@@ -723,10 +801,11 @@ impl Datapath {
             let mut todo = 0u32;
             for j in 0..m {
                 let i = base + j;
-                match self.emc.lookup(&scratch.keys[i], scratch.hashes[i]) {
-                    Some(h) if self.mf.get(h).is_some() => {
+                match self.emc.lookup_at(&scratch.keys[i], scratch.hashes[i]) {
+                    Some((h, at)) if self.mf.get(h).is_some() => {
                         self.stats.emc_hits += 1;
                         scratch.handles[i] = h;
+                        scratch.emc_refs[i] = at;
                     }
                     _ => todo |= 1 << j,
                 }
@@ -741,10 +820,12 @@ impl Datapath {
         for (i, pkt) in batch.drain(..).enumerate() {
             let key = &scratch.keys[i];
             let mut h = scratch.handles[i];
+            let mut emc_ref = scratch.emc_refs[i];
             if self.mf.get(h).is_none() {
                 // Evicted by an install later in this batch: look up again.
                 self.stats.stale_handles += 1;
                 h = self.find_or_upcall(key);
+                emc_ref = EmcRef::NONE;
             }
             let ctx = ExecCtx::new(key, scratch.layouts[i]);
             match self.mf.hit(h, pkt.len() as u64, now_ms) {
@@ -766,15 +847,27 @@ impl Datapath {
                             &mut self.stats,
                         );
                     }
+                    let RecircStack {
+                        entries,
+                        keys,
+                        pending,
+                    } = &mut self.recirc;
                     let mut env = CtEnv {
                         ct: self.snapshot.pipeline.conntrack(),
                         now_ms: self.ct_now_ms,
-                        queue: &mut self.recirc,
+                        queue: RecircSink {
+                            entries,
+                            keys,
+                            base: 0,
+                            pending,
+                        },
                         depth: 1,
                         key,
+                        emc: &self.emc,
+                        emc_ref,
                     };
                     run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
-                    if !self.recirc.is_empty() {
+                    if !self.recirc.entries.is_empty() {
                         self.run_recirculations(tx, pool, pidx, now_ms);
                     }
                 }
@@ -810,44 +903,78 @@ impl Datapath {
         pidx: usize,
         now_ms: u64,
     ) {
-        while let Some(r) = self.recirc.pop() {
+        while let Some(top) = self.recirc.entries.len().checked_sub(1) {
+            let r = &mut self.recirc.entries[top];
+            let Some(pkt) = r.pkt.take() else {
+                // Its pass ran, and so did the copies it queued.
+                self.recirc.entries.pop();
+                continue;
+            };
+            self.recirc.pending -= 1;
+            let (layout, tunnel, nexthop, depth) = (r.layout, r.tunnel, r.nexthop, r.depth);
+            let (hinted, hint_at) = (r.hinted, r.hint_at);
             self.stats.recirculations += 1;
-            if r.depth >= MAX_RECIRC_DEPTH {
+            if depth >= MAX_RECIRC_DEPTH {
                 self.stats.ports[pidx].drops[DropReason::RecircDepth.index()] += 1;
-                pool.put(r.pkt);
+                pool.put(pkt);
                 continue;
             }
-            let h = self.lookup_one(&r.key);
-            let mut ctx = ExecCtx::new(&r.key, r.layout);
-            ctx.tunnel = r.tunnel;
-            ctx.nexthop = r.nexthop;
-            match self.mf.hit(h, r.pkt.len() as u64, now_ms) {
+            // The keys leave `self` for the pass (a pointer swap, no
+            // copy), so the lookup may borrow the rest of it.
+            let mut keys = std::mem::take(&mut self.recirc.keys);
+            let (below, above) = keys.split_at_mut(top + 1);
+            let key = &below[top];
+            let (h, emc_ref) = if self.mf.get(hinted).is_some() {
+                // The previous pass's EMC entry knew this key's megaflow.
+                self.stats.emc_hits += 1;
+                self.stats.recirc_hint_hits += 1;
+                (hinted, EmcRef::NONE)
+            } else {
+                let (h, at) = self.lookup_one(key);
+                if let Some((prev, hint)) = hint_at {
+                    self.emc.set_hint(prev, RecircHint { handle: h, ..hint });
+                }
+                (h, at)
+            };
+            let mut ctx = ExecCtx::new(key, layout);
+            ctx.tunnel = tunnel;
+            ctx.nexthop = nexthop;
+            match self.mf.hit(h, pkt.len() as u64, now_ms) {
                 Some(flow) => {
                     let mut env = CtEnv {
                         ct: self.snapshot.pipeline.conntrack(),
                         now_ms: self.ct_now_ms,
-                        queue: &mut self.recirc,
-                        depth: r.depth + 1,
-                        key: &r.key,
+                        queue: RecircSink {
+                            entries: &mut self.recirc.entries,
+                            keys: above,
+                            base: top + 1,
+                            pending: &mut self.recirc.pending,
+                        },
+                        depth: depth + 1,
+                        key,
+                        emc: &self.emc,
+                        emc_ref,
                     };
-                    run_actions(r.pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
+                    run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
                 }
                 None => {
                     self.stats.ports[pidx].drops[DropReason::ActionFailed.index()] += 1;
-                    pool.put(r.pkt);
+                    pool.put(pkt);
                 }
             }
+            self.recirc.keys = keys;
         }
     }
 
     /// One key through the EMC, the megaflow cache, then the slow path,
-    /// counting the tier that answered and feeding the EMC.
-    fn lookup_one(&mut self, key: &FlowKey) -> MegaflowHandle {
+    /// counting the tier that answered and feeding the EMC. Also returns
+    /// the EMC entry that answered or took the handle (NONE: neither).
+    fn lookup_one(&mut self, key: &FlowKey) -> (MegaflowHandle, EmcRef) {
         let hash = key_hash(key);
-        if let Some(h) = self.emc.lookup(key, hash) {
+        if let Some((h, at)) = self.emc.lookup_at(key, hash) {
             if self.mf.get(h).is_some() {
                 self.stats.emc_hits += 1;
-                return h;
+                return (h, at);
             }
         }
         let h = match self.mf.lookup(key) {
@@ -863,8 +990,8 @@ impl Datapath {
             }
         };
         let mf = &self.mf;
-        self.emc.insert(key, hash, h, |x| mf.get(x).is_some());
-        h
+        let at = self.emc.insert(key, hash, h, |x| mf.get(x).is_some());
+        (h, at.unwrap_or(EmcRef::NONE))
     }
 
     /// The megaflow tier for the keys `base + j` of `scratch` with bit `j`
@@ -914,8 +1041,9 @@ impl Datapath {
                 }
             };
             let mf = &self.mf;
-            self.emc.insert(key, hash, h, |x| mf.get(x).is_some());
+            let at = self.emc.insert(key, hash, h, |x| mf.get(x).is_some());
             scratch.handles[i] = h;
+            scratch.emc_refs[i] = at.unwrap_or(EmcRef::NONE);
         }
     }
 
@@ -1157,7 +1285,7 @@ fn run_actions(
                 }
             }
         } else if let DpAction::Ct(c) = a {
-            let reuse = pristine.then_some((env.key, ctx.layout));
+            let reuse = pristine.then_some(ctx.layout);
             // A `ct` may rewrite the packet (NAT): what follows re-extracts.
             pristine = false;
             match conntrack(&mut pkt, c, env, reuse) {
@@ -1167,7 +1295,11 @@ fn run_actions(
                     pool.put(pkt);
                     return;
                 }
-                CtStep::Recirculate(key, layout) => {
+                CtStep::Recirculate {
+                    layout,
+                    hinted,
+                    hint_at,
+                } => {
                     let last_one = ai == last;
                     let (p, left) = if last_one {
                         (Some(pkt), None)
@@ -1181,15 +1313,18 @@ fn run_actions(
                         (Some(c), Some(pkt))
                     };
                     if let Some(p) = p {
-                        if env.queue.len() < RECIRC_QUEUE {
-                            env.queue.push(Recirc {
-                                pkt: p,
-                                key,
+                        if env.queue.has_room() {
+                            // Its key is already in place (`next_key`).
+                            env.queue.entries.push(Recirc {
+                                pkt: Some(p),
                                 layout,
                                 tunnel: ctx.tunnel,
                                 nexthop: ctx.nexthop,
                                 depth: env.depth,
+                                hinted,
+                                hint_at,
                             });
+                            *env.queue.pending += 1;
                         } else {
                             ps.drops[DropReason::RecircDepth.index()] += 1;
                             pool.put(p);
@@ -1225,48 +1360,82 @@ enum CtStep {
     Continue,
     /// Drop the packet (e.g. `ct_full`).
     Drop(DropReason),
-    /// Tracked; recirculate a copy with this key and layout.
-    Recirculate(FlowKey, Layout),
+    /// Tracked; recirculate a copy with this layout, whose key `ct` built
+    /// in the recirculation stack's next key slot.
+    Recirculate {
+        layout: Layout,
+        /// The next pass's megaflow from a recirculation hint (NONE: none).
+        hinted: MegaflowHandle,
+        /// On a hint miss: where to record the hint once the next pass's
+        /// megaflow is known.
+        hint_at: Option<(EmcRef, RecircHint)>,
+    },
 }
 
 /// Track `pkt` (OVS datapath `ct`): re-extract it as the earlier actions
-/// left it (or, when none changed it, take `pristine`: the key and layout
-/// this pass was looked up with, whose headers are what extraction would
-/// give), ask the tracker, and with `recirc` build the next pass's key:
-/// headers from the frame, metadata from translation's frozen key, `ct_*`
-/// from the verdict, `recirc_id = T + 1` (every non-header field is set
-/// here, so a reused key carries nothing of the previous pass). With `nat`,
-/// the tracker translates the frame in place (OVS's datapath `ct(nat)` does
-/// too: what follows, in this pass and the recirculated one, sees the
-/// translated packet) and the key is extracted again. No allocation; the
-/// tracker takes one shard lock at a time (two for a NATed reply).
+/// left it (or, when none changed it, `pristine` is its layout and
+/// `env.key` the key this pass was looked up with, whose headers are what
+/// extraction would give), ask the tracker, and with `recirc` build the
+/// next pass's key in the recirculation stack's next key slot: headers from
+/// the frame, metadata from translation's frozen key, `ct_*` from the
+/// verdict, `recirc_id = T + 1` (every non-header field is set here, so a
+/// reused slot carries nothing of an earlier key). With `nat`, the tracker
+/// translates the frame in place (OVS's datapath `ct(nat)` does too: what
+/// follows, in this pass and the recirculated one, sees the translated
+/// packet) and the key is extracted again.
+///
+/// Recirculation hint: when the pass was answered by an EMC entry, `ct` is
+/// reached with the packet unchanged and without `nat` (so the next key's
+/// headers are that entry's key), the next key is a pure function of the
+/// entry's key, its megaflow (this action: zone, table, frozen metadata)
+/// and the verdict's `ct_state`, `ct_mark` and `ct_label`. If the entry's
+/// [`RecircHint`] was recorded for the same verdict, its megaflow is the
+/// next pass's answer (re-validated by generation when used); otherwise the
+/// next pass records it. No allocation; the tracker takes one shard lock at
+/// a time (two for a NATed reply).
 #[inline(never)]
 fn conntrack(
     pkt: &mut Packet,
     c: &actions::DpCt,
     env: &mut CtEnv<'_>,
-    pristine: Option<(&FlowKey, Layout)>,
+    pristine: Option<Layout>,
 ) -> CtStep {
-    let (mut key, mut layout) = match pristine {
-        Some((k, l)) => (*k, l),
-        None => {
-            let mut key = FlowKey::ZERO;
-            let layout = extract(pkt.data(), c.frozen.in_port, &mut key);
-            (key, layout)
+    let orig = env.key;
+    let key = env.queue.next_key();
+    let (v, layout, hintable) = match pristine {
+        Some(l) if c.exec.nat.is_none() => {
+            let v = env.ct.execute(pkt.data(), &l, orig, &c.exec, env.now_ms);
+            if c.recirc.is_some() && !v.full && !v.nat_exhausted {
+                *key = *orig;
+            }
+            (v, l, env.emc_ref != EmcRef::NONE)
         }
-    };
-    let v = if c.exec.nat.is_some() {
-        let (v, changed) = env
-            .ct
-            .execute_mut(pkt.data_mut(), &layout, &key, &c.exec, env.now_ms);
-        if changed {
-            key = FlowKey::ZERO;
-            layout = extract(pkt.data(), c.frozen.in_port, &mut key);
+        _ => {
+            let mut layout = match pristine {
+                Some(l) => {
+                    *key = *orig;
+                    l
+                }
+                None => {
+                    *key = FlowKey::ZERO;
+                    extract(pkt.data(), c.frozen.in_port, key)
+                }
+            };
+            let v = if c.exec.nat.is_some() {
+                let (v, changed) =
+                    env.ct
+                        .execute_mut(pkt.data_mut(), &layout, key, &c.exec, env.now_ms);
+                if changed {
+                    *key = FlowKey::ZERO;
+                    layout = extract(pkt.data(), c.frozen.in_port, key);
+                }
+                v
+            } else {
+                env.ct
+                    .execute(pkt.data(), &layout, key, &c.exec, env.now_ms)
+            };
+            (v, layout, false)
         }
-        v
-    } else {
-        env.ct
-            .execute(pkt.data(), &layout, &key, &c.exec, env.now_ms)
     };
     if v.full {
         return CtStep::Drop(DropReason::CtFull);
@@ -1289,5 +1458,21 @@ fn conntrack(
     key.ct_mark = v.mark;
     key.ct_label = v.label.to_be_bytes();
     key.recirc_id = u32::from(table) + 1;
-    CtStep::Recirculate(key, layout)
+    let (mut hinted, mut hint_at) = (MegaflowHandle::NONE, None);
+    if hintable {
+        match env.emc.hint(env.emc_ref) {
+            Some(h) if h.same_verdict(v.state, v.mark, v.label) => hinted = h.handle,
+            _ => {
+                hint_at = Some((
+                    env.emc_ref,
+                    RecircHint::of(MegaflowHandle::NONE, v.state, v.mark, v.label),
+                ))
+            }
+        }
+    }
+    CtStep::Recirculate {
+        layout,
+        hinted,
+        hint_at,
+    }
 }
