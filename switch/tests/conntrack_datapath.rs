@@ -40,16 +40,20 @@ const ACL: &[&str] = &[
     "table=1,priority=5,ct_state=+trk+inv,actions=drop",
 ];
 
-fn pipeline(flows: &[&str]) -> Pipeline {
-    let mut p = Pipeline::new();
-    let mods: Vec<FlowMod> = flows
+/// `flows` (ovs-ofctl syntax) as flow-mod adds.
+fn adds(flows: &[&str]) -> Vec<FlowMod> {
+    flows
         .iter()
         .map(|t| FlowMod {
             command: FlowModCommand::Add,
             spec: parse_flow(t, ParseMode::Add).unwrap_or_else(|e| panic!("{t}: {}", e.message)),
         })
-        .collect();
-    p.apply(&mods).unwrap();
+        .collect()
+}
+
+fn pipeline(flows: &[&str]) -> Pipeline {
+    let mut p = Pipeline::new();
+    p.apply(&adds(flows)).unwrap();
     p
 }
 
@@ -516,14 +520,7 @@ fn service_rig(buckets: &[usize]) -> Rig {
             .unwrap(),
     )
     .unwrap();
-    let mods: Vec<FlowMod> = SERVICE
-        .iter()
-        .map(|t| FlowMod {
-            command: FlowModCommand::Add,
-            spec: parse_flow(t, ParseMode::Add).unwrap_or_else(|e| panic!("{t}: {}", e.message)),
-        })
-        .collect();
-    p.apply(&mods).unwrap();
+    p.apply(&adds(SERVICE)).unwrap();
     Rig::new(p)
 }
 
