@@ -116,12 +116,17 @@ impl Rig {
     }
 }
 
-fn tcp(from_a: bool, sport: u16, dport: u16, flags: u16) -> Vec<u8> {
-    let (ms, md, s, d) = if from_a {
+/// Source and destination MACs and addresses of a packet from A (or from B).
+fn ends(from_a: bool) -> ([u8; 6], [u8; 6], [u8; 4], [u8; 4]) {
+    if from_a {
         (MAC_A, MAC_B, IP_A, IP_B)
     } else {
         (MAC_B, MAC_A, IP_B, IP_A)
-    };
+    }
+}
+
+fn tcp(from_a: bool, sport: u16, dport: u16, flags: u16) -> Vec<u8> {
+    let (ms, md, s, d) = ends(from_a);
     FrameBuilder::new()
         .eth(ms, md)
         .ipv4(s, d)
@@ -614,11 +619,7 @@ fn ct_after_a_header_rewrite_tracks_the_rewritten_packet() {
 }
 
 fn udp(from_a: bool, sport: u16, dport: u16) -> Vec<u8> {
-    let (ms, md, s, d) = if from_a {
-        (MAC_A, MAC_B, IP_A, IP_B)
-    } else {
-        (MAC_B, MAC_A, IP_B, IP_A)
-    };
+    let (ms, md, s, d) = ends(from_a);
     FrameBuilder::new()
         .eth(ms, md)
         .ipv4(s, d)

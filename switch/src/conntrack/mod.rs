@@ -446,7 +446,30 @@ enum Alloc {
     Exhausted,
 }
 
+/// What became of a connection when a packet found it ([`Conn::fate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Continues,
+    Expired,
+    Reopened,
+}
+
 impl Conn {
+    /// What a packet (`reply` direction, TCP `flags`) found at `now_ms`:
+    /// this connection, or one that has expired, or a closed TCP
+    /// connection that the packet opens again (a new connection).
+    fn fate(&self, reply: bool, flags: u16, now_ms: u64) -> Fate {
+        if self.expires_ms <= now_ms {
+            Fate::Expired
+        } else if matches!(self.proto, ProtoState::Tcp(tc)
+            if tcp::update(tc, reply, flags) == TcpVerdict::Reopen)
+        {
+            Fate::Reopened
+        } else {
+            Fate::Continues
+        }
+    }
+
     fn orig(&self) -> Tuple {
         let k = &self.key;
         let (src, sport, dst, dport) = if self.orig_swapped {
@@ -878,17 +901,14 @@ impl Conntrack {
             let Some(reply) = c.direction(t, swapped, echo_reply) else {
                 return Step::Done(CtVerdict::with_state(cs::INV), None);
             };
-            let live = c.expires_ms > now_ms;
-            let reopen = live
-                && matches!(c.proto, ProtoState::Tcp(tc)
-                    if tcp::update(tc, reply, flags) == TcpVerdict::Reopen);
-            if live && !reopen {
+            let fate = c.fate(reply, flags, now_ms);
+            if fate == Fate::Continues {
                 return self.update(c, reply, flags, echo_reply, x, now_ms);
             }
             // Expired, or a closed TCP connection started over: forget it.
             let (old, _) = entry.remove();
             self.n_conns.fetch_sub(1, Relaxed);
-            if !reopen {
+            if fate == Fate::Expired {
                 self.counters.expired.fetch_add(1, Relaxed);
             }
             if let Slot::Conn(Conn {
@@ -932,17 +952,14 @@ impl Conntrack {
         if c.nat.map(|n| n.reply) != Some(*t) {
             return Step::Done(CtVerdict::with_state(cs::INV), None);
         }
-        let live = c.expires_ms > now_ms;
-        let reopen = live
-            && matches!(c.proto, ProtoState::Tcp(tc)
-                if tcp::update(tc, true, flags) == TcpVerdict::Reopen);
-        if live && !reopen {
+        let fate = c.fate(true, flags, now_ms);
+        if fate == Fate::Continues {
             return self.update(c, true, flags, echo_reply, x, now_ms);
         }
         entry.remove();
         drop(sh);
         self.n_conns.fetch_sub(1, Relaxed);
-        if !reopen {
+        if fate == Fate::Expired {
             self.counters.expired.fetch_add(1, Relaxed);
         }
         self.remove_alias(ak, ah, pk);
