@@ -318,43 +318,6 @@ impl Vring {
         }
     }
 
-    /// Prefetch (for reading) what the next call on this queue reads
-    /// first, while the frames just handled travel on: the available-ring
-    /// entries of the next slots, and the descriptors they name when the
-    /// driver posts one-descriptor chains in ring order (head == slot:
-    /// VIRTIO_F_IN_ORDER, as DPDK's virtio-user and Linux do for small
-    /// frames). Only the `posted` chains the driver has already made
-    /// available (at most [`LOOKAHEAD`]): their entries and descriptors are
-    /// written, so the lines come over once instead of being taken from
-    /// under a driver still writing them. Without it the next call waited
-    /// for every descriptor line right after prefetching it (the other CPU
-    /// wrote each one; h43's profile: ~18 % of both `rx_batch` and
-    /// `tx_batch`). A wrong guess costs a line of bandwidth, nothing else.
-    #[inline(always)]
-    fn prefetch_next(&self, from: u16, posted: usize) {
-        let k = posted.min(LOOKAHEAD);
-        if k == 0 {
-            return;
-        }
-        let mask = self.size - 1;
-        let (first, last) = (from & mask, from.wrapping_add(k as u16 - 1) & mask);
-        // SAFETY: first, last < size: inside the checked available ring
-        // (32 entries per line: the first and last cover them).
-        unsafe {
-            prefetch(self.avail.add(2 + usize::from(first)));
-            prefetch(self.avail.add(2 + usize::from(last)));
-        }
-        let mut i = 0;
-        while i < k {
-            let slot = from.wrapping_add(i as u16) & mask;
-            // SAFETY: slot < size: inside the descriptor table.
-            prefetch(unsafe { self.desc.add(usize::from(slot)) });
-            i += 4; // 4 descriptors per line
-        }
-        // SAFETY: last < size: inside the descriptor table.
-        prefetch(unsafe { self.desc.add(usize::from(last)) });
-    }
-
     #[inline(always)]
     fn used_elem(&self, slot: u16) -> *const u8 {
         // SAFETY: slot < size (masked by the caller): element `slot` at
@@ -529,9 +492,6 @@ impl Vring {
         if done > 0 {
             st.last_avail = st.last_avail.wrapping_add(done as u16);
             self.publish_used(st.last_avail);
-            if !broken {
-                self.prefetch_next(st.last_avail, usize::from(pending) - done);
-            }
         }
         (n, bytes, !broken)
     }
@@ -823,9 +783,6 @@ impl Vring {
         if cur != st.last_avail {
             st.last_avail = cur;
             self.publish_used(cur);
-            if !broken {
-                self.prefetch_next(cur, usize::from(left));
-            }
         }
         (n, bytes, !broken)
     }
