@@ -498,6 +498,27 @@ impl PacketPool {
         Some(p)
     }
 
+    /// Return every packet of `pkts` (left empty) as [`PacketPool::put`]
+    /// would. Heap buffers move into the free list in one block copy and
+    /// are cleared in place after: a transmit path that returned each sent
+    /// packet with `put` moved every 48-byte `Packet` out of its batch and
+    /// into the free list one at a time (h43's profile of `push_frames`).
+    #[inline]
+    pub fn put_all(&mut self, pkts: &mut Vec<Packet>) {
+        if pkts.iter().any(Packet::is_umem) {
+            for p in pkts.drain(..) {
+                self.put(p);
+            }
+            return;
+        }
+        let start = self.free.len();
+        self.free.append(pkts);
+        for q in &mut self.free[start..] {
+            q.tunnel = None;
+            q.nexthop = 0;
+        }
+    }
+
     /// Return a buffer: a heap buffer to the heap free list, a UMEM frame to
     /// the frame free list (its tunnel metadata is cleared, so a reused buffer
     /// never carries a previous packet's tunnel).
@@ -858,6 +879,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn put_all_returns_a_whole_batch_clear_and_leaves_it_empty() {
+        let mut pool = PacketPool::with_capacity(4);
+        let mut batch: Vec<Packet> = Vec::with_capacity(8);
+        while let Some(mut p) = pool.get() {
+            p.set_tunnel(Some(TunnelMeta {
+                tun_id: 9,
+                src: 3,
+                dst: 4,
+            }));
+            p.set_nexthop(0x0a00_0002);
+            batch.push(p);
+        }
+        let mut extra = Packet::from_slice(&[2; 60]).unwrap();
+        extra.set_nexthop(7);
+        batch.push(extra);
+        let cap = batch.capacity();
+        pool.put_all(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(batch.capacity(), cap, "the batch keeps its buffer");
+        assert_eq!(pool.available(), 5);
+        let mut n = 0;
+        while let Some(p) = pool.get() {
+            assert!(p.tunnel().is_none(), "tunnel carried over");
+            assert_eq!(p.nexthop(), 0, "next hop carried over");
+            n += 1;
+        }
+        assert_eq!(n, 5);
+        // Nothing to return: nothing changes.
+        pool.put_all(&mut batch);
+        assert_eq!(pool.available(), 0);
+    }
+
     const FS: usize = 4096;
 
     /// A fake UMEM: page-aligned heap memory standing in for the mapping,
@@ -958,6 +1012,31 @@ mod tests {
         let c = ok(&pool);
         assert_eq!((c.free, c.total), (64, 64));
         assert_eq!(umem_packets_dropped(), 0);
+    }
+
+    #[test]
+    fn put_all_gives_umem_frames_back_to_the_frame_free_list() {
+        let (mut pool, _fake) = Fake::pool(64);
+        let a = pool.new_frame_user();
+        let mut fill = [0u32; 4];
+        assert_eq!(pool.frames_to_fill(a, &mut fill, 0), 4);
+        let heap_before = pool.available();
+        let mut batch: Vec<Packet> = fill[..2]
+            .iter()
+            .map(|i| pool.rx_frame(a, *i, UMEM_HEADROOM, 60).unwrap())
+            .collect();
+        batch.push(Packet::from_slice(&[3; 60]).unwrap());
+        let c = ok(&pool);
+        assert_eq!((c.user, c.fill), (2, 2));
+        pool.put_all(&mut batch);
+        assert!(batch.is_empty());
+        let c = ok(&pool);
+        assert_eq!(
+            (c.user, c.fill, c.free),
+            (0, 2, 62),
+            "frames are free again"
+        );
+        assert_eq!(pool.available(), heap_before + 1, "the heap packet is back");
     }
 
     #[test]

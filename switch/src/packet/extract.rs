@@ -114,9 +114,27 @@ fn ofs(o: usize) -> u16 {
 /// whatever the bytes.
 #[inline]
 pub fn extract(frame: &[u8], in_port: PortNo, key: &mut FlowKey) -> Layout {
+    let mut lay = Layout {
+        l3: NO_OFFSET,
+        l4: NO_OFFSET,
+        status: ParseStatus::Ok,
+    };
+    extract_into(frame, in_port, key, &mut lay);
+    lay
+}
+
+/// [`extract`] writing the layout through `lay` (overwritten whatever it
+/// held), for the datapath's per-packet pass: returning the 6-byte `Layout`
+/// by value packs it into a register with a 4-byte load over the 1-byte
+/// `status` store just made, a load the store buffer cannot forward, so
+/// every packet waited for its key's stores to commit (h43's profile: 42 %
+/// of `extract`'s samples in oneway-64). Written in place, the layout is
+/// read again only in the execute pass, long after.
+#[inline]
+pub fn extract_into(frame: &[u8], in_port: PortNo, key: &mut FlowKey, lay: &mut Layout) {
     *key = FlowKey::ZERO;
     key.in_port = in_port;
-    let mut lay = Layout {
+    *lay = Layout {
         l3: NO_OFFSET,
         l4: NO_OFFSET,
         status: ParseStatus::Ok,
@@ -125,7 +143,7 @@ pub fn extract(frame: &[u8], in_port: PortNo, key: &mut FlowKey) -> Layout {
     // L2: IEEE 802.3 / Ethernet II.
     let Some(eth) = chunk::<14>(frame, 0) else {
         lay.status = ParseStatus::Truncated;
-        return lay;
+        return;
     };
     key.dl_dst.copy_from_slice(&eth[0..6]);
     key.dl_src.copy_from_slice(&eth[6..12]);
@@ -137,7 +155,7 @@ pub fn extract(frame: &[u8], in_port: PortNo, key: &mut FlowKey) -> Layout {
         let Some(tag) = chunk::<4>(frame, 14) else {
             key.dl_type = ty;
             lay.status = ParseStatus::Truncated;
-            return lay;
+            return;
         };
         key.vlan_tci = be16(tag, 0) | VLAN_CFI;
         ty = be16(tag, 2);
@@ -146,7 +164,7 @@ pub fn extract(frame: &[u8], in_port: PortNo, key: &mut FlowKey) -> Layout {
             let Some(tag) = chunk::<4>(frame, 18) else {
                 key.dl_type = ty;
                 lay.status = ParseStatus::Truncated;
-                return lay;
+                return;
             };
             ty = be16(tag, 2);
             l3 = 22;
@@ -168,12 +186,11 @@ pub fn extract(frame: &[u8], in_port: PortNo, key: &mut FlowKey) -> Layout {
     lay.l3 = ofs(l3);
 
     match ty {
-        ethertype::IPV4 => extract_ipv4(frame, l3, key, &mut lay),
-        ethertype::IPV6 => extract_ipv6(frame, l3, key, &mut lay),
-        ethertype::ARP | ETH_TYPE_RARP => extract_arp(frame, l3, key, &mut lay),
+        ethertype::IPV4 => extract_ipv4(frame, l3, key, lay),
+        ethertype::IPV6 => extract_ipv6(frame, l3, key, lay),
+        ethertype::ARP | ETH_TYPE_RARP => extract_arp(frame, l3, key, lay),
         _ => {}
     }
-    lay
 }
 
 /// RFC 791 §3.1.
@@ -412,6 +429,14 @@ fn extract_arp(frame: &[u8], l3: usize, key: &mut FlowKey, lay: &mut Layout) {
 pub fn fuzz_extract(data: &[u8]) {
     let mut key = FlowKey::ZERO;
     let lay = extract(data, 1, &mut key);
+    let mut stale_key = FlowKey::all_ones();
+    let mut stale = Layout {
+        l3: 1,
+        l4: 2,
+        status: ParseStatus::Malformed,
+    };
+    extract_into(data, 1, &mut stale_key, &mut stale);
+    assert_eq!((stale_key, stale), (key, lay), "extract_into differs");
     assert_eq!(key.in_port, 1);
     if lay.l3 != NO_OFFSET {
         assert!(usize::from(lay.l3) <= data.len());
@@ -443,6 +468,16 @@ mod tests {
     fn run(f: &[u8]) -> (FlowKey, Layout) {
         let mut k = FlowKey::all_ones(); // extract must reset stale contents
         let l = extract(f, 7, &mut k);
+        // The datapath's form, over a stale key and a stale layout whose
+        // every field differs from a fresh one: the same answer.
+        let mut k2 = FlowKey::all_ones();
+        let mut l2 = Layout {
+            l3: 1,
+            l4: 2,
+            status: ParseStatus::Malformed,
+        };
+        extract_into(f, 7, &mut k2, &mut l2);
+        assert_eq!((k2, l2), (k, l), "extract_into over stale contents");
         (k, l)
     }
 

@@ -28,7 +28,7 @@ pub mod vxlan;
 
 pub use buf::{Packet, PacketPool};
 pub use builder::FrameBuilder;
-pub use extract::{extract, fuzz_extract, Layout, ParseStatus};
+pub use extract::{extract, extract_into, fuzz_extract, Layout, ParseStatus};
 
 /// Why a view or a `Repr` refused a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -348,6 +348,9 @@ impl VhostUserPort {
     }
 
     fn flush_tally(&mut self, rx_side: bool) {
+        if self.tally.is_clear() {
+            return;
+        }
         let t = &mut self.tally;
         let mut errs = 0;
         for e in VqError::ALL {
