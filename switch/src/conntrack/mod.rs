@@ -1775,3 +1775,6 @@ mod tests;
 
 #[cfg(test)]
 mod nat_tests;
+
+#[cfg(test)]
+mod token_tests;
