@@ -10,8 +10,11 @@
 //!   `+trk+new` and lets `+trk+est` on to the same L3 pipeline (tables
 //!   10-13), what `ferroswitch-policy` emits for allowed traffic. Every
 //!   connection is established beforehand (its reply went through the
-//!   tracker), so each packet is one EMC hit, one `ct` lookup (+est), one
-//!   recirculation and a second EMC hit;
+//!   tracker), so each packet is one EMC hit, one `ct` answered by the
+//!   EMC entry's connection token (the established-connection fast path:
+//!   no tracker lookup), one recirculation whose second pass is answered
+//!   by the entry's recirculation hint; `assert_fast_path` checks both,
+//!   untimed;
 //! - `new_connections/1`: every packet a new UDP 5-tuple (to one route)
 //!   through the ACL pipeline: `ct` lookup (+new), recirculation, `ct(commit)`
 //!   inserting the connection, the L3 pipeline, output. New connections per
@@ -80,7 +83,29 @@ fn acl_rig(flows: u32) -> (perf::Rig, Arc<Conntrack>) {
     acl.warm(warm);
     // One megaflow for pass 1 (ct), one per flow for +new, one per flow for +est.
     assert_eq!(acl.dp.stats().misses, 1 + 2 * u64::from(flows));
+    assert_fast_path(&mut acl);
     (acl, ct)
+}
+
+/// What `l3_with_acl` claims to measure, checked untimed: every packet of a
+/// few more batches took the established-connection fast path (a current
+/// connection token: no tracker lookup) and its second pass the
+/// recirculation hint (no second EMC lookup).
+fn assert_fast_path(acl: &mut perf::Rig) {
+    let s0 = acl.dp.stats().clone();
+    acl.warm(8);
+    let s = acl.dp.stats();
+    let packets = s.packets - s0.packets;
+    assert_eq!(
+        s.ct_fast_hits - s0.ct_fast_hits,
+        packets,
+        "every packet's ct took the fast path: {s:?}"
+    );
+    assert_eq!(
+        s.recirc_hint_hits - s0.recirc_hint_hits,
+        packets,
+        "every second pass took the hint: {s:?}"
+    );
 }
 
 /// The new-connection rig: [`NEW_CHUNK`] distinct tuples, megaflows
@@ -129,6 +154,7 @@ fn bench_acl(c: &mut Criterion) {
             "every measured packet was recirculated once"
         );
         assert_eq!(ct.len(), flows as usize, "no connection was added");
+        assert_fast_path(&mut acl);
     }
 
     // New connections through the whole pipeline.
@@ -237,6 +263,7 @@ fn interleaved() {
         let s = acl.dp.stats();
         assert_eq!(s.misses, 1 + 2 * u64::from(flows), "all cache hits");
         assert_eq!(s.total_drops(), 0);
+        assert_fast_path(&mut acl);
     }
     assert_eq!(newc.dp.stats().total_drops(), 0);
 }
