@@ -87,25 +87,26 @@ fn acl_rig(flows: u32) -> (perf::Rig, Arc<Conntrack>) {
     (acl, ct)
 }
 
-/// What `l3_with_acl` claims to measure, checked untimed: every packet of a
+/// What `l3_with_acl` claims to measure, checked untimed: the packets of a
 /// few more batches took the established-connection fast path (a current
-/// connection token: no tracker lookup) and its second pass the
-/// recirculation hint (no second EMC lookup).
+/// connection token: no tracker lookup) and their second pass the
+/// recirculation hint (no second EMC lookup). All of them with one flow;
+/// with 1000, the 2000 keys of both passes share the 8192-slot 2-way EMC
+/// and a few collide (their flows take the megaflow and the slow `ct`), so
+/// at least 99 %.
 fn assert_fast_path(acl: &mut perf::Rig) {
     let s0 = acl.dp.stats().clone();
-    acl.warm(8);
+    acl.warm(32);
     let s = acl.dp.stats();
     let packets = s.packets - s0.packets;
-    assert_eq!(
-        s.ct_fast_hits - s0.ct_fast_hits,
-        packets,
-        "every packet's ct took the fast path: {s:?}"
-    );
-    assert_eq!(
-        s.recirc_hint_hits - s0.recirc_hint_hits,
-        packets,
-        "every second pass took the hint: {s:?}"
-    );
+    let fast = s.ct_fast_hits - s0.ct_fast_hits;
+    let hinted = s.recirc_hint_hits - s0.recirc_hint_hits;
+    let enough = |n: u64| n <= packets && 100 * n >= 99 * packets;
+    assert!(enough(fast), "{fast} of {packets} ct fast: {s:?}");
+    assert!(enough(hinted), "{hinted} of {packets} hinted: {s:?}");
+    if s.misses == 3 {
+        assert_eq!((fast, hinted), (packets, packets), "one flow: all of them");
+    }
 }
 
 /// The new-connection rig: [`NEW_CHUNK`] distinct tuples, megaflows
