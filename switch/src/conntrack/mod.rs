@@ -414,6 +414,9 @@ struct Conn {
     nat: Option<NatBinding>,
     /// The connection's stable slot ([`slots`]).
     slot: u32,
+    /// The slot's generation (the connection's copy: publishing never
+    /// reads the slot).
+    gen: u32,
 }
 
 /// A table slot: a connection, or the alias that finds a NATed
@@ -908,7 +911,7 @@ impl Conntrack {
         let primary = match sh.find(h, |s| s.key() == &k) {
             None => return Step::Done(CtVerdict::with_state(cs::INV), None),
             Some(Slot::Conn(c)) => {
-                return related_verdict(c, self.expires(c), inner, swapped, x, now_ms)
+                return related_verdict(c, self.expires_at(c, now_ms), inner, swapped, x, now_ms)
             }
             Some(Slot::Alias {
                 primary,
@@ -919,7 +922,7 @@ impl Conntrack {
         drop(sh);
         let sh = self.shard(primary.1);
         match sh.find(primary.1, |s| s.key() == &primary.0) {
-            Some(Slot::Conn(c)) => related_verdict(c, self.expires(c), inner, swapped, x, now_ms),
+            Some(Slot::Conn(c)) => related_verdict(c, self.expires_at(c, now_ms), inner, swapped, x, now_ms),
             _ => Step::Done(CtVerdict::with_state(cs::INV), None),
         }
     }
@@ -949,7 +952,7 @@ impl Conntrack {
             let Some(reply) = c.direction(t, swapped, echo_reply) else {
                 return Step::Done(CtVerdict::with_state(cs::INV), None);
             };
-            let fate = c.fate(self.expires(c), reply, flags, now_ms);
+            let fate = c.fate(self.expires_at(c, now_ms), reply, flags, now_ms);
             if fate == Fate::Continues {
                 return self.update(c, reply, flags, echo_reply, x, now_ms);
             }
@@ -1003,7 +1006,7 @@ impl Conntrack {
         if c.nat.map(|n| n.reply) != Some(*t) {
             return Step::Done(CtVerdict::with_state(cs::INV), None);
         }
-        let fate = c.fate(self.expires(c), true, flags, now_ms);
+        let fate = c.fate(self.expires_at(c, now_ms), true, flags, now_ms);
         if fate == Fate::Continues {
             return self.update(c, true, flags, echo_reply, x, now_ms);
         }
@@ -1065,6 +1068,7 @@ impl Conntrack {
             expires_ms: 0,
             nat: None,
             slot: u32::MAX,
+            gen: 0,
         };
         c.apply_marks(x);
         let mut v = CtVerdict::of_conn(cs::TRK | cs::NEW, &c);
@@ -1114,8 +1118,9 @@ impl Conntrack {
             return Step::Done(CtVerdict { full: true, ..v }, None);
         };
         c.slot = slot;
+        c.gen = self.slots.get(slot).map_or(0, |cell| gen_of(cell.life()));
         c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
-        self.publish(&c, false);
+        self.publish(&mut c, false);
         let xl = match (x.nat, c.nat) {
             (Some(_), Some(n)) => {
                 v.state |= c.nat_bits(false);
@@ -1317,11 +1322,13 @@ impl Conntrack {
     /// Publish `c`'s timeout class and exact expiry (rounded down to a
     /// second: the fast path never outlives the slow path's expiry) in its
     /// slot, bumping the generation when `bump`. Under `c`'s shard lock.
-    fn publish(&self, c: &Conn, bump: bool) -> u32 {
+    fn publish(&self, c: &mut Conn, bump: bool) -> u32 {
+        c.gen = c.gen.wrapping_add(u32::from(bump));
         let exp_s = u32::try_from(c.expires_ms / 1000).unwrap_or(u32::MAX);
-        self.slots
-            .get(c.slot)
-            .map_or(0, |cell| cell.publish(bump, c.timeout() as u32, exp_s))
+        if let Some(cell) = self.slots.get(c.slot) {
+            cell.publish(c.gen, c.timeout() as u32, exp_s);
+        }
+        c.gen
     }
 
     /// `c`'s expiry: the later of the slow path's exact one and the fast
@@ -1332,6 +1339,18 @@ impl Conntrack {
             .get(c.slot)
             .map_or(0, |cell| u64::from(exp_s_of(cell.life())) * 1000);
         c.expires_ms.max(fast)
+    }
+
+    /// [`Conntrack::expires`] when it matters for expiry at `now_ms`: the
+    /// slot is read only when the exact expiry has passed (so a slow-path
+    /// look-up of a live connection never touches its slot).
+    #[inline]
+    fn expires_at(&self, c: &Conn, now_ms: u64) -> u64 {
+        if c.expires_ms > now_ms {
+            c.expires_ms
+        } else {
+            self.expires(c)
+        }
     }
 
     /// The established-connection fast path (docs/architecture.md
@@ -1395,7 +1414,7 @@ impl Conntrack {
                 // Removed with its connection, below.
                 Slot::Alias { .. } => true,
                 Slot::Conn(c) => {
-                    let keep = self.expires(c) > now_ms;
+                    let keep = self.expires_at(c, now_ms) > now_ms;
                     if !keep {
                         n += 1;
                         self.slots.free(c.slot);

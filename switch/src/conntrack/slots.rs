@@ -79,18 +79,17 @@ impl Cell {
         self.kind.load(Relaxed)
     }
 
-    /// Under the shard lock: set the timeout class and the fast expiry,
-    /// bumping the generation when `bump` (something a verdict depends on
-    /// changed). Returns the generation now in force.
-    pub fn publish(&self, bump: bool, kind: u32, exp_s: u32) -> u32 {
+    /// Under the shard lock: publish generation `gen` (the connection
+    /// keeps its own copy, so this never reads the cell: on the slow path a
+    /// 1M-connection table would otherwise pay one more cache miss per
+    /// packet), its timeout class and fast expiry.
+    #[inline]
+    pub fn publish(&self, gen: u32, kind: u32, exp_s: u32) {
         self.kind.store(kind, Relaxed);
-        let old = self.life.load(Relaxed);
-        let gen = gen_of(old).wrapping_add(u32::from(bump));
         // A plain store: a fast-path refresh racing with it either lands
         // before (and is overwritten by this exact expiry) or fails its
         // compare-exchange (the word changed) and takes the slow path.
         self.life.store(life_word(gen, exp_s), Release);
-        gen
     }
 
     /// The fast path's refresh: move the expiry of generation `gen` from
@@ -196,7 +195,8 @@ mod tests {
         let a = s.alloc().unwrap();
         let b = s.alloc().unwrap();
         assert_ne!(a, b);
-        let g = s.get(a).unwrap().publish(false, 3, 10);
+        let g = gen_of(s.get(a).unwrap().life());
+        s.get(a).unwrap().publish(g, 3, 10);
         s.free(a);
         let c = s.alloc().unwrap();
         assert_eq!(c, a, "a freed slot is reused first");
@@ -215,12 +215,12 @@ mod tests {
         let s = Slots::default();
         let i = s.alloc().unwrap();
         let c = s.get(i).unwrap();
-        c.publish(false, 0, 5);
+        c.publish(0, 0, 5);
         let w = c.life();
         assert!(c.refresh(w, 9));
         assert_eq!(exp_s_of(c.life()), 9);
         let w = c.life();
-        c.publish(true, 0, 9);
+        c.publish(1, 0, 9);
         assert!(!c.refresh(w, 20), "stale word");
         s.free(i);
         assert_ne!(gen_of(c.life()), gen_of(w));
