@@ -751,7 +751,10 @@ fn established_connections_take_the_fast_path_until_the_connection_changes() {
     let fast = |r: &Rig| r.dp.stats().ct_fast_hits;
     let ack = tcp(true, 4000, 80, ACK);
     assert_eq!(r.send(PORT_A, &[tcp(true, 4000, 80, SYN)])[1].len(), 1);
-    assert_eq!(r.send(PORT_B, &[tcp(false, 80, 4000, SYN | ACK)])[0].len(), 1);
+    assert_eq!(
+        r.send(PORT_B, &[tcp(false, 80, 4000, SYN | ACK)])[0].len(),
+        1
+    );
     // The handshake's ACK changes the state: no token yet.
     assert_eq!(r.send(PORT_A, std::slice::from_ref(&ack))[1].len(), 1);
     assert_eq!(fast(&r), 0);
@@ -762,7 +765,10 @@ fn established_connections_take_the_fast_path_until_the_connection_changes() {
     assert_eq!(fast(&r), 2, "{:?}", r.dp.stats());
     // The server's FIN: the ACK entry's token is dead; the ACK goes through
     // the state machine (FIN_WAIT -> CLOSE_WAIT) and is still +est.
-    assert_eq!(r.send(PORT_B, &[tcp(false, 80, 4000, FIN | ACK)])[0].len(), 1);
+    assert_eq!(
+        r.send(PORT_B, &[tcp(false, 80, 4000, FIN | ACK)])[0].len(),
+        1
+    );
     assert!(r.conns()[0].contains("FIN_WAIT"), "{:?}", r.conns());
     assert_eq!(r.send(PORT_A, std::slice::from_ref(&ack))[1].len(), 1);
     assert_eq!(fast(&r), 2, "a changed connection takes the slow path");

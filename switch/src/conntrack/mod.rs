@@ -56,6 +56,19 @@
 //! the original endpoints), and ICMP errors about the connection get their
 //! quoted header translated back.
 //!
+//! The established-connection fast path ([`slots`], [`CtToken`],
+//! [`Conntrack::fast_refresh`]; docs/architecture.md "The
+//! established-connection fast path"): every connection also owns a
+//! stable slot whose atomic word holds a generation and a coarse expiry.
+//! The generation moves whenever the connection is removed or a packet
+//! changes something a verdict depends on (reply seen, TCP state, mark,
+//! label). A TCP/UDP packet of a connection without NAT that changed
+//! nothing but the expiry gets a token (slot, generation) in its verdict;
+//! the datapath keeps it with that verdict in the packet's EMC entry, and
+//! while the generation is unchanged and the connection unexpired, the next
+//! such packet takes the verdict without the lookup (a departure from OVS,
+//! which looks every packet up; the verdicts are the same by construction).
+//!
 //! Never: panic on any frame, allocate on the lookup path, hold a lock
 //! across more than one shard.
 
@@ -922,7 +935,9 @@ impl Conntrack {
         drop(sh);
         let sh = self.shard(primary.1);
         match sh.find(primary.1, |s| s.key() == &primary.0) {
-            Some(Slot::Conn(c)) => related_verdict(c, self.expires_at(c, now_ms), inner, swapped, x, now_ms),
+            Some(Slot::Conn(c)) => {
+                related_verdict(c, self.expires_at(c, now_ms), inner, swapped, x, now_ms)
+            }
             _ => Step::Done(CtVerdict::with_state(cs::INV), None),
         }
     }

@@ -70,8 +70,7 @@ fn mark(zone: u16, m: u32) -> CtExec {
 
 /// The token a packet's verdict carries (the test fails without one).
 fn token(v: &CtVerdict) -> CtToken {
-    v.token
-        .unwrap_or_else(|| panic!("no token with {v:?}"))
+    v.token.unwrap_or_else(|| panic!("no token with {v:?}"))
 }
 
 /// A UDP connection A:1 -> B:2 in `zone`, replied to at `t`: returns the
@@ -155,7 +154,11 @@ fn the_fast_path_refreshes_expiry_in_whole_seconds_and_never_revives_an_expired_
     let v = run(&ct, &udp(true, 1, 2), look(0), 320_000);
     assert_eq!((v.state, v.token), (EST, Some(t)));
     assert_eq!(ct.sweep(439_999), 0);
-    assert_eq!(ct.sweep(440_000), 1, "exactly 120 s after the last slow packet");
+    assert_eq!(
+        ct.sweep(440_000),
+        1,
+        "exactly 120 s after the last slow packet"
+    );
 }
 
 #[test]
@@ -185,7 +188,10 @@ fn a_reused_slot_neither_answers_nor_is_refreshed_for_the_old_token() {
     assert_eq!(run(&ct, &udp(true, 7, 8), commit(0), 121_000).state, NEW);
     assert_eq!(run(&ct, &udp(false, 8, 7), look(0), 121_000).state, RPL);
     let other = token(&run(&ct, &udp(true, 7, 8), look(0), 121_000));
-    assert!(new.slot == old.slot || other.slot == old.slot, "a freed slot is reused");
+    assert!(
+        new.slot == old.slot || other.slot == old.slot,
+        "a freed slot is reused"
+    );
     assert_ne!(new, old);
     assert_ne!(other, old);
     assert_eq!(ct.slots.allocated(), 2, "slots are reused, not leaked");
@@ -289,7 +295,11 @@ fn changed_timeouts_apply_to_the_fast_refresh() {
     let v = run(&ct, &udp(true, 1, 2), look(0), 2_000);
     assert_eq!(v.token, Some(t), "nothing a verdict depends on changed");
     assert!(ct.fast_refresh(t, 2_500));
-    assert_eq!(ct.sweep(12_000), 0, "alive until 13 s (2.5 s + 10 s, whole seconds)");
+    assert_eq!(
+        ct.sweep(12_000),
+        0,
+        "alive until 13 s (2.5 s + 10 s, whole seconds)"
+    );
     assert_eq!(ct.sweep(13_000), 1);
 }
 
@@ -325,7 +335,10 @@ fn the_limit_and_ct_full_are_unchanged_and_freed_slots_are_reused() {
     let v = run(&ct, &udp(true, 3, 4), commit(0), 0);
     assert!(v.full);
     assert_eq!(ct.stats().ct_full, 1);
-    assert!(ct.fast_refresh(t, 1), "a full table leaves live tokens alone");
+    assert!(
+        ct.fast_refresh(t, 1),
+        "a full table leaves live tokens alone"
+    );
     for i in 0..50u16 {
         ct.flush(None);
         assert!(!run(&ct, &udp(true, 10 + i, 4), commit(0), 0).full);
