@@ -415,7 +415,7 @@ fn the_fast_path_never_gives_a_stale_verdict_under_concurrent_changes() {
             }
         };
         let truth = ct.execute(&f, &lay, &k, &look(0), 1);
-        if v0 % 2 == 0 && version.load(SeqCst) == v0 {
+        if v0.is_multiple_of(2) && version.load(SeqCst) == v0 {
             checked += 1;
             assert_eq!(
                 (got.state, got.mark, got.label),
