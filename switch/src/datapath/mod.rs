@@ -1403,6 +1403,14 @@ enum CtStep {
 /// next pass's answer (re-validated by generation when used); otherwise the
 /// next pass records it. No allocation; the tracker takes one shard lock at
 /// a time (two for a NATed reply).
+///
+/// Established-connection fast path: the hint also carries the connection
+/// token the tracker issued with its verdict. When that token is still
+/// current ([`crate::conntrack::Conntrack::fast_refresh`]: same generation,
+/// not expired; the frame parsed cleanly; the `ct` recirculates), the
+/// tracker is not asked at all: the verdict is the hint's (no lock, no
+/// hash; counted in `ct_fast_hits`). The slow path's token is stored with
+/// its verdict, never apart from it.
 #[inline(never)]
 fn conntrack(
     pkt: &mut Packet,
