@@ -430,6 +430,9 @@ struct Conn {
     /// The slot's generation (the connection's copy: publishing never
     /// reads the slot).
     gen: u32,
+    /// The fast expiry (s) and timeout (s) last published in the slot: an
+    /// update that moves neither (nor the generation) writes nothing.
+    published: (u32, u32),
 }
 
 /// A table slot: a connection, or the alias that finds a NATed
@@ -1084,6 +1087,7 @@ impl Conntrack {
             nat: None,
             slot: u32::MAX,
             gen: 0,
+            published: (0, 0),
         };
         c.apply_marks(x);
         let mut v = CtVerdict::of_conn(cs::TRK | cs::NEW, &c);
@@ -1135,7 +1139,7 @@ impl Conntrack {
         c.slot = slot;
         c.gen = self.slots.get(slot).map_or(0, |cell| gen_of(cell.life()));
         c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
-        self.publish(&mut c, false);
+        self.publish(&mut c, false, true);
         let xl = match (x.nat, c.nat) {
             (Some(_), Some(n)) => {
                 v.state |= c.nat_bits(false);
@@ -1303,7 +1307,7 @@ impl Conntrack {
         // Anything a verdict depends on changed: tokens issued before are
         // dead (the generation moves on).
         let changed = before != (c.proto, c.seen_reply, c.mark, c.label);
-        let gen = self.publish(c, changed);
+        let gen = self.publish(c, changed, false);
         let mut state = cs::TRK
             | match (reply, c.seen_reply) {
                 (true, _) => cs::EST | cs::RPL,
@@ -1337,11 +1341,24 @@ impl Conntrack {
     /// Publish `c`'s timeout class and exact expiry (rounded down to a
     /// second: the fast path never outlives the slow path's expiry) in its
     /// slot, bumping the generation when `bump`. Under `c`'s shard lock.
-    fn publish(&self, c: &mut Conn, bump: bool) -> u32 {
+    ///
+    /// Unless `force` (a new connection) or `bump`, nothing is written when
+    /// neither the whole-second expiry nor the timeout in force moved since
+    /// the last publication: the slot's line is then not dirtied (at 1M
+    /// connections that store is a cache miss the shard's unlock waits for).
+    /// A fast-path refresh since then set at most `now + timeout`, rounded
+    /// up to a second, with the same timeout: within the expiry's one-second
+    /// granularity of what this update sets.
+    fn publish(&self, c: &mut Conn, bump: bool, force: bool) -> u32 {
         c.gen = c.gen.wrapping_add(u32::from(bump));
+        let kind = c.timeout();
         let exp_s = u32::try_from(c.expires_ms / 1000).unwrap_or(u32::MAX);
-        if let Some(cell) = self.slots.get(c.slot) {
-            cell.publish(c.gen, c.timeout() as u32, exp_s);
+        let now = (exp_s, self.timeouts.get(kind));
+        if bump || force || now != c.published {
+            c.published = now;
+            if let Some(cell) = self.slots.get(c.slot) {
+                cell.publish(c.gen, kind as u32, exp_s);
+            }
         }
         c.gen
     }
