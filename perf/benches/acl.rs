@@ -10,8 +10,11 @@
 //!   `+trk+new` and lets `+trk+est` on to the same L3 pipeline (tables
 //!   10-13), what `ferroswitch-policy` emits for allowed traffic. Every
 //!   connection is established beforehand (its reply went through the
-//!   tracker), so each packet is one EMC hit, one `ct` lookup (+est), one
-//!   recirculation and a second EMC hit;
+//!   tracker), so each packet is one EMC hit, one `ct` answered by the
+//!   EMC entry's connection token (the established-connection fast path:
+//!   no tracker lookup), one recirculation whose second pass is answered
+//!   by the entry's recirculation hint; `assert_fast_path` checks both,
+//!   untimed;
 //! - `new_connections/1`: every packet a new UDP 5-tuple (to one route)
 //!   through the ACL pipeline: `ct` lookup (+new), recirculation, `ct(commit)`
 //!   inserting the connection, the L3 pipeline, output. New connections per
@@ -80,7 +83,30 @@ fn acl_rig(flows: u32) -> (perf::Rig, Arc<Conntrack>) {
     acl.warm(warm);
     // One megaflow for pass 1 (ct), one per flow for +new, one per flow for +est.
     assert_eq!(acl.dp.stats().misses, 1 + 2 * u64::from(flows));
+    assert_fast_path(&mut acl);
     (acl, ct)
+}
+
+/// What `l3_with_acl` claims to measure, checked untimed: the packets of a
+/// few more batches took the established-connection fast path (a current
+/// connection token: no tracker lookup) and their second pass the
+/// recirculation hint (no second EMC lookup). All of them with one flow;
+/// with 1000, the 2000 keys of both passes share the 8192-slot 2-way EMC
+/// and a few collide (their flows take the megaflow and the slow `ct`), so
+/// at least 99 %.
+fn assert_fast_path(acl: &mut perf::Rig) {
+    let s0 = acl.dp.stats().clone();
+    acl.warm(32);
+    let s = acl.dp.stats();
+    let packets = s.packets - s0.packets;
+    let fast = s.ct_fast_hits - s0.ct_fast_hits;
+    let hinted = s.recirc_hint_hits - s0.recirc_hint_hits;
+    let enough = |n: u64| n <= packets && 100 * n >= 99 * packets;
+    assert!(enough(fast), "{fast} of {packets} ct fast: {s:?}");
+    assert!(enough(hinted), "{hinted} of {packets} hinted: {s:?}");
+    if s.misses == 3 {
+        assert_eq!((fast, hinted), (packets, packets), "one flow: all of them");
+    }
 }
 
 /// The new-connection rig: [`NEW_CHUNK`] distinct tuples, megaflows
@@ -129,6 +155,7 @@ fn bench_acl(c: &mut Criterion) {
             "every measured packet was recirculated once"
         );
         assert_eq!(ct.len(), flows as usize, "no connection was added");
+        assert_fast_path(&mut acl);
     }
 
     // New connections through the whole pipeline.
@@ -237,6 +264,7 @@ fn interleaved() {
         let s = acl.dp.stats();
         assert_eq!(s.misses, 1 + 2 * u64::from(flows), "all cache hits");
         assert_eq!(s.total_drops(), 0);
+        assert_fast_path(&mut acl);
     }
     assert_eq!(newc.dp.stats().total_drops(), 0);
 }

@@ -732,3 +732,100 @@ fn hinted_pass_runs_a_second_ct_like_a_looked_up_one() {
     assert_eq!(r.dp.stats().recirc_hint_hits, 3, "{:?}", r.dp.stats());
     assert_eq!(r.dp.stats().recirculations, 8);
 }
+
+/// The established-connection fast path (the first pass's EMC entry's
+/// connection token) answers only while the tracker would give the same
+/// verdict: the ACK entry of an established connection skips the tracker,
+/// a FIN from the other side sends the next ACK back through the state
+/// machine (FIN_WAIT -> CLOSE_WAIT), and after a `ct-flush` the ACK finds
+/// no connection (`+inv`, dropped) instead of a cached `+est`.
+#[test]
+fn established_connections_take_the_fast_path_until_the_connection_changes() {
+    let mut r = rig_emc_always(pipeline(&[
+        "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=1)",
+        "table=1,priority=20,tcp,ct_state=+trk+new,in_port=1,actions=ct(commit,zone=1),output:2",
+        "table=1,priority=20,tcp,ct_state=+trk+est,in_port=1,actions=output:2",
+        "table=1,priority=20,tcp,ct_state=+trk+est,in_port=2,actions=output:1",
+        "table=1,priority=30,ct_state=+trk+inv,actions=drop",
+    ]));
+    let fast = |r: &Rig| r.dp.stats().ct_fast_hits;
+    let ack = tcp(true, 4000, 80, ACK);
+    assert_eq!(r.send(PORT_A, &[tcp(true, 4000, 80, SYN)])[1].len(), 1);
+    assert_eq!(
+        r.send(PORT_B, &[tcp(false, 80, 4000, SYN | ACK)])[0].len(),
+        1
+    );
+    // The handshake's ACK changes the state: no token yet.
+    assert_eq!(r.send(PORT_A, std::slice::from_ref(&ack))[1].len(), 1);
+    assert_eq!(fast(&r), 0);
+    // The next ACK changes nothing but the expiry (token recorded), the
+    // two after it take the fast path, forwarded like the others.
+    let out = r.send(PORT_A, &[ack.clone(), ack.clone(), ack.clone()]);
+    assert_eq!(out[1], vec![ack.clone(); 3]);
+    assert_eq!(fast(&r), 2, "{:?}", r.dp.stats());
+    // The server's FIN: the ACK entry's token is dead; the ACK goes through
+    // the state machine (FIN_WAIT -> CLOSE_WAIT) and is still +est.
+    assert_eq!(
+        r.send(PORT_B, &[tcp(false, 80, 4000, FIN | ACK)])[0].len(),
+        1
+    );
+    assert!(r.conns()[0].contains("FIN_WAIT"), "{:?}", r.conns());
+    assert_eq!(r.send(PORT_A, std::slice::from_ref(&ack))[1].len(), 1);
+    assert_eq!(fast(&r), 2, "a changed connection takes the slow path");
+    assert!(r.conns()[0].contains("CLOSE_WAIT"), "{:?}", r.conns());
+    // CLOSE_WAIT -> CLOSE_WAIT: a new token, then the fast path again.
+    r.send(PORT_A, &[ack.clone(), ack.clone()]);
+    assert_eq!(fast(&r), 3);
+    // ct-flush: no cached +est; the lone ACK is +inv and dropped.
+    r.snap.pipeline.conntrack().flush(None);
+    let drops = r.drops(DropReason::ExplicitDrop);
+    let out = r.send(PORT_A, std::slice::from_ref(&ack));
+    assert!(out[1].is_empty(), "{out:?}");
+    assert_eq!(r.drops(DropReason::ExplicitDrop), drops + 1);
+    assert_eq!(fast(&r), 3);
+}
+
+/// A truncated frame whose exact key equals a tracked connection's (UDP
+/// from port 0 to port 0: a UDP header cut short extracts with no ports)
+/// never rides that connection's token: it is `+inv`.
+#[test]
+fn a_truncated_frame_sharing_an_exact_key_never_takes_the_fast_path() {
+    let mut r = rig_emc_always(pipeline(&[
+        "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=1)",
+        "table=1,priority=20,udp,ct_state=+trk+new,in_port=1,actions=ct(commit,zone=1),output:2",
+        "table=1,priority=20,udp,ct_state=+trk+est,in_port=1,actions=output:2",
+        "table=1,priority=20,udp,ct_state=+trk+est,in_port=2,actions=output:1",
+        "table=1,priority=30,ct_state=+trk+inv,actions=drop",
+    ]));
+    let good = udp(true, 0, 0);
+    r.send(PORT_A, std::slice::from_ref(&good));
+    assert_eq!(r.send(PORT_B, &[udp(false, 0, 0)])[0].len(), 1);
+    r.send(PORT_A, &[good.clone(), good.clone(), good.clone()]);
+    assert!(r.dp.stats().ct_fast_hits >= 1, "{:?}", r.dp.stats());
+    // The IPv4 total length says 24: 4 bytes of UDP header (RFC 768 needs 8).
+    let mut cut = good[..14 + 24].to_vec();
+    cut[16..18].copy_from_slice(&24u16.to_be_bytes());
+    cut[24..26].copy_from_slice(&[0, 0]);
+    let sum = (0..10)
+        .map(|i| u32::from(u16::from_be_bytes([cut[14 + 2 * i], cut[15 + 2 * i]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    cut[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let mut k = FlowKey::ZERO;
+    let lay = switch::packet::extract(&cut, PORT_A, &mut k);
+    let mut kg = FlowKey::ZERO;
+    switch::packet::extract(&good, PORT_A, &mut kg);
+    assert_eq!(k, kg, "the cut frame has the good frame's exact key");
+    assert_ne!(lay.status, switch::packet::ParseStatus::Ok);
+    let fast = r.dp.stats().ct_fast_hits;
+    let drops = r.drops(DropReason::ExplicitDrop);
+    let out = r.send(PORT_A, &[cut]);
+    assert!(out[1].is_empty(), "{out:?}");
+    assert_eq!(r.drops(DropReason::ExplicitDrop), drops + 1, "+inv");
+    assert_eq!(r.dp.stats().ct_fast_hits, fast);
+    // The good frames take it again once the slow path has re-recorded
+    // the entry's verdict and token (the +inv verdict replaced them).
+    let out = r.send(PORT_A, &[good.clone(), good.clone(), good.clone()]);
+    assert_eq!(out[1].len(), 3);
+    assert_eq!(r.dp.stats().ct_fast_hits, fast + 2);
+}

@@ -56,10 +56,24 @@
 //! the original endpoints), and ICMP errors about the connection get their
 //! quoted header translated back.
 //!
+//! The established-connection fast path ([`slots`], [`CtToken`],
+//! [`Conntrack::fast_refresh`]; docs/architecture.md "The
+//! established-connection fast path"): every connection also owns a
+//! stable slot whose atomic word holds a generation and a coarse expiry.
+//! The generation moves whenever the connection is removed or a packet
+//! changes something a verdict depends on (reply seen, TCP state, mark,
+//! label). A TCP/UDP packet of a connection without NAT that changed
+//! nothing but the expiry gets a token (slot, generation) in its verdict;
+//! the datapath keeps it with that verdict in the packet's EMC entry, and
+//! while the generation is unchanged and the connection unexpired, the next
+//! such packet takes the verdict without the lookup (a departure from OVS,
+//! which looks every packet up; the verdicts are the same by construction).
+//!
 //! Never: panic on any frame, allocate on the lookup path, hold a lock
 //! across more than one shard.
 
 pub mod nat;
+pub mod slots;
 pub mod tcp;
 
 use std::net::IpAddr;
@@ -73,6 +87,7 @@ use serde::Serialize;
 use crate::flow::key::{ct_state as cs, ethertype, ipproto, FlowKey, FRAG_ANY};
 use crate::packet::{be16, be32, Layout, ParseStatus};
 use nat::{Ends, NatKind, NatSpec};
+use slots::{exp_s_of, gen_of, Slots};
 use tcp::{TcpConn, TcpVerdict};
 
 /// Number of shards (a power of two).
@@ -175,6 +190,37 @@ impl Timeouts {
     fn ms(&self, k: TimeoutKind) -> u64 {
         u64::from(self.get(k)) * 1000
     }
+
+    /// Milliseconds for the kind numbered `i` (`TimeoutKind as u32`).
+    #[inline(always)]
+    fn ms_at(&self, i: u32) -> Option<u64> {
+        self.0
+            .get(i as usize)
+            .map(|s| u64::from(s.load(Relaxed)) * 1000)
+    }
+}
+
+/// A connection token (docs/architecture.md "Connection tracking", the
+/// established-connection fast path): which connection slot, and the
+/// generation of its verdict-relevant state, as a `ct` found them for a
+/// packet that changed nothing but the connection's expiry. While the
+/// slot's generation is still `gen`, a packet with the same exact key
+/// through the same `ct` action gets the same verdict
+/// ([`Conntrack::fast_refresh`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtToken {
+    /// The connection's slot.
+    pub slot: u32,
+    /// The slot's generation when the token was issued.
+    pub gen: u32,
+}
+
+impl CtToken {
+    /// No token (no slot has this number).
+    pub const NONE: CtToken = CtToken {
+        slot: u32::MAX,
+        gen: 0,
+    };
 }
 
 /// What a `ct` action asks of the tracker.
@@ -207,6 +253,10 @@ pub struct CtVerdict {
     /// The commit failed because `nat(...)`'s address and port range has
     /// no free reply tuple left: drop as `nat_no_port`.
     pub nat_exhausted: bool,
+    /// Set when the packet belongs to a tracked TCP or UDP connection
+    /// without NAT and changed nothing but its expiry: the token that lets
+    /// the next packet with the same key and `ct` skip the lookup.
+    pub token: Option<CtToken>,
 }
 
 impl CtVerdict {
@@ -217,6 +267,7 @@ impl CtVerdict {
             label: 0,
             full: false,
             nat_exhausted: false,
+            token: None,
         }
     }
 
@@ -229,6 +280,7 @@ impl CtVerdict {
             label: c.label,
             full: false,
             nat_exhausted: false,
+            token: None,
         }
     }
 }
@@ -369,8 +421,18 @@ struct Conn {
     seen_reply: bool,
     mark: u32,
     label: u128,
+    /// Expiry as the slow path last set it, exactly; the fast path may
+    /// have moved it later in the slot's `life` word ([`Conntrack::expires`]).
     expires_ms: u64,
     nat: Option<NatBinding>,
+    /// The connection's stable slot ([`slots`]).
+    slot: u32,
+    /// The slot's generation (the connection's copy: publishing never
+    /// reads the slot).
+    gen: u32,
+    /// The fast expiry (s) and timeout (s) last published in the slot: an
+    /// update that moves neither (nor the generation) writes nothing.
+    published: (u32, u32),
 }
 
 /// A table slot: a connection, or the alias that finds a NATed
@@ -458,8 +520,8 @@ impl Conn {
     /// What a packet (`reply` direction, TCP `flags`) found at `now_ms`:
     /// this connection, or one that has expired, or a closed TCP
     /// connection that the packet opens again (a new connection).
-    fn fate(&self, reply: bool, flags: u16, now_ms: u64) -> Fate {
-        if self.expires_ms <= now_ms {
+    fn fate(&self, expires_ms: u64, reply: bool, flags: u16, now_ms: u64) -> Fate {
+        if expires_ms <= now_ms {
             Fate::Expired
         } else if matches!(self.proto, ProtoState::Tcp(tc)
             if tcp::update(tc, reply, flags) == TcpVerdict::Reopen)
@@ -712,6 +774,8 @@ pub struct Conntrack {
     pub counters: CtCounters,
     epoch: Instant,
     last_sweep_ms: AtomicU64,
+    /// The connections' stable slots (the fast path's state).
+    slots: Slots,
 }
 
 impl Default for Conntrack {
@@ -733,6 +797,7 @@ impl Conntrack {
             counters: CtCounters::default(),
             epoch: Instant::now(),
             last_sweep_ms: AtomicU64::new(0),
+            slots: Slots::default(),
         }
     }
 
@@ -861,7 +926,9 @@ impl Conntrack {
         let sh = self.shard(h);
         let primary = match sh.find(h, |s| s.key() == &k) {
             None => return Step::Done(CtVerdict::with_state(cs::INV), None),
-            Some(Slot::Conn(c)) => return related_verdict(c, inner, swapped, x, now_ms),
+            Some(Slot::Conn(c)) => {
+                return related_verdict(c, self.expires_at(c, now_ms), inner, swapped, x, now_ms)
+            }
             Some(Slot::Alias {
                 primary,
                 primary_hash,
@@ -871,7 +938,9 @@ impl Conntrack {
         drop(sh);
         let sh = self.shard(primary.1);
         match sh.find(primary.1, |s| s.key() == &primary.0) {
-            Some(Slot::Conn(c)) => related_verdict(c, inner, swapped, x, now_ms),
+            Some(Slot::Conn(c)) => {
+                related_verdict(c, self.expires_at(c, now_ms), inner, swapped, x, now_ms)
+            }
             _ => Step::Done(CtVerdict::with_state(cs::INV), None),
         }
     }
@@ -901,12 +970,15 @@ impl Conntrack {
             let Some(reply) = c.direction(t, swapped, echo_reply) else {
                 return Step::Done(CtVerdict::with_state(cs::INV), None);
             };
-            let fate = c.fate(reply, flags, now_ms);
+            let fate = c.fate(self.expires_at(c, now_ms), reply, flags, now_ms);
             if fate == Fate::Continues {
                 return self.update(c, reply, flags, echo_reply, x, now_ms);
             }
             // Expired, or a closed TCP connection started over: forget it.
             let (old, _) = entry.remove();
+            if let Slot::Conn(c) = &old {
+                self.slots.free(c.slot);
+            }
             self.n_conns.fetch_sub(1, Relaxed);
             if fate == Fate::Expired {
                 self.counters.expired.fetch_add(1, Relaxed);
@@ -952,11 +1024,13 @@ impl Conntrack {
         if c.nat.map(|n| n.reply) != Some(*t) {
             return Step::Done(CtVerdict::with_state(cs::INV), None);
         }
-        let fate = c.fate(true, flags, now_ms);
+        let fate = c.fate(self.expires_at(c, now_ms), true, flags, now_ms);
         if fate == Fate::Continues {
             return self.update(c, true, flags, echo_reply, x, now_ms);
         }
-        entry.remove();
+        if let (Slot::Conn(c), _) = entry.remove() {
+            self.slots.free(c.slot);
+        }
         drop(sh);
         self.n_conns.fetch_sub(1, Relaxed);
         if fate == Fate::Expired {
@@ -1011,6 +1085,9 @@ impl Conntrack {
             label: 0,
             expires_ms: 0,
             nat: None,
+            slot: u32::MAX,
+            gen: 0,
+            published: (0, 0),
         };
         c.apply_marks(x);
         let mut v = CtVerdict::of_conn(cs::TRK | cs::NEW, &c);
@@ -1049,7 +1126,20 @@ impl Conntrack {
                 return Step::Retry;
             }
         }
+        let Some(slot) = self.slots.alloc() else {
+            // Every slot number in use (a limit near 2^32): full.
+            drop(sh);
+            self.n_conns.fetch_sub(1, Relaxed);
+            self.counters.full_drops.fetch_add(1, Relaxed);
+            if let Some((ak, ah)) = c.nat.and_then(|n| n.alias) {
+                self.remove_alias(ak, ah, k);
+            }
+            return Step::Done(CtVerdict { full: true, ..v }, None);
+        };
+        c.slot = slot;
+        c.gen = self.slots.get(slot).map_or(0, |cell| gen_of(cell.life()));
         c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
+        self.publish(&mut c, false, true);
         let xl = match (x.nat, c.nat) {
             (Some(_), Some(n)) => {
                 v.state |= c.nat_bits(false);
@@ -1200,6 +1290,7 @@ impl Conntrack {
         now_ms: u64,
     ) -> Step {
         let inv = Step::Done(CtVerdict::with_state(cs::INV), None);
+        let before = (c.proto, c.seen_reply, c.mark, c.label);
         match c.proto {
             ProtoState::Tcp(tc) => match tcp::update(tc, reply, flags) {
                 TcpVerdict::Next(n) => c.proto = ProtoState::Tcp(n),
@@ -1213,6 +1304,10 @@ impl Conntrack {
             c.apply_marks(x);
         }
         c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
+        // Anything a verdict depends on changed: tokens issued before are
+        // dead (the generation moves on).
+        let changed = before != (c.proto, c.seen_reply, c.mark, c.label);
+        let gen = self.publish(c, changed, false);
         let mut state = cs::TRK
             | match (reply, c.seen_reply) {
                 (true, _) => cs::EST | cs::RPL,
@@ -1228,7 +1323,101 @@ impl Conntrack {
                 xlate_packet(&c.orig(), &n.reply.mirror())
             };
         }
-        Step::Done(CtVerdict::of_conn(state, c), xl)
+        let mut v = CtVerdict::of_conn(state, c);
+        // The token: only when this packet changed nothing but the expiry
+        // (so the same packet again gets this same verdict), for TCP and
+        // UDP (whose tracked fields are all in the datapath's exact key;
+        // ICMP's echo id is not), never for NAT (the frame is rewritten).
+        if !changed
+            && c.nat.is_none()
+            && x.nat.is_none()
+            && matches!(c.proto, ProtoState::Tcp(_) | ProtoState::Udp)
+        {
+            v.token = Some(CtToken { slot: c.slot, gen });
+        }
+        Step::Done(v, xl)
+    }
+
+    /// Publish `c`'s timeout class and exact expiry (rounded down to a
+    /// second: the fast path never outlives the slow path's expiry) in its
+    /// slot, bumping the generation when `bump`. Under `c`'s shard lock.
+    ///
+    /// Unless `force` (a new connection) or `bump`, nothing is written when
+    /// neither the whole-second expiry nor the timeout in force moved since
+    /// the last publication: the slot's line is then not dirtied (at 1M
+    /// connections that store is a cache miss the shard's unlock waits for).
+    /// A fast-path refresh since then set at most `now + timeout`, rounded
+    /// up to a second, with the same timeout: within the expiry's one-second
+    /// granularity of what this update sets.
+    fn publish(&self, c: &mut Conn, bump: bool, force: bool) -> u32 {
+        c.gen = c.gen.wrapping_add(u32::from(bump));
+        let kind = c.timeout();
+        let exp_s = u32::try_from(c.expires_ms / 1000).unwrap_or(u32::MAX);
+        let now = (exp_s, self.timeouts.get(kind));
+        if bump || force || now != c.published {
+            c.published = now;
+            if let Some(cell) = self.slots.get(c.slot) {
+                cell.publish(c.gen, kind as u32, exp_s);
+            }
+        }
+        c.gen
+    }
+
+    /// `c`'s expiry: the later of the slow path's exact one and the fast
+    /// path's refresh (whole seconds). Under `c`'s shard lock.
+    fn expires(&self, c: &Conn) -> u64 {
+        let fast = self
+            .slots
+            .get(c.slot)
+            .map_or(0, |cell| u64::from(exp_s_of(cell.life())) * 1000);
+        c.expires_ms.max(fast)
+    }
+
+    /// [`Conntrack::expires`] when it matters for expiry at `now_ms`: the
+    /// slot is read only when the exact expiry has passed (so a slow-path
+    /// look-up of a live connection never touches its slot).
+    #[inline]
+    fn expires_at(&self, c: &Conn, now_ms: u64) -> u64 {
+        if c.expires_ms > now_ms {
+            c.expires_ms
+        } else {
+            self.expires(c)
+        }
+    }
+
+    /// The established-connection fast path (docs/architecture.md
+    /// "Connection tracking"): the connection `tok` names is still the one
+    /// the token was issued for, with the same verdict-relevant state, and
+    /// not expired at `now_ms`. If so, refresh its expiry as a packet's
+    /// update would (to `now_ms` plus its class's current timeout, in
+    /// whole seconds, written only when it moves by a second or more: the
+    /// steady state only reads) and return true: the packet's verdict is
+    /// the one recorded with the token. False: take the slow path
+    /// ([`Conntrack::execute`]), which also handles a timeout shortened
+    /// by `set-ct` and the last second before the slow path's expiry.
+    /// No lock, no allocation; one atomic load, a compare-exchange at most
+    /// once a second per connection.
+    #[inline]
+    pub fn fast_refresh(&self, tok: CtToken, now_ms: u64) -> bool {
+        let Some(cell) = self.slots.get(tok.slot) else {
+            return false;
+        };
+        let w = cell.life();
+        let exp_ms = u64::from(exp_s_of(w)) * 1000;
+        if gen_of(w) != tok.gen || now_ms >= exp_ms {
+            return false;
+        }
+        let Some(t) = self.timeouts.ms_at(cell.kind()) else {
+            return false;
+        };
+        let want = now_ms.saturating_add(t);
+        if want <= exp_ms {
+            // More than two seconds beyond what the timeout gives now
+            // (it was shortened): the slow path sets it exactly.
+            return exp_ms - want <= 2000;
+        }
+        let s = u32::try_from(want.div_ceil(1000)).unwrap_or(u32::MAX);
+        cell.refresh(w, s)
     }
 
     /// [`Conntrack::sweep`] at the current time, at most once a second
@@ -1257,9 +1446,10 @@ impl Conntrack {
                 // Removed with its connection, below.
                 Slot::Alias { .. } => true,
                 Slot::Conn(c) => {
-                    let keep = c.expires_ms > now_ms;
+                    let keep = self.expires_at(c, now_ms) > now_ms;
                     if !keep {
                         n += 1;
+                        self.slots.free(c.slot);
                         if let Some((ak, ah)) = c.nat.and_then(|b| b.alias) {
                             aliases.push((ak, ah, c.key));
                         }
@@ -1288,7 +1478,10 @@ impl Conntrack {
             // A connection's alias is in its zone: both go.
             sh.retain(|slot| {
                 let keep = zone.is_some_and(|z| z != slot.key().zone);
-                n += usize::from(!keep && matches!(slot, Slot::Conn(_)));
+                if let (false, Slot::Conn(c)) = (keep, slot) {
+                    n += 1;
+                    self.slots.free(c.slot);
+                }
                 keep
             });
         }
@@ -1309,7 +1502,8 @@ impl Conntrack {
             };
             for slot in sh.iter() {
                 let Slot::Conn(c) = slot else { continue };
-                if c.expires_ms <= now || zone.is_some_and(|z| z != c.key.zone) {
+                let expires_ms = self.expires(c);
+                if expires_ms <= now || zone.is_some_and(|z| z != c.key.zone) {
                     continue;
                 }
                 let o = c.orig();
@@ -1343,7 +1537,7 @@ impl Conntrack {
                         ProtoState::Tcp(t) => Some(t.state.name()),
                         _ => None,
                     },
-                    timeout: (c.expires_ms - now).div_ceil(1000),
+                    timeout: (expires_ms - now).div_ceil(1000),
                 });
             }
         }
@@ -1394,9 +1588,16 @@ pub const MAX_NAT_PROBES: u32 = 1 << 18;
 
 /// The verdict on an ICMP error quoting `inner` of connection `c` (found
 /// under `inner`'s canonical key, `swapped` relative to it).
-fn related_verdict(c: &Conn, inner: &Tuple, swapped: bool, x: &CtExec, now_ms: u64) -> Step {
+fn related_verdict(
+    c: &Conn,
+    expires_ms: u64,
+    inner: &Tuple,
+    swapped: bool,
+    x: &CtExec,
+    now_ms: u64,
+) -> Step {
     let inv = Step::Done(CtVerdict::with_state(cs::INV), None);
-    if c.expires_ms <= now_ms {
+    if expires_ms <= now_ms {
         return inv;
     }
     // The error travels opposite to the packet it quotes: it is in the
@@ -1625,3 +1826,6 @@ mod tests;
 
 #[cfg(test)]
 mod nat_tests;
+
+#[cfg(test)]
+mod token_tests;

@@ -27,6 +27,7 @@
 //! Never allocates after construction, never locks.
 
 use super::megaflow::MegaflowHandle;
+use crate::conntrack::CtToken;
 use crate::flow::key::KEY_WORDS;
 use crate::flow::FlowKey;
 
@@ -95,7 +96,11 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 
 /// What a recirculated pass was answered by (see the module documentation):
 /// the megaflow, and the conntrack verdict (`ct_state`, `ct_mark`,
-/// `ct_label`) the recirculated key was built with.
+/// `ct_label`) the recirculated key was built with; and the connection
+/// token the tracker issued with that verdict ([`CtToken::NONE`]: none),
+/// which lets the next packet skip the tracker's lookup while the token is
+/// current (`datapath::conntrack`). Token and verdict are always written
+/// together, so a token never vouches for another verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecircHint {
     /// The recirculated pass's megaflow (re-validated before use).
@@ -107,6 +112,8 @@ pub struct RecircHint {
     /// The verdict's `ct_label`, as two words (no 16-byte alignment, so
     /// the hint fits in the slot's padding).
     pub label: [u64; 2],
+    /// The connection token issued with this verdict.
+    pub token: CtToken,
 }
 
 impl RecircHint {
@@ -116,9 +123,10 @@ impl RecircHint {
         state: 0,
         mark: 0,
         label: [0; 2],
+        token: CtToken::NONE,
     };
 
-    /// The verdict fields in hint form.
+    /// The verdict fields in hint form (no token).
     #[inline(always)]
     pub fn of(handle: MegaflowHandle, state: u32, mark: u32, label: u128) -> RecircHint {
         RecircHint {
@@ -126,7 +134,14 @@ impl RecircHint {
             state,
             mark,
             label: [label as u64, (label >> 64) as u64],
+            token: CtToken::NONE,
         }
+    }
+
+    /// The verdict's `ct_label`.
+    #[inline(always)]
+    pub fn label(&self) -> u128 {
+        u128::from(self.label[1]) << 64 | u128::from(self.label[0])
     }
 
     /// Whether this hint was recorded for this verdict.
@@ -171,10 +186,10 @@ struct EmcEntry {
     tag: u32,
     valid: bool,
     key: FlowKey,
-    /// The recirculation hint, in the padding after the key (bytes
-    /// 216-248): the probe and key compare read exactly the bytes they
-    /// read without it, and the hint shares the key's last line, which a
-    /// hit has just read.
+    /// The recirculation hint and connection token, in the padding after
+    /// the key (bytes 216-256): the probe and key compare read exactly the
+    /// bytes they read without it, and the hint shares the key's last
+    /// line, which a hit has just read.
     hint: RecircHint,
 }
 

@@ -42,6 +42,7 @@ pub use megaflow::{
     Megaflow, MegaflowCache, MegaflowCounters, MegaflowHandle, MegaflowInstall, LOOKUP_BATCH,
 };
 
+use crate::conntrack::{CtToken, CtVerdict};
 use crate::flow::{FlowKey, PortNo};
 use crate::packet::{extract, extract_into, Layout, Packet, PacketPool, ParseStatus};
 use crate::pipeline::xlate::XlateDrop;
@@ -236,6 +237,9 @@ pub struct DatapathStats {
     /// Of which recirculated passes answered by the previous pass's EMC
     /// entry's recirculation hint, without hashing or looking up their key.
     pub recirc_hint_hits: u64,
+    /// `ct` actions answered by the established-connection fast path (a
+    /// current connection token in the pass's EMC entry: no tracker lookup).
+    pub ct_fast_hits: u64,
     /// Packets answered by the megaflow cache.
     pub megaflow_hits: u64,
     /// Packets sent to the slow path (upcalls).
@@ -540,11 +544,13 @@ struct CtEnv<'a> {
     /// the packet, `ct` takes its headers from here instead of extracting
     /// the frame again (the key and layout extraction would give).
     key: &'a FlowKey,
-    /// The thread's EMC, for recirculation hints.
-    emc: &'a Emc,
+    /// The thread's EMC, for recirculation hints and connection tokens.
+    emc: &'a mut Emc,
     /// The EMC entry that answered this pass with the megaflow whose
     /// actions run (NONE: none did; no hint is read or recorded).
     emc_ref: EmcRef,
+    /// `ct` actions answered by the fast path (added to the stats after).
+    fast_hits: u64,
 }
 
 /// The slow-path translation function the datapath calls on a miss
@@ -894,10 +900,12 @@ impl Datapath {
                         },
                         depth: 1,
                         key,
-                        emc: &self.emc,
+                        emc: &mut self.emc,
                         emc_ref,
+                        fast_hits: 0,
                     };
                     run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
+                    self.stats.ct_fast_hits += env.fast_hits;
                     if !self.recirc.entries.is_empty() {
                         self.run_recirculations(tx, pool, pidx, now_ms);
                     }
@@ -983,10 +991,12 @@ impl Datapath {
                         },
                         depth: depth + 1,
                         key,
-                        emc: &self.emc,
+                        emc: &mut self.emc,
                         emc_ref,
+                        fast_hits: 0,
                     };
                     run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
+                    self.stats.ct_fast_hits += env.fast_hits;
                 }
                 None => {
                     self.stats.ports[pidx].drops[DropReason::ActionFailed.index()] += 1;
@@ -1424,6 +1434,14 @@ enum CtStep {
 /// next pass's answer (re-validated by generation when used); otherwise the
 /// next pass records it. No allocation; the tracker takes one shard lock at
 /// a time (two for a NATed reply).
+///
+/// Established-connection fast path: the hint also carries the connection
+/// token the tracker issued with its verdict. When that token is still
+/// current ([`crate::conntrack::Conntrack::fast_refresh`]: same generation,
+/// not expired; the frame parsed cleanly; the `ct` recirculates), the
+/// tracker is not asked at all: the verdict is the hint's (no lock, no
+/// hash; counted in `ct_fast_hits`). The slow path's token is stored with
+/// its verdict, never apart from it.
 #[inline(never)]
 fn conntrack(
     pkt: &mut Packet,
@@ -1435,11 +1453,35 @@ fn conntrack(
     let key = env.queue.next_key();
     let (v, layout, hintable) = match pristine {
         Some(l) if c.exec.nat.is_none() => {
-            let v = env.ct.execute(pkt.data(), &l, orig, &c.exec, env.now_ms);
+            let hintable = env.emc_ref != EmcRef::NONE;
+            // The established-connection fast path: this entry's token is
+            // current, so the tracker would give the hint's verdict.
+            let fast = match env.emc.hint(env.emc_ref) {
+                Some(h)
+                    if c.recirc.is_some()
+                        && l.status == ParseStatus::Ok
+                        && env.ct.fast_refresh(h.token, env.now_ms) =>
+                {
+                    env.fast_hits += 1;
+                    Some(CtVerdict {
+                        state: h.state,
+                        mark: h.mark,
+                        label: h.label(),
+                        full: false,
+                        nat_exhausted: false,
+                        token: Some(h.token),
+                    })
+                }
+                _ => None,
+            };
+            let v = match fast {
+                Some(v) => v,
+                None => env.ct.execute(pkt.data(), &l, orig, &c.exec, env.now_ms),
+            };
             if c.recirc.is_some() && !v.full && !v.nat_exhausted {
                 *key = *orig;
             }
-            (v, l, env.emc_ref != EmcRef::NONE)
+            (v, l, hintable)
         }
         _ => {
             let mut layout = match pristine {
@@ -1491,12 +1533,23 @@ fn conntrack(
     key.recirc_id = u32::from(table) + 1;
     let (mut hinted, mut hint_at) = (MegaflowHandle::NONE, None);
     if hintable {
+        // The token is recorded with the verdict it was issued with, never
+        // apart from it: a stale one (NONE when none was issued) is replaced.
+        let token = v.token.unwrap_or(CtToken::NONE);
         match env.emc.hint(env.emc_ref) {
-            Some(h) if h.same_verdict(v.state, v.mark, v.label) => hinted = h.handle,
+            Some(h) if h.same_verdict(v.state, v.mark, v.label) => {
+                hinted = h.handle;
+                if h.token != token {
+                    env.emc.set_hint(env.emc_ref, RecircHint { token, ..h });
+                }
+            }
             _ => {
                 hint_at = Some((
                     env.emc_ref,
-                    RecircHint::of(MegaflowHandle::NONE, v.state, v.mark, v.label),
+                    RecircHint {
+                        token,
+                        ..RecircHint::of(MegaflowHandle::NONE, v.state, v.mark, v.label)
+                    },
                 ))
             }
         }
