@@ -1,15 +1,16 @@
 //! Tracker tests: real frames through extraction and [`Conntrack::execute`].
+//! The frame builders and verdict helpers are shared with `token_tests`.
 
 use super::tcp::flags::{ACK, FIN, RST, SYN};
 use super::*;
 use crate::packet::{extract, FrameBuilder};
 
-const A: [u8; 4] = [10, 0, 0, 1];
-const B: [u8; 4] = [10, 0, 0, 2];
+pub(super) const A: [u8; 4] = [10, 0, 0, 1];
+pub(super) const B: [u8; 4] = [10, 0, 0, 2];
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
-fn tcp(from_a: bool, sport: u16, dport: u16, flags: u16) -> Vec<u8> {
+pub(super) fn tcp(from_a: bool, sport: u16, dport: u16, flags: u16) -> Vec<u8> {
     let (s, d) = if from_a { (A, B) } else { (B, A) };
     FrameBuilder::new()
         .eth(MAC_A, MAC_B)
@@ -18,7 +19,7 @@ fn tcp(from_a: bool, sport: u16, dport: u16, flags: u16) -> Vec<u8> {
         .build()
 }
 
-fn udp(from_a: bool, sport: u16, dport: u16) -> Vec<u8> {
+pub(super) fn udp(from_a: bool, sport: u16, dport: u16) -> Vec<u8> {
     let (s, d) = if from_a { (A, B) } else { (B, A) };
     FrameBuilder::new()
         .eth(MAC_A, MAC_B)
@@ -27,7 +28,7 @@ fn udp(from_a: bool, sport: u16, dport: u16) -> Vec<u8> {
         .build()
 }
 
-fn echo(from_a: bool, id: u16, reply: bool) -> Vec<u8> {
+pub(super) fn echo(from_a: bool, id: u16, reply: bool) -> Vec<u8> {
     let (s, d) = if from_a { (A, B) } else { (B, A) };
     let mut f = FrameBuilder::new()
         .eth(MAC_A, MAC_B)
@@ -40,18 +41,18 @@ fn echo(from_a: bool, id: u16, reply: bool) -> Vec<u8> {
     f
 }
 
-const EST: u32 = cs::TRK | cs::EST;
-const NEW: u32 = cs::TRK | cs::NEW;
-const RPL: u32 = cs::TRK | cs::EST | cs::RPL;
-const INV: u32 = cs::TRK | cs::INV;
+pub(super) const EST: u32 = cs::TRK | cs::EST;
+pub(super) const NEW: u32 = cs::TRK | cs::NEW;
+pub(super) const RPL: u32 = cs::TRK | cs::EST | cs::RPL;
+pub(super) const INV: u32 = cs::TRK | cs::INV;
 
-fn run(ct: &Conntrack, frame: &[u8], x: CtExec, now: u64) -> CtVerdict {
+pub(super) fn run(ct: &Conntrack, frame: &[u8], x: CtExec, now: u64) -> CtVerdict {
     let mut k = FlowKey::ZERO;
     let lay = extract(frame, 1, &mut k);
     ct.execute(frame, &lay, &k, &x, now)
 }
 
-fn commit(zone: u16) -> CtExec {
+pub(super) fn commit(zone: u16) -> CtExec {
     CtExec {
         zone,
         commit: true,
@@ -59,7 +60,7 @@ fn commit(zone: u16) -> CtExec {
     }
 }
 
-fn look(zone: u16) -> CtExec {
+pub(super) fn look(zone: u16) -> CtExec {
     CtExec {
         zone,
         ..CtExec::default()

@@ -4,60 +4,18 @@
 //! controls, takes the tokens it issues, and checks when they stop applying.
 
 use super::tcp::flags::{ACK, FIN, RST, SYN};
+use super::tests::{commit, echo, look, run, udp, EST, INV, NEW, RPL};
 use super::*;
-use crate::packet::{extract, FrameBuilder};
+use crate::packet::extract;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
-const A: [u8; 4] = [10, 0, 0, 1];
-const B: [u8; 4] = [10, 0, 0, 2];
-const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-
-const EST: u32 = cs::TRK | cs::EST;
-const NEW: u32 = cs::TRK | cs::NEW;
-const RPL: u32 = cs::TRK | cs::EST | cs::RPL;
-const INV: u32 = cs::TRK | cs::INV;
-
-fn udp(from_a: bool, sport: u16, dport: u16) -> Vec<u8> {
-    let (s, d) = if from_a { (A, B) } else { (B, A) };
-    FrameBuilder::new()
-        .eth(MAC, MAC)
-        .ipv4(s, d)
-        .udp(sport, dport)
-        .build()
-}
-
+/// A TCP segment of the one connection these tests use (A:40000 -> B:80).
 fn tcp(from_a: bool, flags: u16) -> Vec<u8> {
-    let (s, d, sp, dp) = if from_a {
-        (A, B, 40000, 80)
+    if from_a {
+        super::tests::tcp(true, 40000, 80, flags)
     } else {
-        (B, A, 80, 40000)
-    };
-    FrameBuilder::new()
-        .eth(MAC, MAC)
-        .ipv4(s, d)
-        .tcp(sp, dp, flags)
-        .build()
-}
-
-fn run(ct: &Conntrack, frame: &[u8], x: CtExec, now: u64) -> CtVerdict {
-    let mut k = FlowKey::ZERO;
-    let lay = extract(frame, 1, &mut k);
-    ct.execute(frame, &lay, &k, &x, now)
-}
-
-fn commit(zone: u16) -> CtExec {
-    CtExec {
-        zone,
-        commit: true,
-        ..CtExec::default()
-    }
-}
-
-fn look(zone: u16) -> CtExec {
-    CtExec {
-        zone,
-        ..CtExec::default()
+        super::tests::tcp(false, 80, 40000, flags)
     }
 }
 
@@ -109,11 +67,7 @@ fn a_token_issued_while_new_dies_when_the_reply_makes_the_connection_established
     let v = run(&ct, &udp(false, 2, 1), look(0), 7);
     assert_eq!((v.state, v.token), (RPL, Some(t_est)));
     // ICMP is not in the fast path (its echo id is not in the exact key).
-    let f = FrameBuilder::new()
-        .eth(MAC, MAC)
-        .ipv4(A, B)
-        .icmp_echo(9, 1)
-        .build();
+    let f = echo(true, 9, false);
     run(&ct, &f, commit(0), 8);
     assert_eq!(run(&ct, &f, commit(0), 9).token, None);
 }

@@ -423,20 +423,32 @@ fn extract_arp(frame: &[u8], l3: usize, key: &mut FlowKey, lay: &mut Layout) {
     key.nw_dst = be32(arp, 24);
 }
 
-/// Fuzz entry point: extract arbitrary bytes and check the layout's
-/// invariants. Must never panic for any input (the invariants hold by
-/// construction; a panic here is a bug in `extract`).
-pub fn fuzz_extract(data: &[u8]) {
-    let mut key = FlowKey::ZERO;
-    let lay = extract(data, 1, &mut key);
-    let mut stale_key = FlowKey::all_ones();
-    let mut stale = Layout {
+/// [`extract`] over a stale key, and [`extract_into`] over a stale key and
+/// a stale layout whose every field differs from a fresh one: both must
+/// give the same answer, which is returned.
+fn extract_both(data: &[u8], in_port: PortNo) -> (FlowKey, Layout) {
+    let mut key = FlowKey::all_ones();
+    let lay = extract(data, in_port, &mut key);
+    let mut key2 = FlowKey::all_ones();
+    let mut lay2 = Layout {
         l3: 1,
         l4: 2,
         status: ParseStatus::Malformed,
     };
-    extract_into(data, 1, &mut stale_key, &mut stale);
-    assert_eq!((stale_key, stale), (key, lay), "extract_into differs");
+    extract_into(data, in_port, &mut key2, &mut lay2);
+    assert_eq!(
+        (key2, lay2),
+        (key, lay),
+        "extract_into differs from extract"
+    );
+    (key, lay)
+}
+
+/// Fuzz entry point: extract arbitrary bytes and check the layout's
+/// invariants. Must never panic for any input (the invariants hold by
+/// construction; a panic here is a bug in `extract`).
+pub fn fuzz_extract(data: &[u8]) {
+    let (key, lay) = extract_both(data, 1);
     assert_eq!(key.in_port, 1);
     if lay.l3 != NO_OFFSET {
         assert!(usize::from(lay.l3) <= data.len());
@@ -465,20 +477,9 @@ mod tests {
     const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
     const B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
 
+    /// Both extraction forms over stale contents (they must reset them).
     fn run(f: &[u8]) -> (FlowKey, Layout) {
-        let mut k = FlowKey::all_ones(); // extract must reset stale contents
-        let l = extract(f, 7, &mut k);
-        // The datapath's form, over a stale key and a stale layout whose
-        // every field differs from a fresh one: the same answer.
-        let mut k2 = FlowKey::all_ones();
-        let mut l2 = Layout {
-            l3: 1,
-            l4: 2,
-            status: ParseStatus::Malformed,
-        };
-        extract_into(f, 7, &mut k2, &mut l2);
-        assert_eq!((k2, l2), (k, l), "extract_into over stale contents");
-        (k, l)
+        extract_both(f, 7)
     }
 
     fn l2_only(k: &FlowKey) -> FlowKey {
