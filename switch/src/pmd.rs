@@ -1157,6 +1157,9 @@ impl PmdSet {
     /// fill ring at that point (moves that free room go first), so no
     /// thread is ever overcommitted, not even between two moves. A queue
     /// that cannot move stays and is reported in [`Rebalance::kept`].
+    /// `timeout` bounds each queue's release by its old thread; a release
+    /// that misses it ends the rebalance with an error (moves already made
+    /// stay made).
     pub fn rebalance_report(&mut self, timeout: Duration) -> Result<Rebalance, String> {
         let plan = self.plan();
         let wanted: Vec<PortMove> = plan
@@ -1206,9 +1209,13 @@ impl PmdSet {
                 left: u32::try_from(budget.saturating_sub(used[m.to])).unwrap_or(u32::MAX),
             })
             .collect();
-        let deadline = Instant::now() + timeout;
         let mut done = Vec::new();
         for m in moves {
+            // Each release gets the whole timeout: the old thread closes
+            // the queue's AF_XDP socket, which waits for the kernel (an RCU
+            // grace period), so under load a shared deadline ran out after
+            // the first moves.
+            let deadline = Instant::now() + timeout;
             if self.pmds[m.from]
                 .send(PmdCommand::ReleasePort(m.port, m.queue))
                 .is_err()

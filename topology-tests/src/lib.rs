@@ -62,7 +62,8 @@ pub enum TopoError {
         cmd: String,
         /// Its exit status.
         status: String,
-        /// Its standard error, trimmed.
+        /// What it said: its standard error (trimmed), or its standard
+        /// output when it wrote nothing on standard error.
         stderr: String,
     },
     /// Output that did not parse, a timeout, a missing binary...

@@ -169,14 +169,21 @@ impl Switchd {
         output(c)
     }
 
-    /// Run flowctl and require exit 0; its stdout.
+    /// Run flowctl and require exit 0; its stdout. On failure the error
+    /// carries what flowctl said: its stderr, or its stdout when stderr is
+    /// empty (with `--json`, flowctl prints the error object on stdout).
     pub fn flowctl_ok(&self, args: &[&str]) -> Result<String> {
         let o = self.flowctl(args)?;
         if !o.status.success() {
+            let said = if o.stderr.iter().all(u8::is_ascii_whitespace) {
+                &o.stdout
+            } else {
+                &o.stderr
+            };
             return Err(TopoError::Failed {
                 cmd: format!("flowctl {}", args.join(" ")),
                 status: o.status.to_string(),
-                stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                stderr: String::from_utf8_lossy(said).trim().to_string(),
             });
         }
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())

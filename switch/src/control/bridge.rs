@@ -37,6 +37,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How long a request waits for the polling thread to acknowledge a sync.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a polling thread has to hand back one port queue in a
+/// rebalance: an operator's command, not a hot path, and closing an AF_XDP
+/// socket waits for the kernel, which a loaded machine can stretch.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Port types this build can create.
 pub const PORT_TYPES: &[&str] = &[
     "memory",
@@ -1339,7 +1343,7 @@ impl Bridge {
                 // would overcommit its target stays, listed in `kept`.
                 let r = self
                     .pmd
-                    .rebalance_report(SYNC_TIMEOUT)
+                    .rebalance_report(RELEASE_TIMEOUT)
                     .map_err(|m| ErrorBody::new(ErrorCode::Busy, m))?;
                 // Frames injected after the reply meet the new assignment.
                 self.pmd.sync(SYNC_TIMEOUT);
