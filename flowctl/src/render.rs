@@ -329,9 +329,12 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                      \x20 Iterations:        {:>12}  ({} busy)\n\
                      \x20 - busy cycles:     {:>11.1} %\n\
                      \x20 Rx packets:        {:>12}  ({:.0} busy cycles/pkt, {:.0} in the datapath)\n\
+                     \x20 Datapath passes:   {:>12}  ({:.2} passes/pkt)\n\
                      \x20 - EMC hits:        {:>12}  ({:5.1} %)\n\
                      \x20 - Megaflow hits:   {:>12}  ({:5.1} %, {:.2} subtbl lookups/hit)\n\
                      \x20 - Misses:          {:>12}  ({:5.1} %, {:.0} cycles/miss)\n\
+                     \x20 Recirculations:    {:>12}  ({} by hint, {} direct)\n\
+                     \x20 Conntrack fast path: {:>10}\n\
                      \x20 Handed to other pmds: {:>9}  ({} dropped: tx_ring_full)",
                     n("pmd"),
                     core(&t["cpu"]),
@@ -341,6 +344,8 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     n("rx_packets"),
                     f("busy_cycles_per_packet"),
                     f("cycles_per_packet"),
+                    n("passes"),
+                    f("passes_per_packet"),
                     n("emc_hits"),
                     f("emc_hit_pct"),
                     n("megaflow_hits"),
@@ -349,6 +354,10 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                     n("misses"),
                     f("miss_pct"),
                     f("cycles_per_miss"),
+                    n("recirculations"),
+                    n("recirc_hint_hits"),
+                    n("direct_passes"),
+                    n("ct_fast_hits"),
                     n("handed_off"),
                     n("handoff_drops"),
                 );

@@ -13,7 +13,8 @@
 //!   tracker), so each packet is one EMC hit, one `ct` answered by the
 //!   EMC entry's connection token (the established-connection fast path:
 //!   no tracker lookup), one recirculation whose second pass is answered
-//!   by the entry's recirculation hint; `assert_fast_path` checks both,
+//!   by the entry's recirculation hint and run directly (no recirculated
+//!   key, no recirculation stack); `assert_fast_path` checks all three,
 //!   untimed;
 //! - `new_connections/1`: every packet a new UDP 5-tuple (to one route)
 //!   through the ACL pipeline: `ct` lookup (+new), recirculation, `ct(commit)`
@@ -90,7 +91,8 @@ fn acl_rig(flows: u32) -> (perf::Rig, Arc<Conntrack>) {
 /// What `l3_with_acl` claims to measure, checked untimed: the packets of a
 /// few more batches took the established-connection fast path (a current
 /// connection token: no tracker lookup) and their second pass the
-/// recirculation hint (no second EMC lookup). All of them with one flow;
+/// recirculation hint (no second EMC lookup), run as a direct pass (no
+/// recirculated key, no recirculation stack). All of them with one flow;
 /// with 1000, the 2000 keys of both passes share the 8192-slot 2-way EMC
 /// and a few collide (their flows take the megaflow and the slow `ct`), so
 /// at least 99 %.
@@ -101,11 +103,17 @@ fn assert_fast_path(acl: &mut perf::Rig) {
     let packets = s.packets - s0.packets;
     let fast = s.ct_fast_hits - s0.ct_fast_hits;
     let hinted = s.recirc_hint_hits - s0.recirc_hint_hits;
+    let direct = s.direct_passes - s0.direct_passes;
     let enough = |n: u64| n <= packets && 100 * n >= 99 * packets;
     assert!(enough(fast), "{fast} of {packets} ct fast: {s:?}");
     assert!(enough(hinted), "{hinted} of {packets} hinted: {s:?}");
+    assert!(enough(direct), "{direct} of {packets} direct: {s:?}");
     if s.misses == 3 {
-        assert_eq!((fast, hinted), (packets, packets), "one flow: all of them");
+        assert_eq!(
+            (fast, hinted, direct),
+            (packets, packets, packets),
+            "one flow: all of them"
+        );
     }
 }
 

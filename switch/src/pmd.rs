@@ -380,6 +380,18 @@ pub struct PmdStats {
     pub misses: u64,
     /// Megaflow subtables probed by lookups that hit.
     pub megaflow_hit_probes: u64,
+    /// Passes made by recirculated packets (`ct(table=T)`).
+    #[serde(default)]
+    pub recirculations: u64,
+    /// Of those, answered by the previous pass's recirculation hint.
+    #[serde(default)]
+    pub recirc_hint_hits: u64,
+    /// Of those, run as direct passes (no recirculated key, no stack).
+    #[serde(default)]
+    pub direct_passes: u64,
+    /// `ct` actions answered by the established-connection fast path.
+    #[serde(default)]
+    pub ct_fast_hits: u64,
     /// Cycles the datapath spent processing batches (DatapathStats.cycles).
     pub dp_cycles: u64,
     /// Of those, cycles in the slow path.
@@ -434,6 +446,10 @@ impl PmdStats {
             t.megaflow_hits += s.megaflow_hits;
             t.misses += s.misses;
             t.megaflow_hit_probes += s.megaflow_hit_probes;
+            t.recirculations += s.recirculations;
+            t.recirc_hint_hits += s.recirc_hint_hits;
+            t.direct_passes += s.direct_passes;
+            t.ct_fast_hits += s.ct_fast_hits;
             t.dp_cycles += s.dp_cycles;
             t.slow_path_cycles += s.slow_path_cycles;
             t.total_cycles += s.total_cycles;
@@ -1535,6 +1551,10 @@ fn run(
             stats.megaflow_hits = d.megaflow_hits;
             stats.misses = d.misses;
             stats.megaflow_hit_probes = d.megaflow_hit_probes;
+            stats.recirculations = d.recirculations;
+            stats.recirc_hint_hits = d.recirc_hint_hits;
+            stats.direct_passes = d.direct_passes;
+            stats.ct_fast_hits = d.ct_fast_hits;
             stats.dp_cycles = d.cycles;
             stats.slow_path_cycles = d.slow_path_cycles;
             stats.total_cycles = cycles_now().wrapping_sub(started);
@@ -1757,19 +1777,38 @@ pub struct PmdPerf {
     /// frame: the figure OVS's pmd-perf-show prints as cycles/pkt.
     #[serde(default)]
     pub busy_cycles_per_packet: f64,
-    /// Exact-match cache hits.
+    /// Datapath passes: frames received plus recirculations (OVS's
+    /// "Datapath passes"); the hit and miss percentages are of passes.
+    #[serde(default)]
+    pub passes: u64,
+    /// Passes per received frame.
+    #[serde(default)]
+    pub passes_per_packet: f64,
+    /// Passes made by recirculated packets (`ct(table=T)`).
+    #[serde(default)]
+    pub recirculations: u64,
+    /// Of those, answered by the previous pass's recirculation hint.
+    #[serde(default)]
+    pub recirc_hint_hits: u64,
+    /// Of those, run as direct passes (no recirculated key, no stack).
+    #[serde(default)]
+    pub direct_passes: u64,
+    /// `ct` actions answered by the established-connection fast path.
+    #[serde(default)]
+    pub ct_fast_hits: u64,
+    /// Exact-match cache hits (recirculation hint hits included).
     pub emc_hits: u64,
-    /// EMC hits / frames, percent.
+    /// EMC hits / passes, percent.
     pub emc_hit_pct: f64,
     /// Megaflow cache hits.
     pub megaflow_hits: u64,
-    /// Megaflow hits / frames, percent.
+    /// Megaflow hits / passes, percent.
     pub megaflow_hit_pct: f64,
     /// Megaflow subtables probed per megaflow hit.
     pub megaflow_lookups_per_hit: f64,
     /// Slow-path translations.
     pub misses: u64,
-    /// Misses / frames, percent.
+    /// Misses / passes, percent.
     pub miss_pct: f64,
     /// Slow-path cycles per miss.
     pub cycles_per_miss: f64,
@@ -1802,6 +1841,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 impl From<&PmdStats> for PmdPerf {
     fn from(s: &PmdStats) -> PmdPerf {
+        let passes = s.rx_packets + s.recirculations;
         PmdPerf {
             pmd: s.pmd,
             cpu: s.cpu,
@@ -1811,13 +1851,19 @@ impl From<&PmdStats> for PmdPerf {
             rx_packets: s.rx_packets,
             cycles_per_packet: ratio(s.dp_cycles, s.rx_packets),
             busy_cycles_per_packet: ratio(s.busy_cycles, s.rx_packets),
+            passes,
+            passes_per_packet: ratio(passes, s.rx_packets),
+            recirculations: s.recirculations,
+            recirc_hint_hits: s.recirc_hint_hits,
+            direct_passes: s.direct_passes,
+            ct_fast_hits: s.ct_fast_hits,
             emc_hits: s.emc_hits,
-            emc_hit_pct: pct(s.emc_hits, s.rx_packets),
+            emc_hit_pct: pct(s.emc_hits, passes),
             megaflow_hits: s.megaflow_hits,
-            megaflow_hit_pct: pct(s.megaflow_hits, s.rx_packets),
+            megaflow_hit_pct: pct(s.megaflow_hits, passes),
             megaflow_lookups_per_hit: ratio(s.megaflow_hit_probes, s.megaflow_hits),
             misses: s.misses,
-            miss_pct: pct(s.misses, s.rx_packets),
+            miss_pct: pct(s.misses, passes),
             cycles_per_miss: ratio(s.slow_path_cycles, s.misses),
             handed_off: s.handed_off,
             handoff_drops: s.handoff_drops,

@@ -763,6 +763,9 @@ fn established_connections_take_the_fast_path_until_the_connection_changes() {
     let out = r.send(PORT_A, &[ack.clone(), ack.clone(), ack.clone()]);
     assert_eq!(out[1], vec![ack.clone(); 3]);
     assert_eq!(fast(&r), 2, "{:?}", r.dp.stats());
+    // Table 0's megaflow is a lone `ct(table=1)`, table 1's has no `ct`:
+    // both ran as direct passes (no recirculated key, no stack).
+    assert_eq!(r.dp.stats().direct_passes, 2, "{:?}", r.dp.stats());
     // The server's FIN: the ACK entry's token is dead; the ACK goes through
     // the state machine (FIN_WAIT -> CLOSE_WAIT) and is still +est.
     assert_eq!(
@@ -828,4 +831,130 @@ fn a_truncated_frame_sharing_an_exact_key_never_takes_the_fast_path() {
     let out = r.send(PORT_A, &[good.clone(), good.clone(), good.clone()]);
     assert_eq!(out[1].len(), 3);
     assert_eq!(r.dp.stats().ct_fast_hits, fast + 2);
+}
+
+/// A rig whose EMC takes nothing: no entry, so no hint and no direct pass;
+/// every recirculated pass goes through the recirculation stack.
+fn rig_emc_never(p: Pipeline) -> Rig {
+    let mut r = Rig::new(p);
+    r.dp = Datapath::new(
+        r.snap.clone(),
+        DatapathConfig {
+            emc_insert_inv_prob: 0,
+            ..DatapathConfig::default()
+        },
+    );
+    r
+}
+
+/// Every rule's (table, priority, packets, bytes), credited up to now.
+fn rule_counters(r: &mut Rig) -> Vec<(u8, u16, u64, u64)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    r.dp.push_stats();
+    let mut v: Vec<_> = r
+        .snap
+        .pipeline
+        .rules()
+        .map(|x| {
+            let s = &x.stats;
+            (
+                x.flow.table,
+                x.flow.priority,
+                s.n_packets.load(Relaxed),
+                s.n_bytes.load(Relaxed),
+            )
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The direct pass (an established packet's second pass run at once from
+/// its first pass's EMC entry, without the recirculation stack) answers
+/// exactly as the stack does: the same frames out of the same ports, the
+/// same connections, the same recirculation count and the same rule
+/// counters in both tables, which `dump-flows` shows. Compared over the
+/// same traffic with a datapath whose EMC takes nothing.
+#[test]
+fn the_direct_pass_answers_and_counts_as_the_recirculation_stack_does() {
+    let flows: &[&str] = &[
+        "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=1)",
+        "table=0,priority=5,actions=drop",
+        "table=1,priority=20,ct_state=+trk+new,in_port=1,actions=ct(commit,zone=1),output:2",
+        "table=1,priority=20,ct_state=+trk+est,in_port=1,actions=mod_dl_src:02:00:00:00:00:aa,output:2",
+        "table=1,priority=20,ct_state=+trk+est,in_port=2,actions=output:1",
+        "table=1,priority=15,ct_state=+trk+new,actions=drop",
+        "table=1,priority=30,ct_state=+trk+inv,actions=drop",
+    ];
+    let mut direct = rig_emc_always(pipeline(flows));
+    let mut stack = rig_emc_never(pipeline(flows));
+    let data_a = tcp(true, 4000, 80, ACK | PSH);
+    let data_b = tcp(false, 80, 4000, ACK | PSH);
+    let mut traffic: Vec<(PortNo, Vec<Vec<u8>>)> = vec![
+        (PORT_A, vec![tcp(true, 4000, 80, SYN), udp(true, 5000, 53)]),
+        (
+            PORT_B,
+            vec![tcp(false, 80, 4000, SYN | ACK), udp(false, 53, 5000)],
+        ),
+        (PORT_A, vec![tcp(true, 4000, 80, ACK)]),
+    ];
+    for _ in 0..4 {
+        traffic.push((
+            PORT_A,
+            vec![data_a.clone(), udp(true, 5000, 53), data_a.clone()],
+        ));
+        traffic.push((PORT_B, vec![data_b.clone(), udp(false, 53, 5000)]));
+    }
+    // B opens to A (new from port 2: dropped), an ACK of no connection
+    // (+inv: dropped), then A closes.
+    traffic.push((PORT_B, vec![tcp(false, 6000, 22, SYN)]));
+    traffic.push((PORT_A, vec![tcp(true, 4001, 80, ACK), data_a.clone()]));
+    traffic.push((PORT_A, vec![tcp(true, 4000, 80, FIN | ACK), data_a.clone()]));
+    traffic.push((PORT_B, vec![tcp(false, 80, 4000, FIN | ACK)]));
+    traffic.push((PORT_A, vec![tcp(true, 4000, 80, ACK), udp(true, 5000, 53)]));
+    for (i, (port, frames)) in traffic.iter().enumerate() {
+        assert_eq!(
+            direct.send(*port, frames),
+            stack.send(*port, frames),
+            "batch {i}"
+        );
+    }
+    assert_eq!(direct.conns(), stack.conns());
+    let (d, s) = (direct.dp.stats().clone(), stack.dp.stats().clone());
+    assert!(
+        d.direct_passes >= 8,
+        "established packets went direct: {d:?}"
+    );
+    assert_eq!(s.direct_passes + s.emc_hits, 0, "{s:?}");
+    assert_eq!(d.recirculations, s.recirculations);
+    assert_eq!(d.packets, s.packets);
+    assert_eq!(d.total_drops(), s.total_drops());
+    assert_eq!(rule_counters(&mut direct), rule_counters(&mut stack));
+}
+
+/// A second pass with a `ct` of its own needs the key the first pass's
+/// `ct` builds, so it never runs directly: the first pass still takes the
+/// established-connection fast path, the second goes through the stack.
+#[test]
+fn a_second_pass_with_its_own_ct_takes_the_stack() {
+    let mut r = rig_emc_always(pipeline(&[
+        "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=1)",
+        "table=1,priority=20,udp,ct_state=+trk+new,in_port=1,actions=ct(commit,zone=1),output:2",
+        "table=1,priority=20,udp,ct_state=+trk+est,in_port=1,actions=ct(commit,zone=1),output:2",
+        "table=1,priority=20,udp,ct_state=+trk+est,in_port=2,actions=output:1",
+    ]));
+    let a = udp(true, 4000, 53);
+    r.send(PORT_A, std::slice::from_ref(&a));
+    assert_eq!(r.send(PORT_B, &[udp(false, 53, 4000)])[0].len(), 1);
+    for _ in 0..3 {
+        assert_eq!(
+            r.send(PORT_A, &[a.clone(), a.clone()])[1],
+            vec![a.clone(); 2]
+        );
+    }
+    let s = r.dp.stats();
+    assert!(s.ct_fast_hits >= 4, "{s:?}");
+    assert!(s.recirc_hint_hits >= 4, "{s:?}");
+    assert_eq!(s.direct_passes, 0, "{s:?}");
+    assert_eq!(r.conns().len(), 1);
 }

@@ -21,6 +21,7 @@ use switch::datapath::DatapathConfig;
 use switch::packet::checksum::checksum;
 use switch::packet::ip::PseudoHeader;
 use switch::packet::FrameBuilder;
+use switch::pmd::PmdPerf;
 use switch::port::PortStats;
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 1, 2];
@@ -331,4 +332,62 @@ fn bad_icmp_settings_are_errors() {
             Reply::Ok(v2) => panic!("{k}={v} accepted: {v2}"),
         }
     }
+}
+
+/// A TTL that expires after `ct(table=T)` (a policy's ACL in front of the
+/// forwarding tables) gets its error too, whether the second pass ran from
+/// the recirculation stack (a new exact key: the tracker is asked) or
+/// directly (an established connection whose first pass's EMC entry holds
+/// a current token and the second pass's megaflow).
+#[test]
+fn ttl_expiry_after_a_conntrack_recirculation_sends_icmp_too() {
+    let mut s = Sw::new(true);
+    let rewrite = "mod_dl_src:02:00:00:00:ff:00,mod_dl_dst";
+    s.ok(Request::AddFlows {
+        bridge: "br0".into(),
+        flows: vec![
+            "table=0,priority=300,ip,in_port=1,nw_dst=10.244.8.0/24,actions=ct(table=1,zone=4)".into(),
+            "table=0,priority=300,ip,in_port=2,nw_src=10.244.8.0/24,actions=ct(table=1,zone=4)".into(),
+            format!("table=1,priority=10,ip,in_port=1,ct_state=+trk+new,actions=ct(commit,zone=4),{rewrite}:02:00:00:00:02:02,dec_ttl,output:2"),
+            format!("table=1,priority=10,ip,in_port=1,ct_state=+trk+est,actions={rewrite}:02:00:00:00:02:02,dec_ttl,output:2"),
+            format!("table=1,priority=10,ip,in_port=2,ct_state=+trk+est,actions={rewrite}:02:00:00:00:01:02,dec_ttl,output:1"),
+        ],
+    });
+    let far = [10, 244, 8, 7];
+    s.inject("pod-a", &[udp4(far, 64, 42000)]);
+    assert_eq!(s.capture("pod-c").len(), 1, "the connection's first packet");
+    let reply = FrameBuilder::new()
+        .eth([2, 0, 0, 0, 2, 2], ROUTER)
+        .ipv4(far, IP_A)
+        .udp(33434, 42000)
+        .payload(b"reply")
+        .build();
+    s.inject("pod-c", &[reply]);
+    assert_eq!(s.capture("pod-a").len(), 1, "the reply: established");
+    let probe = udp4(far, 1, 42000);
+    for i in 0..4 {
+        s.inject("pod-a", std::slice::from_ref(&probe));
+        let back = s.capture("pod-a");
+        assert_eq!(back.len(), 1, "probe {i}: one ICMP error");
+        check_icmp4(&back[0], &probe);
+        assert!(s.capture("pod-c").is_empty(), "probe {i} not forwarded");
+    }
+    assert_eq!(s.drops("pod-a").get("invalid_ttl"), Some(&4));
+    // pmd-perf-show counts the passes: six packets, each recirculated once;
+    // the last three probes ran their second pass directly, on the fast path.
+    let v = s.ok(Request::PmdPerfShow {
+        bridge: "br0".into(),
+    });
+    let pmds: Vec<PmdPerf> = serde_json::from_value(v["pmds"].clone()).unwrap();
+    let sum = |f: fn(&PmdPerf) -> u64| pmds.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|t| t.rx_packets), 6, "{pmds:?}");
+    assert_eq!(sum(|t| t.recirculations), 6, "{pmds:?}");
+    assert_eq!(sum(|t| t.passes), 12, "{pmds:?}");
+    assert_eq!(sum(|t| t.direct_passes), 3, "{pmds:?}");
+    assert_eq!(sum(|t| t.ct_fast_hits), 3, "{pmds:?}");
+    assert_eq!(
+        sum(|t| t.emc_hits + t.megaflow_hits + t.misses),
+        12,
+        "every pass answered by one tier: {pmds:?}"
+    );
 }

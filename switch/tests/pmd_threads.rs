@@ -229,6 +229,8 @@ fn cross_thread_forwarding_is_exact() {
             "{t:?}"
         );
         assert!((0.0..=100.0).contains(&t.busy_pct), "{t:?}");
+        // No `ct(table=T)` here: one datapath pass per frame.
+        assert_eq!((t.passes, t.recirculations), (t.rx_packets, 0), "{t:?}");
         let pcts = t.emc_hit_pct + t.megaflow_hit_pct + t.miss_pct;
         assert!((pcts - 100.0).abs() < 0.01, "{t:?}");
     }

@@ -300,6 +300,14 @@ impl Emc {
             .filter(|h| h.handle != MegaflowHandle::NONE)
     }
 
+    /// Whether the entry at `at` still holds that insertion and a hint: the
+    /// cheap test before [`Emc::hint`] (no copy of the hint).
+    #[inline(always)]
+    pub fn has_hint(&self, at: EmcRef) -> bool {
+        self.at(at)
+            .is_some_and(|e| e.hint.handle != MegaflowHandle::NONE)
+    }
+
     /// Attach `hint` to the entry at `at`, if the slot still holds that
     /// insertion (otherwise the entry it was meant for is gone: nothing).
     #[inline]

@@ -112,6 +112,14 @@ pub struct Megaflow {
     pub tables: Vec<(u8, bool)>,
     /// Group and bucket counters to credit (`group:N`).
     pub groups: Vec<Arc<crate::group::Counter>>,
+    /// The actions are one `ct(table=T)` without `nat`: an established
+    /// packet whose EMC entry holds a current connection token and a
+    /// recirculation hint goes straight to the next pass's megaflow
+    /// (`Datapath::direct_pass`).
+    pub sole_ct: bool,
+    /// Some action is a `ct`: its pass needs its own key, built by the
+    /// previous pass's `ct` (so it is never run as a direct pass).
+    pub has_ct: bool,
     /// Packets since the last stats push.
     pub packets: u64,
     /// Bytes since the last stats push.
@@ -678,8 +686,13 @@ impl MegaflowCache {
             tables,
             groups,
         } = what;
+        let sole_ct = matches!(&*actions,
+            [DpAction::Ct(c)] if c.recirc.is_some() && c.exec.nat.is_none());
+        let has_ct = actions.iter().any(|a| matches!(a, DpAction::Ct(_)));
         let flow = Megaflow {
             key: masked,
+            sole_ct,
+            has_ct,
             actions,
             out_idx,
             last_output,
