@@ -126,7 +126,8 @@ enum Cmd {
         bridge: String,
     },
     /// Per polling thread: iterations, busy share, rx packets, cycles per packet,
-    /// EMC and megaflow hit rates, misses (`ovs-appctl dpif-netdev/pmd-perf-show`).
+    /// datapath passes, EMC and megaflow hit rates, misses, recirculations
+    /// and the conntrack fast path (`ovs-appctl dpif-netdev/pmd-perf-show`).
     PmdPerfShow {
         /// Bridge name.
         bridge: String,

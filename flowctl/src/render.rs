@@ -171,16 +171,23 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
             let pmd = &body["pmd"];
             let n = |k: &str| pmd[k].as_u64().unwrap_or(0);
             let rx = n("rx_packets");
+            // Each recirculation (`ct(table=T)`) is one more datapath pass,
+            // answered by one of the tiers: percentages are of passes.
+            let passes = rx + n("recirculations");
             let pct = |x: u64| {
-                if rx == 0 {
+                if passes == 0 {
                     0.0
                 } else {
-                    100.0 * x as f64 / rx as f64
+                    100.0 * x as f64 / passes as f64
                 }
             };
+            let _ = write!(out, "pmd0: rx packets {rx}, ");
+            if passes != rx {
+                let _ = write!(out, "datapath passes {passes}, ");
+            }
             let _ = writeln!(
                 out,
-                "pmd0: rx packets {rx}, emc hits {} ({:.1}%), megaflow hits {} ({:.1}%), misses {} ({:.1}%), busy iterations {}/{}",
+                "emc hits {} ({:.1}%), megaflow hits {} ({:.1}%), misses {} ({:.1}%), busy iterations {}/{}",
                 n("emc_hits"),
                 pct(n("emc_hits")),
                 n("megaflow_hits"),
@@ -333,7 +340,7 @@ pub fn render(_name: &str, body: &Value, cmd: &Cmd) -> String {
                      \x20 - EMC hits:        {:>12}  ({:5.1} %)\n\
                      \x20 - Megaflow hits:   {:>12}  ({:5.1} %, {:.2} subtbl lookups/hit)\n\
                      \x20 - Misses:          {:>12}  ({:5.1} %, {:.0} cycles/miss)\n\
-                     \x20 Recirculations:    {:>12}  ({} by hint, {} direct)\n\
+                     \x20 Recirculations:    {:>12}  ({} by hint, {} of them direct)\n\
                      \x20 Conntrack fast path: {:>10}\n\
                      \x20 Handed to other pmds: {:>9}  ({} dropped: tx_ring_full)",
                     n("pmd"),

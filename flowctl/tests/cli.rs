@@ -846,3 +846,86 @@ fn garbage_on_the_socket_gets_a_structured_error() {
     assert_eq!(s.ok(&["dump-flows", "br0"]), "");
     assert!(s.ok(&["show", "br0"]).starts_with("br0: "));
 }
+
+/// A stateful ACL in front of forwarding: every packet makes two datapath
+/// passes (`ct(table=1)` recirculates it). `show` and `pmd-perf-show` count
+/// passes, give the cache tiers' shares of passes, and `pmd-perf-show`
+/// says how many recirculations the EMC hint answered, how many of those
+/// ran as direct passes and how many `ct`s took the conntrack fast path;
+/// `dump-flows` credits both tables whichever way the second pass ran.
+#[test]
+fn pmd_perf_show_counts_passes_recirculations_and_the_conntrack_fast_path() {
+    let Some(s) = Switchd::start() else { return };
+    two_pods(&s);
+    let flows = "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=1)\n\
+                 table=1,priority=20,ct_state=+trk+new,in_port=1,actions=ct(commit,zone=1),output:2\n\
+                 table=1,priority=20,ct_state=+trk+est,in_port=1,actions=output:2\n\
+                 table=1,priority=20,ct_state=+trk+est,in_port=2,actions=output:1\n";
+    let o = s.run_stdin(&["add-flows", "br0", "-"], flows);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = "udp,dl_src=02:00:00:00:00:0a,dl_dst=02:00:00:00:00:0b,nw_src=10.244.1.2,nw_dst=10.244.1.3,udp_src=4000,udp_dst=53";
+    let b = "udp,dl_src=02:00:00:00:00:0b,dl_dst=02:00:00:00:00:0a,nw_src=10.244.1.3,nw_dst=10.244.1.2,udp_src=53,udp_dst=4000";
+    s.ok(&["inject", "br0", "pod-a", a]);
+    s.ok(&["inject", "br0", "pod-b", b]);
+    // The EMC takes 1 in 100 keys (OVS's default): enough packets that the
+    // first pass's key gets an entry, and the entry its hint.
+    let burst: Vec<&str> = ["inject", "br0", "pod-a"]
+        .into_iter()
+        .chain(std::iter::repeat_n(a, 32))
+        .collect();
+    for _ in 0..20 {
+        s.ok(&burst);
+        s.ok(&["capture", "br0", "pod-b"]);
+    }
+    let rx = 2 + 20 * 32;
+    let perf = s.json(&["pmd-perf-show", "br0"]);
+    let t = &perf["pmds"][0];
+    let n = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("{k}: {t}"));
+    assert_eq!(n("rx_packets"), rx, "{t}");
+    assert_eq!(n("recirculations"), rx, "{t}");
+    assert_eq!(n("passes"), 2 * rx, "{t}");
+    assert_eq!(n("emc_hits") + n("megaflow_hits") + n("misses"), 2 * rx);
+    let direct = n("direct_passes");
+    assert!(direct > 0, "{t}");
+    assert!(
+        n("recirc_hint_hits") >= direct && n("ct_fast_hits") >= direct,
+        "{t}"
+    );
+    let text = s.ok(&["pmd-perf-show", "br0"]);
+    assert!(
+        text.contains(&format!(
+            "  Datapath passes:   {:>12}  (2.00 passes/pkt)\n",
+            2 * rx
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "  Recirculations:    {rx:>12}  ({} by hint, {direct} of them direct)\n  Conntrack fast path: {:>10}\n",
+            n("recirc_hint_hits"),
+            n("ct_fast_hits")
+        )),
+        "{text}"
+    );
+    let show = s.ok(&["show", "br0"]);
+    assert!(
+        show.contains(&format!(
+            "pmd0: rx packets {rx}, datapath passes {}, emc hits ",
+            2 * rx
+        )),
+        "{show}"
+    );
+    let dump = s.ok(&["dump-flows", "br0"]);
+    let packets = |needle: &str| {
+        let l = dump
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}: {dump}"));
+        let v = l.split("n_packets=").nth(1).unwrap();
+        v[..v.find(',').unwrap()].parse::<u64>().unwrap()
+    };
+    assert_eq!(packets("table=0,"), rx, "{dump}");
+    assert_eq!(packets("+new+trk,in_port=1"), 1, "{dump}");
+    assert_eq!(packets("+est+trk,in_port=1"), rx - 2, "{dump}");
+    assert_eq!(packets("+est+trk,in_port=2"), 1, "{dump}");
+}
