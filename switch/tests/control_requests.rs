@@ -1097,3 +1097,68 @@ fn every_kind_of_flow_survives_a_restart_unchanged() {
     );
     assert_eq!(&got[0][16..], &f[12..]);
 }
+
+/// EMC hits, misses and megaflow hits of the bridge's polling threads.
+fn tiers(b: &mut Bridge) -> (u64, u64, u64) {
+    let v = ok(b, Request::PmdPerfShow { bridge: BR.into() });
+    let pmds = v["pmds"].as_array().unwrap();
+    let sum = |k: &str| pmds.iter().map(|t| t[k].as_u64().unwrap()).sum::<u64>();
+    (sum("emc_hits"), sum("megaflow_hits"), sum("misses"))
+}
+
+/// `set-bridge emc-insert-inv-prob=N` (OVS's `other_config` key): 1 puts
+/// every flow in the EMC at its first megaflow hit, 0 inserts nothing (the
+/// EMC is off, every packet takes the megaflow cache), the value survives a
+/// restart, and a bad value is refused without changing anything.
+#[test]
+fn emc_insert_inv_prob_is_set_persisted_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = start(dir.path()).unwrap();
+    ok(&mut b, add_port("p1", Some(1)));
+    ok(&mut b, add_port("p2", Some(2)));
+    ok(&mut b, add_flow("in_port=1,actions=output:2"));
+    let set = |b: &mut Bridge, v: &str| {
+        b.handle(Request::SetBridge {
+            bridge: BR.into(),
+            settings: BTreeMap::from([("other_config:emc-insert-inv-prob".into(), v.into())]),
+        })
+    };
+    let r = match set(&mut b, "1") {
+        Reply::Ok(v) => v,
+        Reply::Error(e) => panic!("{e}"),
+    };
+    assert_eq!(r["emc-insert-inv-prob"], 1);
+    // A miss (its install goes into the EMC too), then EMC hits only.
+    let f = frame();
+    for _ in 0..5 {
+        inject(&mut b, "p1", &f);
+    }
+    assert_eq!(capture(&mut b, "p2").len(), 5);
+    assert_eq!(tiers(&mut b), (4, 0, 1));
+
+    for bad in ["-1", "4294967296", "often", ""] {
+        match set(&mut b, bad) {
+            Reply::Error(e) => {
+                assert_eq!(e.code, ErrorCode::BadRequest, "{bad:?}: {e}");
+                assert!(e.message.contains("emc-insert-inv-prob"), "{e}");
+            }
+            Reply::Ok(v) => panic!("{bad:?} accepted: {v}"),
+        }
+    }
+    drop(b);
+
+    // Restarted with 1 (the bad values changed nothing): the EMC takes the
+    // flow again; then 0 turns the EMC off.
+    let mut b = start(dir.path()).unwrap();
+    for _ in 0..3 {
+        inject(&mut b, "p1", &f);
+    }
+    assert_eq!(tiers(&mut b), (2, 0, 1), "restored: inserted at once");
+    assert!(matches!(set(&mut b, "0"), Reply::Ok(_)));
+    for _ in 0..4 {
+        inject(&mut b, "p1", &f);
+    }
+    // The new snapshot flushed the caches: one miss, then megaflow hits only.
+    assert_eq!(tiers(&mut b), (2, 3, 2), "0: no EMC insertions");
+    assert_eq!(capture(&mut b, "p2").len(), 7);
+}

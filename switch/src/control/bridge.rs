@@ -246,6 +246,9 @@ impl Bridge {
             let icmp = parse_icmp_settings(&bs.other_config, *b.pipeline.icmp_errors())
                 .map_err(|e| format!("restoring bridge settings: {}", e.message))?;
             b.pipeline.set_icmp_errors(icmp);
+            let emc = parse_emc_setting(&bs.other_config)
+                .map_err(|e| format!("restoring bridge settings: {}", e.message))?;
+            b.pipeline.set_emc_insert_inv_prob(emc);
             parse_ct_settings(&bs.other_config)
                 .map_err(|e| format!("restoring bridge settings: {}", e.message))?
                 .apply(b.pipeline.conntrack());
@@ -1039,6 +1042,7 @@ impl Bridge {
         let (aging, size) = parse_bridge_settings(&settings)?;
         let icmp = parse_icmp_settings(&settings, *self.pipeline.icmp_errors())?;
         let ct = parse_ct_settings(&settings)?;
+        let emc = parse_emc_setting(&settings)?;
         let mut next = self.other_config.clone();
         for (k, v) in &settings {
             next.insert(k.trim_start_matches("other_config:").to_string(), v.clone());
@@ -1053,13 +1057,19 @@ impl Bridge {
         }
         self.apply_bridge_settings(aging, size);
         ct.apply(self.pipeline.conntrack());
-        if icmp != *self.pipeline.icmp_errors() {
+        let emc_changed = emc.is_some() && emc != self.pipeline.emc_insert_inv_prob();
+        if icmp != *self.pipeline.icmp_errors() || emc_changed {
             self.pipeline.set_icmp_errors(icmp);
+            if emc.is_some() {
+                self.pipeline.set_emc_insert_inv_prob(emc);
+            }
+            // A new snapshot: the polling threads take the settings with it.
             self.publish();
         }
         Ok(json!({
             "mac-aging-time": self.fdb.aging_secs(),
             "mac-table-size": self.fdb.max_entries(),
+            "emc-insert-inv-prob": self.pipeline.emc_insert_inv_prob(),
         }))
     }
 
@@ -1724,17 +1734,40 @@ pub fn parse_bridge_settings(
             }
             // Validated by parse_icmp_settings.
             "router-ip" | "router-ipv6" | "icmp-rate" | "icmp-burst" => {}
+            // Validated by parse_emc_setting.
+            "emc-insert-inv-prob" => {}
             // Validated by parse_ct_settings.
             c if c == "ct-limit" || c.starts_with("ct-timeout-") => {}
             _ => {
                 return Err(bad(format!(
                     "unknown bridge setting {k:?} (known: mac-aging-time, mac-table-size, \
-                     router-ip, router-ipv6, icmp-rate, icmp-burst, ct-limit, ct-timeout-NAME)"
+                     router-ip, router-ipv6, icmp-rate, icmp-burst, ct-limit, ct-timeout-NAME, \
+                     emc-insert-inv-prob)"
                 )))
             }
         }
     }
     Ok((aging, size))
+}
+
+/// Validate `emc-insert-inv-prob` of `set-bridge` (OVS's `other_config`
+/// key of the same name: the EMC inserts 1 in N flows' packets; 1 inserts
+/// every one, 0 none, which disables the EMC; 0..=4294967295, default
+/// 100). None when the settings do not name it.
+pub fn parse_emc_setting(settings: &BTreeMap<String, String>) -> Result<Option<u32>, ErrorBody> {
+    let mut out = None;
+    for (k, v) in settings {
+        if k.trim_start_matches("other_config:") == "emc-insert-inv-prob" {
+            out = Some(v.parse::<u32>().map_err(|_| {
+                ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!("emc-insert-inv-prob must be 0..4294967295, got {v:?}"),
+                )
+                .with_input(format!("{k}={v}"))
+            })?);
+        }
+    }
+    Ok(out)
 }
 
 /// Connection tracker settings of `set-bridge`, validated.

@@ -381,6 +381,12 @@ impl Emc {
         })
     }
 
+    /// Insert 1 in `n` candidates from now on (0: insert none; the entries
+    /// already cached stay until replaced or flushed).
+    pub fn set_insert_inv_prob(&mut self, n: u32) {
+        self.inv_prob = n;
+    }
+
     /// Forget every entry.
     pub fn flush(&mut self) {
         self.entries.iter_mut().for_each(|e| e.valid = false);

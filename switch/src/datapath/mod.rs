@@ -646,8 +646,13 @@ impl Datapath {
     pub fn new(snapshot: Arc<Snapshot>, cfg: DatapathConfig) -> Datapath {
         let mut scratch = Scratch::default();
         scratch.ensure(cfg.max_batch);
+        // `set-bridge emc-insert-inv-prob=N` wins over the configured default.
+        let inv_prob = snapshot
+            .pipeline
+            .emc_insert_inv_prob()
+            .unwrap_or(cfg.emc_insert_inv_prob);
         let mut dp = Datapath {
-            emc: Emc::new(cfg.emc_entries, cfg.emc_insert_inv_prob),
+            emc: Emc::new(cfg.emc_entries, inv_prob),
             mf: MegaflowCache::new(cfg.megaflow_capacity),
             stats: DatapathStats::default(),
             scratch,
@@ -733,6 +738,9 @@ impl Datapath {
         self.clock_tsc = 0;
         if snapshot.ports != self.snapshot.ports {
             self.stats.ports = port_stats_for(&snapshot.ports, &self.stats.ports);
+        }
+        if let Some(n) = snapshot.pipeline.emc_insert_inv_prob() {
+            self.emc.set_insert_inv_prob(n);
         }
         self.snapshot = snapshot;
     }

@@ -309,6 +309,9 @@ pub struct Pipeline {
     /// Router addresses and rate of the ICMP time exceeded errors sent on
     /// TTL expiry (`set-bridge router-ip=...`).
     icmp_errors: crate::packet::icmp_error::IcmpErrorConfig,
+    /// The EMC's insertion inverse probability set by `set-bridge
+    /// emc-insert-inv-prob=N` (None: the datapath's configured default).
+    emc_insert_inv_prob: Option<u32>,
     /// OpenFlow groups for `group:N` (shared between snapshots until a
     /// group-mod replaces them).
     groups: Arc<crate::group::GroupTable>,
@@ -324,6 +327,7 @@ impl Default for Pipeline {
             groups: Arc::default(),
             routes: Arc::default(),
             icmp_errors: crate::packet::icmp_error::IcmpErrorConfig::default(),
+            emc_insert_inv_prob: None,
             conntrack: Arc::default(),
         }
     }
@@ -502,6 +506,17 @@ impl Pipeline {
     /// Replace the ICMP error settings.
     pub fn set_icmp_errors(&mut self, cfg: crate::packet::icmp_error::IcmpErrorConfig) {
         self.icmp_errors = cfg;
+    }
+
+    /// The EMC insertion inverse probability the polling threads apply
+    /// with this snapshot (None: keep their configured one).
+    pub fn emc_insert_inv_prob(&self) -> Option<u32> {
+        self.emc_insert_inv_prob
+    }
+
+    /// Set it (`set-bridge emc-insert-inv-prob=N`).
+    pub fn set_emc_insert_inv_prob(&mut self, n: Option<u32>) {
+        self.emc_insert_inv_prob = n;
     }
 
     /// Table `id` (255, which is not a table, is always empty).
