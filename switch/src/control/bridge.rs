@@ -1057,12 +1057,10 @@ impl Bridge {
         }
         self.apply_bridge_settings(aging, size);
         ct.apply(self.pipeline.conntrack());
-        let emc_changed = emc.is_some() && emc != self.pipeline.emc_insert_inv_prob();
-        if icmp != *self.pipeline.icmp_errors() || emc_changed {
+        let emc = emc.or(self.pipeline.emc_insert_inv_prob());
+        if icmp != *self.pipeline.icmp_errors() || emc != self.pipeline.emc_insert_inv_prob() {
             self.pipeline.set_icmp_errors(icmp);
-            if emc.is_some() {
-                self.pipeline.set_emc_insert_inv_prob(emc);
-            }
+            self.pipeline.set_emc_insert_inv_prob(emc);
             // A new snapshot: the polling threads take the settings with it.
             self.publish();
         }

@@ -878,20 +878,18 @@ impl Datapath {
             }
             let ctx = ExecCtx::new(key, scratch.layouts[i]);
             let mut depth = 1;
-            // Plain traffic's entries have no hint: one test of the line
-            // the key compare has just read, and the direct pass stays out
-            // of line (inlined, it cost the plain path ~20 cycles a packet).
-            let direct = self
-                .emc
-                .has_hint(emc_ref)
-                .then(|| self.direct_pass(h, emc_ref, &ctx, pkt.len() as u64, now_ms));
-            if let Some(Some(next)) = direct {
-                // The first pass was an established connection's `ct`:
-                // run the second pass's megaflow in its place. Its actions
-                // have no `ct`, so nothing reads its key (`key` stays the
-                // first pass's; `ExecCtx` takes only header presence from
-                // it, the same in both keys).
-                (h, emc_ref, depth) = (next, EmcRef::NONE, 2);
+            // Plain traffic's entries have no hint: it pays one test of the
+            // line the key compare has just read; the direct pass itself is
+            // out of line.
+            if self.emc.has_hint(emc_ref) {
+                if let Some(next) = self.direct_pass(h, emc_ref, &ctx, pkt.len() as u64, now_ms) {
+                    // The first pass was an established connection's `ct`:
+                    // run the second pass's megaflow in its place. Its
+                    // actions have no `ct`, so nothing reads its key (`key`
+                    // stays the first pass's; `ExecCtx` takes only header
+                    // presence from it, the same in both keys).
+                    (h, emc_ref, depth) = (next, EmcRef::NONE, 2);
+                }
             }
             match self.mf.hit(h, pkt.len() as u64, now_ms) {
                 Some(flow) => {
