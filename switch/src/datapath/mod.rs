@@ -536,8 +536,10 @@ impl RecircSink<'_> {
     }
 }
 
-/// What `ct` actions need while a megaflow's actions run.
-struct CtEnv<'a> {
+/// What a pass's actions need beyond the packet and its megaflow: `ct`'s
+/// tracker, recirculation queue, key and EMC entry, and where an ICMP
+/// error goes.
+struct PassEnv<'a> {
     ct: &'a crate::conntrack::Conntrack,
     now_ms: u64,
     /// Where recirculated packets wait.
@@ -555,6 +557,9 @@ struct CtEnv<'a> {
     emc_ref: EmcRef,
     /// `ct` actions answered by the fast path (added to the stats after).
     fast_hits: u64,
+    /// The thread's ICMP error budget and settings, for a TTL expired in
+    /// this pass.
+    icmp: IcmpOut<'a>,
 }
 
 /// The slow-path translation function the datapath calls on a miss
@@ -893,26 +898,12 @@ impl Datapath {
             }
             match self.mf.hit(h, pkt.len() as u64, now_ms) {
                 Some(flow) => {
-                    icmp_error_first(
-                        flow,
-                        &pkt,
-                        &ctx,
-                        IcmpOut {
-                            bucket: &mut self.icmp_bucket,
-                            cfg: self.snapshot.pipeline.icmp_errors(),
-                            now_ms,
-                            pidx,
-                        },
-                        tx,
-                        pool,
-                        &mut self.stats,
-                    );
                     let RecircStack {
                         entries,
                         keys,
                         pending,
                     } = &mut self.recirc;
-                    let mut env = CtEnv {
+                    let mut env = PassEnv {
                         ct: self.snapshot.pipeline.conntrack(),
                         now_ms: self.ct_now_ms,
                         queue: RecircSink {
@@ -926,6 +917,12 @@ impl Datapath {
                         emc: &mut self.emc,
                         emc_ref,
                         fast_hits: 0,
+                        icmp: IcmpOut {
+                            bucket: &mut self.icmp_bucket,
+                            cfg: self.snapshot.pipeline.icmp_errors(),
+                            now_ms,
+                            pidx,
+                        },
                     };
                     run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
                     self.stats.ct_fast_hits += env.fast_hits;
@@ -1046,23 +1043,7 @@ impl Datapath {
             ctx.nexthop = nexthop;
             match self.mf.hit(h, pkt.len() as u64, now_ms) {
                 Some(flow) => {
-                    // A recirculated pass expires TTLs too (`dec_ttl` or
-                    // `route` after `ct(table=T)`).
-                    icmp_error_first(
-                        flow,
-                        &pkt,
-                        &ctx,
-                        IcmpOut {
-                            bucket: &mut self.icmp_bucket,
-                            cfg: self.snapshot.pipeline.icmp_errors(),
-                            now_ms,
-                            pidx,
-                        },
-                        tx,
-                        pool,
-                        &mut self.stats,
-                    );
-                    let mut env = CtEnv {
+                    let mut env = PassEnv {
                         ct: self.snapshot.pipeline.conntrack(),
                         now_ms: self.ct_now_ms,
                         queue: RecircSink {
@@ -1076,6 +1057,12 @@ impl Datapath {
                         emc: &mut self.emc,
                         emc_ref,
                         fast_hits: 0,
+                        icmp: IcmpOut {
+                            bucket: &mut self.icmp_bucket,
+                            cfg: self.snapshot.pipeline.icmp_errors(),
+                            now_ms,
+                            pidx,
+                        },
                     };
                     run_actions(pkt, ctx, flow, tx, pool, &mut self.stats, pidx, &mut env);
                     self.stats.ct_fast_hits += env.fast_hits;
@@ -1283,24 +1270,6 @@ struct IcmpOut<'a> {
     pidx: usize,
 }
 
-/// Translation puts an ICMP error first in a megaflow's actions when the
-/// packet's TTL expires (rare): send it, then the actions run as usual
-/// (`apply` skips it).
-#[inline(always)]
-fn icmp_error_first(
-    flow: &Megaflow,
-    pkt: &Packet,
-    ctx: &ExecCtx,
-    out: IcmpOut<'_>,
-    tx: &mut TxBatches,
-    pool: &mut PacketPool,
-    stats: &mut DatapathStats,
-) {
-    if let Some(DpAction::IcmpTimeExceeded(src)) = flow.actions.first() {
-        send_time_exceeded(pkt, ctx, *src, out, tx, pool, stats);
-    }
-}
-
 /// Build an ICMP time exceeded about `pkt` (unchanged) in a buffer from the
 /// pool and queue it on the ingress port, within the thread's rate. A
 /// packet that came from a tunnel goes back through it to its sender VTEP.
@@ -1311,7 +1280,7 @@ fn send_time_exceeded(
     pkt: &Packet,
     ctx: &ExecCtx,
     src: crate::packet::icmp_error::ErrorSrc,
-    out: IcmpOut<'_>,
+    out: &mut IcmpOut<'_>,
     tx: &mut TxBatches,
     pool: &mut PacketPool,
     stats: &mut DatapathStats,
@@ -1367,8 +1336,13 @@ fn run_actions(
     pool: &mut PacketPool,
     stats: &mut DatapathStats,
     pidx: usize,
-    env: &mut CtEnv<'_>,
+    env: &mut PassEnv<'_>,
 ) {
+    // Translation puts an ICMP error first when the packet's TTL expired
+    // (rare; in a recirculated pass too: `dec_ttl` or `route` after `ct`).
+    if let Some(DpAction::IcmpTimeExceeded(src)) = what.actions.first() {
+        send_time_exceeded(&pkt, &ctx, *src, &mut env.icmp, tx, pool, stats);
+    }
     let DatapathStats {
         ports,
         tx_packets,
@@ -1570,7 +1544,7 @@ enum CtStep {
 fn conntrack(
     pkt: &mut Packet,
     c: &actions::DpCt,
-    env: &mut CtEnv<'_>,
+    env: &mut PassEnv<'_>,
     pristine: Option<Layout>,
 ) -> CtStep {
     let orig = env.key;
