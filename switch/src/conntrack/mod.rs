@@ -1345,32 +1345,25 @@ impl Conntrack {
             let gen = self.publish(c, kind, changed, first);
             tokened.then_some(CtToken { slot: c.slot, gen })
         };
-        let mut state = cs::TRK
+        let state = cs::TRK
             | match (reply, c.seen_reply) {
                 (true, _) => cs::EST | cs::RPL,
                 (false, true) => cs::EST,
                 (false, false) => cs::NEW,
             };
-        let mut xl = None;
-        if let (Some(_), Some(n)) = (x.nat, c.nat) {
-            state |= c.nat_bits(reply);
-            xl = if reply {
-                xlate_packet(&n.reply, &c.orig().mirror())
-            } else {
-                xlate_packet(&c.orig(), &n.reply.mirror())
-            };
+        let v = CtVerdict {
+            state,
+            mark: c.mark,
+            label: c.label,
+            full: false,
+            nat_exhausted: false,
+            token,
+        };
+        if x.nat.is_some() && c.nat.is_some() {
+            return nat_step(c, reply, v);
         }
-        Step::Done(
-            CtVerdict {
-                state,
-                mark: c.mark,
-                label: c.label,
-                full: false,
-                nat_exhausted: false,
-                token,
-            },
-            xl,
-        )
+        // Without NAT only the `None` tag is written, not a whole `Xlate`.
+        Step::Done(v, None)
     }
 
     /// Give `c` a slot (its first token; under its shard lock): a freed
@@ -1697,6 +1690,23 @@ fn related_verdict(
         }
     }
     Step::Done(CtVerdict::of_conn(state, c), xl)
+}
+
+/// A packet of NATed connection `c` through `ct(nat)`: verdict `v` with
+/// the NAT bits, and the rewrite to the other direction's view. Out of
+/// line: [`Conntrack::update`]'s common return then writes no `Xlate`.
+#[inline(never)]
+fn nat_step(c: &Conn, reply: bool, mut v: CtVerdict) -> Step {
+    let Some(n) = c.nat else {
+        return Step::Done(v, None);
+    };
+    v.state |= c.nat_bits(reply);
+    let xl = if reply {
+        xlate_packet(&n.reply, &c.orig().mirror())
+    } else {
+        xlate_packet(&c.orig(), &n.reply.mirror())
+    };
+    Step::Done(v, xl)
 }
 
 /// The rewrite of a packet from `from` to `to` (None when equal).
