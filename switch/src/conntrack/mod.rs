@@ -413,10 +413,13 @@ enum ProtoState {
     Other,
 }
 
-/// One tracked connection.
+/// One tracked connection. It lives by value in its shard's hash table,
+/// so its size is the table's stride: 224 bytes (a test holds it there).
+/// It keeps no copy of its key's hash (recomputed when the table grows:
+/// [`Slot::hash`]), which paid for the slot, generation and publication
+/// fields of the fast path (docs/perf.md "The tracker's slow path").
 #[derive(Clone, Debug)]
 struct Conn {
-    hash: u64,
     key: CanonKey,
     /// The original direction is the swapped form of `key`.
     orig_swapped: bool,
@@ -463,9 +466,11 @@ impl Slot {
         }
     }
 
+    /// The hash the table files this slot under (a connection's is
+    /// recomputed from its key: only a growing table asks).
     fn hash(&self) -> u64 {
         match self {
-            Slot::Conn(c) => c.hash,
+            Slot::Conn(c) => c.key.hash(),
             Slot::Alias { hash, .. } => *hash,
         }
     }
@@ -1089,7 +1094,6 @@ impl Conntrack {
             _ => ProtoState::Other,
         };
         let mut c = Conn {
-            hash: h,
             key: k,
             orig_swapped: swapped,
             proto,

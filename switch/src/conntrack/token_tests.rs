@@ -432,3 +432,16 @@ fn the_fast_path_never_gives_a_stale_verdict_under_concurrent_changes() {
     assert!(fast > 1000, "the fast path ran ({fast})");
     assert!(checked > 1000, "quiet windows were checked ({checked})");
 }
+
+/// The table's stride: the fast path's fields (slot, generation,
+/// publication) fit in the 224 bytes a connection took before it (the
+/// key's hash is recomputed on growth instead of stored): at 1000
+/// connections the `conntrack` bench's table then still fits in L2.
+#[test]
+fn a_connection_takes_no_more_table_space_than_before_the_fast_path() {
+    assert!(
+        std::mem::size_of::<Slot>() <= 224,
+        "{}",
+        std::mem::size_of::<Slot>()
+    );
+}
