@@ -418,25 +418,19 @@ enum ProtoState {
 /// It keeps no copy of its key's hash (recomputed when the table grows:
 /// [`Slot::hash`]), which paid for the slot, generation and publication
 /// fields of the fast path (docs/perf.md "The tracker's slow path").
-///
-/// `repr(C)`, in this order, so that what every packet's lookup and update
-/// read sit together: the key the probe compares, then state, reply bit,
-/// mark and exact expiry in the rest of the key's 64 bytes; the label and
-/// the fast path's fields in the next 32; the NAT binding (read only for
-/// NATed connections) last.
 #[derive(Clone, Debug)]
-#[repr(C)]
 struct Conn {
     key: CanonKey,
-    proto: ProtoState,
-    seen_reply: bool,
     /// The original direction is the swapped form of `key`.
     orig_swapped: bool,
+    proto: ProtoState,
+    seen_reply: bool,
     mark: u32,
+    label: u128,
     /// Expiry as the slow path last set it, exactly; the fast path may
     /// have moved it later in the slot's `life` word ([`Conntrack::expires`]).
     expires_ms: u64,
-    label: u128,
+    nat: Option<NatBinding>,
     /// The connection's stable slot ([`slots`]), [`NO_SLOT`] until its
     /// first token: taken by the first packet that gets one
     /// ([`Conntrack::update`]), so a connection that never does (a single
@@ -448,7 +442,6 @@ struct Conn {
     /// The fast expiry (s) and timeout (s) last published in the slot: an
     /// update that moves neither (nor the generation) writes nothing.
     published: (u32, u32),
-    nat: Option<NatBinding>,
 }
 
 /// A table slot: a connection, or the alias that finds a NATed
