@@ -90,6 +90,9 @@ use nat::{Ends, NatKind, NatSpec};
 use slots::{exp_s_of, gen_of, Slots};
 use tcp::{TcpConn, TcpVerdict};
 
+/// `Conn::slot` of a connection without a slot ([`slots::NONE`]).
+const NO_SLOT: u32 = slots::NONE;
+
 /// Number of shards (a power of two).
 pub const N_SHARDS: usize = 256;
 
@@ -410,10 +413,13 @@ enum ProtoState {
     Other,
 }
 
-/// One tracked connection.
+/// One tracked connection. It lives by value in its shard's hash table,
+/// so its size is the table's stride: 224 bytes (a test holds it there).
+/// It keeps no copy of its key's hash (recomputed when the table grows:
+/// [`Slot::hash`]), which paid for the slot, generation and publication
+/// fields of the fast path (docs/perf.md "The tracker's slow path").
 #[derive(Clone, Debug)]
 struct Conn {
-    hash: u64,
     key: CanonKey,
     /// The original direction is the swapped form of `key`.
     orig_swapped: bool,
@@ -425,7 +431,10 @@ struct Conn {
     /// have moved it later in the slot's `life` word ([`Conntrack::expires`]).
     expires_ms: u64,
     nat: Option<NatBinding>,
-    /// The connection's stable slot ([`slots`]).
+    /// The connection's stable slot ([`slots`]), [`NO_SLOT`] until its
+    /// first token: taken by the first packet that gets one
+    /// ([`Conntrack::update`]), so a connection that never does (a single
+    /// packet, a SYN flood, NAT, ICMP) never takes or touches one.
     slot: u32,
     /// The slot's generation (the connection's copy: publishing never
     /// reads the slot).
@@ -457,9 +466,11 @@ impl Slot {
         }
     }
 
+    /// The hash the table files this slot under (a connection's is
+    /// recomputed from its key: only a growing table asks).
     fn hash(&self) -> u64 {
         match self {
-            Slot::Conn(c) => c.hash,
+            Slot::Conn(c) => c.key.hash(),
             Slot::Alias { hash, .. } => *hash,
         }
     }
@@ -496,6 +507,14 @@ enum Step {
     /// The table changed under us (an expired NATed connection removed, a
     /// racing commit): look again.
     Retry,
+}
+
+impl Step {
+    /// `+trk+inv`, nothing to translate.
+    #[inline]
+    fn invalid() -> Step {
+        Step::Done(CtVerdict::with_state(cs::INV), None)
+    }
 }
 
 /// What a NAT port allocation found.
@@ -1066,17 +1085,15 @@ impl Conntrack {
         x: &CtExec,
         now_ms: u64,
     ) -> Step {
-        let inv = Step::Done(CtVerdict::with_state(cs::INV), None);
         let proto = match t.proto {
-            ipproto::TCP if !tcp::valid_new(flags) => return inv,
+            ipproto::TCP if !tcp::valid_new(flags) => return Step::invalid(),
             ipproto::TCP => ProtoState::Tcp(tcp::initial()),
             ipproto::UDP => ProtoState::Udp,
-            ipproto::ICMP | ipproto::ICMPV6 if echo_reply => return inv,
+            ipproto::ICMP | ipproto::ICMPV6 if echo_reply => return Step::invalid(),
             ipproto::ICMP | ipproto::ICMPV6 => ProtoState::Icmp,
             _ => ProtoState::Other,
         };
         let mut c = Conn {
-            hash: h,
             key: k,
             orig_swapped: swapped,
             proto,
@@ -1085,7 +1102,7 @@ impl Conntrack {
             label: 0,
             expires_ms: 0,
             nat: None,
-            slot: u32::MAX,
+            slot: NO_SLOT,
             gen: 0,
             published: (0, 0),
         };
@@ -1126,20 +1143,9 @@ impl Conntrack {
                 return Step::Retry;
             }
         }
-        let Some(slot) = self.slots.alloc() else {
-            // Every slot number in use (a limit near 2^32): full.
-            drop(sh);
-            self.n_conns.fetch_sub(1, Relaxed);
-            self.counters.full_drops.fetch_add(1, Relaxed);
-            if let Some((ak, ah)) = c.nat.and_then(|n| n.alias) {
-                self.remove_alias(ak, ah, k);
-            }
-            return Step::Done(CtVerdict { full: true, ..v }, None);
-        };
-        c.slot = slot;
-        c.gen = self.slots.get(slot).map_or(0, |cell| gen_of(cell.life()));
+        // No slot yet: a new connection gets no token (its commit changed
+        // the table), and its first packet that does takes one.
         c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
-        self.publish(&mut c, false, true);
         let xl = match (x.nat, c.nat) {
             (Some(_), Some(n)) => {
                 v.state |= c.nat_bits(false);
@@ -1280,6 +1286,17 @@ impl Conntrack {
         Some(Some((rk, rh)))
     }
 
+    /// A packet of the live connection `c` (`reply`: its direction): run
+    /// the state machine, write `commit`'s mark and label, move the expiry,
+    /// and give the verdict (with a token when the packet changed nothing
+    /// but the expiry; docs/architecture.md "The established-connection
+    /// fast path"). Under `c`'s shard lock.
+    ///
+    /// Written for the slow path's cost (docs/perf.md "The tracker's slow
+    /// path"): whether anything a verdict depends on changed is tracked
+    /// field by field as it is written (no copy of the old state to compare
+    /// whole), the timeout class is computed once, and the verdict is built
+    /// in one place.
     fn update(
         &self,
         c: &mut Conn,
@@ -1289,69 +1306,102 @@ impl Conntrack {
         x: &CtExec,
         now_ms: u64,
     ) -> Step {
-        let inv = Step::Done(CtVerdict::with_state(cs::INV), None);
-        let before = (c.proto, c.seen_reply, c.mark, c.label);
+        // Anything a verdict depends on (TCP state, reply seen, mark,
+        // label) that this packet changes kills the tokens issued before:
+        // the generation moves on.
+        let mut changed = reply && !c.seen_reply;
         match c.proto {
             ProtoState::Tcp(tc) => match tcp::update(tc, reply, flags) {
-                TcpVerdict::Next(n) => c.proto = ProtoState::Tcp(n),
-                TcpVerdict::Invalid | TcpVerdict::Reopen => return inv,
+                TcpVerdict::Next(n) => {
+                    changed |= n != tc;
+                    c.proto = ProtoState::Tcp(n);
+                }
+                TcpVerdict::Invalid | TcpVerdict::Reopen => return Step::invalid(),
             },
-            ProtoState::Icmp if echo_reply != reply => return inv,
+            ProtoState::Icmp if echo_reply != reply => return Step::invalid(),
             _ => {}
         }
         c.seen_reply |= reply;
         if x.commit {
-            c.apply_marks(x);
+            let mark = (c.mark & !x.mark.1) | (x.mark.0 & x.mark.1);
+            changed |= mark != c.mark;
+            c.mark = mark;
+            if x.label.1 != 0 {
+                let label = (c.label & !x.label.1) | (x.label.0 & x.label.1);
+                changed |= label != c.label;
+                c.label = label;
+            }
         }
-        c.expires_ms = now_ms.saturating_add(self.timeouts.ms(c.timeout()));
-        // Anything a verdict depends on changed: tokens issued before are
-        // dead (the generation moves on).
-        let changed = before != (c.proto, c.seen_reply, c.mark, c.label);
-        let gen = self.publish(c, changed, false);
-        let mut state = cs::TRK
+        let kind = c.timeout();
+        c.expires_ms = now_ms.saturating_add(self.timeouts.ms(kind));
+        // The token: only when this packet changed nothing but the expiry
+        // (so the same packet again gets this same verdict), for TCP and
+        // UDP (whose tracked fields are all in the datapath's exact key;
+        // ICMP's echo id is not), never for NAT (the frame is rewritten).
+        let tokened = !changed
+            && c.nat.is_none()
+            && x.nat.is_none()
+            && matches!(c.proto, ProtoState::Tcp(_) | ProtoState::Udp);
+        let first = tokened && c.slot == NO_SLOT && self.take_slot(c);
+        let token = if c.slot == NO_SLOT {
+            None
+        } else {
+            let gen = self.publish(c, kind, changed, first);
+            tokened.then_some(CtToken { slot: c.slot, gen })
+        };
+        let state = cs::TRK
             | match (reply, c.seen_reply) {
                 (true, _) => cs::EST | cs::RPL,
                 (false, true) => cs::EST,
                 (false, false) => cs::NEW,
             };
-        let mut xl = None;
-        if let (Some(_), Some(n)) = (x.nat, c.nat) {
-            state |= c.nat_bits(reply);
-            xl = if reply {
-                xlate_packet(&n.reply, &c.orig().mirror())
-            } else {
-                xlate_packet(&c.orig(), &n.reply.mirror())
-            };
+        let v = CtVerdict {
+            state,
+            mark: c.mark,
+            label: c.label,
+            full: false,
+            nat_exhausted: false,
+            token,
+        };
+        if x.nat.is_some() && c.nat.is_some() {
+            return nat_step(c, reply, v);
         }
-        let mut v = CtVerdict::of_conn(state, c);
-        // The token: only when this packet changed nothing but the expiry
-        // (so the same packet again gets this same verdict), for TCP and
-        // UDP (whose tracked fields are all in the datapath's exact key;
-        // ICMP's echo id is not), never for NAT (the frame is rewritten).
-        if !changed
-            && c.nat.is_none()
-            && x.nat.is_none()
-            && matches!(c.proto, ProtoState::Tcp(_) | ProtoState::Udp)
-        {
-            v.token = Some(CtToken { slot: c.slot, gen });
-        }
-        Step::Done(v, xl)
+        // Without NAT only the `None` tag is written, not a whole `Xlate`.
+        Step::Done(v, None)
     }
 
-    /// Publish `c`'s timeout class and exact expiry (rounded down to a
-    /// second: the fast path never outlives the slow path's expiry) in its
-    /// slot, bumping the generation when `bump`. Under `c`'s shard lock.
+    /// Give `c` a slot (its first token; under its shard lock): a freed
+    /// one (whose generation moved when it was freed, so no token of its
+    /// former connection applies) or a fresh one; true when it got one
+    /// (the caller then publishes with `force`). Every slot number in use
+    /// (a limit near 2^32): `c` stays without one, tracked as before, only
+    /// never fast-pathed.
+    #[cold]
+    #[inline(never)]
+    fn take_slot(&self, c: &mut Conn) -> bool {
+        let Some(slot) = self.slots.alloc() else {
+            return false;
+        };
+        c.slot = slot;
+        c.gen = self.slots.get(slot).map_or(0, |cell| gen_of(cell.life()));
+        true
+    }
+
+    /// Publish `c`'s timeout class `kind` and exact expiry (rounded down to
+    /// a second: the fast path never outlives the slow path's expiry) in
+    /// its slot, bumping the generation when `bump`. Under `c`'s shard
+    /// lock; `c` has a slot.
     ///
-    /// Unless `force` (a new connection) or `bump`, nothing is written when
-    /// neither the whole-second expiry nor the timeout in force moved since
-    /// the last publication: the slot's line is then not dirtied (at 1M
+    /// Unless `force` (a slot just taken) or `bump`, nothing is written when neither the
+    /// whole-second expiry nor the timeout in force moved since the last
+    /// publication: the slot's line is then not dirtied (at 1M
     /// connections that store is a cache miss the shard's unlock waits for).
     /// A fast-path refresh since then set at most `now + timeout`, rounded
     /// up to a second, with the same timeout: within the expiry's one-second
     /// granularity of what this update sets.
-    fn publish(&self, c: &mut Conn, bump: bool, force: bool) -> u32 {
+    #[inline]
+    fn publish(&self, c: &mut Conn, kind: TimeoutKind, bump: bool, force: bool) -> u32 {
         c.gen = c.gen.wrapping_add(u32::from(bump));
-        let kind = c.timeout();
         let exp_s = u32::try_from(c.expires_ms / 1000).unwrap_or(u32::MAX);
         let now = (exp_s, self.timeouts.get(kind));
         if bump || force || now != c.published {
@@ -1366,6 +1416,9 @@ impl Conntrack {
     /// `c`'s expiry: the later of the slow path's exact one and the fast
     /// path's refresh (whole seconds). Under `c`'s shard lock.
     fn expires(&self, c: &Conn) -> u64 {
+        if c.slot == NO_SLOT {
+            return c.expires_ms;
+        }
         let fast = self
             .slots
             .get(c.slot)
@@ -1641,6 +1694,23 @@ fn related_verdict(
         }
     }
     Step::Done(CtVerdict::of_conn(state, c), xl)
+}
+
+/// A packet of NATed connection `c` through `ct(nat)`: verdict `v` with
+/// the NAT bits, and the rewrite to the other direction's view. Out of
+/// line: [`Conntrack::update`]'s common return then writes no `Xlate`.
+#[inline(never)]
+fn nat_step(c: &Conn, reply: bool, mut v: CtVerdict) -> Step {
+    let Some(n) = c.nat else {
+        return Step::Done(v, None);
+    };
+    v.state |= c.nat_bits(reply);
+    let xl = if reply {
+        xlate_packet(&n.reply, &c.orig().mirror())
+    } else {
+        xlate_packet(&c.orig(), &n.reply.mirror())
+    };
+    Step::Done(v, xl)
 }
 
 /// The rewrite of a packet from `from` to `to` (None when equal).

@@ -33,6 +33,10 @@ use std::sync::OnceLock;
 const BASE_BITS: u32 = 10;
 const BASE: u64 = 1 << BASE_BITS;
 
+/// No slot: [`Slots::alloc`] never hands this number out, and
+/// [`Slots::free`] ignores it.
+pub const NONE: u32 = u32::MAX;
+
 /// Chunks: enough for every slot number below `u32::MAX`.
 pub const N_CHUNKS: usize = 23;
 
@@ -155,6 +159,9 @@ impl Slots {
     /// lock): bump its generation, so every token naming it is dead, then
     /// put it on the free list.
     pub fn free(&self, i: u32) {
+        if i == NONE {
+            return;
+        }
         let Some(c) = self.get(i) else { return };
         c.life.fetch_add(1 << 32, AcqRel);
         let mut head = self.free.load(Acquire);
